@@ -63,7 +63,8 @@ export function compile() {
   const output = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
   const errors = (output.errors ?? []).filter((e) => e.severity === "error");
   for (const e of output.errors ?? []) {
-    if (e.severity !== "error" && !/SPDX|pragma/.test(e.message)) {
+    const file = e.sourceLocation?.file ?? "";
+    if (e.severity !== "error" && !file.startsWith("node_modules/")) {
       process.stderr.write(e.formattedMessage + "\n");
     }
   }

@@ -1,0 +1,172 @@
+// Deploys and wires the OpenLedger protocol contracts on any EVM JSON-RPC endpoint.
+//
+//   node deploy.mjs --rpc-url URL --private-key 0x... --out deployments/x.json [--config cfg.json]
+//
+// (OPENLEDGER_RPC_URL / OPENLEDGER_PRIVATE_KEY are read when the flags are absent.)
+// Order and arguments are the same as the node's genesis predeploy (see README.md): seven
+// creation transactions from one account at consecutive nonces. The Timelock is created with the
+// Governor's address (predicted from the deployer's nonce) as proposer, so no wiring call and no
+// admin role are needed afterwards.
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  createPublicClient,
+  createWalletClient,
+  http,
+  getContractAddress,
+  encodeDeployData,
+  zeroAddress,
+  parseEther,
+} from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+
+const ROOT = dirname(fileURLToPath(import.meta.url));
+
+/** Reads out/<name>.json. */
+export function artifact(name) {
+  return JSON.parse(readFileSync(join(ROOT, "out", `${name}.json`), "utf8"));
+}
+
+/** Deploy order; index = offset from the deployer's first nonce. */
+export const ORDER = [
+  "GOPEN",
+  "OpenLedgerTimelock",
+  "OpenLedgerGovernor",
+  "ProtocolParams",
+  "DatanetRegistry",
+  "ModelRegistry",
+  "AttributionSettlement",
+];
+
+/** Defaults: short governance for a devnet (seconds; the clock is timestamps). */
+export const DEFAULT_CONFIG = {
+  timelockMinDelay: 5,
+  votingDelay: 1,
+  votingPeriod: 60,
+  proposalThreshold: "0",
+  quorumPercent: 4,
+  feeSplit: { treasuryBps: 1000, modelOwnerBps: 4000, contributorsBps: 5000 },
+  licenceOwnerBps: 2000,
+  datanetCreationFee: parseEther("0.01").toString(),
+  // null: the deployer is the only attributor; null treasury: the Timelock is the treasury.
+  attributors: null,
+  treasury: null,
+};
+
+/**
+ * The creation transactions (in order) for a deployer whose next nonce is `nonce`:
+ * [{ name, address, nonce, data }] where data = creation code ‖ ABI-encoded constructor args.
+ */
+export function plan(deployer, nonce, config = {}) {
+  const cfg = { ...DEFAULT_CONFIG, ...config };
+  const addr = {};
+  ORDER.forEach((name, i) => {
+    addr[name] = getContractAddress({ from: deployer, nonce: BigInt(nonce + i) });
+  });
+  const args = {
+    GOPEN: [],
+    OpenLedgerTimelock: [BigInt(cfg.timelockMinDelay), [addr.OpenLedgerGovernor], [zeroAddress], zeroAddress],
+    OpenLedgerGovernor: [
+      addr.GOPEN,
+      addr.OpenLedgerTimelock,
+      Number(cfg.votingDelay),
+      Number(cfg.votingPeriod),
+      BigInt(cfg.proposalThreshold),
+      BigInt(cfg.quorumPercent),
+    ],
+    ProtocolParams: [
+      addr.OpenLedgerTimelock,
+      cfg.treasury ?? addr.OpenLedgerTimelock,
+      cfg.feeSplit,
+      Number(cfg.licenceOwnerBps),
+      BigInt(cfg.datanetCreationFee),
+      cfg.attributors ?? [deployer],
+    ],
+    DatanetRegistry: [addr.ProtocolParams],
+    ModelRegistry: [addr.DatanetRegistry],
+    AttributionSettlement: [addr.ProtocolParams, addr.ModelRegistry, addr.DatanetRegistry],
+  };
+  return ORDER.map((name, i) => {
+    const a = artifact(name);
+    return {
+      name,
+      address: addr[name],
+      nonce: nonce + i,
+      data: encodeDeployData({ abi: a.abi, bytecode: a.bytecode, args: args[name] }),
+    };
+  });
+}
+
+/**
+ * Deploys the set with `walletClient` (its account is the deployer) and returns the
+ * deployments object { chainId, contracts, deployer, block, config }.
+ */
+export async function deployAll(walletClient, publicClient, config = {}) {
+  const deployer = walletClient.account.address;
+  const chainId = await publicClient.getChainId();
+  const nonce = await publicClient.getTransactionCount({ address: deployer, blockTag: "pending" });
+  const steps = plan(deployer, nonce, config);
+  const contracts = {};
+  let block = 0n;
+  for (const step of steps) {
+    const hash = await walletClient.sendTransaction({
+      data: step.data,
+      nonce: step.nonce,
+      chain: null,
+      gas: 12_000_000n,
+    });
+    const receipt = await publicClient.waitForTransactionReceipt({ hash });
+    if (receipt.status !== "success") throw new Error(`deploying ${step.name} failed (tx ${hash})`);
+    if (receipt.contractAddress?.toLowerCase() !== step.address.toLowerCase()) {
+      throw new Error(`${step.name} landed at ${receipt.contractAddress}, expected ${step.address}`);
+    }
+    contracts[step.name] = step.address;
+    if (receipt.blockNumber > block) block = receipt.blockNumber;
+  }
+  return {
+    chainId,
+    contracts,
+    deployer,
+    block: Number(block),
+    config: { ...DEFAULT_CONFIG, ...config },
+  };
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      "rpc-url": { type: "string" },
+      "private-key": { type: "string" },
+      out: { type: "string" },
+      config: { type: "string" },
+    },
+  });
+  const rpcUrl = values["rpc-url"] ?? process.env.OPENLEDGER_RPC_URL;
+  const key = values["private-key"] ?? process.env.OPENLEDGER_PRIVATE_KEY;
+  if (!rpcUrl || !key) {
+    console.error("usage: node deploy.mjs --rpc-url URL --private-key 0x.. [--out FILE] [--config FILE]");
+    process.exit(2);
+  }
+  const config = values.config ? JSON.parse(readFileSync(values.config, "utf8")) : {};
+  const transport = http(rpcUrl);
+  const account = privateKeyToAccount(key);
+  const publicClient = createPublicClient({ transport, pollingInterval: 100 });
+  const walletClient = createWalletClient({ account, transport });
+  const deployments = await deployAll(walletClient, publicClient, config);
+  const text = JSON.stringify(deployments, null, 2) + "\n";
+  if (values.out) {
+    mkdirSync(dirname(values.out), { recursive: true });
+    writeFileSync(values.out, text);
+    console.error(`wrote ${values.out}`);
+  }
+  process.stdout.write(text);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((e) => {
+    console.error(e.shortMessage ?? e.message);
+    process.exit(1);
+  });
+}

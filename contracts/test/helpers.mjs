@@ -1,0 +1,202 @@
+// Shared test set-up: a chain to talk to (OPENLEDGER_RPC_URL, or a private anvil), the dev
+// accounts, a fresh protocol deployment, and helpers to send transactions and match reverts.
+import { spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import assert from "node:assert/strict";
+import {
+  createPublicClient,
+  createWalletClient,
+  http,
+  getContract,
+  BaseError,
+  ContractFunctionRevertedError,
+  parseEventLogs,
+} from "viem";
+import { mnemonicToAccount } from "viem/accounts";
+import { artifact, deployAll } from "../deploy.mjs";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const MNEMONIC = "test test test test test test test test test test test junk";
+const ANVIL = join(ROOT, "node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitForRpc(url, child) {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`anvil exited with ${child.exitCode}`);
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "eth_chainId", params: [] }),
+      });
+      if (res.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error("anvil did not start");
+}
+
+/**
+ * Connects to OPENLEDGER_RPC_URL, or starts anvil (prague, chain id 1337, standard mnemonic).
+ * Returns { url, publicClient, wallets[10], accounts[10], stop(), external }.
+ */
+export async function startChain() {
+  let url = process.env.OPENLEDGER_RPC_URL;
+  let child = null;
+  if (!url) {
+    const port = await freePort();
+    child = spawn(
+      ANVIL,
+      ["--port", String(port), "--hardfork", "prague", "--chain-id", "1337", "--mnemonic", MNEMONIC, "--silent"],
+      { stdio: "ignore" },
+    );
+    url = `http://127.0.0.1:${port}`;
+    await waitForRpc(url, child);
+  }
+  const transport = http(url, { batch: false });
+  const publicClient = createPublicClient({ transport, pollingInterval: 20 });
+  const accounts = Array.from({ length: 10 }, (_, i) => mnemonicToAccount(MNEMONIC, { addressIndex: i }));
+  const wallets = accounts.map((account) => createWalletClient({ account, transport, pollingInterval: 20 }));
+  return {
+    url,
+    publicClient,
+    accounts,
+    wallets,
+    external: child === null,
+    async stop() {
+      if (child && child.exitCode === null) {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+    },
+  };
+}
+
+/** Deploys the protocol set from `wallet` and returns { deployments, c: {Name: contract} }. */
+export async function deployProtocol(chain, wallet, config = {}) {
+  const deployments = await deployAll(wallet, chain.publicClient, config);
+  const c = {};
+  for (const [name, address] of Object.entries(deployments.contracts)) {
+    c[name] = getContract({ address, abi: artifact(name).abi, client: chain.publicClient });
+  }
+  return { deployments, c };
+}
+
+/** Deploys out/<name>.json with constructor `args` from `wallet`; returns a contract instance. */
+export async function deploy(chain, wallet, name, args = []) {
+  const a = artifact(name);
+  const hash = await wallet.deployContract({ abi: a.abi, bytecode: a.bytecode, args, chain: null });
+  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+  assert.equal(receipt.status, "success", `deploying ${name}`);
+  return getContract({ address: receipt.contractAddress, abi: a.abi, client: chain.publicClient });
+}
+
+/**
+ * Sends `fn(args)` on `contract` from `wallet`, waits for the receipt, asserts success and
+ * returns { receipt, events } with the contract's decoded logs.
+ */
+export async function send(chain, wallet, contract, fn, args = [], opts = {}) {
+  const hash = await wallet.writeContract({
+    address: contract.address,
+    abi: contract.abi,
+    functionName: fn,
+    args,
+    chain: null,
+    ...opts,
+  });
+  const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
+  assert.equal(receipt.status, "success", `${fn} should succeed`);
+  const events = parseEventLogs({ abi: contract.abi, logs: receipt.logs, strict: false });
+  return { receipt, events };
+}
+
+/** The named custom error (and its args) a failed call reverted with, or Error(string)'s message. */
+export function revertOf(err) {
+  if (!(err instanceof BaseError)) throw err;
+  const r = err.walk((e) => e instanceof ContractFunctionRevertedError);
+  if (!r) throw err;
+  return { name: r.data?.errorName ?? (r.reason ? "Error" : undefined), args: r.data?.args, reason: r.reason };
+}
+
+/**
+ * Asserts that sending `fn(args)` reverts with custom error `name` (and `args` if given).
+ * The node must answer eth_estimateGas/eth_call with the revert data (code 3).
+ */
+export async function expectRevert(chain, wallet, contract, fn, args, name, errArgs, opts = {}) {
+  let failed = null;
+  try {
+    await wallet.writeContract({
+      address: contract.address,
+      abi: contract.abi,
+      functionName: fn,
+      args,
+      chain: null,
+      ...opts,
+    });
+  } catch (e) {
+    failed = e;
+  }
+  assert.ok(failed, `${fn} should revert with ${name}`);
+  const r = revertOf(failed);
+  assert.equal(r.name, name, `${fn}: expected ${name}, got ${r.name} (${failed.shortMessage})`);
+  if (errArgs !== undefined) assert.deepEqual(r.args, errArgs);
+  return r;
+}
+
+/** The ABI-decoded events named `name` in a send() result. */
+export function eventsNamed(result, name) {
+  return result.events.filter((e) => e.eventName === name);
+}
+
+/** Native balance of `address`. */
+export function balance(chain, address) {
+  return chain.publicClient.getBalance({ address });
+}
+
+/** Total fee paid by a receipt. */
+export function gasCost(receipt) {
+  return receipt.gasUsed * receipt.effectiveGasPrice;
+}
+
+/** Whether the RPC supports evm_increaseTime + evm_mine (anvil, hardhat; not our node). */
+export async function canTimeTravel(chain) {
+  try {
+    await chain.publicClient.request({ method: "evm_increaseTime", params: [0] });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Moves chain time forward `seconds` and mines a block. */
+export async function timeTravel(chain, seconds) {
+  await chain.publicClient.request({ method: "evm_increaseTime", params: [seconds] });
+  await chain.publicClient.request({ method: "evm_mine", params: [] });
+}
+
+/** Deterministic PRNG (mulberry32) for property tests. */
+export function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -200,3 +200,68 @@ export function prng(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** A bytes32 from a label (keccak-256 of its UTF-8 bytes). */
+export { keccak256, toHex, parseEther, encodeAbiParameters, encodeFunctionData, zeroAddress, maxUint256 } from "viem";
+import { keccak256 as k256, toHex as hx, parseEther as pe } from "viem";
+export const h32 = (label) => k256(hx(label));
+
+/**
+ * Builds the common market: Datanet (owner w[1], curator w[2]) with `contributors` each
+ * contributing once, all approved, version 0 published, licensed and a model registered by
+ * `builder`. Returns { datanetId, contributionIds, modelId }.
+ */
+export async function setupMarket(chain, c, opts) {
+  const { owner, curator, contributors, builder, licenceFee = pe("1"), price = pe("0.001"), tag = "m" } = opts;
+  const fee = await c.ProtocolParams.read.datanetCreationFee();
+  const created = await send(chain, owner, c.DatanetRegistry, "createDatanet", [`dn-${tag}`, "ipfs://dn", false, licenceFee], {
+    value: fee,
+  });
+  const datanetId = eventsNamed(created, "DatanetCreated")[0].args.datanetId;
+  if (curator) await send(chain, owner, c.DatanetRegistry, "setCurator", [datanetId, curator.account.address, true]);
+  const contributionIds = [];
+  for (const [i, w] of contributors.entries()) {
+    const r = await send(chain, w, c.DatanetRegistry, "contribute", [datanetId, h32(`${tag}-c${i}`), 1000n, 10n, 9000, `ipfs://c${i}`]);
+    contributionIds.push(eventsNamed(r, "Contributed")[0].args.contributionId);
+  }
+  for (const id of contributionIds) await send(chain, curator ?? owner, c.DatanetRegistry, "approve", [id]);
+  await send(chain, owner, c.DatanetRegistry, "publishVersion", [datanetId, h32(`${tag}-root`), BigInt(contributionIds.length), h32(`${tag}-manifest`)]);
+  await send(chain, builder, c.DatanetRegistry, "buyLicence", [datanetId], { value: licenceFee });
+  const reg = await send(chain, builder, c.ModelRegistry, "registerModel", [
+    {
+      baseModelId: "meta-llama/Llama-3.2-1B",
+      baseModelHash: h32("base"),
+      adapterHash: h32(`${tag}-adapter`),
+      trainingManifestHash: h32(`${tag}-train`),
+      trainedOn: [{ datanetId, version: 0n }],
+      pricePer1kTokens: price,
+      metadataURI: "ipfs://model",
+    },
+  ]);
+  const modelId = eventsNamed(reg, "ModelRegistered")[0].args.modelId;
+  return { datanetId, contributionIds, modelId };
+}
+
+/** Merkle tree with OpenZeppelin's MerkleProof convention (sorted pairs, keccak-256). */
+export function merkle(leaves) {
+  const hashPair = (a, b) => (BigInt(a) < BigInt(b) ? k256(`${a}${b.slice(2)}`) : k256(`${b}${a.slice(2)}`));
+  const layers = [leaves.slice()];
+  while (layers.at(-1).length > 1) {
+    const prev = layers.at(-1);
+    const next = [];
+    for (let i = 0; i < prev.length; i += 2) next.push(i + 1 < prev.length ? hashPair(prev[i], prev[i + 1]) : prev[i]);
+    layers.push(next);
+  }
+  const root = layers.at(-1)[0];
+  const proof = (index) => {
+    const p = [];
+    let i = index;
+    for (const layer of layers.slice(0, -1)) {
+      const sib = i ^ 1;
+      if (sib < layer.length) p.push(layer[sib]);
+      i >>= 1;
+    }
+    return p;
+  };
+  return { root, proof };
+}

@@ -1,0 +1,136 @@
+// ProtocolParams and the Timelock wiring: only the Timelock changes parameters; the setters'
+// own checks (split sums, bps range, zero addresses) are exercised on a ProtocolParams owned by
+// a test account, and through the Timelock in governance.test.mjs.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { keccak256, toHex, zeroAddress, encodeDeployData, decodeErrorResult } from "viem";
+import { startChain, deployProtocol, deploy, send, expectRevert, eventsNamed } from "./helpers.mjs";
+import { artifact as art } from "../deploy.mjs";
+
+let chain, w, c, dep;
+before(async () => {
+  chain = await startChain();
+  w = chain.wallets;
+  ({ deployments: dep, c } = await deployProtocol(chain, w[0]));
+});
+after(() => chain?.stop());
+
+test("deployment: parameters, owner = Timelock, treasury = Timelock, deployer is attributor", async () => {
+  const tl = dep.contracts.OpenLedgerTimelock;
+  assert.equal(await c.ProtocolParams.read.owner(), tl);
+  assert.equal(await c.ProtocolParams.read.treasury(), tl);
+  assert.deepEqual(await c.ProtocolParams.read.feeSplit(), [1000, 4000, 5000]);
+  assert.equal(await c.ProtocolParams.read.licenceOwnerBps(), 2000);
+  assert.equal(await c.ProtocolParams.read.datanetCreationFee(), 10n ** 16n);
+  assert.equal(await c.ProtocolParams.read.isAttributor([w[0].account.address]), true);
+  assert.equal(await c.ProtocolParams.read.isAttributor([w[1].account.address]), false);
+  const cfg = await c.ProtocolParams.read.settlementConfig([w[0].account.address]);
+  assert.deepEqual(cfg, [true, tl, 1000, 4000, 5000]);
+  assert.equal(await c.DatanetRegistry.read.params(), dep.contracts.ProtocolParams);
+  assert.equal(await c.ModelRegistry.read.datanets(), dep.contracts.DatanetRegistry);
+  assert.equal(await c.AttributionSettlement.read.params(), dep.contracts.ProtocolParams);
+  assert.equal(await c.AttributionSettlement.read.models(), dep.contracts.ModelRegistry);
+  assert.equal(await c.AttributionSettlement.read.datanets(), dep.contracts.DatanetRegistry);
+});
+
+test("timelock: Governor proposes and cancels, anyone executes, no admin but the timelock itself", async () => {
+  const t = c.OpenLedgerTimelock;
+  const gov = dep.contracts.OpenLedgerGovernor;
+  const [admin, proposer, executor, canceller] = await Promise.all([
+    t.read.DEFAULT_ADMIN_ROLE(),
+    t.read.PROPOSER_ROLE(),
+    t.read.EXECUTOR_ROLE(),
+    t.read.CANCELLER_ROLE(),
+  ]);
+  assert.equal(await t.read.hasRole([proposer, gov]), true);
+  assert.equal(await t.read.hasRole([canceller, gov]), true);
+  assert.equal(await t.read.hasRole([executor, zeroAddress]), true);
+  assert.equal(await t.read.hasRole([admin, t.address]), true);
+  for (const who of [dep.deployer, gov]) {
+    assert.equal(await t.read.hasRole([admin, who]), false, `${who} must not be admin`);
+    if (who === dep.deployer) assert.equal(await t.read.hasRole([proposer, who]), false);
+  }
+  assert.equal(await t.read.getMinDelay(), 5n);
+  assert.equal(await c.OpenLedgerGovernor.read.timelock(), t.address);
+  assert.equal(await c.OpenLedgerGovernor.read.token(), dep.contracts.GOPEN);
+  assert.equal(await c.OpenLedgerGovernor.read.votingDelay(), 1n);
+  assert.equal(await c.OpenLedgerGovernor.read.votingPeriod(), 60n);
+  assert.equal(await c.OpenLedgerGovernor.read.proposalThreshold(), 0n);
+  assert.equal(await c.OpenLedgerGovernor.read["quorumNumerator"](), 4n);
+  assert.equal(await c.OpenLedgerGovernor.read.CLOCK_MODE(), "mode=timestamp");
+  assert.equal(await c.OpenLedgerGovernor.read.name(), "OpenLedgerGovernor");
+  // The deployer cannot schedule on the timelock directly.
+  await expectRevert(
+    chain, w[0], t, "schedule",
+    [c.ProtocolParams.address, 0n, "0x", "0x" + "00".repeat(32), keccak256(toHex("x")), 5n],
+    "AccessControlUnauthorizedAccount",
+  );
+});
+
+test("parameter change not through the Timelock reverts (every setter, even from the deployer)", async () => {
+  const p = c.ProtocolParams;
+  const calls = [
+    ["setFeeSplit", [2000, 3000, 5000]],
+    ["setLicenceOwnerBps", [100]],
+    ["setDatanetCreationFee", [0n]],
+    ["setAttributor", [w[5].account.address, true]],
+    ["setTreasury", [w[5].account.address]],
+    ["transferOwnership", [w[5].account.address]],
+  ];
+  for (const [fn, args] of calls) {
+    for (const who of [w[0], w[5]]) {
+      await expectRevert(chain, who, p, fn, args, "OwnableUnauthorizedAccount", [who.account.address]);
+    }
+  }
+  assert.deepEqual(await p.read.feeSplit(), [1000, 4000, 5000]);
+});
+
+test("setters with an owner: events, split sums != 10,000, bps > 10,000, zero addresses", async () => {
+  const split = { treasuryBps: 2500, modelOwnerBps: 2500, contributorsBps: 5000 };
+  const p = await deploy(chain, w[0], "ProtocolParams", [w[0].account.address, w[9].account.address, split, 0, 0n, []]);
+  assert.deepEqual(await p.read.feeSplit(), [2500, 2500, 5000]);
+  assert.equal(await p.read.BPS(), 10000);
+
+  let r = await send(chain, w[0], p, "setFeeSplit", [0, 0, 10000]);
+  assert.deepEqual(eventsNamed(r, "FeeSplitUpdated")[0].args, { treasuryBps: 0, modelOwnerBps: 0, contributorsBps: 10000 });
+  assert.deepEqual(await p.read.feeSplit(), [0, 0, 10000]);
+  await expectRevert(chain, w[0], p, "setFeeSplit", [1000, 4000, 4999], "InvalidFeeSplit", [9999n]);
+  await expectRevert(chain, w[0], p, "setFeeSplit", [1000, 4000, 5001], "InvalidFeeSplit", [10001n]);
+  await expectRevert(chain, w[0], p, "setFeeSplit", [65535, 65535, 10000], "InvalidFeeSplit", [141070n]);
+
+  r = await send(chain, w[0], p, "setLicenceOwnerBps", [10000]);
+  assert.equal(eventsNamed(r, "LicenceOwnerShareUpdated")[0].args.ownerBps, 10000);
+  await expectRevert(chain, w[0], p, "setLicenceOwnerBps", [10001], "InvalidBps", [10001n]);
+
+  r = await send(chain, w[0], p, "setDatanetCreationFee", [123n]);
+  assert.equal(eventsNamed(r, "DatanetCreationFeeUpdated")[0].args.fee, 123n);
+  assert.equal(await p.read.datanetCreationFee(), 123n);
+
+  r = await send(chain, w[0], p, "setAttributor", [w[3].account.address, true]);
+  assert.deepEqual(eventsNamed(r, "AttributorUpdated")[0].args, { account: w[3].account.address, allowed: true });
+  assert.equal(await p.read.isAttributor([w[3].account.address]), true);
+  await send(chain, w[0], p, "setAttributor", [w[3].account.address, false]);
+  assert.equal(await p.read.isAttributor([w[3].account.address]), false);
+  await expectRevert(chain, w[0], p, "setAttributor", [zeroAddress, true], "ZeroAddress");
+
+  r = await send(chain, w[0], p, "setTreasury", [w[4].account.address]);
+  assert.equal(eventsNamed(r, "TreasuryUpdated")[0].args.treasury, w[4].account.address);
+  assert.equal(await p.read.treasury(), w[4].account.address);
+  await expectRevert(chain, w[0], p, "setTreasury", [zeroAddress], "ZeroAddress");
+});
+
+test("constructor rejects a split that does not sum to 10,000", async () => {
+  const a = art("ProtocolParams");
+  const bad = { treasuryBps: 1, modelOwnerBps: 2, contributorsBps: 3 };
+  const data = encodeDeployData({
+    abi: a.abi,
+    bytecode: a.bytecode,
+    args: [w[0].account.address, w[0].account.address, bad, 0, 0n, []],
+  });
+  const failed = await chain.publicClient.call({ account: w[0].account.address, data }).then(() => null, (e) => e);
+  assert.ok(failed, "creation must revert");
+  const revertData = failed.walk((e) => typeof e.data === "string" && e.data.startsWith("0x"))?.data;
+  const decoded = decodeErrorResult({ abi: a.abi, data: revertData });
+  assert.equal(decoded.errorName, "InvalidFeeSplit");
+  assert.deepEqual(decoded.args, [6n]);
+});

@@ -13,7 +13,10 @@ import {
   BaseError,
   ContractFunctionRevertedError,
   parseEventLogs,
+  decodeErrorResult,
+  toFunctionSignature,
 } from "viem";
+import { readdirSync } from "node:fs";
 import { mnemonicToAccount } from "viem/accounts";
 import { artifact, deployAll } from "../deploy.mjs";
 
@@ -125,11 +128,30 @@ export async function send(chain, wallet, contract, fn, args = [], opts = {}) {
   return { receipt, events };
 }
 
+/** Every custom error of every artifact: errors bubble up from called contracts. */
+const ALL_ERRORS = (() => {
+  const seen = new Map();
+  for (const f of readdirSync(join(ROOT, "out"))) {
+    for (const item of artifact(f.replace(/\.json$/, "")).abi) {
+      if (item.type === "error") seen.set(toFunctionSignature(item), item);
+    }
+  }
+  return [...seen.values()];
+})();
+
 /** The named custom error (and its args) a failed call reverted with, or Error(string)'s message. */
 export function revertOf(err) {
   if (!(err instanceof BaseError)) throw err;
   const r = err.walk((e) => e instanceof ContractFunctionRevertedError);
   if (!r) throw err;
+  if (!r.data?.errorName && r.raw) {
+    try {
+      const d = decodeErrorResult({ abi: ALL_ERRORS, data: r.raw });
+      return { name: d.errorName, args: d.args };
+    } catch {
+      /* not one of ours */
+    }
+  }
   return { name: r.data?.errorName ?? (r.reason ? "Error" : undefined), args: r.data?.args, reason: r.reason };
 }
 

@@ -1,0 +1,76 @@
+// ModelRegistry: registration (licence and version checks), price, deactivation.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32 } from "./helpers.mjs";
+
+let chain, w, c, mr, market, addr;
+const spec = (over = {}) => ({
+  baseModelId: "meta-llama/Llama-3.2-1B",
+  baseModelHash: h32("base"),
+  adapterHash: h32("adapter-x"),
+  trainingManifestHash: h32("train-x"),
+  trainedOn: [],
+  pricePer1kTokens: 5n,
+  metadataURI: "ipfs://x",
+  ...over,
+});
+before(async () => {
+  chain = await startChain();
+  w = chain.wallets;
+  ({ c } = await deployProtocol(chain, w[0]));
+  mr = c.ModelRegistry;
+  addr = (i) => w[i].account.address;
+  market = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[3], w[4]], builder: w[5] });
+});
+after(() => chain?.stop());
+
+test("registerModel: stores the spec, emits it, one model per adapter", async () => {
+  const { datanetId } = market;
+  const s = spec({ trainedOn: [{ datanetId, version: 0n }] });
+  const r = await send(chain, w[5], mr, "registerModel", [s]);
+  const ev = eventsNamed(r, "ModelRegistered")[0].args;
+  assert.equal(ev.owner, addr(5));
+  assert.equal(ev.adapterHash, s.adapterHash);
+  assert.equal(ev.spec.baseModelId, s.baseModelId);
+  assert.deepEqual(ev.spec.trainedOn, [{ datanetId, version: 0n }]);
+  const id = ev.modelId;
+  assert.equal(await mr.read.modelCount(), id);
+  assert.equal(await mr.read.modelByAdapter([s.adapterHash]), id);
+  const m = await mr.read.getModel([id]);
+  assert.equal(m.owner, addr(5));
+  assert.equal(m.active, true);
+  assert.equal(m.pricePer1kTokens, 5n);
+  assert.equal(m.baseModelHash, s.baseModelHash);
+  assert.equal(m.trainingManifestHash, s.trainingManifestHash);
+  assert.equal(m.metadataURI, "ipfs://x");
+  assert.deepEqual(m.trainedOn, [{ datanetId, version: 0n }]);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true]);
+  await expectRevert(chain, w[5], mr, "registerModel", [s], "DuplicateAdapter", [s.adapterHash, id]);
+  // the Datanet owner is licensed implicitly
+  await send(chain, w[1], mr, "registerModel", [spec({ adapterHash: h32("owner-adapter"), trainedOn: s.trainedOn })]);
+});
+
+test("registerModel reverts: no licence, unknown version, no data, empty adapter", async () => {
+  const { datanetId } = market;
+  await expectRevert(chain, w[6], mr, "registerModel", [spec({ adapterHash: h32("a6"), trainedOn: [{ datanetId, version: 0n }] })], "NotLicensed", [datanetId, addr(6)]);
+  await expectRevert(chain, w[5], mr, "registerModel", [spec({ adapterHash: h32("a7"), trainedOn: [{ datanetId, version: 1n }] })], "UnknownDatanetVersion", [datanetId, 1n]);
+  await expectRevert(chain, w[5], mr, "registerModel", [spec({ adapterHash: h32("a8"), trainedOn: [{ datanetId: 999n, version: 0n }] })], "UnknownDatanetVersion", [999n, 0n]);
+  await expectRevert(chain, w[5], mr, "registerModel", [spec({ adapterHash: h32("a9") })], "NoTrainingData");
+  await expectRevert(chain, w[5], mr, "registerModel", [spec({ adapterHash: "0x" + "00".repeat(32), trainedOn: [{ datanetId, version: 0n }] })], "EmptyAdapterHash");
+});
+
+test("setPrice and deactivate: owner only, events, deactivated once", async () => {
+  const id = market.modelId;
+  await expectRevert(chain, w[6], mr, "setPrice", [id, 9n], "NotModelOwner", [id, addr(6)]);
+  await expectRevert(chain, w[6], mr, "deactivate", [id], "NotModelOwner", [id, addr(6)]);
+  await expectRevert(chain, w[5], mr, "setPrice", [4242n, 9n], "ModelNotFound", [4242n]);
+  const r = await send(chain, w[5], mr, "setPrice", [id, 9n]);
+  assert.deepEqual(eventsNamed(r, "PriceUpdated")[0].args, { modelId: id, pricePer1kTokens: 9n });
+  assert.equal((await mr.read.getModel([id])).pricePer1kTokens, 9n);
+  const d = await send(chain, w[5], mr, "deactivate", [id]);
+  assert.equal(eventsNamed(d, "ModelDeactivated")[0].args.modelId, id);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), false]);
+  await expectRevert(chain, w[5], mr, "deactivate", [id], "ModelInactive", [id]);
+  await assert.rejects(mr.read.getModel([4242n]), /ModelNotFound/);
+  await assert.rejects(mr.read.settlementInfo([4242n]), /ModelNotFound/);
+});

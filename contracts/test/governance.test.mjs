@@ -1,0 +1,171 @@
+// GOPEN (wrap, unwrap, votes, permit, timestamp clock) and governance end to end: holders wrap
+// OPEN, delegate, propose a new fee split, vote, queue, wait out the Timelock, execute; the next
+// settlement uses the new split.
+//
+// Waiting uses evm_increaseTime/evm_mine where the RPC has them (anvil). Where it does not (our
+// node), the end-to-end test is skipped unless OPENLEDGER_GOV_REALTIME=1, which runs it in real
+// time with a 12 s voting period and a 5 s timelock (about 25 s). OPENLEDGER_NO_TIME_TRAVEL=1
+// forces the no-time-travel path on anvil.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { parseEther, encodeFunctionData, keccak256, toHex, zeroAddress } from "viem";
+import {
+  startChain, deployProtocol, send, expectRevert, eventsNamed, balance, gasCost, canTimeTravel, timeTravel,
+  setupMarket, h32,
+} from "./helpers.mjs";
+
+let chain, w, c, dep, addr, travel, realtime;
+before(async () => {
+  chain = await startChain();
+  w = chain.wallets;
+  addr = (i) => w[i].account.address;
+  travel = process.env.OPENLEDGER_NO_TIME_TRAVEL !== "1" && (await canTimeTravel(chain));
+  realtime = !travel && process.env.OPENLEDGER_GOV_REALTIME === "1";
+  ({ deployments: dep, c } = await deployProtocol(chain, w[0], realtime ? { votingPeriod: 12 } : {}));
+});
+after(() => chain?.stop());
+
+/** Lets `seconds` of chain time pass and makes sure a block carries the new time. */
+async function advance(seconds) {
+  if (travel) return timeTravel(chain, seconds);
+  await new Promise((r) => setTimeout(r, seconds * 1000));
+  await send(chain, w[9], c.GOPEN, "approve", [addr(9), 0n]); // any transaction mines a block
+}
+
+test("GOPEN: metadata, timestamp clock, deposit/depositFor/receive/withdraw/withdrawTo and reverts", async () => {
+  const g = c.GOPEN;
+  assert.equal(await g.read.name(), "Governance OPEN");
+  assert.equal(await g.read.symbol(), "GOPEN");
+  assert.equal(await g.read.decimals(), 18);
+  assert.equal(await g.read.CLOCK_MODE(), "mode=timestamp");
+  const block = await chain.publicClient.getBlock();
+  assert.equal(BigInt(await g.read.clock()), block.timestamp);
+
+  let r = await send(chain, w[3], g, "deposit", [], { value: parseEther("5") });
+  assert.deepEqual(eventsNamed(r, "Deposit")[0].args, { account: addr(3), amount: parseEther("5") });
+  assert.equal(eventsNamed(r, "Transfer")[0].args.from, zeroAddress);
+  r = await send(chain, w[4], g, "depositFor", [addr(3)], { value: parseEther("1") });
+  assert.deepEqual(eventsNamed(r, "Deposit")[0].args, { account: addr(3), amount: parseEther("1") });
+  const hash = await w[3].sendTransaction({ to: g.address, value: parseEther("2"), chain: null });
+  assert.equal((await chain.publicClient.waitForTransactionReceipt({ hash })).status, "success");
+  assert.equal(await g.read.balanceOf([addr(3)]), parseEther("8"));
+  assert.equal(await balance(chain, g.address), await g.read.totalSupply());
+
+  const before = await balance(chain, addr(3));
+  r = await send(chain, w[3], g, "withdraw", [parseEther("3")]);
+  assert.deepEqual(eventsNamed(r, "Withdrawal")[0].args, { account: addr(3), to: addr(3), amount: parseEther("3") });
+  assert.equal(await balance(chain, addr(3)), before + parseEther("3") - gasCost(r.receipt));
+  const b8 = await balance(chain, addr(8));
+  await send(chain, w[3], g, "withdrawTo", [addr(8), parseEther("1")]);
+  assert.equal(await balance(chain, addr(8)), b8 + parseEther("1"));
+  assert.equal(await g.read.balanceOf([addr(3)]), parseEther("4"));
+  assert.equal(await balance(chain, g.address), await g.read.totalSupply());
+
+  await expectRevert(chain, w[3], g, "deposit", [], "ZeroAmount", undefined, { value: 0n });
+  await expectRevert(chain, w[3], g, "depositFor", [zeroAddress], "InvalidRecipient", undefined, { value: 1n });
+  await expectRevert(chain, w[3], g, "withdraw", [0n], "ZeroAmount");
+  await expectRevert(chain, w[3], g, "withdrawTo", [zeroAddress, 1n], "InvalidRecipient");
+  await expectRevert(chain, w[3], g, "withdraw", [parseEther("5")], "ERC20InsufficientBalance");
+});
+
+test("GOPEN: votes follow delegation; permit sets an allowance by signature", async () => {
+  const g = c.GOPEN;
+  assert.equal(await g.read.getVotes([addr(3)]), 0n, "no votes before delegating");
+  const r = await send(chain, w[3], g, "delegate", [addr(4)]);
+  assert.equal(eventsNamed(r, "DelegateChanged")[0].args.toDelegate, addr(4));
+  assert.equal(await g.read.getVotes([addr(4)]), parseEther("4"));
+  await send(chain, w[3], g, "transfer", [addr(5), parseEther("1")]);
+  assert.equal(await g.read.getVotes([addr(4)]), parseEther("3"), "votes move with tokens");
+  assert.equal(await g.read.delegates([addr(3)]), addr(4));
+
+  const nonce = await g.read.nonces([addr(3)]);
+  const deadline = 2n ** 48n;
+  const chainId = await chain.publicClient.getChainId();
+  const signature = await w[3].account.signTypedData({
+    domain: { name: "Governance OPEN", version: "1", chainId, verifyingContract: g.address },
+    types: {
+      Permit: [
+        { name: "owner", type: "address" },
+        { name: "spender", type: "address" },
+        { name: "value", type: "uint256" },
+        { name: "nonce", type: "uint256" },
+        { name: "deadline", type: "uint256" },
+      ],
+    },
+    primaryType: "Permit",
+    message: { owner: addr(3), spender: addr(6), value: 123n, nonce, deadline },
+  });
+  const v = BigInt(`0x${signature.slice(130, 132)}`);
+  const rs = [`0x${signature.slice(2, 66)}`, `0x${signature.slice(66, 130)}`];
+  await send(chain, w[6], g, "permit", [addr(3), addr(6), 123n, deadline, Number(v), ...rs]);
+  assert.equal(await g.read.allowance([addr(3), addr(6)]), 123n);
+  assert.equal(await g.read.nonces([addr(3)]), nonce + 1n);
+  await expectRevert(chain, w[6], g, "permit", [addr(3), addr(6), 123n, deadline, Number(v), ...rs], "ERC2612InvalidSigner");
+});
+
+test("governance end to end: wrap, delegate, propose a fee split, vote, queue, timelock, execute", async (t) => {
+  if (!travel && !realtime) {
+    t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time (~25 s)");
+    return;
+  }
+  const gov = c.OpenLedgerGovernor;
+  const params = c.ProtocolParams;
+  for (const i of [1, 2]) {
+    await send(chain, w[i], c.GOPEN, "deposit", [], { value: parseEther("100") });
+    await send(chain, w[i], c.GOPEN, "delegate", [addr(i)]);
+  }
+  await advance(1);
+  const targets = [params.address, params.address];
+  const values = [0n, 0n];
+  const calldatas = [
+    encodeFunctionData({ abi: params.abi, functionName: "setFeeSplit", args: [2000, 3000, 5000] }),
+    encodeFunctionData({ abi: params.abi, functionName: "setAttributor", args: [addr(8), true] }),
+  ];
+  const description = "OIP-1: treasury 20%, model owners 30%, contributors 50%; add attributor";
+  const descriptionHash = keccak256(toHex(description));
+
+  const p = await send(chain, w[1], gov, "propose", [targets, values, calldatas, description]);
+  const proposalId = eventsNamed(p, "ProposalCreated")[0].args.proposalId;
+  assert.equal(await gov.read.proposalCount(), 1n);
+  const details = await gov.read.proposalDetails([proposalId]);
+  assert.deepEqual(details[0], targets);
+  assert.equal(details[3], descriptionHash);
+  assert.equal(await gov.read.state([proposalId]), 0); // Pending
+  await expectRevert(chain, w[1], gov, "castVote", [proposalId, 1], "GovernorUnexpectedProposalState");
+
+  await advance(2);
+  assert.equal(await gov.read.state([proposalId]), 1); // Active
+  const v1 = await send(chain, w[1], gov, "castVote", [proposalId, 1]);
+  assert.equal(eventsNamed(v1, "VoteCast")[0].args.weight, parseEther("100"));
+  await send(chain, w[2], gov, "castVoteWithReason", [proposalId, 1, "more for the treasury"]);
+  await expectRevert(chain, w[2], gov, "castVote", [proposalId, 0], "GovernorAlreadyCastVote", [addr(2)]);
+  const [against, forVotes, abstain] = await gov.read.proposalVotes([proposalId]);
+  assert.deepEqual([against, forVotes, abstain], [0n, parseEther("200"), 0n]);
+  assert.equal(await gov.read.hasVoted([proposalId, addr(1)]), true);
+
+  await advance(Number(await gov.read.votingPeriod()) + 1);
+  assert.equal(await gov.read.state([proposalId]), 4); // Succeeded
+  const q = await send(chain, w[9], gov, "queue", [proposalId]); // GovernorStorage: queue by id
+  assert.equal(eventsNamed(q, "ProposalQueued")[0].args.proposalId, proposalId);
+  assert.equal(await gov.read.state([proposalId]), 5); // Queued
+  assert.deepEqual(await params.read.feeSplit(), [1000, 4000, 5000], "nothing changes before execution");
+  await expectRevert(chain, w[9], gov, "execute", [targets, values, calldatas, descriptionHash], "TimelockUnexpectedOperationState");
+
+  await advance(Number(await c.OpenLedgerTimelock.read.getMinDelay()) + 1);
+  const x = await send(chain, w[9], gov, "execute", [proposalId]);
+  assert.equal(eventsNamed(x, "ProposalExecuted")[0].args.proposalId, proposalId);
+  assert.equal(await gov.read.state([proposalId]), 7); // Executed
+  assert.deepEqual(await params.read.feeSplit(), [2000, 3000, 5000]);
+  assert.equal(await params.read.isAttributor([addr(8)]), true);
+
+  // The next settlement (by the newly added attributor) uses the new split.
+  const m = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "gov" });
+  const st = c.AttributionSettlement;
+  await send(chain, w[6], st, "deposit", [], { value: 10_000n });
+  await send(chain, w[6], st, "setAllowance", [m.modelId, 10_000n]);
+  const tl = dep.contracts.OpenLedgerTimelock;
+  const before = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
+  await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
+  const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
+  assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);
+});

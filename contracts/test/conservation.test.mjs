@@ -1,0 +1,159 @@
+// Money conservation, as a property over random batches (seeded PRNG; OPENLEDGER_SEED to vary):
+// Σ debited escrow = Σ credited balances for every batch, every balance equals a BigInt
+// reference model of the documented split, nobody claims more than credited, and once everyone
+// has claimed and withdrawn, the contract holds exactly nothing.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { maxUint256 } from "viem";
+import {
+  startChain, deployProtocol, send, expectRevert, setupMarket, h32, balance, gasCost, prng,
+} from "./helpers.mjs";
+
+const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
+const BATCHES = Number(process.env.OPENLEDGER_BATCHES ?? 16);
+
+let chain, w, c, dep, st;
+const rnd = prng(SEED);
+const pick = (xs) => xs[Math.floor(rnd() * xs.length)];
+const int = (lo, hi) => lo + Math.floor(rnd() * (hi - lo + 1));
+const big = (maxBits) => {
+  let v = 0n;
+  for (let b = 0; b < maxBits; b += 16) v = (v << 16n) | BigInt(int(0, 0xffff));
+  return v % (1n << BigInt(int(1, maxBits)));
+};
+
+// A random split summing to 10,000, fixed at deployment.
+const tBps = int(0, 10000);
+const mBps = int(0, 10000 - tBps);
+const SPLIT = { treasuryBps: tBps, modelOwnerBps: mBps, contributorsBps: 10000 - tBps - mBps };
+
+before(async () => {
+  chain = await startChain();
+  w = chain.wallets;
+  ({ deployments: dep, c } = await deployProtocol(chain, w[0], { feeSplit: SPLIT }));
+  st = c.AttributionSettlement;
+});
+after(() => chain?.stop());
+
+test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.treasuryBps}/${SPLIT.modelOwnerBps}/${SPLIT.contributorsBps})`, async (t) => {
+  const A = (i) => w[i].account.address;
+  const treasury = dep.contracts.OpenLedgerTimelock;
+  const a = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[2], w[3], w[4], w[3], w[7], w[2]], builder: w[5], tag: "ca" });
+  const b = await setupMarket(chain, c, { owner: w[7], contributors: [w[3], w[1]], builder: w[2], tag: "cb" });
+  const models = [
+    { id: a.modelId, owner: A(5), contributions: a.contributionIds },
+    { id: b.modelId, owner: A(2), contributions: b.contributionIds },
+  ];
+  const contributorOf = new Map();
+  for (const [ids, who] of [[a.contributionIds, [2, 3, 4, 3, 7, 2]], [b.contributionIds, [3, 1]]]) {
+    ids.forEach((id, i) => contributorOf.set(id, A(who[i])));
+  }
+  const payers = [6, 8, 9];
+
+  // reference model
+  const ref = { escrow: new Map(), allowance: new Map(), owed: new Map() };
+  const get = (mp, k) => mp.get(k) ?? 0n;
+  const add = (mp, k, v) => mp.set(k, get(mp, k) + v);
+  for (const p of payers) {
+    const amount = BigInt(int(1, 50)) * 10n ** 17n;
+    await send(chain, w[p], st, "deposit", [], { value: amount });
+    add(ref.escrow, A(p), amount);
+    for (const mo of models) {
+      const allowance = rnd() < 0.3 ? maxUint256 : BigInt(int(0, 40)) * 10n ** 17n;
+      await send(chain, w[p], st, "setAllowance", [mo.id, allowance]);
+      ref.allowance.set(`${A(p)}/${mo.id}`, allowance);
+    }
+  }
+
+  const accounts = [treasury, ...Array.from({ length: 10 }, (_, i) => A(i))];
+  let settled = 0;
+  let rejected = 0;
+  for (let round = 0; round < BATCHES; round++) {
+    const n = int(1, 8);
+    const infs = [];
+    for (let i = 0; i < n; i++) {
+      const mo = pick(models);
+      const k = int(0, mo.contributions.length);
+      const shares = [];
+      for (let j = 0; j < k; j++) {
+        shares.push({ contributionId: pick(mo.contributions), weight: rnd() < 0.1 ? big(128) + 1n : BigInt(int(1, 1_000_000)) });
+      }
+      const r = rnd();
+      const fee = r < 0.1 ? BigInt(int(0, 3)) : r < 0.2 ? big(63) : big(60); // some exceed escrow
+      infs.push({ payer: A(pick(payers)), modelId: mo.id, fee, shares, owner: mo.owner });
+    }
+    // simulate
+    const esc = new Map(ref.escrow);
+    const alw = new Map(ref.allowance);
+    const owed = new Map(ref.owed);
+    let failure = null;
+    let debited = 0n;
+    for (const inf of infs) {
+      const key = `${inf.payer}/${inf.modelId}`;
+      if (get(esc, inf.payer) < inf.fee) { failure = "InsufficientEscrow"; break; }
+      if (get(alw, key) < inf.fee) { failure = "AllowanceExceeded"; break; }
+      esc.set(inf.payer, get(esc, inf.payer) - inf.fee);
+      if (get(alw, key) !== maxUint256) alw.set(key, get(alw, key) - inf.fee);
+      debited += inf.fee;
+      const tr = (inf.fee * BigInt(SPLIT.treasuryBps)) / 10000n;
+      const mo = (inf.fee * BigInt(SPLIT.modelOwnerBps)) / 10000n;
+      let pool = inf.fee - tr - mo;
+      add(owed, inf.owner, mo);
+      add(owed, treasury, tr);
+      const sum = inf.shares.reduce((s, x) => s + x.weight, 0n);
+      let rest = pool;
+      for (const s of inf.shares) {
+        const amt = (pool * s.weight) / sum;
+        add(owed, contributorOf.get(s.contributionId), amt);
+        rest -= amt;
+      }
+      add(owed, treasury, rest);
+    }
+    const args = [h32(`batch-${round}`), infs.map(({ owner, ...x }) => x)];
+    const before = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
+    if (failure) {
+      await expectRevert(chain, w[0], st, "submitBatch", args, failure);
+      rejected++;
+    } else {
+      await send(chain, w[0], st, "submitBatch", args);
+      Object.assign(ref, { escrow: esc, allowance: alw, owed });
+      settled++;
+    }
+    const afterT = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
+    assert.equal(before[0] - afterT[0], afterT[1] - before[1], "Σ debited escrow = Σ credited balances");
+    assert.equal(before[0] - afterT[0], failure ? 0n : debited);
+    for (const acct of accounts) assert.equal(await st.read.balanceOf([acct]), get(ref.owed, acct), `balance of ${acct}`);
+    for (const p of payers) {
+      assert.equal(await st.read.escrowOf([A(p)]), get(ref.escrow, A(p)));
+      for (const mo of models) assert.equal(await st.read.allowance([A(p), mo.id]), get(ref.allowance, `${A(p)}/${mo.id}`));
+    }
+    assert.equal(await balance(chain, st.address), afterT[0] + afterT[1], "balance = escrow + balances");
+
+    // a random account claims: it gets exactly what it was credited, and nothing more after
+    const i = int(1, 9);
+    const due = get(ref.owed, A(i));
+    if (due > 0n) {
+      const b0 = await balance(chain, A(i));
+      const r = await send(chain, w[i], st, "claim", []);
+      assert.equal(await balance(chain, A(i)), b0 + due - gasCost(r.receipt));
+      ref.owed.set(A(i), 0n);
+    }
+    await expectRevert(chain, w[i], st, "claim", [], "NothingToClaim");
+  }
+  t.diagnostic(`settled ${settled} batches, rejected ${rejected}`);
+  assert.ok(settled > 0, `some batches settle (settled ${settled}, rejected ${rejected})`);
+
+  // drain: everyone claims and withdraws; nothing is left behind
+  for (let i = 1; i < 10; i++) {
+    if (get(ref.owed, A(i)) > 0n) await send(chain, w[i], st, "claim", []);
+  }
+  for (const p of payers) {
+    const e = await st.read.escrowOf([A(p)]);
+    if (e > 0n) await send(chain, w[p], st, "withdrawEscrow", [e]);
+  }
+  const treasuryOwed = await st.read.balanceOf([treasury]);
+  assert.equal(treasuryOwed, get(ref.owed, treasury));
+  assert.equal(await st.read.totalEscrow(), 0n);
+  assert.equal(await st.read.totalBalances(), treasuryOwed, "only the treasury (the Timelock, claims by proposal) is owed");
+  assert.equal(await balance(chain, st.address), treasuryOwed, "nothing stranded");
+});

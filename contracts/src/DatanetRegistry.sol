@@ -39,11 +39,12 @@ contract DatanetRegistry is PullPayments {
     }
 
     /// @notice A contribution; ids are global across Datanets and start at 1.
+    /// @dev Field order packs the record into four slots (plus the URI's data when > 31 bytes).
     struct Contribution {
-        uint256 datanetId;
         address contributor;
         Status status;
         uint32 qualityScore;
+        uint64 datanetId;
         uint64 byteSize;
         uint64 rowCount;
         /// Position in the Datanet's accepted list (valid when Accepted).
@@ -69,6 +70,9 @@ contract DatanetRegistry is PullPayments {
     uint256 public datanetCount;
     /// @notice Number of contributions; ids are 1..contributionCount.
     uint256 public contributionCount;
+    /// @notice Licence earnings assigned to contributions but not yet collected (wei).
+    ///         Invariant: address(this).balance == totalBalances + totalUncollected.
+    uint256 public totalUncollected;
 
     mapping(uint256 datanetId => Datanet) private _datanets;
     mapping(uint256 contributionId => Contribution) private _contributions;
@@ -252,7 +256,7 @@ contract DatanetRegistry is PullPayments {
         contributionId = ++contributionCount;
         contributionByHash[datanetId][contentHash] = contributionId;
         _contributions[contributionId] = Contribution({
-            datanetId: datanetId,
+            datanetId: uint64(datanetId), // an existing id, so at most datanetCount
             contributor: msg.sender,
             status: Status.Pending,
             qualityScore: qualityScore,
@@ -390,7 +394,7 @@ contract DatanetRegistry is PullPayments {
         uint256 version = vs.length - 1;
         licensedAt[datanetId][msg.sender] = version + 1;
 
-        uint256 ownerAmount = (fee * params.licenceOwnerBps()) / params.BPS();
+        uint256 ownerAmount = (fee * params.licenceOwnerBps()) / 10_000;
         uint256 pool = fee - ownerAmount;
         uint256 n = vs[version].count;
         uint256 perContribution = pool / n;
@@ -406,9 +410,6 @@ contract DatanetRegistry is PullPayments {
     function hasLicence(uint256 datanetId, address account) external view returns (bool) {
         return licensedAt[datanetId][account] != 0 || (account != address(0) && _datanets[datanetId].owner == account);
     }
-
-    /// @notice Licence earnings credited to contributions but not yet collected (wei).
-    uint256 public totalUncollected;
 
     /// @notice Licence earnings a contribution can collect now.
     function pendingReward(uint256 contributionId) public view returns (uint256) {

@@ -10,7 +10,7 @@ import {
 } from "./helpers.mjs";
 
 const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
-const BATCHES = Number(process.env.OPENLEDGER_BATCHES ?? 16);
+const BATCHES = Number(process.env.OPENLEDGER_BATCHES ?? 24);
 
 let chain, w, c, dep, st;
 const rnd = prng(SEED);

@@ -1,7 +1,10 @@
 // Deploys and wires the OpenLedger protocol contracts on any EVM JSON-RPC endpoint.
 //
 //   node deploy.mjs --rpc-url URL --private-key 0x... --out deployments/x.json [--config cfg.json]
+//   node deploy.mjs --plan --deployer 0x... [--nonce 0] [--config cfg.json] --out plan.json
 //
+// --plan needs no chain: it writes the creation transactions (address, nonce, initcode =
+// creation code ‖ constructor args) that a genesis builder executes from the deployer.
 // (OPENLEDGER_RPC_URL / OPENLEDGER_PRIVATE_KEY are read when the flags are absent.)
 // Order and arguments are the same as the node's genesis predeploy (see README.md): seven
 // creation transactions from one account at consecutive nonces. The Timelock is created with the
@@ -19,6 +22,7 @@ import {
   encodeDeployData,
   zeroAddress,
   parseEther,
+  getAddress,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 
@@ -99,6 +103,23 @@ export function plan(deployer, nonce, config = {}) {
   });
 }
 
+/** The --plan output: { deployer, firstNonce, config, contracts: [{name, nonce, address, initcode}] }. */
+export function planDocument(deployer, nonce, config = {}) {
+  const d = getAddress(deployer);
+  return {
+    deployer: d,
+    firstNonce: nonce,
+    config: resolvedConfig(d, config),
+    contracts: plan(d, nonce, config).map(({ name, nonce: n, address, data }) => ({ name, nonce: n, address, initcode: data })),
+  };
+}
+
+/** The configuration with defaults filled in (attributors and treasury made explicit). */
+export function resolvedConfig(deployer, config = {}) {
+  const cfg = { ...DEFAULT_CONFIG, ...config };
+  return { ...cfg, attributors: cfg.attributors ?? [deployer], treasury: cfg.treasury ?? "timelock" };
+}
+
 /**
  * Deploys the set with `walletClient` (its account is the deployer) and returns the
  * deployments object { chainId, contracts, deployer, block, config }.
@@ -130,7 +151,7 @@ export async function deployAll(walletClient, publicClient, config = {}) {
     contracts,
     deployer,
     block: Number(block),
-    config: { ...DEFAULT_CONFIG, ...config },
+    config: resolvedConfig(deployer, config),
   };
 }
 
@@ -141,15 +162,25 @@ async function main() {
       "private-key": { type: "string" },
       out: { type: "string" },
       config: { type: "string" },
+      plan: { type: "boolean" },
+      deployer: { type: "string" },
+      nonce: { type: "string" },
     },
   });
+  const config = values.config ? JSON.parse(readFileSync(values.config, "utf8")) : {};
+  if (values.plan) {
+    if (!values.deployer) throw new Error("--plan needs --deployer");
+    const text = JSON.stringify(planDocument(values.deployer, Number(values.nonce ?? 0), config), null, 2) + "\n";
+    if (values.out) writeFileSync(values.out, text);
+    else process.stdout.write(text);
+    return;
+  }
   const rpcUrl = values["rpc-url"] ?? process.env.OPENLEDGER_RPC_URL;
   const key = values["private-key"] ?? process.env.OPENLEDGER_PRIVATE_KEY;
   if (!rpcUrl || !key) {
     console.error("usage: node deploy.mjs --rpc-url URL --private-key 0x.. [--out FILE] [--config FILE]");
     process.exit(2);
   }
-  const config = values.config ? JSON.parse(readFileSync(values.config, "utf8")) : {};
   const transport = http(rpcUrl);
   const account = privateKeyToAccount(key);
   const publicClient = createPublicClient({ transport, pollingInterval: 100 });

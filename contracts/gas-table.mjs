@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseEther, maxUint256 } from "viem";
-import { startChain, deployProtocol, send, eventsNamed, h32 } from "./test/helpers.mjs";
+import { startChain, deployProtocol, send, eventsNamed, h32 } from "./lib/testing.mjs";
 
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const SHARES = 3; // attributed contributions per inference

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { maxUint256 } from "viem";
 import {
   startChain, deployProtocol, send, expectRevert, setupMarket, h32, balance, gasCost, prng,
-} from "./helpers.mjs";
+} from "../lib/testing.mjs";
 
 const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
 const BATCHES = Number(process.env.OPENLEDGER_BATCHES ?? 24);
@@ -82,6 +82,12 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       const fee = r < 0.1 ? BigInt(int(0, 3)) : r < 0.2 ? big(63) : big(60); // some exceed escrow
       infs.push({ payer: A(pick(payers)), modelId: mo.id, fee, shares, owner: mo.owner });
     }
+    if (round % 5 === 4) {
+      // every fifth batch overdraws a payer on purpose, so the revert path is always exercised
+      const last = infs.at(-1);
+      const left = infs.filter((x) => x.payer === last.payer).reduce((s, x) => s - x.fee, get(ref.escrow, last.payer)) + last.fee;
+      last.fee = left >= 0n ? left + 1n : 1n; // (left < 0: an earlier inference already overdraws)
+    }
     // simulate
     const esc = new Map(ref.escrow);
     const alw = new Map(ref.allowance);
@@ -141,6 +147,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
     await expectRevert(chain, w[i], st, "claim", [], "NothingToClaim");
   }
   t.diagnostic(`settled ${settled} batches, rejected ${rejected}`);
+  assert.ok(rejected > 0, "some batches are rejected");
   assert.ok(settled > 0, `some batches settle (settled ${settled}, rejected ${rejected})`);
 
   // drain: everyone claims and withdraws; nothing is left behind

@@ -2,7 +2,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { parseEther } from "viem";
-import { startChain, deployProtocol, send, expectRevert, eventsNamed, balance, gasCost, h32 } from "./helpers.mjs";
+import { startChain, deployProtocol, send, expectRevert, eventsNamed, balance, gasCost, h32 } from "../lib/testing.mjs";
 
 let chain, w, c, dep, reg, fee, addr;
 before(async () => {

@@ -1,7 +1,7 @@
 // The node-test fixtures behave as the node's tests expect.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startChain, deploy, send, expectRevert, eventsNamed, balance, revertOf, parseEther } from "./helpers.mjs";
+import { startChain, deploy, send, expectRevert, eventsNamed, balance, revertOf, parseEther } from "../lib/testing.mjs";
 
 let chain;
 let w;

@@ -12,7 +12,7 @@ import { parseEther, encodeFunctionData, keccak256, toHex, zeroAddress } from "v
 import {
   startChain, deployProtocol, send, expectRevert, eventsNamed, balance, gasCost, canTimeTravel, timeTravel,
   setupMarket, h32,
-} from "./helpers.mjs";
+} from "../lib/testing.mjs";
 
 let chain, w, c, dep, addr, travel, realtime;
 before(async () => {

@@ -1,7 +1,7 @@
 // ModelRegistry: registration (licence and version checks), price, deactivation.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32 } from "./helpers.mjs";
+import { startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32 } from "../lib/testing.mjs";
 
 let chain, w, c, mr, market, addr;
 const spec = (over = {}) => ({

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { keccak256, toHex, zeroAddress, encodeDeployData, decodeErrorResult } from "viem";
-import { startChain, deployProtocol, deploy, send, expectRevert, eventsNamed } from "./helpers.mjs";
+import { startChain, deployProtocol, deploy, send, expectRevert, eventsNamed } from "../lib/testing.mjs";
 import { artifact as art } from "../deploy.mjs";
 
 let chain, w, c, dep;

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { parseEther, maxUint256 } from "viem";
 import {
   startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32, balance, gasCost, merkle,
-} from "./helpers.mjs";
+} from "../lib/testing.mjs";
 
 let chain, w, c, dep, st, market, addr, tl;
 before(async () => {

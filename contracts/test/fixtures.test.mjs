@@ -31,6 +31,7 @@ test("Demo: constructor, set/ValueSet, fail, onlyZero, burnGas, receive", async 
   const small = await send(chain, w[0], demo, "burnGas", [1n]);
   const big = await send(chain, w[0], demo, "burnGas", [20n]);
   assert.equal(await demo.read.value(), 7n + 1n + 20n);
+  assert.equal(await demo.read.scratch([19n]), 8n + 20n, "burnGas(20) wrote base + i + 1 at i = 19");
   assert.ok(big.receipt.gasUsed > small.receipt.gasUsed + 19n * 20_000n, "each iteration writes a fresh slot");
 
   const hash = await w[3].sendTransaction({ to: demo.address, value: parseEther("1.5"), chain: null });

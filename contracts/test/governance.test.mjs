@@ -103,6 +103,47 @@ test("GOPEN: votes follow delegation; permit sets an allowance by signature", as
   await expectRevert(chain, w[6], g, "permit", [addr(3), addr(6), 123n, deadline, Number(v), ...rs], "ERC2612InvalidSigner");
 });
 
+test("GOPEN: delegateBySig, past votes and supply by timestamp, checkpoints, transferFrom", async () => {
+  const g = c.GOPEN;
+  const chainId = await chain.publicClient.getChainId();
+  const domain = { name: "Governance OPEN", version: "1", chainId, verifyingContract: g.address };
+  const [, name, version, cid, verifying] = await g.read.eip712Domain();
+  assert.deepEqual([name, version, cid, verifying], [domain.name, domain.version, BigInt(chainId), g.address]);
+  assert.match(await g.read.DOMAIN_SEPARATOR(), /^0x[0-9a-f]{64}$/);
+
+  await send(chain, w[7], g, "deposit", [], { value: parseEther("3") });
+  const nonce = await g.read.nonces([addr(7)]);
+  const expiry = 2n ** 48n;
+  const sig = await w[7].account.signTypedData({
+    domain,
+    types: { Delegation: [{ name: "delegatee", type: "address" }, { name: "nonce", type: "uint256" }, { name: "expiry", type: "uint256" }] },
+    primaryType: "Delegation",
+    message: { delegatee: addr(7), nonce, expiry },
+  });
+  // anyone may submit the signed delegation
+  const r = await send(chain, w[9], g, "delegateBySig", [addr(7), nonce, expiry, Number(`0x${sig.slice(130, 132)}`), `0x${sig.slice(2, 66)}`, `0x${sig.slice(66, 130)}`]);
+  const t1 = (await chain.publicClient.getBlock({ blockNumber: r.receipt.blockNumber })).timestamp;
+  assert.equal(await g.read.delegates([addr(7)]), addr(7));
+  assert.equal(await g.read.getVotes([addr(7)]), parseEther("3"));
+  assert.equal(await g.read.numCheckpoints([addr(7)]), 1);
+  const cp = await g.read.checkpoints([addr(7), 0]);
+  assert.equal(BigInt(cp._key), t1, "checkpoints are keyed by timestamp");
+  assert.equal(cp._value, parseEther("3"));
+
+  await advance(2);
+  const supplyAtT1 = await g.read.getPastTotalSupply([t1]);
+  assert.equal(await g.read.getPastVotes([addr(7), t1]), parseEther("3"));
+  assert.equal(await g.read.getPastVotes([addr(7), t1 - 1n]), 0n);
+  await send(chain, w[7], g, "approve", [addr(9), parseEther("1")]);
+  await send(chain, w[9], g, "transferFrom", [addr(7), addr(9), parseEther("1")]);
+  assert.equal(await g.read.balanceOf([addr(9)]), parseEther("1"));
+  assert.equal(await g.read.getVotes([addr(7)]), parseEther("2"));
+  await advance(2);
+  assert.equal(await g.read.getPastVotes([addr(7), t1]), parseEther("3"), "history is kept");
+  assert.equal(await g.read.getPastTotalSupply([t1]), supplyAtT1);
+  await assert.rejects(g.read.getPastVotes([addr(7), 2n ** 47n]), /ERC5805FutureLookup/);
+});
+
 test("governance end to end: wrap, delegate, propose a fee split, vote, queue, timelock, execute", async (t) => {
   if (!travel && !realtime) {
     t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time (~25 s)");
@@ -168,4 +209,32 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
   const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
   assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);
+});
+
+test("governance: the proposer cancels while pending; a proposal without quorum is defeated", async (t) => {
+  if (!travel && !realtime) {
+    t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time");
+    return;
+  }
+  const gov = c.OpenLedgerGovernor;
+  const params = c.ProtocolParams;
+  const calldatas = [encodeFunctionData({ abi: params.abi, functionName: "setDatanetCreationFee", args: [0n] })];
+  const args = (d) => [[params.address], [0n], calldatas, d];
+  const p1 = await send(chain, w[1], gov, "propose", args("cancel me"));
+  const id1 = eventsNamed(p1, "ProposalCreated")[0].args.proposalId;
+  await expectRevert(chain, w[2], gov, "cancel", [id1], "GovernorUnableToCancel", [id1, addr(2)]);
+  await send(chain, w[1], gov, "cancel", [id1]);
+  assert.equal(await gov.read.state([id1]), 2); // Canceled
+
+  // w[7] holds 2 of the >= 200 GOPEN supply: below the 4% quorum
+  const p2 = await send(chain, w[7], gov, "propose", args("no quorum"));
+  const id2 = eventsNamed(p2, "ProposalCreated")[0].args.proposalId;
+  await advance(2);
+  await send(chain, w[7], gov, "castVote", [id2, 1]);
+  const snapshot = await gov.read.proposalSnapshot([id2]);
+  assert.ok((await gov.read.quorum([snapshot])) > parseEther("2"));
+  await advance(Number(await gov.read.votingPeriod()) + 1);
+  assert.equal(await gov.read.state([id2]), 3); // Defeated
+  await expectRevert(chain, w[7], gov, "queue", [id2], "GovernorUnexpectedProposalState");
+  assert.equal(await params.read.datanetCreationFee(), 10n ** 16n);
 });

@@ -76,6 +76,7 @@ test("parameter change not through the Timelock reverts (every setter, even from
     ["setAttributor", [w[5].account.address, true]],
     ["setTreasury", [w[5].account.address]],
     ["transferOwnership", [w[5].account.address]],
+    ["renounceOwnership", []],
   ];
   for (const [fn, args] of calls) {
     for (const who of [w[0], w[5]]) {

@@ -54,7 +54,7 @@ function findImports(path) {
 export function compile() {
   const version = solc.version();
   if (!version.startsWith(EXPECTED_SOLC + "+")) {
-    throw new Error(`solc ${version} installed, ${EXPECTED_SOLC} pinned: run npm ci`);
+    throw new Error(`solc ${version} installed, ${EXPECTED_SOLC} pinned: run npm install`);
   }
   const files = SOURCE_DIRS.flatMap(listSol);
   const sources = {};

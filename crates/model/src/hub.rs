@@ -1,0 +1,209 @@
+//! Loading a Hugging Face model directory: `config.json`, `model.safetensors` (or a sharded
+//! index), `tokenizer.json`, `generation_config.json`, and the chat template of
+//! `tokenizer_config.json`.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::config::{Config, GenerationConfig};
+use crate::error::{Error, Result, read_json};
+use crate::model::Model;
+use crate::weights::{check_weights, load_model_weights};
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: &str, content: &str) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A Jinja chat template (as in `tokenizer_config.json`), rendered with minijinja.
+#[derive(Clone, Debug)]
+pub struct ChatTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+fn env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                msg,
+            ))
+        },
+    );
+    env
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos_token`/`eos_token` are available to the template.
+    pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        env()
+            .template_from_str(source)
+            .map_err(|e| Error::Template(e.to_string()))?;
+        Ok(ChatTemplate {
+            source: source.into(),
+            bos_token: bos_token.into(),
+            eos_token: eos_token.into(),
+        })
+    }
+
+    /// Renders `messages`; with `add_generation_prompt` the template opens an assistant turn.
+    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let env = env();
+        let t = env
+            .template_from_str(&self.source)
+            .map_err(|e| Error::Template(e.to_string()))?;
+        t.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        })
+        .map_err(|e| Error::Template(e.to_string()))
+    }
+
+    /// Reads the template from `tokenizer_config.json` (`None` if it has none).
+    pub fn from_tokenizer_config(path: &Path) -> Result<Option<Self>> {
+        let v: serde_json::Value = read_json(path)?;
+        let token = |key: &str| -> String {
+            match v.get(key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(o) => o
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            }
+        };
+        let source = match v.get("chat_template") {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(list)) => {
+                let default = list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"));
+                match default
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                {
+                    Some(s) => s.to_string(),
+                    None => return Ok(None),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Self::new(&source, &token("bos_token"), &token("eos_token")).map(Some)
+    }
+}
+
+/// Loads a tokenizer from `tokenizer.json`.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if !path.exists() {
+        return Err(Error::MissingFile(path.to_path_buf()));
+    }
+    Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+}
+
+/// Everything in a model directory, loaded and checked.
+#[derive(Clone, Debug)]
+pub struct Pretrained {
+    /// The directory it came from.
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: Config,
+    /// The model.
+    pub model: Model,
+    /// `tokenizer.json` (absent in weight-only directories).
+    pub tokenizer: Option<Tokenizer>,
+    /// `generation_config.json` (default when absent).
+    pub generation: GenerationConfig,
+    /// The chat template, if `tokenizer_config.json` has one.
+    pub chat_template: Option<ChatTemplate>,
+}
+
+impl Pretrained {
+    /// Loads `dir` onto `device` in `dtype` (f32 or bf16 on CPU). Every file is checked:
+    /// missing or truncated safetensors, tensors of the wrong dtype or shape, and malformed
+    /// JSON are errors naming the file or tensor.
+    pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = Config::from_file(&dir.join("config.json"))?;
+        let weights = load_model_weights(dir, device)?;
+        check_weights(&config, &weights)?;
+        let vb = VarBuilder::from_tensors(weights, dtype, device);
+        let model = Model::new(&config, vb)?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = if tok_path.exists() {
+            Some(load_tokenizer(&tok_path)?)
+        } else {
+            None
+        };
+        let gen_path = dir.join("generation_config.json");
+        let generation = if gen_path.exists() {
+            read_json(&gen_path)?
+        } else {
+            GenerationConfig::default()
+        };
+        let tc_path = dir.join("tokenizer_config.json");
+        let chat_template = if tc_path.exists() {
+            ChatTemplate::from_tokenizer_config(&tc_path)?
+        } else {
+            None
+        };
+        Ok(Pretrained {
+            dir: dir.to_path_buf(),
+            config,
+            model,
+            tokenizer,
+            generation,
+            chat_template,
+        })
+    }
+
+    /// End-of-sequence ids from `generation_config.json`, else `config.json`.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.generation.eos_token_id {
+            Some(ids) => ids.to_vec(),
+            None => self.config.eos_ids(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_a_chat_template() -> Result<()> {
+        let t = ChatTemplate::new(
+            "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{{ eos_token }}{% endfor %}\
+             {% if add_generation_prompt %}<|assistant|>{% endif %}",
+            "<s>",
+            "</s>",
+        )?;
+        let out = t.render(&[ChatMessage::new("user", "hi")], true)?;
+        assert_eq!(out, "<s><|user|>hi</s><|assistant|>");
+        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,58 @@
+//! Llama-family language models with PEFT LoRA adapters, on candle.
+//!
+//! - [`Model`]: Llama / Mistral / Qwen2 decoder (RMSNorm, RoPE, GQA, SwiGLU), loaded from a
+//!   Hugging Face directory with [`Pretrained::load`]; f32 or bf16, device-generic.
+//! - [`LoraAdapter`]: PEFT adapters (load, save, trainable); [`BatchAdapters`] tells one forward
+//!   pass which adapter each sequence uses, so rows of different adapters share a batch.
+//! - [`generate`]: KV-cached decoding with greedy / temperature / top-k / top-p sampling,
+//!   repetition penalty, stop strings and tokens, seeded reproducible sampling, streaming.
+//! - [`init`]: builds a small base model from scratch (generated corpus, BPE tokenizer,
+//!   pre-training) and [`info`] identifies a model directory by a content hash.
+//!
+//! ```
+//! # fn main() -> Result<(), openledger_model::Error> {
+//! use openledger_model::{BatchAdapters, Config, KvCache, Model, SeqStep, random_model};
+//! let cfg = Config::from_json(r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,
+//!     "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":50}"#)?;
+//! let model: Model = random_model(&cfg, 7, &candle_core::Device::Cpu, candle_core::DType::F32)?;
+//! let mut cache = KvCache::new(&cfg);
+//! let logits = model.forward_step(
+//!     &mut [SeqStep { tokens: &[1, 2, 3], cache: &mut cache }],
+//!     &BatchAdapters::none(1),
+//! )?;
+//! assert_eq!(logits.dims(), &[1, 50]);
+//! assert_eq!(cache.len(), 3);
+//! # Ok(()) }
+//! ```
+//!
+//! No cargo features: CPU only for now; the code takes a `candle_core::Device` throughout.
+
+mod config;
+mod error;
+mod hub;
+mod linear;
+mod lora;
+mod model;
+mod weights;
+
+pub use config::{Config, GenerationConfig, ModelType, TokenIds};
+pub use error::{Error, Result};
+pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer};
+pub use linear::BatchAdapters;
+pub use lora::{LoraAdapter, LoraConfig, LoraPair, Proj, TargetModules};
+pub use model::{KvCache, Model, SeqStep};
+pub use weights::{check_weights, load_model_weights, load_safetensors, random_weights};
+
+/// A model with random weights from [`random_weights`] (normal, std 0.02), for tests and examples.
+pub fn random_model(
+    cfg: &Config,
+    seed: u64,
+    device: &candle_core::Device,
+    dtype: candle_core::DType,
+) -> Result<Model> {
+    let mut map = std::collections::HashMap::new();
+    for (name, shape, data) in random_weights(cfg, seed, 0.02) {
+        map.insert(name, candle_core::Tensor::from_vec(data, shape, device)?);
+    }
+    Model::new(cfg, candle_nn::VarBuilder::from_tensors(map, dtype, device))
+}

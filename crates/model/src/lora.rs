@@ -1,0 +1,517 @@
+//! PEFT LoRA adapters: `adapter_config.json` + `adapter_model.safetensors`.
+//!
+//! Tensor names follow PEFT: `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`
+//! with A = [r, in] and B = [out, r]; the update is ΔW = s·B·A with s = alpha/r, or alpha/√r
+//! under rsLoRA. Options this runtime cannot honour are refused by name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::error::{Error, Result, read_json, write_file};
+use crate::weights::{check_float, load_safetensors, uniform};
+
+/// The seven linear projections of a decoder layer that LoRA can target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proj {
+    /// Attention query.
+    Q,
+    /// Attention key.
+    K,
+    /// Attention value.
+    V,
+    /// Attention output.
+    O,
+    /// MLP gate.
+    Gate,
+    /// MLP up.
+    Up,
+    /// MLP down.
+    Down,
+}
+
+impl Proj {
+    /// All projections, in layer order.
+    pub const ALL: [Proj; 7] = [
+        Proj::Q,
+        Proj::K,
+        Proj::V,
+        Proj::O,
+        Proj::Gate,
+        Proj::Up,
+        Proj::Down,
+    ];
+
+    /// The Hugging Face module name (`q_proj`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Proj::Q => "q_proj",
+            Proj::K => "k_proj",
+            Proj::V => "v_proj",
+            Proj::O => "o_proj",
+            Proj::Gate => "gate_proj",
+            Proj::Up => "up_proj",
+            Proj::Down => "down_proj",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Proj> {
+        Proj::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Full module path inside the model, e.g. `model.layers.3.mlp.up_proj`.
+    pub fn path(self, layer: usize) -> String {
+        let block = if (self as usize) < 4 {
+            "self_attn"
+        } else {
+            "mlp"
+        };
+        format!("model.layers.{layer}.{block}.{}", self.name())
+    }
+
+    /// (out_features, in_features) of this projection in a model with `cfg`.
+    pub fn dims(self, cfg: &Config) -> (usize, usize) {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (q, kv, i) = (
+            cfg.num_attention_heads * hd,
+            cfg.num_kv_heads() * hd,
+            cfg.intermediate_size,
+        );
+        match self {
+            Proj::Q => (q, h),
+            Proj::K | Proj::V => (kv, h),
+            Proj::O => (h, q),
+            Proj::Gate | Proj::Up => (i, h),
+            Proj::Down => (h, i),
+        }
+    }
+}
+
+/// `target_modules`: a list of module-name suffixes, a regex over full module names, or
+/// the string `all-linear`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TargetModules {
+    /// Module names (`["q_proj", "v_proj"]`), matched as a suffix after a dot.
+    List(Vec<String>),
+    /// A regex that must match the full module path, or `all-linear`.
+    Pattern(String),
+}
+
+fn default_bias() -> String {
+    "none".into()
+}
+fn default_peft_type() -> Option<String> {
+    Some("LORA".into())
+}
+
+/// `adapter_config.json` of a PEFT LoRA adapter (fields PEFT writes that we do not read are ignored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    /// Always `LORA`.
+    #[serde(default = "default_peft_type")]
+    pub peft_type: Option<String>,
+    /// `CAUSAL_LM`.
+    #[serde(default)]
+    pub task_type: Option<String>,
+    /// Informational: which base model the adapter was trained on.
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    /// Rank.
+    pub r: usize,
+    /// Scaling numerator.
+    pub lora_alpha: f64,
+    /// Which projections carry an adapter.
+    pub target_modules: TargetModules,
+    /// Dropout during training (ignored at inference).
+    #[serde(default)]
+    pub lora_dropout: f64,
+    /// Must be `none`.
+    #[serde(default = "default_bias")]
+    pub bias: String,
+    /// Scale by alpha/√r instead of alpha/r.
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Refused when true.
+    #[serde(default)]
+    pub use_dora: bool,
+    /// Refused when true.
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// Refused when non-empty.
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+    /// Refused when set.
+    #[serde(default)]
+    pub layers_to_transform: Option<serde_json::Value>,
+    /// Per-module rank overrides (pattern → rank).
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, usize>,
+    /// Per-module alpha overrides (pattern → alpha).
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, f64>,
+    /// PEFT writes this; informational.
+    #[serde(default)]
+    pub inference_mode: bool,
+}
+
+impl LoraConfig {
+    /// A plain config: rank `r`, `alpha`, the given module names.
+    pub fn new(r: usize, alpha: f64, targets: &[Proj]) -> Self {
+        LoraConfig {
+            peft_type: default_peft_type(),
+            task_type: Some("CAUSAL_LM".into()),
+            base_model_name_or_path: None,
+            r,
+            lora_alpha: alpha,
+            target_modules: TargetModules::List(
+                targets.iter().map(|p| p.name().to_string()).collect(),
+            ),
+            lora_dropout: 0.0,
+            bias: default_bias(),
+            use_rslora: false,
+            use_dora: false,
+            fan_in_fan_out: false,
+            modules_to_save: None,
+            layers_to_transform: None,
+            rank_pattern: BTreeMap::new(),
+            alpha_pattern: BTreeMap::new(),
+            inference_mode: true,
+        }
+    }
+
+    /// Refuses options this runtime cannot honour, naming the option.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |m: &str| Err(Error::Adapter(m.to_string()));
+        if let Some(t) = &self.peft_type
+            && t != "LORA"
+        {
+            return refuse(&format!("peft_type {t:?} is not supported (only LORA)"));
+        }
+        if self.use_dora {
+            return refuse("use_dora = true (DoRA) is not supported");
+        }
+        if self.fan_in_fan_out {
+            return refuse("fan_in_fan_out = true is not supported (Conv1D-style weights)");
+        }
+        if self.modules_to_save.as_ref().is_some_and(|m| !m.is_empty()) {
+            return refuse("modules_to_save is not supported (only LoRA deltas are loaded)");
+        }
+        if self
+            .layers_to_transform
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return refuse("layers_to_transform is not supported");
+        }
+        if self.bias != "none" {
+            return refuse(&format!(
+                "bias = {:?} is not supported (only \"none\")",
+                self.bias
+            ));
+        }
+        if self.r == 0 {
+            return refuse("r must be > 0");
+        }
+        if let TargetModules::Pattern(p) = &self.target_modules
+            && p != "all-linear"
+        {
+            regex::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| Error::Adapter(format!("target_modules regex {p:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every `target_modules` entry names a projection of this model.
+    pub fn check_targets(&self) -> Result<()> {
+        let all: Vec<String> = Proj::ALL.iter().map(|p| p.path(0)).collect();
+        match &self.target_modules {
+            TargetModules::List(names) => {
+                for n in names {
+                    if !all.iter().any(|path| suffix_match(path, n)) {
+                        return Err(Error::Adapter(format!(
+                            "target_modules entry {n:?} names no supported module \
+                             (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+                        )));
+                    }
+                }
+            }
+            TargetModules::Pattern(p) if p == "all-linear" => {}
+            TargetModules::Pattern(p) => {
+                if !Proj::ALL
+                    .iter()
+                    .any(|pr| self.targets_path(&pr.path(0)) || self.targets_path(&pr.path(1)))
+                {
+                    return Err(Error::Adapter(format!(
+                        "target_modules regex {p:?} matches no supported module"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn targets_path(&self, path: &str) -> bool {
+        match &self.target_modules {
+            TargetModules::List(names) => names.iter().any(|n| suffix_match(path, n)),
+            TargetModules::Pattern(p) if p == "all-linear" => true,
+            TargetModules::Pattern(p) => {
+                regex::Regex::new(&format!("^(?:{p})$")).is_ok_and(|re| re.is_match(path))
+            }
+        }
+    }
+
+    /// Whether projection `proj` of layer `layer` carries an adapter.
+    pub fn targets(&self, layer: usize, proj: Proj) -> bool {
+        self.targets_path(&proj.path(layer))
+    }
+
+    fn pattern_value<T: Copy>(map: &BTreeMap<String, T>, path: &str) -> Option<T> {
+        map.iter()
+            .find(|(pat, _)| {
+                regex::Regex::new(&format!("^(.*\\.)?(?:{pat})$")).is_ok_and(|re| re.is_match(path))
+            })
+            .map(|(_, v)| *v)
+    }
+
+    /// Rank of one module (after `rank_pattern`).
+    pub fn rank(&self, layer: usize, proj: Proj) -> usize {
+        Self::pattern_value(&self.rank_pattern, &proj.path(layer)).unwrap_or(self.r)
+    }
+
+    /// Scale s of one module: alpha/r, or alpha/√r with rsLoRA (after the patterns).
+    pub fn scale(&self, layer: usize, proj: Proj) -> f64 {
+        let path = proj.path(layer);
+        let r = self.rank(layer, proj) as f64;
+        let alpha = Self::pattern_value(&self.alpha_pattern, &path).unwrap_or(self.lora_alpha);
+        if self.use_rslora {
+            alpha / r.sqrt()
+        } else {
+            alpha / r
+        }
+    }
+}
+
+fn suffix_match(path: &str, name: &str) -> bool {
+    path == name || path.ends_with(&format!(".{name}"))
+}
+
+/// The A/B pair of one adapted projection.
+#[derive(Clone, Debug)]
+pub struct LoraPair {
+    /// [r, in].
+    pub a: Tensor,
+    /// [out, r].
+    pub b: Tensor,
+    /// s in y = Wx + s·B(Ax).
+    pub scale: f64,
+}
+
+/// A loaded (or trainable) LoRA adapter for one base model.
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    config: LoraConfig,
+    layers: Vec<[Option<LoraPair>; 7]>,
+}
+
+fn tensor_name(layer: usize, proj: Proj, ab: char) -> String {
+    format!("base_model.model.{}.lora_{ab}.weight", proj.path(layer))
+}
+
+/// Splits a PEFT tensor name into (layer, projection, 'A' | 'B').
+fn parse_name(name: &str) -> Option<(usize, Proj, char)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (block, rest) = rest.split_once('.')?;
+    let (proj, rest) = rest.split_once('.')?;
+    let proj = Proj::from_name(proj)?;
+    if (block == "self_attn") != ((proj as usize) < 4) || !matches!(block, "self_attn" | "mlp") {
+        return None;
+    }
+    match rest {
+        "lora_A.weight" => Some((layer, proj, 'A')),
+        "lora_B.weight" => Some((layer, proj, 'B')),
+        _ => None,
+    }
+}
+
+impl LoraAdapter {
+    /// The adapter's configuration.
+    pub fn config(&self) -> &LoraConfig {
+        &self.config
+    }
+
+    /// The pair for one projection, if adapted.
+    pub fn pair(&self, layer: usize, proj: Proj) -> Option<&LoraPair> {
+        self.layers
+            .get(layer)
+            .and_then(|l| l[proj as usize].as_ref())
+    }
+
+    /// Every adapted projection with its pair.
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, Proj, &LoraPair)> {
+        self.layers.iter().enumerate().flat_map(|(l, ps)| {
+            Proj::ALL
+                .into_iter()
+                .filter_map(move |p| ps[p as usize].as_ref().map(|pair| (l, p, pair)))
+        })
+    }
+
+    /// Number of trainable parameters (elements of all A and B).
+    pub fn num_parameters(&self) -> usize {
+        self.pairs()
+            .map(|(_, _, p)| p.a.elem_count() + p.b.elem_count())
+            .sum()
+    }
+
+    /// Builds an adapter from named tensors (PEFT names), checking them against `model`.
+    pub fn from_tensors(
+        config: LoraConfig,
+        model: &Config,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        config.validate()?;
+        config.check_targets()?;
+        let nl = model.num_hidden_layers;
+        let mut found: HashMap<(usize, Proj, char), Tensor> = HashMap::new();
+        for (name, t) in tensors {
+            let Some((layer, proj, ab)) = parse_name(&name) else {
+                return Err(Error::Adapter(format!(
+                    "unexpected tensor {name:?} (only lora_A/lora_B of q/k/v/o/gate/up/down projections)"
+                )));
+            };
+            if layer >= nl {
+                return Err(Error::Adapter(format!(
+                    "tensor {name} is for layer {layer}, but the base model has {nl} layers"
+                )));
+            }
+            if !config.targets(layer, proj) {
+                return Err(Error::Adapter(format!(
+                    "tensor {name} is for a module not in target_modules"
+                )));
+            }
+            check_float(&name, &t)?;
+            found.insert((layer, proj, ab), t);
+        }
+        let mut layers = vec![[None, None, None, None, None, None, None]; nl];
+        for (l, slots) in layers.iter_mut().enumerate() {
+            for proj in Proj::ALL {
+                if !config.targets(l, proj) {
+                    continue;
+                }
+                let (out, inp) = proj.dims(model);
+                let r = config.rank(l, proj);
+                let mut take = |ab: char, want: [usize; 2]| -> Result<Tensor> {
+                    let name = tensor_name(l, proj, ab);
+                    let t = found
+                        .remove(&(l, proj, ab))
+                        .ok_or_else(|| Error::MissingTensor(name.clone()))?;
+                    if t.dims() != want {
+                        let what = if ab == 'A' {
+                            "in_features"
+                        } else {
+                            "out_features"
+                        };
+                        return Err(Error::Adapter(format!(
+                            "tensor {name} has shape {:?}, expected {want:?} (rank {r}, base {what} {}); \
+                             the adapter was made for a different base model (hidden_size {})",
+                            t.dims(),
+                            if ab == 'A' { inp } else { out },
+                            model.hidden_size
+                        )));
+                    }
+                    Ok(t.to_device(device)?.to_dtype(dtype)?)
+                };
+                let a = take('A', [r, inp])?;
+                let b = take('B', [out, r])?;
+                slots[proj as usize] = Some(LoraPair {
+                    a,
+                    b,
+                    scale: config.scale(l, proj),
+                });
+            }
+        }
+        Ok(LoraAdapter { config, layers })
+    }
+
+    /// Loads a PEFT adapter directory.
+    pub fn load(dir: &Path, model: &Config, device: &Device, dtype: DType) -> Result<Self> {
+        let config: LoraConfig = read_json(&dir.join("adapter_config.json"))?;
+        config.validate()?;
+        let tensors = load_safetensors(&dir.join("adapter_model.safetensors"), &Device::Cpu)?;
+        Self::from_tensors(config, model, tensors, device, dtype)
+    }
+
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT layout) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let json = serde_json::to_vec_pretty(&self.config).map_err(|e| Error::json(dir, e))?;
+        write_file(&dir.join("adapter_config.json"), &json)?;
+        let mut map = HashMap::new();
+        for (l, p, pair) in self.pairs() {
+            map.insert(
+                tensor_name(l, p, 'A'),
+                pair.a.detach().to_device(&Device::Cpu)?,
+            );
+            map.insert(
+                tensor_name(l, p, 'B'),
+                pair.b.detach().to_device(&Device::Cpu)?,
+            );
+        }
+        let path = dir.join("adapter_model.safetensors");
+        candle_core::safetensors::save(&map, &path).map_err(|e| Error::Safetensors {
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A fresh trainable adapter: A ~ U(-1/√in, 1/√in) (PEFT's Kaiming default), B = 0, both
+    /// registered as [`Var`]s in `varmap` under their PEFT names, so an optimizer over
+    /// `varmap.all_vars()` trains exactly A and B, and `save` writes the trained values.
+    pub fn trainable(
+        config: LoraConfig,
+        model: &Config,
+        varmap: &VarMap,
+        device: &Device,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<Self> {
+        config.validate()?;
+        config.check_targets()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = HashMap::new();
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidArgument("VarMap lock poisoned".into()))?;
+        for l in 0..model.num_hidden_layers {
+            for proj in Proj::ALL {
+                if !config.targets(l, proj) {
+                    continue;
+                }
+                let (out, inp) = proj.dims(model);
+                let r = config.rank(l, proj);
+                let bound = 1.0 / (inp as f64).sqrt();
+                let a = uniform(&mut rng, r * inp, bound);
+                let a = Var::from_tensor(&Tensor::from_vec(a, (r, inp), device)?.to_dtype(dtype)?)?;
+                let b = Var::zeros((out, r), dtype, device)?;
+                for (ab, var) in [('A', a), ('B', b)] {
+                    let name = tensor_name(l, proj, ab);
+                    tensors.insert(name.clone(), var.as_tensor().clone());
+                    data.insert(name, var);
+                }
+            }
+        }
+        drop(data);
+        Self::from_tensors(config, model, tensors, device, dtype)
+    }
+}

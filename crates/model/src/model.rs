@@ -1,0 +1,503 @@
+//! The Llama-family decoder: RMSNorm, rotary embeddings, SwiGLU MLP, grouped-query attention
+//! with a per-sequence KV cache, decoder layer, model. Weight names follow Hugging Face.
+//!
+//! Rows are flattened: a batch is a list of sequences, each contributing some new tokens;
+//! every projection runs once over all rows of the batch (with per-row LoRA), attention runs
+//! per sequence against that sequence's cache (or batched when all sequences are the same
+//! length with no cache, as in training).
+
+use std::sync::Arc;
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::linear::{BatchAdapters, LoraLinear, RowPlan};
+use crate::lora::{LoraAdapter, Proj};
+
+/// Root-mean-square layer norm (computed in f32).
+#[derive(Clone, Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(RmsNorm {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dt = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?.to_dtype(dt)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// cos/sin tables for rotary position embeddings (the "rotate half" layout of HF Llama).
+#[derive(Debug)]
+struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+    max: usize,
+}
+
+impl Rotary {
+    fn new(cfg: &Config, dtype: DType, dev: &Device) -> Result<Self> {
+        let hd = cfg.head_dim();
+        let factor = cfg.rope_linear_factor()?;
+        let max = cfg.max_position_embeddings;
+        let inv: Vec<f64> = (0..hd / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
+            .collect();
+        let mut cos = Vec::with_capacity(max * hd);
+        let mut sin = Vec::with_capacity(max * hd);
+        for p in 0..max {
+            let pos = p as f64 / factor;
+            for _ in 0..2 {
+                for f in &inv {
+                    cos.push((pos * f).cos() as f32);
+                    sin.push((pos * f).sin() as f32);
+                }
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max, hd), dev)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max, hd), dev)?.to_dtype(dtype)?;
+        Ok(Rotary { cos, sin, max })
+    }
+
+    /// x: [b, heads, t, hd] at positions offset..offset+t.
+    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        if offset + t > self.max {
+            return Err(Error::InvalidArgument(format!(
+                "position {} exceeds max_position_embeddings {}",
+                offset + t,
+                self.max
+            )));
+        }
+        let cos = self.cos.narrow(0, offset, t)?;
+        let sin = self.sin.narrow(0, offset, t)?;
+        let half = x.dim(3)? / 2;
+        let x1 = x.narrow(3, 0, half)?;
+        let x2 = x.narrow(3, half, half)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+    }
+}
+
+/// SwiGLU: down(silu(gate(x)) ⊙ up(x)).
+#[derive(Clone, Debug)]
+struct Mlp {
+    gate: LoraLinear,
+    up: LoraLinear,
+    down: LoraLinear,
+}
+
+impl Mlp {
+    fn new(cfg: &Config, layer: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Mlp {
+            gate: LoraLinear::new(vb.clone(), cfg, layer, Proj::Gate, false)?,
+            up: LoraLinear::new(vb.clone(), cfg, layer, Proj::Up, false)?,
+            down: LoraLinear::new(vb, cfg, layer, Proj::Down, false)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, plan: &RowPlan) -> Result<Tensor> {
+        let g = self.gate.forward(x, plan)?.silu()?;
+        let u = self.up.forward(x, plan)?;
+        self.down.forward(&(g * u)?, plan)
+    }
+}
+
+/// Keys and values of one sequence, per layer: [1, kv_heads, len, head_dim].
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for a model with `cfg`.
+    pub fn new(cfg: &Config) -> Self {
+        KvCache {
+            layers: vec![None; cfg.num_hidden_layers],
+            len: 0,
+        }
+    }
+
+    /// Tokens already in the cache (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.layers.iter_mut().for_each(|l| *l = None);
+        self.len = 0;
+    }
+}
+
+/// New tokens of one sequence for [`Model::forward_step`], with that sequence's cache.
+pub struct SeqStep<'a> {
+    /// Tokens to append (the whole prompt at prefill, one token per decode step).
+    pub tokens: &'a [u32],
+    /// The sequence's cache, extended in place.
+    pub cache: &'a mut KvCache,
+}
+
+/// How rows are laid out for attention.
+enum Layout<'s, 'a> {
+    /// `b` sequences of `t` rows each, no cache, positions from 0.
+    Uniform { b: usize, t: usize },
+    /// One segment per sequence, each with its cache.
+    Cached(&'s mut [SeqStep<'a>]),
+}
+
+fn repeat_kv(x: Tensor, n_rep: usize) -> Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x);
+    }
+    let (b, kv, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .expand((b, kv, n_rep, t, hd))?
+        .reshape((b, kv * n_rep, t, hd))?)
+}
+
+/// Softmax over the last dimension, composed of differentiable ops, in f32.
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Additive mask [t, total]: query i (absolute position offset+i) sees key j iff j ≤ offset+i
+/// and, with a window w, offset+i − j < w.
+fn mask(t: usize, offset: usize, window: Option<usize>, dev: &Device) -> Result<Tensor> {
+    let total = offset + t;
+    let w = window.unwrap_or(usize::MAX);
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (0..total).map(move |j| {
+                let q = offset + i;
+                if j <= q && q - j < w {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(m, (t, total), dev)?)
+}
+
+/// Multi-head attention with grouped key/value heads.
+#[derive(Clone, Debug)]
+struct Attention {
+    q: LoraLinear,
+    k: LoraLinear,
+    v: LoraLinear,
+    o: LoraLinear,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    window: Option<usize>,
+    layer: usize,
+    rotary: Arc<Rotary>,
+}
+
+impl Attention {
+    fn new(cfg: &Config, layer: usize, rotary: Arc<Rotary>, vb: VarBuilder) -> Result<Self> {
+        let (qb, ob) = (cfg.qkv_bias(), cfg.o_bias());
+        Ok(Attention {
+            q: LoraLinear::new(vb.clone(), cfg, layer, Proj::Q, qb)?,
+            k: LoraLinear::new(vb.clone(), cfg, layer, Proj::K, qb)?,
+            v: LoraLinear::new(vb.clone(), cfg, layer, Proj::V, qb)?,
+            o: LoraLinear::new(vb, cfg, layer, Proj::O, ob)?,
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_kv_heads(),
+            head_dim: cfg.head_dim(),
+            window: cfg.window(),
+            layer,
+            rotary,
+        })
+    }
+
+    /// q: [b, h, t, hd]; k, v: [b, kv, total, hd] → [b, t, h·hd].
+    fn attend(&self, q: &Tensor, k: Tensor, v: Tensor, offset: usize) -> Result<Tensor> {
+        let (b, _, t, _) = q.dims4()?;
+        let dt = q.dtype();
+        let n_rep = self.heads / self.kv_heads;
+        let k = repeat_kv(k, n_rep)?.contiguous()?;
+        let v = repeat_kv(v, n_rep)?.contiguous()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let att = (q.contiguous()?.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let m = mask(t, offset, self.window, q.device())?;
+        let p = softmax_last(&att.broadcast_add(&m)?)?.to_dtype(dt)?;
+        let out = p.matmul(&v)?;
+        Ok(out
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?)
+    }
+
+    fn forward(&self, x: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
+        let q = self.q.forward(x, plan)?;
+        let k = self.k.forward(x, plan)?;
+        let v = self.v.forward(x, plan)?;
+        let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let out = match layout {
+            Layout::Uniform { b, t } => {
+                let split = |x: Tensor, n: usize| -> Result<Tensor> {
+                    Ok(x.reshape((*b, *t, n, hd))?.transpose(1, 2)?)
+                };
+                let q = self.rotary.apply(&split(q, h)?, 0)?;
+                let k = self.rotary.apply(&split(k, kv)?, 0)?;
+                let out = self.attend(&q, k, split(v, kv)?, 0)?;
+                out.reshape((*b * *t, h * hd))?
+            }
+            Layout::Cached(seqs) => {
+                let mut outs = Vec::with_capacity(seqs.len());
+                let mut start = 0;
+                for seq in seqs.iter_mut() {
+                    let n = seq.tokens.len();
+                    let offset = seq.cache.len;
+                    let split = |x: &Tensor, heads: usize| -> Result<Tensor> {
+                        Ok(x.narrow(0, start, n)?
+                            .reshape((1, n, heads, hd))?
+                            .transpose(1, 2)?)
+                    };
+                    let qs = self.rotary.apply(&split(&q, h)?, offset)?;
+                    let ks = self.rotary.apply(&split(&k, kv)?, offset)?.contiguous()?;
+                    let vs = split(&v, kv)?.contiguous()?;
+                    let slot = &mut seq.cache.layers[self.layer];
+                    let (ka, va) = match slot.take() {
+                        Some((kc, vc)) => {
+                            (Tensor::cat(&[&kc, &ks], 2)?, Tensor::cat(&[&vc, &vs], 2)?)
+                        }
+                        None => (ks, vs),
+                    };
+                    *slot = Some((ka.clone(), va.clone()));
+                    outs.push(self.attend(&qs, ka, va, offset)?.reshape((n, h * hd))?);
+                    start += n;
+                }
+                Tensor::cat(&outs, 0)?
+            }
+        };
+        self.o.forward(&out, plan)
+    }
+}
+
+/// Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(·)).
+#[derive(Clone, Debug)]
+struct DecoderLayer {
+    attn: Attention,
+    mlp: Mlp,
+    input_norm: RmsNorm,
+    post_norm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(cfg: &Config, layer: usize, rotary: Arc<Rotary>, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(DecoderLayer {
+            attn: Attention::new(cfg, layer, rotary, vb.pp("self_attn"))?,
+            mlp: Mlp::new(cfg, layer, vb.pp("mlp"))?,
+            input_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            post_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
+        let x = (x + self
+            .attn
+            .forward(&self.input_norm.forward(x)?, layout, plan)?)?;
+        Ok((&x + self.mlp.forward(&self.post_norm.forward(&x)?, plan)?)?)
+    }
+}
+
+/// A Llama / Mistral / Qwen2 causal language model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    cfg: Config,
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Tensor,
+    device: Device,
+    dtype: DType,
+}
+
+impl Model {
+    /// Builds the model from weights with Hugging Face names (`model.layers.0.self_attn.q_proj.weight`, ...).
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()?;
+        let (device, dtype) = (vb.device().clone(), vb.dtype());
+        let rotary = Arc::new(Rotary::new(cfg, dtype, &device)?);
+        let m = vb.pp("model");
+        let embed_w = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| DecoderLayer::new(cfg, l, rotary.clone(), m.pp(format!("layers.{l}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_w.clone()
+        } else {
+            vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?
+        };
+        let embed = Embedding::new(embed_w, cfg.hidden_size);
+        Ok(Model {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            norm,
+            lm_head,
+            device,
+            dtype,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype of the weights.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            Some(bad) => Err(Error::InvalidArgument(format!(
+                "token id {bad} >= vocab_size {}",
+                self.cfg.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn run(&self, ids: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
+        let mut x = self.embed.forward(ids)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, layout, plan)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Full forward without a cache: `ids` is [b, t] (u32), returns logits [b, t, vocab].
+    /// Differentiable with respect to the weights and any trainable adapter.
+    pub fn forward(&self, ids: &Tensor, adapters: &BatchAdapters) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 || b == 0 {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        self.check_ids(&ids.flatten_all()?.to_vec1::<u32>()?)?;
+        let plan = adapters.plan(&vec![t; b], &self.device)?;
+        let flat = ids.flatten_all()?;
+        let h = self.run(&flat, &mut Layout::Uniform { b, t }, &plan)?;
+        Ok(h.matmul(&self.lm_head.t()?)?
+            .reshape((b, t, self.cfg.vocab_size))?)
+    }
+
+    /// One step of incremental decoding for a batch of sequences: appends each sequence's new
+    /// tokens to its cache and returns the logits at each sequence's last new token, [b, vocab].
+    pub fn forward_step(
+        &self,
+        seqs: &mut [SeqStep<'_>],
+        adapters: &BatchAdapters,
+    ) -> Result<Tensor> {
+        let rows: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
+        if rows.is_empty() || rows.contains(&0) {
+            return Err(Error::InvalidArgument(
+                "every sequence needs at least one new token".into(),
+            ));
+        }
+        let ids: Vec<u32> = seqs.iter().flat_map(|s| s.tokens.iter().copied()).collect();
+        self.check_ids(&ids)?;
+        let plan = adapters.plan(&rows, &self.device)?;
+        let n = ids.len();
+        let flat = Tensor::from_vec(ids, n, &self.device)?;
+        let h = self.run(&flat, &mut Layout::Cached(seqs), &plan)?;
+        let mut last = Vec::with_capacity(rows.len());
+        let mut end = 0u32;
+        for (seq, r) in seqs.iter_mut().zip(&rows) {
+            end += *r as u32;
+            last.push(end - 1);
+            seq.cache.len += r;
+        }
+        let last = Tensor::from_vec(last, rows.len(), &self.device)?;
+        Ok(h.index_select(&last, 0)?.matmul(&self.lm_head.t()?)?)
+    }
+
+    /// A copy of this model with `adapter` merged into the base weights (W + s·B·A).
+    pub fn merged(&self, adapter: &LoraAdapter) -> Result<Model> {
+        let mut m = self.clone();
+        for layer in &mut m.layers {
+            let a = &mut layer.attn;
+            for lin in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+                *lin = lin.merged(adapter)?;
+            }
+            let p = &mut layer.mlp;
+            for lin in [&mut p.gate, &mut p.up, &mut p.down] {
+                *lin = lin.merged(adapter)?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// All weights under their Hugging Face names (tied `lm_head` omitted).
+    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            self.embed.embeddings().clone(),
+        )];
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("model.layers.{l}");
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                layer.input_norm.weight.clone(),
+            ));
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                layer.post_norm.weight.clone(),
+            ));
+            let a = &layer.attn;
+            let m = &layer.mlp;
+            for (lin, name) in [
+                (&a.q, "self_attn.q_proj"),
+                (&a.k, "self_attn.k_proj"),
+                (&a.v, "self_attn.v_proj"),
+                (&a.o, "self_attn.o_proj"),
+                (&m.gate, "mlp.gate_proj"),
+                (&m.up, "mlp.up_proj"),
+                (&m.down, "mlp.down_proj"),
+            ] {
+                out.push((format!("{p}.{name}.weight"), lin.weight.clone()));
+                if let Some(b) = &lin.bias {
+                    out.push((format!("{p}.{name}.bias"), b.clone()));
+                }
+            }
+        }
+        out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
+        if !self.cfg.tie_word_embeddings {
+            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+        }
+        out
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of openledger-model (one binary, modules per topic).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod parity;

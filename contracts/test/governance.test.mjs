@@ -4,7 +4,7 @@
 //
 // Waiting uses evm_increaseTime/evm_mine where the RPC has them (anvil). Where it does not (our
 // node), the end-to-end test is skipped unless OPENLEDGER_GOV_REALTIME=1, which runs it in real
-// time with a 12 s voting period and a 5 s timelock (about 25 s). OPENLEDGER_NO_TIME_TRAVEL=1
+// time with a 12 s voting period and a 5 s timelock (about a minute for all proposals). OPENLEDGER_NO_TIME_TRAVEL=1
 // forces the no-time-travel path on anvil.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -146,7 +146,7 @@ test("GOPEN: delegateBySig, past votes and supply by timestamp, checkpoints, tra
 
 test("governance end to end: wrap, delegate, propose a fee split, vote, queue, timelock, execute", async (t) => {
   if (!travel && !realtime) {
-    t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time (~25 s)");
+    t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time (about a minute)");
     return;
   }
   const gov = c.OpenLedgerGovernor;
@@ -237,4 +237,37 @@ test("governance: the proposer cancels while pending; a proposal without quorum 
   assert.equal(await gov.read.state([id2]), 3); // Defeated
   await expectRevert(chain, w[7], gov, "queue", [id2], "GovernorUnexpectedProposalState");
   assert.equal(await params.read.datanetCreationFee(), 10n ** 16n);
+});
+
+test("treasury: the Timelock claims protocol fees from both ledgers through a proposal", async (t) => {
+  if (!travel && !realtime) {
+    t.skip("RPC has no evm_increaseTime; set OPENLEDGER_GOV_REALTIME=1 to run governance in real time");
+    return;
+  }
+  const gov = c.OpenLedgerGovernor;
+  const tl = dep.contracts.OpenLedgerTimelock;
+  const st = c.AttributionSettlement;
+  const reg = c.DatanetRegistry;
+  const fromSettlement = await st.read.balanceOf([tl]);
+  const fromRegistry = await reg.read.balanceOf([tl]);
+  assert.ok(fromSettlement > 0n && fromRegistry > 0n, "earlier tests left protocol fees with the treasury");
+  const grantee = addr(8);
+  const targets = [st.address, reg.address];
+  const calldatas = [
+    encodeFunctionData({ abi: st.abi, functionName: "claimTo", args: [grantee] }),
+    encodeFunctionData({ abi: reg.abi, functionName: "claimTo", args: [grantee] }),
+  ];
+  const p = await send(chain, w[1], gov, "propose", [targets, [0n, 0n], calldatas, "Grant the protocol fees to account 8"]);
+  const id = eventsNamed(p, "ProposalCreated")[0].args.proposalId;
+  await advance(2);
+  await send(chain, w[1], gov, "castVote", [id, 1]);
+  await send(chain, w[2], gov, "castVote", [id, 1]);
+  await advance(Number(await gov.read.votingPeriod()) + 1);
+  await send(chain, w[9], gov, "queue", [id]);
+  await advance(Number(await c.OpenLedgerTimelock.read.getMinDelay()) + 1);
+  const before = await balance(chain, grantee);
+  await send(chain, w[9], gov, "execute", [id]);
+  assert.equal(await balance(chain, grantee), before + fromSettlement + fromRegistry);
+  assert.equal(await st.read.balanceOf([tl]), 0n);
+  assert.equal(await reg.read.balanceOf([tl]), 0n);
 });

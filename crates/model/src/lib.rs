@@ -29,7 +29,10 @@
 
 mod config;
 mod error;
+mod generate;
 mod hub;
+mod info;
+pub mod init;
 mod linear;
 mod lora;
 mod model;
@@ -37,7 +40,11 @@ mod weights;
 
 pub use config::{Config, GenerationConfig, ModelType, TokenIds};
 pub use error::{Error, Result};
+pub use generate::{
+    FinishReason, Sampler, SamplingParams, Sequence, TokenOut, decode_step, generate,
+};
 pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer};
+pub use info::{FileEntry, ModelInfo, content_hash, info};
 pub use linear::BatchAdapters;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Proj, TargetModules};
 pub use model::{KvCache, Model, SeqStep};

@@ -1,0 +1,291 @@
+//! `openledger devnet`, `node`, `chain verify` and `bench chain`.
+
+use alloy_primitives::Address;
+use clap::{Args, Subcommand};
+use eyre::{Context, bail};
+use openledger_chain::{ChainSpec, DevPreset, Node, NodeConfig, PoolConfig, SealMode, dev_accounts};
+use openledger_rpc::{RpcConfig, RpcState};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags shared by `node` and `devnet`.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Interface to listen on.
+    #[arg(long, env = "OPENLEDGER_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// JSON-RPC port (HTTP and WebSocket); 0 picks a free port.
+    #[arg(long, env = "OPENLEDGER_PORT", default_value_t = 8545)]
+    pub port: u16,
+    /// Data directory.
+    #[arg(long, env = "OPENLEDGER_DATADIR")]
+    pub datadir: Option<PathBuf>,
+    /// Block interval in milliseconds; 0 seals a block as soon as transactions wait.
+    #[arg(long, env = "OPENLEDGER_BLOCK_TIME")]
+    pub block_time: Option<u64>,
+    /// Number of funded dev accounts (dev preset).
+    #[arg(long, env = "OPENLEDGER_ACCOUNTS", default_value_t = 10)]
+    pub accounts: usize,
+    /// Chain id (dev preset).
+    #[arg(long, env = "OPENLEDGER_CHAIN_ID", default_value_t = openledger_primitives::DEV_CHAIN_ID)]
+    pub chain_id: u64,
+    /// Recipient of priority fees (block beneficiary).
+    #[arg(long, env = "OPENLEDGER_FEE_RECIPIENT", default_value_t = Address::ZERO)]
+    pub fee_recipient: Address,
+    /// Treasury credited with base fees (dev preset); burned when absent.
+    #[arg(long, env = "OPENLEDGER_TREASURY")]
+    pub treasury: Option<Address>,
+    /// Block gas limit (dev preset).
+    #[arg(long, env = "OPENLEDGER_GAS_LIMIT", default_value_t = 30_000_000)]
+    pub gas_limit: u64,
+    /// Largest JSON-RPC request body in bytes.
+    #[arg(long, env = "OPENLEDGER_RPC_MAX_BODY", default_value_t = 5 * 1024 * 1024)]
+    pub rpc_max_body: usize,
+    /// Most requests in a JSON-RPC batch.
+    #[arg(long, env = "OPENLEDGER_RPC_MAX_BATCH", default_value_t = 1000)]
+    pub rpc_max_batch: usize,
+    /// Gas cap of eth_call and eth_estimateGas.
+    #[arg(long, env = "OPENLEDGER_RPC_GAS_CAP", default_value_t = 50_000_000)]
+    pub rpc_gas_cap: u64,
+    /// Widest block range of eth_getLogs.
+    #[arg(long, env = "OPENLEDGER_RPC_MAX_LOG_RANGE", default_value_t = 100_000)]
+    pub rpc_max_log_range: u64,
+    /// Most logs returned by eth_getLogs.
+    #[arg(long, env = "OPENLEDGER_RPC_MAX_LOGS", default_value_t = 20_000)]
+    pub rpc_max_logs: usize,
+}
+
+impl CommonArgs {
+    fn rpc_config(&self) -> RpcConfig {
+        RpcConfig {
+            max_body_bytes: self.rpc_max_body,
+            max_batch: self.rpc_max_batch,
+            gas_cap: self.rpc_gas_cap,
+            max_log_range: self.rpc_max_log_range,
+            max_logs: self.rpc_max_logs,
+            ..Default::default()
+        }
+    }
+
+    fn seal_mode(&self, default_ms: u64) -> SealMode {
+        match self.block_time.unwrap_or(default_ms) {
+            0 => SealMode::OnDemand,
+            ms => SealMode::Interval(Duration::from_millis(ms)),
+        }
+    }
+
+    fn dev_preset(&self) -> DevPreset {
+        DevPreset {
+            accounts: self.accounts,
+            chain_id: self.chain_id,
+            gas_limit: self.gas_limit,
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default(),
+            base_fee_recipient: self.treasury,
+            ..Default::default()
+        }
+    }
+}
+
+/// `openledger devnet`.
+#[derive(Args, Debug)]
+pub struct DevnetArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `openledger node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// geth-style genesis.json; without it the `dev` preset is used.
+    #[arg(long, env = "OPENLEDGER_GENESIS")]
+    pub genesis: Option<PathBuf>,
+}
+
+/// `openledger chain ...`.
+#[derive(Subcommand, Debug)]
+pub enum ChainCmd {
+    /// Re-execute every stored block from genesis and check every block hash and state root.
+    Verify {
+        /// Data directory of a stopped node.
+        #[arg(long)]
+        datadir: PathBuf,
+    },
+}
+
+/// `openledger bench ...`.
+#[derive(Subcommand, Debug)]
+pub enum BenchCmd {
+    /// Throughput of eth_sendRawTransaction to receipt, against anvil in the same run.
+    Chain(crate::cmd_chain::bench::BenchArgs),
+}
+
+pub mod bench;
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn run(node: Arc<Node>, common: &CommonArgs, banner: impl FnOnce(&std::net::SocketAddr)) -> eyre::Result<()> {
+    let addr = format!("{}:{}", common.host, common.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    banner(&local);
+    println!("Listening on {local}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sealer = {
+        let mut rx = stop_rx.clone();
+        tokio::spawn(node.clone().run_sealer(async move {
+            let _ = rx.changed().await;
+        }))
+    };
+    let rpc = RpcState::new(node.clone(), common.rpc_config());
+    let mut rx = stop_rx.clone();
+    let server = tokio::spawn(openledger_rpc::serve(rpc, listener, async move {
+        let _ = rx.changed().await;
+    }));
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), sealer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    drop(node);
+    Ok(())
+}
+
+fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
+    println!("\nAvailable accounts\n==================");
+    for (i, a) in accounts.iter().enumerate() {
+        println!("({i}) {} ({balance} OPEN)", a.address);
+    }
+    println!("\nPrivate keys\n==================");
+    for (i, a) in accounts.iter().enumerate() {
+        println!("({i}) 0x{}", alloy_primitives::hex::encode(a.signer.to_bytes()));
+    }
+    println!("\nMnemonic: {}\nDerivation path: m/44'/60'/0'/0/i\n", openledger_primitives::DEV_MNEMONIC);
+}
+
+/// Runs `openledger devnet`.
+pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
+    let c = a.common;
+    let (tmp, datadir) = match &c.datadir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new().prefix("openledger-devnet-").tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let preset = c.dev_preset();
+    let (spec, accounts) = preset.build()?;
+    let node = Node::open(NodeConfig {
+        datadir: datadir.clone(),
+        spec,
+        seal: c.seal_mode(0),
+        fee_recipient: c.fee_recipient,
+        pool: PoolConfig::default(),
+        dev_accounts: accounts.clone(),
+    })?;
+    let chain_id = node.chain_id();
+    let seal = node.config().seal;
+    run(node, &c, |addr| {
+        println!("OpenLedger devnet ({})", openledger_primitives::CLIENT_VERSION);
+        print_accounts(&accounts, preset.balance_open);
+        println!("Chain ID:  {chain_id}");
+        println!("Blocks:    {}", match seal {
+            SealMode::OnDemand => "sealed as soon as transactions arrive".to_string(),
+            SealMode::Interval(d) => format!("every {} ms", d.as_millis()),
+        });
+        println!("Datadir:   {}{}", datadir.display(), if tmp.is_some() { " (temporary)" } else { "" });
+        println!("RPC:       http://{addr}");
+        println!("WebSocket: ws://{addr}");
+    })
+    .await?;
+    drop(tmp);
+    Ok(())
+}
+
+/// Runs `openledger node`.
+pub async fn node(a: NodeArgs) -> eyre::Result<()> {
+    let c = a.common;
+    let Some(datadir) = c.datadir.clone() else {
+        bail!("--datadir (or OPENLEDGER_DATADIR) is required for `node`; use `devnet` for a throw-away chain");
+    };
+    let (spec, accounts) = match &a.genesis {
+        Some(path) => (ChainSpec::from_file(path)?, Vec::new()),
+        None => {
+            let (spec, _) = c.dev_preset().build()?;
+            (spec, dev_accounts(c.accounts)?)
+        }
+    };
+    let node = Node::open(NodeConfig {
+        datadir: datadir.clone(),
+        spec,
+        seal: c.seal_mode(2000),
+        fee_recipient: c.fee_recipient,
+        pool: PoolConfig::default(),
+        dev_accounts: accounts,
+    })?;
+    let head = node.head();
+    let chain_id = node.chain_id();
+    run(node, &c, |addr| {
+        println!("OpenLedger node ({})", openledger_primitives::CLIENT_VERSION);
+        println!("Chain ID: {chain_id}");
+        println!("Head:     block {} {}", head.header.number, head.hash);
+        println!("Datadir:  {}", datadir.display());
+        println!("RPC:      http://{addr}  ws://{addr}");
+    })
+    .await
+}
+
+/// Runs `openledger chain ...`.
+pub async fn chain(cmd: ChainCmd) -> eyre::Result<()> {
+    match cmd {
+        ChainCmd::Verify { datadir } => {
+            let store = openledger_chain::Store::open(&datadir.join("chain.redb"))?;
+            let json = store
+                .genesis_json()?
+                .ok_or_else(|| eyre::eyre!("{} holds no chain", datadir.display()))?;
+            let spec = ChainSpec::from_json(&json)?;
+            let scratch = tempfile::tempdir()?;
+            let started = std::time::Instant::now();
+            let n = tokio::task::spawn_blocking(move || {
+                openledger_chain::replay_and_verify(&store, &spec, scratch.path())
+            })
+            .await??;
+            println!(
+                "verified {n} blocks: every block hash and state root reproduced by re-execution ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs `openledger bench ...`.
+pub async fn bench(cmd: BenchCmd) -> eyre::Result<()> {
+    match cmd {
+        BenchCmd::Chain(a) => bench::run(a).await,
+    }
+}

@@ -1,0 +1,47 @@
+//! The `openledger` binary: argument parsing and wiring only.
+
+mod cmd_chain;
+
+use clap::{Parser, Subcommand};
+
+/// OpenLedger: an EVM-compatible chain for Payable AI.
+#[derive(Parser, Debug)]
+#[command(name = "openledger", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a development chain: the `dev` genesis, funded dev accounts, blocks on demand.
+    Devnet(cmd_chain::DevnetArgs),
+    /// Run a sequencer node from a genesis file or preset.
+    Node(cmd_chain::NodeArgs),
+    /// Chain maintenance: re-execute and verify a datadir.
+    Chain {
+        #[command(subcommand)]
+        cmd: cmd_chain::ChainCmd,
+    },
+    /// Benchmarks (print a table and write a JSON report).
+    Bench {
+        #[command(subcommand)]
+        cmd: cmd_chain::BenchCmd,
+    },
+}
+
+fn main() -> eyre::Result<()> {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,chain::seal=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Devnet(a) => cmd_chain::devnet(a).await,
+            Cmd::Node(a) => cmd_chain::node(a).await,
+            Cmd::Chain { cmd } => cmd_chain::chain(cmd).await,
+            Cmd::Bench { cmd } => cmd_chain::bench(cmd).await,
+        }
+    })
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh machine: installs what the tests need (npm and
+# PyPI packages into project-local folders), builds, then runs the Rust, contract and
+# third-party-client suites. Usage: scripts/test.sh [--quick]  (--quick skips installs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=${1:-}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [[ "$QUICK" != "--quick" ]]; then
+  step "installing npm packages for contracts/ (exact versions from package-lock.json)"
+  (cd contracts && npm install --no-audit --no-fund --loglevel=error)
+  step "installing Python test packages into .venv"
+  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+fi
+export PATH="$ROOT/.venv/bin:$PATH"
+
+step "checking that recompiling the contracts reproduces contracts/out byte for byte"
+(cd contracts && node build.mjs --check)
+
+step "building"
+cargo build --workspace --all-targets --locked
+
+step "cargo test (workspace)"
+cargo test --workspace --locked -- --test-threads=2
+
+step "third-party clients against a live devnet"
+OPENLEDGER_BIN="$ROOT/target/debug/openledger" .venv/bin/python -m pytest -q tests/clients
+
+step "contract tests against a live devnet (and anvil where time travel is needed)"
+(cd contracts && npm test)
+
+echo
+echo "all test suites passed"

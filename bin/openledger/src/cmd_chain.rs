@@ -3,7 +3,9 @@
 use alloy_primitives::Address;
 use clap::{Args, Subcommand};
 use eyre::{Context, bail};
-use openledger_chain::{ChainSpec, DevPreset, Node, NodeConfig, PoolConfig, SealMode, dev_accounts};
+use openledger_chain::{
+    ChainSpec, DevPreset, Node, NodeConfig, PoolConfig, SealMode, dev_accounts,
+};
 use openledger_rpc::{RpcConfig, RpcState};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -145,7 +147,11 @@ async fn shutdown_signal() {
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }
 
-async fn run(node: Arc<Node>, common: &CommonArgs, banner: impl FnOnce(&std::net::SocketAddr)) -> eyre::Result<()> {
+async fn run(
+    node: Arc<Node>,
+    common: &CommonArgs,
+    banner: impl FnOnce(&std::net::SocketAddr),
+) -> eyre::Result<()> {
     let addr = format!("{}:{}", common.host, common.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
@@ -181,9 +187,15 @@ fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
     }
     println!("\nPrivate keys\n==================");
     for (i, a) in accounts.iter().enumerate() {
-        println!("({i}) 0x{}", alloy_primitives::hex::encode(a.signer.to_bytes()));
+        println!(
+            "({i}) 0x{}",
+            alloy_primitives::hex::encode(a.signer.to_bytes())
+        );
     }
-    println!("\nMnemonic: {}\nDerivation path: m/44'/60'/0'/0/i\n", openledger_primitives::DEV_MNEMONIC);
+    println!(
+        "\nMnemonic: {}\nDerivation path: m/44'/60'/0'/0/i\n",
+        openledger_primitives::DEV_MNEMONIC
+    );
 }
 
 /// Runs `openledger devnet`.
@@ -192,7 +204,9 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let (tmp, datadir) = match &c.datadir {
         Some(d) => (None, d.clone()),
         None => {
-            let t = tempfile::Builder::new().prefix("openledger-devnet-").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("openledger-devnet-")
+                .tempdir()?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -206,18 +220,29 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         fee_recipient: c.fee_recipient,
         pool: PoolConfig::default(),
         dev_accounts: accounts.clone(),
+        dev_methods: true,
     })?;
     let chain_id = node.chain_id();
     let seal = node.config().seal;
     run(node, &c, |addr| {
-        println!("OpenLedger devnet ({})", openledger_primitives::CLIENT_VERSION);
+        println!(
+            "OpenLedger devnet ({})",
+            openledger_primitives::CLIENT_VERSION
+        );
         print_accounts(&accounts, preset.balance_open);
         println!("Chain ID:  {chain_id}");
-        println!("Blocks:    {}", match seal {
-            SealMode::OnDemand => "sealed as soon as transactions arrive".to_string(),
-            SealMode::Interval(d) => format!("every {} ms", d.as_millis()),
-        });
-        println!("Datadir:   {}{}", datadir.display(), if tmp.is_some() { " (temporary)" } else { "" });
+        println!(
+            "Blocks:    {}",
+            match seal {
+                SealMode::OnDemand => "sealed as soon as transactions arrive".to_string(),
+                SealMode::Interval(d) => format!("every {} ms", d.as_millis()),
+            }
+        );
+        println!(
+            "Datadir:   {}{}",
+            datadir.display(),
+            if tmp.is_some() { " (temporary)" } else { "" }
+        );
         println!("RPC:       http://{addr}");
         println!("WebSocket: ws://{addr}");
     })
@@ -230,7 +255,9 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
 pub async fn node(a: NodeArgs) -> eyre::Result<()> {
     let c = a.common;
     let Some(datadir) = c.datadir.clone() else {
-        bail!("--datadir (or OPENLEDGER_DATADIR) is required for `node`; use `devnet` for a throw-away chain");
+        bail!(
+            "--datadir (or OPENLEDGER_DATADIR) is required for `node`; use `devnet` for a throw-away chain"
+        );
     };
     let (spec, accounts) = match &a.genesis {
         Some(path) => (ChainSpec::from_file(path)?, Vec::new()),
@@ -246,11 +273,15 @@ pub async fn node(a: NodeArgs) -> eyre::Result<()> {
         fee_recipient: c.fee_recipient,
         pool: PoolConfig::default(),
         dev_accounts: accounts,
+        dev_methods: false,
     })?;
     let head = node.head();
     let chain_id = node.chain_id();
     run(node, &c, |addr| {
-        println!("OpenLedger node ({})", openledger_primitives::CLIENT_VERSION);
+        println!(
+            "OpenLedger node ({})",
+            openledger_primitives::CLIENT_VERSION
+        );
         println!("Chain ID: {chain_id}");
         println!("Head:     block {} {}", head.header.number, head.hash);
         println!("Datadir:  {}", datadir.display());

@@ -7,14 +7,14 @@ use alloy_consensus::{
 };
 use alloy_primitives::{Address, B256, Bytes, Log, TxKind, U256};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
+use revm::context_interface::ContextTr;
 use revm::context_interface::block::BlobExcessGasAndPrice;
 use revm::context_interface::either::Either;
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
 use revm::database::CacheDB;
-use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressMap;
+use revm::primitives::hardfork::SpecId;
 use revm::state::{Account, Bytecode};
-use revm::context_interface::ContextTr;
 use revm::{Context, Database, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
 
 /// The fork rules the node runs: revm's Osaka (solc 0.8.37's default EVM version).
@@ -134,7 +134,11 @@ fn record_changes(changes: &mut StateChanges, state: &AddressMap<Account>) {
         }
         let entry = changes.accounts.entry(*address).or_default();
         if account.is_selfdestructed() {
-            *entry = AccountChange { info: None, wiped: true, storage: Default::default() };
+            *entry = AccountChange {
+                info: None,
+                wiped: true,
+                storage: Default::default(),
+            };
             continue;
         }
         if account.is_created() {
@@ -143,15 +147,25 @@ fn record_changes(changes: &mut StateChanges, state: &AddressMap<Account>) {
         }
         if account.info.is_empty() {
             // EIP-161: touched empty accounts are removed.
-            *entry = AccountChange { info: None, wiped: true, storage: Default::default() };
+            *entry = AccountChange {
+                info: None,
+                wiped: true,
+                storage: Default::default(),
+            };
             continue;
         }
         if let Some(code) = &account.info.code
             && !code.is_empty()
         {
-            changes.code.insert(account.info.code_hash, code.original_bytes());
+            changes
+                .code
+                .insert(account.info.code_hash, code.original_bytes());
         }
-        entry.info = Some((account.info.nonce, account.info.balance, account.info.code_hash));
+        entry.info = Some((
+            account.info.nonce,
+            account.info.balance,
+            account.info.code_hash,
+        ));
         for (slot, value) in &account.storage {
             if value.is_changed() {
                 entry.storage.insert(*slot, value.present_value);
@@ -191,7 +205,11 @@ pub fn execute_block(
         let result = match evm.transact(tx_env(&tx, sender)) {
             Ok(r) => r,
             Err(EVMError::Transaction(e)) => {
-                out.rejected.push(Rejected { hash, sender, reason: e.to_string() });
+                out.rejected.push(Rejected {
+                    hash,
+                    sender,
+                    reason: e.to_string(),
+                });
                 skip_sender.push(sender);
                 continue;
             }
@@ -240,7 +258,12 @@ pub fn execute_block(
             TxType::Eip4844 => ReceiptEnvelope::Eip4844(with_bloom),
             TxType::Eip7702 => ReceiptEnvelope::Eip7702(with_bloom),
         };
-        out.txs.push(ExecutedTx { tx, sender, receipt, gas_used });
+        out.txs.push(ExecutedTx {
+            tx,
+            sender,
+            receipt,
+            gas_used,
+        });
     }
     Ok(out)
 }
@@ -311,9 +334,19 @@ where
     cfg.tx_gas_limit_cap = Some(u64::MAX);
     let mut block = params.env();
     block.gas_limit = block.gas_limit.max(req.gas);
-    let mut evm = Context::mainnet().with_db(db).with_block(block).with_cfg(cfg).build_mainnet();
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_block(block)
+        .with_cfg(cfg)
+        .build_mainnet();
     let tx = TxEnv {
-        tx_type: if req.priority_fee.is_some() { 2 } else if req.access_list.is_empty() { 0 } else { 1 },
+        tx_type: if req.priority_fee.is_some() {
+            2
+        } else if req.access_list.is_empty() {
+            0
+        } else {
+            1
+        },
         caller: req.from,
         gas_limit: req.gas,
         gas_price: req.gas_price,
@@ -332,12 +365,14 @@ where
                 output: output.into_data(),
                 gas_used: gas.tx_gas_used(),
             },
-            ExecutionResult::Revert { output, gas, .. } => {
-                CallOutcome::Revert { output, gas_used: gas.tx_gas_used() }
-            }
-            ExecutionResult::Halt { reason, gas, .. } => {
-                CallOutcome::Halt { reason: halt_reason(&reason), gas_used: gas.tx_gas_used() }
-            }
+            ExecutionResult::Revert { output, gas, .. } => CallOutcome::Revert {
+                output,
+                gas_used: gas.tx_gas_used(),
+            },
+            ExecutionResult::Halt { reason, gas, .. } => CallOutcome::Halt {
+                reason: halt_reason(&reason),
+                gas_used: gas.tx_gas_used(),
+            },
         }),
         Err(EVMError::Transaction(e)) => Err(invalid_tx_message(&e)),
         Err(e) => Err(e.to_string()),
@@ -361,9 +396,9 @@ pub fn halt_reason(reason: &HaltReason) -> String {
 /// geth-style message for a transaction revm refuses to execute.
 pub fn invalid_tx_message(e: &InvalidTransaction) -> String {
     match e {
-        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => format!(
-            "insufficient funds for gas * price + value: have {balance} want {fee}"
-        ),
+        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => {
+            format!("insufficient funds for gas * price + value: have {balance} want {fee}")
+        }
         InvalidTransaction::NonceTooLow { tx, state } => {
             format!("nonce too low: next nonce {state}, tx nonce {tx}")
         }

@@ -70,7 +70,9 @@ impl ChainSpec {
             None => OpenLedgerParams::default(),
         };
         if genesis.config.chain_id == 0 {
-            return Err(ChainError::Genesis("config.chainId must be set and non-zero".into()));
+            return Err(ChainError::Genesis(
+                "config.chainId must be set and non-zero".into(),
+            ));
         }
         if genesis.gas_limit < 21_000 {
             return Err(ChainError::Genesis(format!(
@@ -98,7 +100,10 @@ impl ChainSpec {
     pub fn to_json(&self) -> String {
         let mut genesis = self.genesis.clone();
         if let Ok(v) = serde_json::to_value(&self.params) {
-            genesis.config.extra_fields.insert("openledger".to_string(), v);
+            genesis
+                .config
+                .extra_fields
+                .insert("openledger".to_string(), v);
         }
         serde_json::to_string_pretty(&genesis).unwrap_or_default()
     }
@@ -122,7 +127,10 @@ pub fn dev_accounts(n: usize) -> Result<Vec<DevAccount>, ChainError> {
                 .index(i as u32)
                 .and_then(|b| b.build())
                 .map_err(|e| ChainError::Genesis(format!("dev account {i}: {e}")))?;
-            Ok(DevAccount { address: signer.address(), signer })
+            Ok(DevAccount {
+                address: signer.address(),
+                signer,
+            })
         })
         .collect()
 }
@@ -177,7 +185,9 @@ impl DevPreset {
         }
         let spec = ChainSpec {
             genesis,
-            params: OpenLedgerParams { base_fee_recipient: self.base_fee_recipient },
+            params: OpenLedgerParams {
+                base_fee_recipient: self.base_fee_recipient,
+            },
         };
         Ok((spec, accounts))
     }
@@ -219,7 +229,12 @@ mod tests {
     #[test]
     fn genesis_json_round_trips_with_params() {
         let treasury = Address::repeat_byte(7);
-        let (mut spec, _) = DevPreset { accounts: 1, ..Default::default() }.build().expect("dev");
+        let (mut spec, _) = DevPreset {
+            accounts: 1,
+            ..Default::default()
+        }
+        .build()
+        .expect("dev");
         spec.params.base_fee_recipient = Some(treasury);
         let back = ChainSpec::from_json(&spec.to_json()).expect("parse");
         assert_eq!(back.params.base_fee_recipient, Some(treasury));
@@ -229,9 +244,11 @@ mod tests {
 
     #[test]
     fn bad_genesis_is_a_clear_error() {
-        let err = ChainSpec::from_json("{\"config\":{},\"gasLimit\":\"0x1c9c380\"}").expect_err("no chain id");
+        let err = ChainSpec::from_json("{\"config\":{},\"gasLimit\":\"0x1c9c380\"}")
+            .expect_err("no chain id");
         assert!(err.to_string().contains("chainId"), "{err}");
-        let err = ChainSpec::from_json("{\"config\":{\"chainId\":5},\"gasLimit\":\"0x10\"}").expect_err("gas");
+        let err = ChainSpec::from_json("{\"config\":{\"chainId\":5},\"gasLimit\":\"0x10\"}")
+            .expect_err("gas");
         assert!(err.to_string().contains("gasLimit 16"), "{err}");
         let err = ChainSpec::from_json("not json").expect_err("not json");
         assert!(err.to_string().contains("invalid genesis JSON"), "{err}");

@@ -11,6 +11,7 @@
 //!     fee_recipient: Default::default(),
 //!     pool: PoolConfig::default(),
 //!     dev_accounts: accounts,
+//!     dev_methods: true,
 //! }).unwrap();
 //! let block = node.seal().unwrap();
 //! assert_eq!(block.header.number, 1);

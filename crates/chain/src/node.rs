@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use revm::database::CacheDB;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, broadcast};
 use tracing::{info, warn};
@@ -46,6 +47,9 @@ pub struct NodeConfig {
     pub pool: PoolConfig,
     /// Accounts whose keys the node holds (`eth_sendTransaction`, `eth_sign`).
     pub dev_accounts: Vec<DevAccount>,
+    /// Enables the development methods (`evm_mine`, `evm_increaseTime`,
+    /// `evm_setNextBlockTimestamp`): on for `devnet`, off for `node`.
+    pub dev_methods: bool,
 }
 
 /// A sealed block as announced to subscribers.
@@ -81,16 +85,23 @@ pub struct Node {
     notify: Notify,
     blocks: broadcast::Sender<Arc<NewBlock>>,
     pending: broadcast::Sender<B256>,
+    time_offset: AtomicU64,
+    next_timestamp: AtomicU64,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("head", &self.head.read().header.number).finish()
+        f.debug_struct("Node")
+            .field("head", &self.head.read().header.number)
+            .finish()
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 /// State changes that create the genesis allocation.
@@ -98,7 +109,11 @@ pub fn genesis_changes(spec: &ChainSpec) -> StateChanges {
     let mut changes = StateChanges::default();
     for (address, acct) in &spec.genesis.alloc {
         let code = acct.code.clone().unwrap_or_default();
-        let code_hash = if code.is_empty() { KECCAK_EMPTY } else { keccak256(&code) };
+        let code_hash = if code.is_empty() {
+            KECCAK_EMPTY
+        } else {
+            keccak256(&code)
+        };
         if !code.is_empty() {
             changes.code.insert(code_hash, code);
         }
@@ -203,7 +218,13 @@ fn build_and_commit(
         let mut header = header;
         header.state_root = state_root;
         let hash = header.hash_slow();
-        Ok(BlockData { header, hash, txs, senders, receipts })
+        Ok(BlockData {
+            header,
+            hash,
+            txs,
+            senders,
+            receipts,
+        })
     })?;
     Ok((block, executed))
 }
@@ -232,8 +253,9 @@ fn block_logs(block: &BlockData) -> Vec<alloy_rpc_types_eth::Log> {
 impl Node {
     /// Opens the datadir, writing genesis if it is empty.
     pub fn open(cfg: NodeConfig) -> Result<Arc<Self>, ChainError> {
-        std::fs::create_dir_all(&cfg.datadir)
-            .map_err(|e| ChainError::Genesis(format!("cannot create {}: {e}", cfg.datadir.display())))?;
+        std::fs::create_dir_all(&cfg.datadir).map_err(|e| {
+            ChainError::Genesis(format!("cannot create {}: {e}", cfg.datadir.display()))
+        })?;
         let store = Store::open(&cfg.datadir.join("chain.redb"))?;
         let spec = match store.genesis_json()? {
             Some(json) => {
@@ -256,14 +278,22 @@ impl Node {
                 store.commit_block(&changes, Some(&json), move |root| {
                     let header = genesis_header(&header_spec, root);
                     let hash = header.hash_slow();
-                    Ok(BlockData { header, hash, txs: vec![], senders: vec![], receipts: vec![] })
+                    Ok(BlockData {
+                        header,
+                        hash,
+                        txs: vec![],
+                        senders: vec![],
+                        receipts: vec![],
+                    })
                 })?;
                 info!(target: "chain", chain_id = spec.chain_id(), "initialised genesis");
                 spec
             }
         };
         let reader = store.reader()?;
-        let number = reader.head()?.ok_or_else(|| ChainError::Genesis("store has no head".into()))?;
+        let number = reader
+            .head()?
+            .ok_or_else(|| ChainError::Genesis("store has no head".into()))?;
         let header = reader
             .header(number)?
             .ok_or_else(|| StoreError::Corrupt(format!("head header {number} missing")))?;
@@ -281,6 +311,8 @@ impl Node {
             notify: Notify::new(),
             blocks,
             pending,
+            time_offset: AtomicU64::new(0),
+            next_timestamp: AtomicU64::new(0),
         }))
     }
 
@@ -331,7 +363,11 @@ impl Node {
 
     /// Base fee of the next block.
     pub fn next_base_fee(&self) -> u64 {
-        self.head.read().header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or_default()
+        self.head
+            .read()
+            .header
+            .next_block_base_fee(BaseFeeParams::ethereum())
+            .unwrap_or_default()
     }
 
     /// Block gas limit.
@@ -341,7 +377,12 @@ impl Node {
 
     /// Decodes, checks and pools a raw signed transaction.
     pub fn submit_raw(&self, raw: &[u8]) -> Result<Inserted, PoolError> {
-        let tx = validate_raw(raw, self.chain_id(), self.gas_limit(), self.pool.lock().config())?;
+        let tx = validate_raw(
+            raw,
+            self.chain_id(),
+            self.gas_limit(),
+            self.pool.lock().config(),
+        )?;
         self.submit_validated(tx)
     }
 
@@ -353,8 +394,13 @@ impl Node {
     }
 
     fn submit_validated(&self, tx: PooledTx) -> Result<Inserted, PoolError> {
-        let reader = self.store.reader().map_err(|e| PoolError::Internal(e.to_string()))?;
-        let acct = reader.account(&tx.sender).map_err(|e| PoolError::Internal(e.to_string()))?;
+        let reader = self
+            .store
+            .reader()
+            .map_err(|e| PoolError::Internal(e.to_string()))?;
+        let acct = reader
+            .account(&tx.sender)
+            .map_err(|e| PoolError::Internal(e.to_string()))?;
         drop(reader);
         let (nonce, balance) = acct.map(|a| (a.nonce, a.balance)).unwrap_or_default();
         let inserted = self.pool.lock().insert(tx, nonce, balance)?;
@@ -367,7 +413,12 @@ impl Node {
 
     /// Account nonce counting pooled transactions (the "pending" block tag).
     pub fn pending_nonce(&self, address: &Address) -> Result<u64, StoreError> {
-        let state = self.store.reader()?.account(address)?.map(|a| a.nonce).unwrap_or_default();
+        let state = self
+            .store
+            .reader()?
+            .account(address)?
+            .map(|a| a.nonce)
+            .unwrap_or_default();
         Ok(self.pool.lock().next_nonce(address, state))
     }
 
@@ -377,7 +428,7 @@ impl Node {
         let parent = self.head();
         let base_fee = self.next_base_fee();
         let number = parent.header.number + 1;
-        let timestamp = now_secs().max(parent.header.timestamp + 1);
+        let timestamp = self.next_block_timestamp(parent.header.timestamp);
         let candidates = self.pool.lock().best(base_fee, MAX_BLOCK_CANDIDATES);
         let mut seed = parent.hash.to_vec();
         seed.extend_from_slice(&number.to_be_bytes());
@@ -389,7 +440,8 @@ impl Node {
             base_fee,
             prevrandao: keccak256(&seed),
         };
-        let (block, executed) = build_and_commit(&self.store, &self.spec, &parent, &params, candidates)?;
+        let (block, executed) =
+            build_and_commit(&self.store, &self.spec, &parent, &params, candidates)?;
         // Update the pool: included and rejected transactions leave, nonces move on.
         {
             let reader = self.store.reader()?;
@@ -413,7 +465,10 @@ impl Node {
             tx_hashes: block.txs.iter().map(|t| *t.tx_hash()).collect(),
             logs: block_logs(&block),
         });
-        *self.head.write() = Head { header: block.header.clone(), hash: block.hash };
+        *self.head.write() = Head {
+            header: block.header.clone(),
+            hash: block.hash,
+        };
         info!(target: "chain::seal", number, txs = block.txs.len(), gas = block.header.gas_used, hash = %block.hash, "sealed block");
         let _ = self.blocks.send(event.clone());
         Ok(event)
@@ -455,23 +510,65 @@ impl Node {
         }
     }
 
-    /// Block parameters a call at the head sees (the next block's, like geth's "pending").
-    pub fn call_params(&self) -> BlockParams {
+    /// Block parameters a call sees: the latest block's header (geth's "latest"), or with
+    /// `pending` the block that would be sealed next (number + 1, the next timestamp and base fee),
+    /// which is what a gas estimate for a transaction about to be sent must simulate.
+    pub fn call_params(&self, pending: bool) -> BlockParams {
         let head = self.head();
-        BlockParams {
-            number: head.header.number + 1,
-            timestamp: now_secs().max(head.header.timestamp + 1),
-            beneficiary: self.cfg.fee_recipient,
-            gas_limit: head.header.gas_limit,
-            base_fee: self.next_base_fee(),
-            prevrandao: B256::ZERO,
+        if pending {
+            return BlockParams {
+                number: head.header.number + 1,
+                timestamp: (now_secs() + self.time_offset.load(Ordering::SeqCst))
+                    .max(head.header.timestamp + 1),
+                beneficiary: self.cfg.fee_recipient,
+                gas_limit: head.header.gas_limit,
+                base_fee: self.next_base_fee(),
+                prevrandao: head.header.mix_hash,
+            };
         }
+        BlockParams {
+            number: head.header.number,
+            timestamp: head.header.timestamp,
+            beneficiary: head.header.beneficiary,
+            gas_limit: head.header.gas_limit,
+            base_fee: head.header.base_fee_per_gas.unwrap_or_default(),
+            prevrandao: head.header.mix_hash,
+        }
+    }
+
+    /// Dev only: moves the clock of future blocks forward by `secs`; returns the total offset.
+    /// The next block's timestamp is also at least the head's plus `secs`, since blocks sealed
+    /// on demand may run ahead of the wall clock.
+    pub fn increase_time(&self, secs: u64) -> u64 {
+        let floor = self.head.read().header.timestamp + secs;
+        self.next_timestamp.fetch_max(floor, Ordering::SeqCst);
+        self.time_offset.fetch_add(secs, Ordering::SeqCst) + secs
+    }
+
+    /// Dev only: the next block gets at least this timestamp (must exceed the head's).
+    pub fn set_next_timestamp(&self, ts: u64) -> Result<(), ChainError> {
+        let head = self.head.read().header.timestamp;
+        if ts <= head {
+            return Err(ChainError::Execution(format!(
+                "timestamp {ts} is not after the head block's timestamp {head}"
+            )));
+        }
+        self.next_timestamp.store(ts, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn next_block_timestamp(&self, parent: u64) -> u64 {
+        let forced = self.next_timestamp.swap(0, Ordering::SeqCst);
+        (now_secs() + self.time_offset.load(Ordering::SeqCst))
+            .max(parent + 1)
+            .max(forced)
     }
 
     /// `eth_call` on the latest state with optional state overrides.
     pub fn call(
         &self,
         req: &CallRequest,
+        pending: bool,
         overrides: Option<&alloy_rpc_types_eth::state::StateOverride>,
     ) -> Result<CallOutcome, ChainError> {
         let reader = self.store.reader()?;
@@ -479,10 +576,12 @@ impl Node {
         if let Some(o) = overrides {
             apply_overrides(&mut db, o)?;
         }
-        exec::call(&mut db, self.chain_id(), &self.call_params(), req).map_err(ChainError::Execution)
+        exec::call(&mut db, self.chain_id(), &self.call_params(pending), req)
+            .map_err(ChainError::Execution)
     }
 
-    /// `eth_estimateGas`: the smallest gas limit with which the call succeeds, by binary search.
+    /// `eth_estimateGas`: the smallest gas limit with which the call succeeds in the next block,
+    /// by binary search.
     /// Returns the failing outcome if the call fails even at `cap`.
     pub fn estimate_gas(
         &self,
@@ -495,7 +594,7 @@ impl Node {
         if let Some(o) = overrides {
             apply_overrides(&mut base, o)?;
         }
-        let params = self.call_params();
+        let params = self.call_params(true);
         let run = |gas: u64| -> Result<CallOutcome, ChainError> {
             let mut db = base.clone();
             let mut r = req.clone();
@@ -533,7 +632,11 @@ impl Node {
 /// Re-executes the chain stored in `source` from genesis in a fresh store at `scratch` and
 /// compares every block hash (which covers state, transactions and receipts roots).
 /// Returns the number of blocks checked.
-pub fn replay_and_verify(source: &Store, spec: &ChainSpec, scratch: &Path) -> Result<u64, ChainError> {
+pub fn replay_and_verify(
+    source: &Store,
+    spec: &ChainSpec,
+    scratch: &Path,
+) -> Result<u64, ChainError> {
     let target = Store::open(&scratch.join("replay.redb"))?;
     let src = source.reader()?;
     let head = src.head()?.unwrap_or_default();
@@ -541,16 +644,32 @@ pub fn replay_and_verify(source: &Store, spec: &ChainSpec, scratch: &Path) -> Re
     let g = target.commit_block(&changes, Some(&spec.to_json()), |root| {
         let header = genesis_header(spec, root);
         let hash = header.hash_slow();
-        Ok(BlockData { header, hash, txs: vec![], senders: vec![], receipts: vec![] })
+        Ok(BlockData {
+            header,
+            hash,
+            txs: vec![],
+            senders: vec![],
+            receipts: vec![],
+        })
     })?;
     let want = src.block_hash(0)?.unwrap_or_default();
     if g.hash != want {
-        return Err(ChainError::Execution(format!("genesis hash {} != stored {}", g.hash, want)));
+        return Err(ChainError::Execution(format!(
+            "genesis hash {} != stored {}",
+            g.hash, want
+        )));
     }
-    let mut parent = Head { header: g.header, hash: g.hash };
+    let mut parent = Head {
+        header: g.header,
+        hash: g.hash,
+    };
     for n in 1..=head {
-        let stored = src.header(n)?.ok_or_else(|| StoreError::Corrupt(format!("header {n} missing")))?;
-        let body = src.body(n)?.ok_or_else(|| StoreError::Corrupt(format!("body {n} missing")))?;
+        let stored = src
+            .header(n)?
+            .ok_or_else(|| StoreError::Corrupt(format!("header {n} missing")))?;
+        let body = src
+            .body(n)?
+            .ok_or_else(|| StoreError::Corrupt(format!("body {n} missing")))?;
         let count = body.len();
         let params = BlockParams {
             number: n,
@@ -574,9 +693,14 @@ pub fn replay_and_verify(source: &Store, spec: &ChainSpec, scratch: &Path) -> Re
             )));
         }
         if block.hash != stored.hash_slow() {
-            return Err(ChainError::Execution(format!("block {n}: hash differs from the stored block")));
+            return Err(ChainError::Execution(format!(
+                "block {n}: hash differs from the stored block"
+            )));
         }
-        parent = Head { header: block.header, hash: block.hash };
+        parent = Head {
+            header: block.header,
+            hash: block.hash,
+        };
     }
     Ok(head)
 }
@@ -609,14 +733,20 @@ fn apply_overrides(
             )));
         }
         if let Some(state) = &ov.state {
-            let slots = state.iter().map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)));
+            let slots = state
+                .iter()
+                .map(|(k, v)| (U256::from_be_bytes(k.0), U256::from_be_bytes(v.0)));
             db.replace_account_storage(*address, slots.collect())
                 .map_err(|e| ChainError::Execution(e.to_string()))?;
         }
         if let Some(diff) = &ov.state_diff {
             for (k, v) in diff {
-                db.insert_account_storage(*address, U256::from_be_bytes(k.0), U256::from_be_bytes(v.0))
-                    .map_err(|e| ChainError::Execution(e.to_string()))?;
+                db.insert_account_storage(
+                    *address,
+                    U256::from_be_bytes(k.0),
+                    U256::from_be_bytes(v.0),
+                )
+                .map_err(|e| ChainError::Execution(e.to_string()))?;
             }
         }
     }

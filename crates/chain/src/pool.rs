@@ -72,7 +72,9 @@ impl PooledTx {
     }
     /// Priority fee cap (gas price for legacy).
     pub fn max_tip(&self) -> u128 {
-        self.tx.max_priority_fee_per_gas().unwrap_or_else(|| self.tx.max_fee_per_gas())
+        self.tx
+            .max_priority_fee_per_gas()
+            .unwrap_or_else(|| self.tx.max_fee_per_gas())
     }
     /// Tip the block producer receives at `base_fee`, `None` if the fee cap is below it.
     pub fn effective_tip(&self, base_fee: u64) -> Option<u128> {
@@ -98,7 +100,10 @@ pub fn validate_raw(
     cfg: &PoolConfig,
 ) -> Result<PooledTx, PoolError> {
     if raw.len() > cfg.max_tx_bytes {
-        return Err(PoolError::Oversized { size: raw.len(), limit: cfg.max_tx_bytes });
+        return Err(PoolError::Oversized {
+            size: raw.len(),
+            limit: cfg.max_tx_bytes,
+        });
     }
     let mut buf = raw;
     let tx = TxEnvelope::decode_2718(&mut buf).map_err(|e| PoolError::Decode(e.to_string()))?;
@@ -116,22 +121,38 @@ pub fn validate_tx(
     cfg: &PoolConfig,
 ) -> Result<PooledTx, PoolError> {
     if tx.tx_type() == TxType::Eip4844 {
-        return Err(PoolError::UnsupportedType("blob transactions (EIP-4844) are not accepted on this L2".into()));
+        return Err(PoolError::UnsupportedType(
+            "blob transactions (EIP-4844) are not accepted on this L2".into(),
+        ));
     }
     let size = tx.encode_2718_len();
     if size > cfg.max_tx_bytes {
-        return Err(PoolError::Oversized { size, limit: cfg.max_tx_bytes });
+        return Err(PoolError::Oversized {
+            size,
+            limit: cfg.max_tx_bytes,
+        });
     }
     match tx.chain_id() {
-        Some(id) if id != chain_id => return Err(PoolError::WrongChainId { have: id, want: chain_id }),
+        Some(id) if id != chain_id => {
+            return Err(PoolError::WrongChainId {
+                have: id,
+                want: chain_id,
+            });
+        }
         None if !cfg.allow_unprotected => return Err(PoolError::Unprotected),
         _ => {}
     }
     if tx.gas_limit() > block_gas_limit {
-        return Err(PoolError::ExceedsBlockGasLimit { have: tx.gas_limit(), limit: block_gas_limit });
+        return Err(PoolError::ExceedsBlockGasLimit {
+            have: tx.gas_limit(),
+            limit: block_gas_limit,
+        });
     }
     if tx.gas_limit() > TX_GAS_LIMIT_CAP {
-        return Err(PoolError::ExceedsBlockGasLimit { have: tx.gas_limit(), limit: TX_GAS_LIMIT_CAP });
+        return Err(PoolError::ExceedsBlockGasLimit {
+            have: tx.gas_limit(),
+            limit: TX_GAS_LIMIT_CAP,
+        });
     }
     if let Some(tip) = tx.max_priority_fee_per_gas()
         && tip > tx.max_fee_per_gas()
@@ -139,22 +160,35 @@ pub fn validate_tx(
         return Err(PoolError::TipAboveFeeCap);
     }
     if tx.max_fee_per_gas() < cfg.min_gas_price {
-        return Err(PoolError::Underpriced { have: tx.max_fee_per_gas(), min: cfg.min_gas_price });
+        return Err(PoolError::Underpriced {
+            have: tx.max_fee_per_gas(),
+            min: cfg.min_gas_price,
+        });
     }
-    let sender = tx.recover_signer().map_err(|_| PoolError::InvalidSignature)?;
+    let sender = tx
+        .recover_signer()
+        .map_err(|_| PoolError::InvalidSignature)?;
     let env = tx_env(&tx, sender);
     let gas = calculate_initial_tx_gas_for_tx(&env, SPEC, None);
     let want = (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas);
     if tx.gas_limit() < want {
-        return Err(PoolError::IntrinsicGasTooLow { have: tx.gas_limit(), want });
+        return Err(PoolError::IntrinsicGasTooLow {
+            have: tx.gas_limit(),
+            want,
+        });
     }
-    if tx.tx_type() == TxType::Eip7702
-        && tx.authorization_list().is_none_or(|l| l.is_empty())
-    {
-        return Err(PoolError::Decode("EIP-7702 transaction with an empty authorization list".into()));
+    if tx.tx_type() == TxType::Eip7702 && tx.authorization_list().is_none_or(|l| l.is_empty()) {
+        return Err(PoolError::Decode(
+            "EIP-7702 transaction with an empty authorization list".into(),
+        ));
     }
     let hash = *tx.tx_hash();
-    Ok(PooledTx { tx, sender, hash, seq: 0 })
+    Ok(PooledTx {
+        tx,
+        sender,
+        hash,
+        seq: 0,
+    })
 }
 
 /// What happened to an inserted transaction.
@@ -202,7 +236,10 @@ pub struct Pool {
 impl Pool {
     /// An empty pool.
     pub fn new(cfg: PoolConfig) -> Self {
-        Self { cfg, ..Default::default() }
+        Self {
+            cfg,
+            ..Default::default()
+        }
     }
 
     /// The pool's configuration.
@@ -237,10 +274,17 @@ impl Pool {
         }
         let nonce = tx.nonce();
         if nonce < state_nonce {
-            return Err(PoolError::NonceTooLow { state: state_nonce, tx: nonce });
+            return Err(PoolError::NonceTooLow {
+                state: state_nonce,
+                tx: nonce,
+            });
         }
         if nonce - state_nonce > self.cfg.max_nonce_gap {
-            return Err(PoolError::NonceTooHigh { state: state_nonce, tx: nonce, max_gap: self.cfg.max_nonce_gap });
+            return Err(PoolError::NonceTooHigh {
+                state: state_nonce,
+                tx: nonce,
+                max_gap: self.cfg.max_nonce_gap,
+            });
         }
         let cost = tx.max_cost();
         if cost > balance {
@@ -256,7 +300,9 @@ impl Pool {
                 return Err(PoolError::ReplacementUnderpriced);
             }
             replaced = Some(old.hash);
-        } else if entry.txs.len() >= self.cfg.max_per_sender || self.by_hash.len() >= self.cfg.max_total {
+        } else if entry.txs.len() >= self.cfg.max_per_sender
+            || self.by_hash.len() >= self.cfg.max_total
+        {
             return Err(PoolError::PoolFull);
         }
         self.seq += 1;
@@ -268,7 +314,11 @@ impl Pool {
         }
         self.by_hash.insert(hash, tx);
         let pending = entry.pending().any(|t| t.hash == hash);
-        Ok(Inserted { hash, replaced, pending })
+        Ok(Inserted {
+            hash,
+            replaced,
+            pending,
+        })
     }
 
     /// The next nonce a sender would use, counting its pending transactions.
@@ -287,9 +337,11 @@ impl Pool {
 
     /// Whether any transaction could go in a block at `base_fee`.
     pub fn has_executable(&self, base_fee: u64) -> bool {
-        self.senders
-            .values()
-            .any(|s| s.pending().next().is_some_and(|t| t.effective_tip(base_fee).is_some()))
+        self.senders.values().any(|s| {
+            s.pending()
+                .next()
+                .is_some_and(|t| t.effective_tip(base_fee).is_some())
+        })
     }
 
     /// Executable transactions for the next block, best effective tip first, each sender's
@@ -337,7 +389,9 @@ impl Pool {
 
     /// After a block: updates the account nonce of `sender` and drops its stale transactions.
     pub fn set_state_nonce(&mut self, sender: &Address, state_nonce: u64) {
-        let Some(s) = self.senders.get_mut(sender) else { return };
+        let Some(s) = self.senders.get_mut(sender) else {
+            return;
+        };
         s.state_nonce = state_nonce;
         let stale: Vec<u64> = s.txs.range(..state_nonce).map(|(n, _)| *n).collect();
         for n in stale {
@@ -354,12 +408,20 @@ impl Pool {
     #[allow(clippy::type_complexity)]
     pub fn content(
         &self,
-    ) -> (BTreeMap<Address, Vec<Arc<PooledTx>>>, BTreeMap<Address, Vec<Arc<PooledTx>>>) {
+    ) -> (
+        BTreeMap<Address, Vec<Arc<PooledTx>>>,
+        BTreeMap<Address, Vec<Arc<PooledTx>>>,
+    ) {
         let mut pending = BTreeMap::new();
         let mut queued = BTreeMap::new();
         for (a, s) in &self.senders {
             let p: Vec<_> = s.pending().cloned().collect();
-            let q: Vec<_> = s.txs.values().filter(|t| !p.iter().any(|x| x.hash == t.hash)).cloned().collect();
+            let q: Vec<_> = s
+                .txs
+                .values()
+                .filter(|t| !p.iter().any(|x| x.hash == t.hash))
+                .cloned()
+                .collect();
             if !p.is_empty() {
                 pending.insert(*a, p);
             }
@@ -412,7 +474,10 @@ mod tests {
         let r = pool.insert(signed(&s, 0, 10, 1), 0, rich).expect("insert");
         assert!(r.pending);
         let best = pool.best(1, 100);
-        assert_eq!(best.iter().map(|(t, _)| t.nonce()).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            best.iter().map(|(t, _)| t.nonce()).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         assert_eq!(pool.status(), (2, 0));
     }
 
@@ -421,10 +486,15 @@ mod tests {
         let s = PrivateKeySigner::random();
         let mut pool = Pool::new(PoolConfig::default());
         let rich = U256::from(10u128.pow(20));
-        pool.insert(signed(&s, 0, 100, 10), 0, rich).expect("insert");
-        let err = pool.insert(signed(&s, 0, 109, 11), 0, rich).expect_err("too small");
+        pool.insert(signed(&s, 0, 100, 10), 0, rich)
+            .expect("insert");
+        let err = pool
+            .insert(signed(&s, 0, 109, 11), 0, rich)
+            .expect_err("too small");
         assert_eq!(err, PoolError::ReplacementUnderpriced);
-        let ok = pool.insert(signed(&s, 0, 110, 11), 0, rich).expect("bumped");
+        let ok = pool
+            .insert(signed(&s, 0, 110, 11), 0, rich)
+            .expect("bumped");
         assert!(ok.replaced.is_some());
         assert_eq!(pool.len(), 1);
     }
@@ -451,10 +521,20 @@ mod tests {
         let cfg = PoolConfig::default();
         let p = signed(&s, 0, 10, 1);
         let raw = p.tx.encoded_2718();
-        assert_eq!(validate_raw(&raw, 1, 30_000_000, &cfg).expect_err("chain").to_string(),
-            "invalid chain id for signer: have 1337 want 1");
-        assert!(matches!(validate_raw(&raw[..raw.len() - 3], 1337, 30_000_000, &cfg), Err(PoolError::Decode(_))));
-        assert!(matches!(validate_raw(&raw, 1337, 20_000, &cfg), Err(PoolError::ExceedsBlockGasLimit { .. })));
+        assert_eq!(
+            validate_raw(&raw, 1, 30_000_000, &cfg)
+                .expect_err("chain")
+                .to_string(),
+            "invalid chain id for signer: have 1337 want 1"
+        );
+        assert!(matches!(
+            validate_raw(&raw[..raw.len() - 3], 1337, 30_000_000, &cfg),
+            Err(PoolError::Decode(_))
+        ));
+        assert!(matches!(
+            validate_raw(&raw, 1337, 20_000, &cfg),
+            Err(PoolError::ExceedsBlockGasLimit { .. })
+        ));
         // r = s = 0 recovers to no address.
         let zero = alloy_primitives::Signature::new(U256::ZERO, U256::ZERO, false);
         let bad: TxEnvelope = match &p.tx {
@@ -467,6 +547,9 @@ mod tests {
         );
         let mut pool = Pool::new(cfg);
         let err = pool.insert(p, 0, U256::from(1)).expect_err("poor");
-        assert!(err.to_string().starts_with("insufficient funds for gas * price + value"));
+        assert!(
+            err.to_string()
+                .starts_with("insufficient funds for gas * price + value")
+        );
     }
 }

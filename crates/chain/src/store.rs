@@ -75,7 +75,10 @@ impl StoredAccount {
 
     fn decode(b: &[u8]) -> Result<Self, StoreError> {
         if b.len() != 104 {
-            return Err(StoreError::Corrupt(format!("account record of {} bytes", b.len())));
+            return Err(StoreError::Corrupt(format!(
+                "account record of {} bytes",
+                b.len()
+            )));
         }
         let mut nonce = [0u8; 8];
         nonce.copy_from_slice(&b[..8]);
@@ -187,12 +190,16 @@ impl Store {
     pub fn genesis_json(&self) -> Result<Option<String>, StoreError> {
         let r = self.db.begin_read()?;
         let meta = r.open_table(META)?;
-        Ok(meta.get("genesis")?.map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+        Ok(meta
+            .get("genesis")?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
     }
 
     /// A consistent read snapshot of everything committed so far.
     pub fn reader(&self) -> Result<Reader, StoreError> {
-        Ok(Reader { txn: self.db.begin_read()? })
+        Ok(Reader {
+            txn: self.db.begin_read()?,
+        })
     }
 
     /// Writes a block and its state changes atomically. `make` receives the new state root and
@@ -254,7 +261,12 @@ impl Store {
                 } else {
                     prev.map(|p| p.storage_root).unwrap_or(EMPTY_ROOT_HASH)
                 };
-                let acct = StoredAccount { nonce, balance, code_hash, storage_root };
+                let acct = StoredAccount {
+                    nonce,
+                    balance,
+                    code_hash,
+                    storage_root,
+                };
                 accounts.insert(hashed.as_slice(), acct.encode().as_slice())?;
             }
             // State root: one ordered scan of the hashed account keys.
@@ -298,8 +310,11 @@ impl Store {
             headers.insert(number, hbuf.as_slice())?;
             canonical.insert(number, block.hash.as_slice())?;
             by_hash.insert(block.hash.as_slice(), number)?;
-            bodies.insert(number, encode_list(block.txs.iter().map(|t| t.encoded_2718())).as_slice())?;
-            let s: Vec<u8> = block.senders.iter().flat_map(|a| a.0 .0).collect();
+            bodies.insert(
+                number,
+                encode_list(block.txs.iter().map(|t| t.encoded_2718())).as_slice(),
+            )?;
+            let s: Vec<u8> = block.senders.iter().flat_map(|a| a.0.0).collect();
             senders.insert(number, s.as_slice())?;
             receipts.insert(
                 number,
@@ -373,9 +388,14 @@ impl Reader {
     /// Transactions of block `number` with their senders.
     pub fn body(&self, number: u64) -> Result<Option<Vec<(TxEnvelope, Address)>>, StoreError> {
         let bodies = self.txn.open_table(BODIES)?;
-        let Some(raw) = bodies.get(number)? else { return Ok(None) };
+        let Some(raw) = bodies.get(number)? else {
+            return Ok(None);
+        };
         let senders = self.txn.open_table(SENDERS)?;
-        let s = senders.get(number)?.map(|v| v.value().to_vec()).unwrap_or_default();
+        let s = senders
+            .get(number)?
+            .map(|v| v.value().to_vec())
+            .unwrap_or_default();
         let items = decode_list(raw.value())?;
         if s.len() != items.len() * 20 {
             return Err(StoreError::Corrupt(format!("senders of block {number}")));
@@ -395,7 +415,9 @@ impl Reader {
     /// Receipts of block `number`.
     pub fn receipts(&self, number: u64) -> Result<Option<Vec<ReceiptEnvelope>>, StoreError> {
         let t = self.txn.open_table(RECEIPTS)?;
-        let Some(raw) = t.get(number)? else { return Ok(None) };
+        let Some(raw) = t.get(number)? else {
+            return Ok(None);
+        };
         decode_list(raw.value())?
             .iter()
             .map(|b| {
@@ -425,7 +447,9 @@ impl Reader {
     pub fn storage(&self, address: &Address, slot: U256) -> Result<U256, StoreError> {
         let t = self.txn.open_table(STORAGE)?;
         let key = storage_key(&keccak256(address), slot);
-        Ok(t.get(key.as_slice())?.map(|v| U256::from_be_slice(v.value())).unwrap_or_default())
+        Ok(t.get(key.as_slice())?
+            .map(|v| U256::from_be_slice(v.value()))
+            .unwrap_or_default())
     }
 
     /// Bytecode by hash.
@@ -434,7 +458,8 @@ impl Reader {
             return Ok(Some(Bytes::new()));
         }
         let t = self.txn.open_table(CODE)?;
-        Ok(t.get(hash.as_slice())?.map(|v| Bytes::copy_from_slice(v.value())))
+        Ok(t.get(hash.as_slice())?
+            .map(|v| Bytes::copy_from_slice(v.value())))
     }
 }
 

@@ -2,7 +2,9 @@
 
 use crate::error::RpcError;
 use alloy_consensus::transaction::Recovered;
-use alloy_consensus::{Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, Transaction as _, TxEnvelope, TxReceipt};
+use alloy_consensus::{
+    Header, Receipt, ReceiptEnvelope, ReceiptWithBloom, Transaction as _, TxEnvelope, TxReceipt,
+};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, TxKind, U256};
 use alloy_rlp::Encodable;
@@ -43,7 +45,9 @@ pub fn rpc_tx(tx: &TxEnvelope, sender: Address, loc: Option<TxLocation>) -> Tran
 
 /// An RPC block object; `full` selects full transactions instead of hashes.
 pub fn rpc_block(reader: &Reader, number: u64, full: bool) -> Result<Option<Block>, RpcError> {
-    let Some(header) = reader.header(number)? else { return Ok(None) };
+    let Some(header) = reader.header(number)? else {
+        return Ok(None);
+    };
     let body = reader.body(number)?.unwrap_or_default();
     let hash = header.hash_slow();
     let size = header.length() + body.iter().map(|(t, _)| t.encode_2718_len()).sum::<usize>() + 8;
@@ -61,7 +65,12 @@ pub fn rpc_block(reader: &Reader, number: u64, full: bool) -> Result<Option<Bloc
     h.hash = hash;
     h.total_difficulty = Some(U256::ZERO);
     h.size = Some(U256::from(size));
-    Ok(Some(Block { header: h, uncles: vec![], transactions, withdrawals: Some(Default::default()) }))
+    Ok(Some(Block {
+        header: h,
+        uncles: vec![],
+        transactions,
+        withdrawals: Some(Default::default()),
+    }))
 }
 
 /// Location of transaction `i` of a block.
@@ -76,8 +85,13 @@ pub fn location(header: &Header, hash: B256, i: usize) -> TxLocation {
 }
 
 /// Every receipt of a block in RPC form.
-pub fn rpc_receipts(reader: &Reader, number: u64) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
-    let Some(header) = reader.header(number)? else { return Ok(None) };
+pub fn rpc_receipts(
+    reader: &Reader,
+    number: u64,
+) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
+    let Some(header) = reader.header(number)? else {
+        return Ok(None);
+    };
     let hash = header.hash_slow();
     let body = reader.body(number)?.unwrap_or_default();
     let receipts = reader.receipts(number)?.unwrap_or_default();
@@ -108,7 +122,11 @@ pub fn rpc_receipts(reader: &Reader, number: u64) -> Result<Option<Vec<Transacti
             })
             .collect();
         let with_bloom = ReceiptWithBloom {
-            receipt: Receipt { status: r.status_or_post_state(), cumulative_gas_used: cumulative, logs },
+            receipt: Receipt {
+                status: r.status_or_post_state(),
+                cumulative_gas_used: cumulative,
+                logs,
+            },
             logs_bloom: r.bloom(),
         };
         let inner = match r {

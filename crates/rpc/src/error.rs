@@ -20,31 +20,59 @@ pub struct RpcError {
 impl RpcError {
     /// -32700.
     pub fn parse(msg: impl Into<String>) -> Self {
-        Self { code: -32700, message: msg.into(), data: None }
+        Self {
+            code: -32700,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// -32600.
     pub fn invalid_request(msg: impl Into<String>) -> Self {
-        Self { code: -32600, message: msg.into(), data: None }
+        Self {
+            code: -32600,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// -32601.
     pub fn method_not_found(method: &str) -> Self {
-        Self { code: -32601, message: format!("the method {method} does not exist/is not available"), data: None }
+        Self {
+            code: -32601,
+            message: format!("the method {method} does not exist/is not available"),
+            data: None,
+        }
     }
     /// -32602.
     pub fn invalid_params(msg: impl Into<String>) -> Self {
-        Self { code: -32602, message: msg.into(), data: None }
+        Self {
+            code: -32602,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// -32603.
     pub fn internal(msg: impl Into<String>) -> Self {
-        Self { code: -32603, message: msg.into(), data: None }
+        Self {
+            code: -32603,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// -32000, the generic server error geth uses for pool rejections and the like.
     pub fn server(msg: impl Into<String>) -> Self {
-        Self { code: -32000, message: msg.into(), data: None }
+        Self {
+            code: -32000,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// -32005, a limit was exceeded.
     pub fn limit(msg: impl Into<String>) -> Self {
-        Self { code: -32005, message: msg.into(), data: None }
+        Self {
+            code: -32005,
+            message: msg.into(),
+            data: None,
+        }
     }
     /// Code 3, execution reverted, with the revert data and decoded reason.
     pub fn reverted(output: &Bytes) -> Self {
@@ -52,7 +80,11 @@ impl RpcError {
             Some(reason) => format!("execution reverted: {reason}"),
             None => "execution reverted".to_string(),
         };
-        Self { code: 3, message, data: Some(Value::String(output.to_string())) }
+        Self {
+            code: 3,
+            message,
+            data: Some(Value::String(output.to_string())),
+        }
     }
     /// The JSON object.
     pub fn to_json(&self) -> Value {
@@ -138,7 +170,11 @@ mod tests {
         let mut panic = vec![0x4e, 0x48, 0x7b, 0x71];
         panic.extend_from_slice(&[0u8; 31]);
         panic.push(0x11);
-        assert!(decode_revert_reason(&panic).expect("panic").contains("overflow"));
+        assert!(
+            decode_revert_reason(&panic)
+                .expect("panic")
+                .contains("overflow")
+        );
         assert_eq!(decode_revert_reason(&[1, 2]), None);
         // Truncated string payload never panics.
         assert_eq!(decode_revert_reason(&data[..40]), None);

@@ -5,8 +5,8 @@ use crate::error::RpcError;
 use crate::filters::{FilterKind, Filters};
 use crate::ws::WsSession;
 use alloy_consensus::{SignableTransaction, Transaction as _, TxEnvelope, TypedTransaction};
-use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_eips::eip2718::Encodable2718;
+use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::state::StateOverride;
 use alloy_rpc_types_eth::{FeeHistory, Filter, FilterBlockOption, Log, TransactionRequest};
@@ -95,11 +95,12 @@ impl Params {
 
     fn req<T: DeserializeOwned>(&self, i: usize, name: &str) -> Result<T, RpcError> {
         match self.0.get(i) {
-            None | Some(Value::Null) => {
-                Err(RpcError::invalid_params(format!("missing value for required argument {i} ({name})")))
-            }
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| RpcError::invalid_params(format!("invalid argument {i} ({name}): {e}"))),
+            None | Some(Value::Null) => Err(RpcError::invalid_params(format!(
+                "missing value for required argument {i} ({name})"
+            ))),
+            Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                RpcError::invalid_params(format!("invalid argument {i} ({name}): {e}"))
+            }),
         }
     }
 
@@ -122,7 +123,11 @@ fn quantity(n: impl Into<U256>) -> Value {
 impl RpcState {
     /// Builds the state.
     pub fn new(node: Arc<Node>, cfg: RpcConfig) -> Arc<Self> {
-        Arc::new(Self { node, cfg, filters: Mutex::new(Filters::default()) })
+        Arc::new(Self {
+            node,
+            cfg,
+            filters: Mutex::new(Filters::default()),
+        })
     }
 
     fn reader(&self) -> Result<Reader, RpcError> {
@@ -171,7 +176,11 @@ impl RpcState {
             to: req.to.and_then(|k| k.to().copied()),
             gas,
             gas_price,
-            priority_fee: if req.gas_price.is_some() { None } else { req.max_priority_fee_per_gas },
+            priority_fee: if req.gas_price.is_some() {
+                None
+            } else {
+                req.max_priority_fee_per_gas
+            },
             value: req.value.unwrap_or_default(),
             data: req.input.input().cloned().unwrap_or_default(),
             nonce: req.nonce,
@@ -198,12 +207,23 @@ impl RpcState {
         let head = reader.head()?.unwrap_or_default();
         let (from, to) = match filter.block_option {
             FilterBlockOption::AtBlockHash(h) => {
-                let n = reader.block_number(&h)?.ok_or_else(|| RpcError::server("unknown block"))?;
+                let n = reader
+                    .block_number(&h)?
+                    .ok_or_else(|| RpcError::server("unknown block"))?;
                 (n, n)
             }
-            FilterBlockOption::Range { from_block, to_block } => {
+            FilterBlockOption::Range {
+                from_block,
+                to_block,
+            } => {
                 let num = |t: Option<BlockNumberOrTag>| match t {
-                    None | Some(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending | BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized) => head,
+                    None
+                    | Some(
+                        BlockNumberOrTag::Latest
+                        | BlockNumberOrTag::Pending
+                        | BlockNumberOrTag::Safe
+                        | BlockNumberOrTag::Finalized,
+                    ) => head,
                     Some(BlockNumberOrTag::Earliest) => 0,
                     Some(BlockNumberOrTag::Number(n)) => n,
                 };
@@ -247,12 +267,19 @@ impl RpcState {
             "eth_protocolVersion" => Ok(json!("0x44")),
             "eth_coinbase" => Ok(json!(node.config().fee_recipient)),
             "eth_blockNumber" => Ok(quantity(U256::from(node.head().header.number))),
-            "eth_accounts" => Ok(json!(node.dev_accounts().iter().map(|a| a.address).collect::<Vec<_>>())),
+            "eth_accounts" => Ok(json!(
+                node.dev_accounts()
+                    .iter()
+                    .map(|a| a.address)
+                    .collect::<Vec<_>>()
+            )),
             "eth_getBalance" => {
                 p.at_most(2)?;
                 let a: Address = p.req(0, "address")?;
                 let r = self.state_reader(p.opt(1, "block")?)?;
-                Ok(quantity(r.account(&a)?.map(|x| x.balance).unwrap_or_default()))
+                Ok(quantity(
+                    r.account(&a)?.map(|x| x.balance).unwrap_or_default(),
+                ))
             }
             "eth_getTransactionCount" => {
                 p.at_most(2)?;
@@ -262,7 +289,9 @@ impl RpcState {
                     return Ok(quantity(U256::from(node.pending_nonce(&a)?)));
                 }
                 let r = self.state_reader(id)?;
-                Ok(quantity(U256::from(r.account(&a)?.map(|x| x.nonce).unwrap_or_default())))
+                Ok(quantity(U256::from(
+                    r.account(&a)?.map(|x| x.nonce).unwrap_or_default(),
+                )))
             }
             "eth_getCode" => {
                 p.at_most(2)?;
@@ -287,9 +316,12 @@ impl RpcState {
                 let id: Option<BlockId> = p.opt(1, "block")?;
                 let overrides: Option<StateOverride> = p.opt(2, "state overrides")?;
                 drop(self.state_reader(id)?);
+                let pending = matches!(id, Some(BlockId::Number(BlockNumberOrTag::Pending)));
                 let req = self.call_request(req)?;
                 let node = node.clone();
-                let out = self.blocking(move || Ok(node.call(&req, overrides.as_ref())?)).await?;
+                let out = self
+                    .blocking(move || Ok(node.call(&req, pending, overrides.as_ref())?))
+                    .await?;
                 match out {
                     CallOutcome::Success { output, .. } => Ok(json!(output)),
                     CallOutcome::Revert { output, .. } => Err(RpcError::reverted(&output)),
@@ -305,7 +337,10 @@ impl RpcState {
                 let mut req = self.call_request(req)?;
                 let mut cap = self.cfg.gas_cap;
                 if req.gas_price > 0 {
-                    let bal = reader.account(&req.from)?.map(|a| a.balance).unwrap_or_default();
+                    let bal = reader
+                        .account(&req.from)?
+                        .map(|a| a.balance)
+                        .unwrap_or_default();
                     if bal < req.value {
                         return Err(RpcError::server("insufficient funds for transfer"));
                     }
@@ -317,18 +352,22 @@ impl RpcState {
                     req.gas = cap;
                 }
                 let node = node.clone();
-                let out = self.blocking(move || Ok(node.estimate_gas(&req, cap, overrides.as_ref())?)).await?;
+                let out = self
+                    .blocking(move || Ok(node.estimate_gas(&req, cap, overrides.as_ref())?))
+                    .await?;
                 match out {
                     Ok(gas) => Ok(quantity(U256::from(gas))),
                     Err(CallOutcome::Revert { output, .. }) => Err(RpcError::reverted(&output)),
-                    Err(CallOutcome::Halt { reason, .. }) if reason == "out of gas" => {
-                        Err(RpcError::server(format!("gas required exceeds allowance ({cap})")))
-                    }
+                    Err(CallOutcome::Halt { reason, .. }) if reason == "out of gas" => Err(
+                        RpcError::server(format!("gas required exceeds allowance ({cap})")),
+                    ),
                     Err(CallOutcome::Halt { reason, .. }) => Err(RpcError::server(reason)),
                     Err(CallOutcome::Success { .. }) => Err(RpcError::internal("estimate failed")),
                 }
             }
-            "eth_gasPrice" => Ok(quantity(U256::from(node.next_base_fee() as u128 + self.cfg.suggested_tip))),
+            "eth_gasPrice" => Ok(quantity(U256::from(
+                node.next_base_fee() as u128 + self.cfg.suggested_tip,
+            ))),
             "eth_maxPriorityFeePerGas" => Ok(quantity(U256::from(self.cfg.suggested_tip))),
             "eth_blobBaseFee" => Ok(json!("0x1")),
             "eth_feeHistory" => self.fee_history(&p),
@@ -363,15 +402,18 @@ impl RpcState {
             "eth_signTypedData_v4" | "eth_signTypedData" => {
                 let a: Address = p.req(0, "address")?;
                 let typed: alloy_dyn_abi::TypedData = match p.0.get(1) {
-                    Some(Value::String(s)) => serde_json::from_str(s)
-                        .map_err(|e| RpcError::invalid_params(format!("invalid typed data: {e}")))?,
+                    Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
+                        RpcError::invalid_params(format!("invalid typed data: {e}"))
+                    })?,
                     _ => p.req(1, "typed data")?,
                 };
                 let hash = typed
                     .eip712_signing_hash()
                     .map_err(|e| RpcError::invalid_params(format!("invalid typed data: {e}")))?;
                 let signer = self.dev_signer(&a)?;
-                let sig = signer.sign_hash_sync(&hash).map_err(|e| RpcError::internal(e.to_string()))?;
+                let sig = signer
+                    .sign_hash_sync(&hash)
+                    .map_err(|e| RpcError::internal(e.to_string()))?;
                 Ok(json!(Bytes::from(sig.as_bytes().to_vec())))
             }
             "eth_getTransactionByHash" => {
@@ -383,9 +425,15 @@ impl RpcState {
                 p.at_most(1)?;
                 let h: B256 = p.req(0, "hash")?;
                 let r = self.reader()?;
-                let Some((n, i)) = r.tx_location(&h)? else { return Ok(Value::Null) };
+                let Some((n, i)) = r.tx_location(&h)? else {
+                    return Ok(Value::Null);
+                };
                 let receipts = rpc_receipts(&r, n)?.unwrap_or_default();
-                Ok(receipts.get(i as usize).map(to_json).transpose()?.unwrap_or(Value::Null))
+                Ok(receipts
+                    .get(i as usize)
+                    .map(to_json)
+                    .transpose()?
+                    .unwrap_or(Value::Null))
             }
             "eth_getBlockByNumber" | "eth_getBlockByHash" => {
                 p.at_most(2)?;
@@ -396,13 +444,20 @@ impl RpcState {
                     BlockId::Number(p.req(0, "block")?)
                 };
                 let full: bool = p.opt(1, "full")?.unwrap_or(false);
-                let Some(n) = self.resolve(&r, id)? else { return Ok(Value::Null) };
-                Ok(rpc_block(&r, n, full)?.map(to_json).transpose()?.unwrap_or(Value::Null))
+                let Some(n) = self.resolve(&r, id)? else {
+                    return Ok(Value::Null);
+                };
+                Ok(rpc_block(&r, n, full)?
+                    .map(to_json)
+                    .transpose()?
+                    .unwrap_or(Value::Null))
             }
             "eth_getBlockReceipts" => {
                 let r = self.reader()?;
                 let id: BlockId = p.req(0, "block")?;
-                let Some(n) = self.resolve(&r, id)? else { return Ok(Value::Null) };
+                let Some(n) = self.resolve(&r, id)? else {
+                    return Ok(Value::Null);
+                };
                 to_json(rpc_receipts(&r, n)?)
             }
             "eth_getBlockTransactionCountByNumber" | "eth_getBlockTransactionCountByHash" => {
@@ -412,8 +467,12 @@ impl RpcState {
                 } else {
                     BlockId::Number(p.req(0, "block")?)
                 };
-                let Some(n) = self.resolve(&r, id)? else { return Ok(Value::Null) };
-                Ok(quantity(U256::from(r.body(n)?.map(|b| b.len()).unwrap_or_default())))
+                let Some(n) = self.resolve(&r, id)? else {
+                    return Ok(Value::Null);
+                };
+                Ok(quantity(U256::from(
+                    r.body(n)?.map(|b| b.len()).unwrap_or_default(),
+                )))
             }
             "eth_getUncleCountByBlockNumber" | "eth_getUncleCountByBlockHash" => Ok(json!("0x0")),
             "eth_getTransactionByBlockNumberAndIndex" | "eth_getTransactionByBlockHashAndIndex" => {
@@ -424,8 +483,12 @@ impl RpcState {
                     BlockId::Number(p.req(0, "block")?)
                 };
                 let idx: U64 = p.req(1, "index")?;
-                let Some(n) = self.resolve(&r, id)? else { return Ok(Value::Null) };
-                let Some(header) = r.header(n)? else { return Ok(Value::Null) };
+                let Some(n) = self.resolve(&r, id)? else {
+                    return Ok(Value::Null);
+                };
+                let Some(header) = r.header(n)? else {
+                    return Ok(Value::Null);
+                };
                 let body = r.body(n)?.unwrap_or_default();
                 let i = idx.to::<usize>();
                 match body.get(i) {
@@ -446,19 +509,33 @@ impl RpcState {
                 let f: Filter = p.req(0, "filter")?;
                 let head = node.head().header.number;
                 let next = match f.block_option {
-                    FilterBlockOption::Range { from_block: Some(BlockNumberOrTag::Number(n)), .. } => n,
-                    FilterBlockOption::Range { from_block: Some(BlockNumberOrTag::Earliest), .. } => 0,
+                    FilterBlockOption::Range {
+                        from_block: Some(BlockNumberOrTag::Number(n)),
+                        ..
+                    } => n,
+                    FilterBlockOption::Range {
+                        from_block: Some(BlockNumberOrTag::Earliest),
+                        ..
+                    } => 0,
                     _ => head + 1,
                 };
-                Ok(json!(self.filters.lock().install(FilterKind::Logs { filter: f, next })))
+                Ok(json!(
+                    self.filters
+                        .lock()
+                        .install(FilterKind::Logs { filter: f, next })
+                ))
             }
             "eth_newBlockFilter" => {
                 let next = node.head().header.number + 1;
-                Ok(json!(self.filters.lock().install(FilterKind::Blocks { next })))
+                Ok(json!(
+                    self.filters.lock().install(FilterKind::Blocks { next })
+                ))
             }
             "eth_newPendingTransactionFilter" => {
                 let rx = node.subscribe_pending();
-                Ok(json!(self.filters.lock().install(FilterKind::Pending { rx })))
+                Ok(json!(
+                    self.filters.lock().install(FilterKind::Pending { rx })
+                ))
             }
             "eth_uninstallFilter" => {
                 let id: U256 = p.req(0, "filter id")?;
@@ -470,33 +547,55 @@ impl RpcState {
             }
             "eth_getFilterLogs" => {
                 let id: U256 = p.req(0, "filter id")?;
-                let f = self.filters.lock().log_filter(id).ok_or_else(|| RpcError::server("filter not found"))?;
+                let f = self
+                    .filters
+                    .lock()
+                    .log_filter(id)
+                    .ok_or_else(|| RpcError::server("filter not found"))?;
                 let r = self.reader()?;
                 to_json(self.logs(&r, &f)?)
             }
             "eth_subscribe" => match ws {
                 Some(session) => session.subscribe(self, &p.0),
-                None => Err(RpcError { code: -32601, message: "notifications not supported: eth_subscribe needs a WebSocket connection".into(), data: None }),
+                None => Err(RpcError {
+                    code: -32601,
+                    message:
+                        "notifications not supported: eth_subscribe needs a WebSocket connection"
+                            .into(),
+                    data: None,
+                }),
             },
             "eth_unsubscribe" => match ws {
                 Some(session) => {
                     let id: String = p.req(0, "subscription id")?;
                     Ok(json!(session.unsubscribe(&id)))
                 }
-                None => Err(RpcError { code: -32601, message: "notifications not supported: eth_unsubscribe needs a WebSocket connection".into(), data: None }),
+                None => Err(RpcError {
+                    code: -32601,
+                    message:
+                        "notifications not supported: eth_unsubscribe needs a WebSocket connection"
+                            .into(),
+                    data: None,
+                }),
             },
             "txpool_status" => {
                 let (pending, queued) = node.pool().lock().status();
-                Ok(json!({"pending": quantity(U256::from(pending)), "queued": quantity(U256::from(queued))}))
+                Ok(
+                    json!({"pending": quantity(U256::from(pending)), "queued": quantity(U256::from(queued))}),
+                )
             }
             "txpool_content" => {
                 let (pending, queued) = node.pool().lock().content();
-                let render = |m: std::collections::BTreeMap<Address, Vec<Arc<openledger_chain::pool::PooledTx>>>| {
+                let render = |m: std::collections::BTreeMap<
+                    Address,
+                    Vec<Arc<openledger_chain::pool::PooledTx>>,
+                >| {
                     let mut out = serde_json::Map::new();
                     for (a, txs) in m {
                         let mut per = serde_json::Map::new();
                         for t in txs {
-                            let v = serde_json::to_value(rpc_tx(&t.tx, t.sender, None)).unwrap_or(Value::Null);
+                            let v = serde_json::to_value(rpc_tx(&t.tx, t.sender, None))
+                                .unwrap_or(Value::Null);
                             per.insert(t.nonce().to_string(), v);
                         }
                         out.insert(a.to_checksum(None), Value::Object(per));
@@ -504,6 +603,20 @@ impl RpcState {
                     Value::Object(out)
                 };
                 Ok(json!({"pending": render(pending), "queued": render(queued)}))
+            }
+            "evm_mine" | "evm_increaseTime" | "evm_setNextBlockTimestamp"
+                if !node.config().dev_methods =>
+            {
+                Err(RpcError::method_not_found(method))
+            }
+            "evm_increaseTime" => {
+                let secs: U64 = p.req(0, "seconds")?;
+                Ok(quantity(U256::from(node.increase_time(secs.to::<u64>()))))
+            }
+            "evm_setNextBlockTimestamp" => {
+                let ts: U64 = p.req(0, "timestamp")?;
+                node.set_next_timestamp(ts.to::<u64>())?;
+                Ok(Value::Null)
             }
             "evm_mine" => {
                 let node = node.clone();
@@ -517,7 +630,9 @@ impl RpcState {
     fn tx_by_hash(&self, h: B256) -> Result<Value, RpcError> {
         let r = self.reader()?;
         if let Some((n, i)) = r.tx_location(&h)? {
-            let header = r.header(n)?.ok_or_else(|| RpcError::internal("missing header"))?;
+            let header = r
+                .header(n)?
+                .ok_or_else(|| RpcError::internal("missing header"))?;
             let body = r.body(n)?.unwrap_or_default();
             if let Some((tx, from)) = body.get(i as usize) {
                 let loc = convert::location(&header, header.hash_slow(), i as usize);
@@ -534,7 +649,9 @@ impl RpcState {
         let head = self.node.head().header.number;
         let r = self.reader()?;
         let mut filters = self.filters.lock();
-        let kind = filters.get_mut(id).ok_or_else(|| RpcError::server("filter not found"))?;
+        let kind = filters
+            .get_mut(id)
+            .ok_or_else(|| RpcError::server("filter not found"))?;
         match kind {
             FilterKind::Blocks { next } => {
                 let mut out = vec![];
@@ -576,7 +693,9 @@ impl RpcState {
         if let Some(ps) = &percentiles
             && (ps.iter().any(|x| !(0.0..=100.0).contains(x)) || ps.windows(2).any(|w| w[0] > w[1]))
         {
-            return Err(RpcError::invalid_params("reward percentiles must be ascending values in [0, 100]"));
+            return Err(RpcError::invalid_params(
+                "reward percentiles must be ascending values in [0, 100]",
+            ));
         }
         let r = self.reader()?;
         let Some(newest) = self.resolve(&r, BlockId::Number(newest))? else {
@@ -589,7 +708,9 @@ impl RpcState {
         let mut rewards = vec![];
         let mut last = None;
         for n in oldest..=newest {
-            let h = r.header(n)?.ok_or_else(|| RpcError::internal("missing header"))?;
+            let h = r
+                .header(n)?
+                .ok_or_else(|| RpcError::internal("missing header"))?;
             let bf = h.base_fee_per_gas.unwrap_or_default();
             base.push(bf as u128);
             ratio.push(h.gas_used as f64 / h.gas_limit.max(1) as f64);
@@ -625,7 +746,8 @@ impl RpcState {
         }
         if let Some(h) = last {
             base.push(
-                h.next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum()).unwrap_or_default() as u128,
+                h.next_block_base_fee(alloy_eips::eip1559::BaseFeeParams::ethereum())
+                    .unwrap_or_default() as u128,
             );
         }
         let fh = FeeHistory {
@@ -645,17 +767,28 @@ impl RpcState {
             .iter()
             .find(|d| d.address == *a)
             .map(|d| d.signer.clone())
-            .ok_or_else(|| RpcError::server(format!("unknown account {a}: this node holds only the dev accounts' keys")))
+            .ok_or_else(|| {
+                RpcError::server(format!(
+                    "unknown account {a}: this node holds only the dev accounts' keys"
+                ))
+            })
     }
 
     fn sign_message(&self, a: Address, data: &[u8]) -> Result<Value, RpcError> {
         let signer = self.dev_signer(&a)?;
-        let sig = signer.sign_message_sync(data).map_err(|e| RpcError::internal(e.to_string()))?;
+        let sig = signer
+            .sign_message_sync(data)
+            .map_err(|e| RpcError::internal(e.to_string()))?;
         Ok(json!(Bytes::from(sig.as_bytes().to_vec())))
     }
 
-    async fn sign_request(self: &Arc<Self>, mut req: TransactionRequest) -> Result<TxEnvelope, RpcError> {
-        let from = req.from.ok_or_else(|| RpcError::invalid_params("missing \"from\""))?;
+    async fn sign_request(
+        self: &Arc<Self>,
+        mut req: TransactionRequest,
+    ) -> Result<TxEnvelope, RpcError> {
+        let from = req
+            .from
+            .ok_or_else(|| RpcError::invalid_params("missing \"from\""))?;
         let signer = self.dev_signer(&from)?;
         let node = &self.node;
         if req.nonce.is_none() {
@@ -663,7 +796,9 @@ impl RpcState {
         }
         req.chain_id = Some(node.chain_id());
         if req.gas_price.is_none() {
-            let tip = req.max_priority_fee_per_gas.unwrap_or(self.cfg.suggested_tip);
+            let tip = req
+                .max_priority_fee_per_gas
+                .unwrap_or(self.cfg.suggested_tip);
             req.max_priority_fee_per_gas = Some(tip);
             if req.max_fee_per_gas.is_none() {
                 req.max_fee_per_gas = Some(2 * node.next_base_fee() as u128 + tip);
@@ -674,7 +809,9 @@ impl RpcState {
             call.nonce = None;
             let node2 = node.clone();
             let cap = self.cfg.gas_cap.min(node.gas_limit());
-            let est = self.blocking(move || Ok(node2.estimate_gas(&call, cap, None)?)).await?;
+            let est = self
+                .blocking(move || Ok(node2.estimate_gas(&call, cap, None)?))
+                .await?;
             match est {
                 Ok(g) => req.gas = Some(g),
                 Err(CallOutcome::Revert { output, .. }) => return Err(RpcError::reverted(&output)),
@@ -685,22 +822,48 @@ impl RpcState {
         if req.to.is_none() {
             req.to = Some(alloy_primitives::TxKind::Create);
         }
-        let typed = req
-            .build_typed_tx()
-            .map_err(|_| RpcError::invalid_params("incomplete transaction: cannot determine its type"))?;
-        let sign = |hash: B256| signer.sign_hash_sync(&hash).map_err(|e| RpcError::internal(e.to_string()));
+        let typed = req.build_typed_tx().map_err(|_| {
+            RpcError::invalid_params("incomplete transaction: cannot determine its type")
+        })?;
+        let sign = |hash: B256| {
+            signer
+                .sign_hash_sync(&hash)
+                .map_err(|e| RpcError::internal(e.to_string()))
+        };
         Ok(match typed {
-            TypedTransaction::Legacy(t) => { let s = sign(t.signature_hash())?; t.into_signed(s).into() }
-            TypedTransaction::Eip2930(t) => { let s = sign(t.signature_hash())?; t.into_signed(s).into() }
-            TypedTransaction::Eip1559(t) => { let s = sign(t.signature_hash())?; t.into_signed(s).into() }
-            TypedTransaction::Eip7702(t) => { let s = sign(t.signature_hash())?; t.into_signed(s).into() }
-            TypedTransaction::Eip4844(_) => return Err(RpcError::invalid_params("blob transactions are not supported")),
+            TypedTransaction::Legacy(t) => {
+                let s = sign(t.signature_hash())?;
+                t.into_signed(s).into()
+            }
+            TypedTransaction::Eip2930(t) => {
+                let s = sign(t.signature_hash())?;
+                t.into_signed(s).into()
+            }
+            TypedTransaction::Eip1559(t) => {
+                let s = sign(t.signature_hash())?;
+                t.into_signed(s).into()
+            }
+            TypedTransaction::Eip7702(t) => {
+                let s = sign(t.signature_hash())?;
+                t.into_signed(s).into()
+            }
+            TypedTransaction::Eip4844(_) => {
+                return Err(RpcError::invalid_params(
+                    "blob transactions are not supported",
+                ));
+            }
         })
     }
 }
 
 /// Logs matching `filter` in blocks `from..=to`, at most `max`.
-pub fn collect_logs(reader: &Reader, filter: &Filter, from: u64, to: u64, max: usize) -> Result<Vec<Log>, RpcError> {
+pub fn collect_logs(
+    reader: &Reader,
+    filter: &Filter,
+    from: u64,
+    to: u64,
+    max: usize,
+) -> Result<Vec<Log>, RpcError> {
     let mut out = vec![];
     for n in from..=to {
         let Some(h) = reader.header(n)? else { break };

@@ -47,7 +47,12 @@ impl Filters {
         self.expire();
         if self.map.len() >= MAX_FILTERS {
             // Drop the least recently polled filter.
-            if let Some(oldest) = self.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
                 self.map.remove(&oldest);
             }
         }

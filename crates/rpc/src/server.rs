@@ -28,15 +28,27 @@ fn error_response(id: Value, e: &RpcError) -> Value {
 
 /// Processes one JSON-RPC message (single or batch). `None` when nothing is to be sent back
 /// (notifications only).
-pub async fn process(state: &Arc<RpcState>, body: &[u8], ws: Option<&Arc<WsSession>>) -> Option<Value> {
+pub async fn process(
+    state: &Arc<RpcState>,
+    body: &[u8],
+    ws: Option<&Arc<WsSession>>,
+) -> Option<Value> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return Some(error_response(Value::Null, &RpcError::parse(format!("parse error: {e}")))),
+        Err(e) => {
+            return Some(error_response(
+                Value::Null,
+                &RpcError::parse(format!("parse error: {e}")),
+            ));
+        }
     };
     match v {
         Value::Array(items) => {
             if items.is_empty() {
-                return Some(error_response(Value::Null, &RpcError::invalid_request("empty batch")));
+                return Some(error_response(
+                    Value::Null,
+                    &RpcError::invalid_request("empty batch"),
+                ));
             }
             if items.len() > state.cfg.max_batch {
                 return Some(error_response(
@@ -48,28 +60,54 @@ pub async fn process(state: &Arc<RpcState>, body: &[u8], ws: Option<&Arc<WsSessi
                     )),
                 ));
             }
-            let futs = items.into_iter().map(|item| process_single(state, item, ws));
-            let out: Vec<Value> = futures::future::join_all(futs).await.into_iter().flatten().collect();
-            if out.is_empty() { None } else { Some(Value::Array(out)) }
+            let futs = items
+                .into_iter()
+                .map(|item| process_single(state, item, ws));
+            let out: Vec<Value> = futures::future::join_all(futs)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            if out.is_empty() {
+                None
+            } else {
+                Some(Value::Array(out))
+            }
         }
         other => process_single(state, other, ws).await,
     }
 }
 
-async fn process_single(state: &Arc<RpcState>, item: Value, ws: Option<&Arc<WsSession>>) -> Option<Value> {
+async fn process_single(
+    state: &Arc<RpcState>,
+    item: Value,
+    ws: Option<&Arc<WsSession>>,
+) -> Option<Value> {
     let Value::Object(mut obj) = item else {
-        return Some(error_response(Value::Null, &RpcError::invalid_request("invalid request: not an object")));
+        return Some(error_response(
+            Value::Null,
+            &RpcError::invalid_request("invalid request: not an object"),
+        ));
     };
     let id = obj.remove("id");
     let id_value = id.clone().unwrap_or(Value::Null);
     if !matches!(id_value, Value::Null | Value::Number(_) | Value::String(_)) {
-        return Some(error_response(Value::Null, &RpcError::invalid_request("invalid request: bad id")));
+        return Some(error_response(
+            Value::Null,
+            &RpcError::invalid_request("invalid request: bad id"),
+        ));
     }
     if obj.get("jsonrpc").and_then(|v| v.as_str()) != Some("2.0") {
-        return Some(error_response(id_value, &RpcError::invalid_request("invalid request: jsonrpc must be \"2.0\"")));
+        return Some(error_response(
+            id_value,
+            &RpcError::invalid_request("invalid request: jsonrpc must be \"2.0\""),
+        ));
     }
     let Some(Value::String(method)) = obj.remove("method") else {
-        return Some(error_response(id_value, &RpcError::invalid_request("invalid request: missing method")));
+        return Some(error_response(
+            id_value,
+            &RpcError::invalid_request("invalid request: missing method"),
+        ));
     };
     let params = obj.remove("params").unwrap_or(Value::Null);
     let result = state.handle(&method, params, ws).await;
@@ -94,8 +132,14 @@ async fn http(State(app): State<Arc<App>>, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            let e = RpcError::invalid_request(format!("request body too large: the limit is {limit} bytes"));
-            return (StatusCode::PAYLOAD_TOO_LARGE, axum::Json(error_response(Value::Null, &e))).into_response();
+            let e = RpcError::invalid_request(format!(
+                "request body too large: the limit is {limit} bytes"
+            ));
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(error_response(Value::Null, &e)),
+            )
+                .into_response();
         }
     };
     match process(&app.rpc, &bytes, None).await {
@@ -117,13 +161,18 @@ async fn get_root(
             let n = app.ws_connections.fetch_add(1, Ordering::SeqCst);
             if n >= app.rpc.cfg.max_ws_connections {
                 app.ws_connections.fetch_sub(1, Ordering::SeqCst);
-                return (StatusCode::SERVICE_UNAVAILABLE, "too many WebSocket connections").into_response();
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many WebSocket connections",
+                )
+                    .into_response();
             }
             let limit = app.rpc.cfg.max_body_bytes;
-            ws.max_message_size(limit).on_upgrade(move |socket| async move {
-                ws_loop(app.rpc.clone(), socket).await;
-                app.ws_connections.fetch_sub(1, Ordering::SeqCst);
-            })
+            ws.max_message_size(limit)
+                .on_upgrade(move |socket| async move {
+                    ws_loop(app.rpc.clone(), socket).await;
+                    app.ws_connections.fetch_sub(1, Ordering::SeqCst);
+                })
         }
         Err(_) => (
             StatusCode::OK,
@@ -169,7 +218,10 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
 
 /// Builds the router (HTTP + WS on `/`, permissive CORS for browser wallets and dApps).
 pub fn router(rpc: Arc<RpcState>) -> Router {
-    let app = Arc::new(App { rpc, ws_connections: AtomicUsize::new(0) });
+    let app = Arc::new(App {
+        rpc,
+        ws_connections: AtomicUsize::new(0),
+    });
     Router::new()
         .route("/", get(get_root).post(http))
         .layer(CorsLayer::permissive())
@@ -182,7 +234,10 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(rpc).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(rpc).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

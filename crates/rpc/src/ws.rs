@@ -26,17 +26,26 @@ const MAX_SUBSCRIPTIONS: usize = 1024;
 impl WsSession {
     /// A session writing to `out`.
     pub fn new(out: mpsc::Sender<String>) -> Arc<Self> {
-        Arc::new(Self { out, subs: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            out,
+            subs: Mutex::new(HashMap::new()),
+        })
     }
 
     /// `eth_subscribe`.
-    pub fn subscribe(self: &Arc<Self>, state: &Arc<RpcState>, params: &[Value]) -> Result<Value, RpcError> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        state: &Arc<RpcState>,
+        params: &[Value],
+    ) -> Result<Value, RpcError> {
         let kind = params
             .first()
             .and_then(|v| v.as_str())
             .ok_or_else(|| RpcError::invalid_params("missing subscription kind"))?;
         if self.subs.lock().len() >= MAX_SUBSCRIPTIONS {
-            return Err(RpcError::limit(format!("too many subscriptions (max {MAX_SUBSCRIPTIONS})")));
+            return Err(RpcError::limit(format!(
+                "too many subscriptions (max {MAX_SUBSCRIPTIONS})"
+            )));
         }
         let id = format!("{:#x}", B256::random());
         let out = self.out.clone();
@@ -68,8 +77,9 @@ impl WsSession {
             "logs" => {
                 let filter: Filter = match params.get(1) {
                     None | Some(Value::Null) => Filter::default(),
-                    Some(v) => serde_json::from_value(v.clone())
-                        .map_err(|e| RpcError::invalid_params(format!("invalid logs filter: {e}")))?,
+                    Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+                        RpcError::invalid_params(format!("invalid logs filter: {e}"))
+                    })?,
                 };
                 let mut rx = state.node.subscribe_blocks();
                 tokio::spawn(async move {
@@ -77,7 +87,9 @@ impl WsSession {
                         match rx.recv().await {
                             Ok(b) => {
                                 for log in &b.logs {
-                                    if filter.matches_address(log.address()) && filter.matches_topics(log.topics()) {
+                                    if filter.matches_address(log.address())
+                                        && filter.matches_topics(log.topics())
+                                    {
                                         let v = serde_json::to_value(log).unwrap_or(Value::Null);
                                         if out.send(notify(v)).await.is_err() {
                                             return;

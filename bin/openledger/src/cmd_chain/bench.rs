@@ -57,14 +57,22 @@ impl Drop for Target {
 }
 
 fn free_port() -> eyre::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn start_ours(a: &BenchArgs) -> eyre::Result<Target> {
     let dir = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
-        .args(["node", "--port", "0", "--block-time", &a.block_time.to_string()])
+        .args([
+            "node",
+            "--port",
+            "0",
+            "--block-time",
+            &a.block_time.to_string(),
+        ])
         .args(["--accounts", &(a.senders + 1).to_string(), "--datadir"])
         .arg(dir.path())
         .env("OPENLEDGER_LOG", "warn")
@@ -80,7 +88,12 @@ fn start_ours(a: &BenchArgs) -> eyre::Result<Target> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Ok(Target { name: "openledger", url, child, _dir: Some(dir) })
+    Ok(Target {
+        name: "openledger",
+        url,
+        child,
+        _dir: Some(dir),
+    })
 }
 
 fn anvil_path(a: &BenchArgs) -> Option<PathBuf> {
@@ -95,16 +108,37 @@ async fn start_anvil(a: &BenchArgs, path: &PathBuf) -> eyre::Result<Target> {
     let port = free_port()?;
     let secs = (a.block_time as f64 / 1000.0).to_string();
     let child = Command::new(path)
-        .args(["--port", &port.to_string(), "--block-time", &secs, "--chain-id", "1337"])
-        .args(["--accounts", &(a.senders + 1).to_string(), "--silent", "--hardfork", "prague"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--block-time",
+            &secs,
+            "--chain-id",
+            "1337",
+        ])
+        .args([
+            "--accounts",
+            &(a.senders + 1).to_string(),
+            "--silent",
+            "--hardfork",
+            "prague",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", path.display()))?;
     let url = format!("http://127.0.0.1:{port}");
-    let t = Target { name: "anvil", url, child, _dir: None };
+    let t = Target {
+        name: "anvil",
+        url,
+        child,
+        _dir: None,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while rpc(&reqwest::Client::new(), &t.url, "eth_chainId", json!([])).await.is_err() {
+    while rpc(&reqwest::Client::new(), &t.url, "eth_chainId", json!([]))
+        .await
+        .is_err()
+    {
         if Instant::now() > deadline {
             bail!("anvil did not start");
         }
@@ -113,7 +147,12 @@ async fn start_anvil(a: &BenchArgs, path: &PathBuf) -> eyre::Result<Target> {
     Ok(t)
 }
 
-async fn rpc(client: &reqwest::Client, url: &str, method: &str, params: Value) -> eyre::Result<Value> {
+async fn rpc(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: Value,
+) -> eyre::Result<Value> {
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let v: Value = client.post(url).json(&body).send().await?.json().await?;
     if let Some(e) = v.get("error") {
@@ -123,10 +162,19 @@ async fn rpc(client: &reqwest::Client, url: &str, method: &str, params: Value) -
 }
 
 fn hex_u64(v: &Value) -> u64 {
-    v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()).unwrap_or_default()
+    v.as_str()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_default()
 }
 
-fn sign(acct: &DevAccount, nonce: u64, to: Address, value: U256, input: Vec<u8>, gas: u64) -> eyre::Result<(B256, Bytes)> {
+fn sign(
+    acct: &DevAccount,
+    nonce: u64,
+    to: Address,
+    value: U256,
+    input: Vec<u8>,
+    gas: u64,
+) -> eyre::Result<(B256, Bytes)> {
     let tx = TxEip1559 {
         chain_id: 1337,
         nonce,
@@ -177,7 +225,9 @@ async fn workload(
     txs: Vec<Vec<(B256, Bytes)>>,
     connections: usize,
 ) -> eyre::Result<Run> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(connections * 2).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections * 2)
+        .build()?;
     let total: usize = txs.iter().map(|v| v.len()).sum();
     let start_block = hex_u64(&rpc(&client, &t.url, "eth_blockNumber", json!([])).await?);
     // Group senders' streams onto connections so each sender's nonces arrive in order.
@@ -212,11 +262,21 @@ async fn workload(
     let deadline = Instant::now() + Duration::from_secs(300);
     while included.len() < total {
         if Instant::now() > deadline {
-            bail!("{}: only {} of {total} transactions included after 300 s", t.name, included.len());
+            bail!(
+                "{}: only {} of {total} transactions included after 300 s",
+                t.name,
+                included.len()
+            );
         }
         let head = hex_u64(&rpc(&client, &t.url, "eth_blockNumber", json!([])).await?);
         while next <= head {
-            let b = rpc(&client, &t.url, "eth_getBlockByNumber", json!([format!("{next:#x}"), false])).await?;
+            let b = rpc(
+                &client,
+                &t.url,
+                "eth_getBlockByNumber",
+                json!([format!("{next:#x}"), false]),
+            )
+            .await?;
             let now = started.elapsed();
             gas += hex_u64(&b["gasUsed"]);
             for h in b["transactions"].as_array().into_iter().flatten() {
@@ -233,10 +293,18 @@ async fn workload(
     let end = included.values().max().copied().unwrap_or_default();
     let mut lat: Vec<f64> = included
         .iter()
-        .map(|(h, t)| t.saturating_sub(sent.get(h).copied().unwrap_or_default()).as_secs_f64() * 1000.0)
+        .map(|(h, t)| {
+            t.saturating_sub(sent.get(h).copied().unwrap_or_default())
+                .as_secs_f64()
+                * 1000.0
+        })
         .collect();
     lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     let secs = end.as_secs_f64();
     Ok(Run {
         target: t.name.into(),
@@ -268,23 +336,41 @@ mod parking_lot_free {
             }
         }
         pub fn take(&self) -> HashMap<B256, Duration> {
-            self.0.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
+            self.0
+                .lock()
+                .map(|mut m| std::mem::take(&mut *m))
+                .unwrap_or_default()
         }
     }
 }
 
-async fn bench_target(t: &Target, a: &BenchArgs, accounts: &[DevAccount]) -> eyre::Result<Vec<Run>> {
+async fn bench_target(
+    t: &Target,
+    a: &BenchArgs,
+    accounts: &[DevAccount],
+) -> eyre::Result<Vec<Run>> {
     let client = reqwest::Client::new();
     let deployer = &accounts[0];
     let senders = &accounts[1..];
     // Deploy BenchToken and fund each sender with tokens.
-    let art: Value = serde_json::from_str(&std::fs::read_to_string("contracts/out/BenchToken.json")
-        .context("reading contracts/out/BenchToken.json (run from the repository root)")?)?;
-    let mut code: Vec<u8> = alloy_primitives::hex::decode(art["bytecode"].as_str().unwrap_or_default())?;
+    let art: Value = serde_json::from_str(
+        &std::fs::read_to_string("contracts/out/BenchToken.json")
+            .context("reading contracts/out/BenchToken.json (run from the repository root)")?,
+    )?;
+    let mut code: Vec<u8> =
+        alloy_primitives::hex::decode(art["bytecode"].as_str().unwrap_or_default())?;
     code.extend_from_slice(&U256::from(10u128.pow(30)).to_be_bytes::<32>());
     let tx = TxEip1559 {
         chain_id: 1337,
-        nonce: hex_u64(&rpc(&client, &t.url, "eth_getTransactionCount", json!([deployer.address, "latest"])).await?),
+        nonce: hex_u64(
+            &rpc(
+                &client,
+                &t.url,
+                "eth_getTransactionCount",
+                json!([deployer.address, "latest"]),
+            )
+            .await?,
+        ),
         gas_limit: 3_000_000,
         max_fee_per_gas: 50_000_000_000,
         max_priority_fee_per_gas: 1_000_000_000,
@@ -296,7 +382,13 @@ async fn bench_target(t: &Target, a: &BenchArgs, accounts: &[DevAccount]) -> eyr
     let sig = deployer.signer.sign_hash_sync(&tx.signature_hash())?;
     let env: TxEnvelope = tx.into_signed(sig).into();
     let h = *env.tx_hash();
-    rpc(&client, &t.url, "eth_sendRawTransaction", json!([Bytes::from(env.encoded_2718())])).await?;
+    rpc(
+        &client,
+        &t.url,
+        "eth_sendRawTransaction",
+        json!([Bytes::from(env.encoded_2718())]),
+    )
+    .await?;
     let r = wait_receipt(&client, &t.url, h).await?;
     let token: Address = serde_json::from_value(r["contractAddress"].clone())?;
     let transfer = |to: Address, amount: U256| {
@@ -307,14 +399,29 @@ async fn bench_target(t: &Target, a: &BenchArgs, accounts: &[DevAccount]) -> eyr
     };
     let mut last = B256::ZERO;
     for (i, s) in senders.iter().enumerate() {
-        let (h, raw) = sign(deployer, nonce0 + 1 + i as u64, token, U256::ZERO, transfer(s.address, U256::from(10u128.pow(24))), 100_000)?;
+        let (h, raw) = sign(
+            deployer,
+            nonce0 + 1 + i as u64,
+            token,
+            U256::ZERO,
+            transfer(s.address, U256::from(10u128.pow(24))),
+            100_000,
+        )?;
         rpc(&client, &t.url, "eth_sendRawTransaction", json!([raw])).await?;
         last = h;
     }
     wait_receipt(&client, &t.url, last).await?;
     let mut nonces = vec![];
     for s in senders {
-        nonces.push(hex_u64(&rpc(&client, &t.url, "eth_getTransactionCount", json!([s.address, "latest"])).await?));
+        nonces.push(hex_u64(
+            &rpc(
+                &client,
+                &t.url,
+                "eth_getTransactionCount",
+                json!([s.address, "latest"]),
+            )
+            .await?,
+        ));
     }
     let per = a.n.div_ceil(senders.len());
     let mut plain = vec![];
@@ -327,8 +434,22 @@ async fn bench_target(t: &Target, a: &BenchArgs, accounts: &[DevAccount]) -> eyr
                 break;
             }
             let to = Address::repeat_byte((j % 200) as u8 + 0x20);
-            p.push(sign(s, nonces[k] + j as u64, to, U256::from(1), vec![], 21_000)?);
-            e.push(sign(s, nonces[k] + (per + j) as u64, token, U256::ZERO, transfer(to, U256::from(1)), 60_000)?);
+            p.push(sign(
+                s,
+                nonces[k] + j as u64,
+                to,
+                U256::from(1),
+                vec![],
+                21_000,
+            )?);
+            e.push(sign(
+                s,
+                nonces[k] + (per + j) as u64,
+                token,
+                U256::ZERO,
+                transfer(to, U256::from(1)),
+                60_000,
+            )?);
         }
         plain.push(p);
         erc20.push(e);
@@ -345,7 +466,11 @@ pub async fn run(a: BenchArgs) -> eyre::Result<()> {
     }
     let accounts = openledger_chain::dev_accounts(a.senders + 1)?;
     let mut runs = vec![];
-    eprintln!("signing {} transactions and running against openledger (durable, {} ms blocks)…", 2 * a.n, a.block_time);
+    eprintln!(
+        "signing {} transactions and running against openledger (durable, {} ms blocks)…",
+        2 * a.n,
+        a.block_time
+    );
     let ours = start_ours(&a)?;
     runs.extend(bench_target(&ours, &a, &accounts).await?);
     drop(ours);
@@ -353,27 +478,44 @@ pub async fn run(a: BenchArgs) -> eyre::Result<()> {
     if !a.skip_anvil {
         match anvil_path(&a) {
             Some(path) => {
-                eprintln!("running the same workload against anvil ({})…", path.display());
+                eprintln!(
+                    "running the same workload against anvil ({})…",
+                    path.display()
+                );
                 let t = start_anvil(&a, &path).await?;
                 runs.extend(bench_target(&t, &a, &accounts).await?);
             }
             None => {
-                let m = "anvil not found: run `(cd contracts && npm ci)` or pass --anvil PATH".to_string();
+                let m = "anvil not found: run `(cd contracts && npm ci)` or pass --anvil PATH"
+                    .to_string();
                 eprintln!("{m}");
                 anvil_note = Some(m);
             }
         }
     }
-    println!("\n{:<12} {:<16} {:>7} {:>8} {:>9} {:>8} {:>10} {:>9} {:>9}", "target", "workload", "txs", "secs", "tx/s", "Mgas/s", "accept/s", "p50 ms", "p99 ms");
+    println!(
+        "\n{:<12} {:<16} {:>7} {:>8} {:>9} {:>8} {:>10} {:>9} {:>9}",
+        "target", "workload", "txs", "secs", "tx/s", "Mgas/s", "accept/s", "p50 ms", "p99 ms"
+    );
     for r in &runs {
         println!(
             "{:<12} {:<16} {:>7} {:>8.2} {:>9.0} {:>8.2} {:>10.0} {:>9.0} {:>9.0}",
-            r.target, r.workload, r.txs, r.seconds, r.tx_per_s, r.mgas_per_s, r.accept_tx_per_s, r.p50_ms, r.p99_ms
+            r.target,
+            r.workload,
+            r.txs,
+            r.seconds,
+            r.tx_per_s,
+            r.mgas_per_s,
+            r.accept_tx_per_s,
+            r.p50_ms,
+            r.p99_ms
         );
     }
     let mut ratios = serde_json::Map::new();
     for w in ["plain transfer", "ERC-20 transfer"] {
-        let ours = runs.iter().find(|r| r.target == "openledger" && r.workload == w);
+        let ours = runs
+            .iter()
+            .find(|r| r.target == "openledger" && r.workload == w);
         let base = runs.iter().find(|r| r.target == "anvil" && r.workload == w);
         if let (Some(o), Some(b)) = (ours, base) {
             let ratio = o.tx_per_s / b.tx_per_s;

@@ -37,9 +37,12 @@ impl TestNode {
                 (Some(d), p)
             }
         };
-        let (spec, accounts) = DevPreset { timestamp: 1_700_000_000, ..Default::default() }
-            .build()
-            .expect("dev preset");
+        let (spec, accounts) = DevPreset {
+            timestamp: 1_700_000_000,
+            ..Default::default()
+        }
+        .build()
+        .expect("dev preset");
         let node = Node::open(NodeConfig {
             datadir: path.clone(),
             spec,
@@ -47,9 +50,12 @@ impl TestNode {
             fee_recipient: alloy::primitives::Address::repeat_byte(0xfe),
             pool: PoolConfig::default(),
             dev_accounts: accounts.clone(),
+            dev_methods: true,
         })
         .expect("open node");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, rx) = tokio::sync::watch::channel(false);
         let mut r1 = rx.clone();
@@ -125,8 +131,14 @@ pub fn req(method: &str, params: Value) -> Value {
 
 /// Bytecode of a committed contract artifact.
 pub fn artifact_bytecode(name: &str) -> alloy::primitives::Bytes {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contracts/out").join(format!("{name}.json"));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contracts/out")
+        .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).expect("artifact");
     let v: Value = serde_json::from_str(&text).expect("artifact json");
-    v["bytecode"].as_str().expect("bytecode").parse().expect("hex")
+    v["bytecode"]
+        .as_str()
+        .expect("bytecode")
+        .parse()
+        .expect("hex")
 }

@@ -17,7 +17,16 @@ const KILLS: usize = 20;
 
 fn start(datadir: &std::path::Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_openledger"))
-        .args(["node", "--port", "0", "--block-time", "0", "--accounts", "4", "--datadir"])
+        .args([
+            "node",
+            "--port",
+            "0",
+            "--block-time",
+            "0",
+            "--accounts",
+            "4",
+            "--datadir",
+        ])
         .arg(datadir)
         .env("OPENLEDGER_LOG", "warn")
         .stdout(Stdio::piped())
@@ -29,7 +38,10 @@ fn start(datadir: &std::path::Path) -> (Child, String) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(Instant::now() < deadline, "node did not start");
-        let line = lines.next().expect("node exited before listening").expect("line");
+        let line = lines
+            .next()
+            .expect("node exited before listening")
+            .expect("line");
         if let Some(addr) = line.strip_prefix("Listening on ") {
             // Keep draining stdout so the node never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
@@ -39,9 +51,17 @@ fn start(datadir: &std::path::Path) -> (Child, String) {
 }
 
 async fn call(url: &str, method: &str, params: Value) -> Option<Value> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()?;
-    let resp = client.post(url).header("content-type", "application/json")
-        .body(req(method, params).to_string()).send().await.ok()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(req(method, params).to_string())
+        .send()
+        .await
+        .ok()?;
     let v: Value = resp.json().await.ok()?;
     v.get("result").cloned()
 }
@@ -57,7 +77,9 @@ async fn sigkill_loses_no_acknowledged_transaction() {
         let (mut child, url) = start(dir.path());
         // Everything seen before this restart must still be there.
         for (h, num, bh) in &seen {
-            let r = call(&url, "eth_getTransactionReceipt", json!([h])).await.expect("receipt after restart");
+            let r = call(&url, "eth_getTransactionReceipt", json!([h]))
+                .await
+                .expect("receipt after restart");
             assert!(!r.is_null(), "round {round}: receipt of {h} lost");
             assert_eq!(r["blockNumber"], json!(format!("{num:#x}")));
             assert_eq!(r["blockHash"], json!(bh));
@@ -66,8 +88,17 @@ async fn sigkill_loses_no_acknowledged_transaction() {
         let started = Instant::now();
         let mut nonces = Vec::new();
         for a in &accounts {
-            let n = call(&url, "eth_getTransactionCount", json!([a.address, "latest"])).await.expect("nonce");
-            nonces.push(u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16).expect("n"));
+            let n = call(
+                &url,
+                "eth_getTransactionCount",
+                json!([a.address, "latest"]),
+            )
+            .await
+            .expect("nonce");
+            nonces.push(
+                u64::from_str_radix(n.as_str().expect("hex").trim_start_matches("0x"), 16)
+                    .expect("n"),
+            );
         }
         let mut sent: Vec<B256> = Vec::new();
         let mut i = 0usize;
@@ -83,7 +114,10 @@ async fn sigkill_loses_no_acknowledged_transaction() {
                 value: U256::from(1 + i),
                 ..Default::default()
             };
-            let sig = accounts[k].signer.sign_hash_sync(&tx.signature_hash()).expect("sign");
+            let sig = accounts[k]
+                .signer
+                .sign_hash_sync(&tx.signature_hash())
+                .expect("sign");
             let env: TxEnvelope = tx.into_signed(sig).into();
             let raw: Bytes = env.encoded_2718().into();
             if let Some(h) = call(&url, "eth_sendRawTransaction", json!([raw])).await
@@ -102,7 +136,14 @@ async fn sigkill_loses_no_acknowledged_transaction() {
                     if let Some(r) = call(&url, "eth_getTransactionReceipt", json!([h])).await
                         && !r.is_null()
                     {
-                        let num = u64::from_str_radix(r["blockNumber"].as_str().expect("n").trim_start_matches("0x"), 16).expect("n");
+                        let num = u64::from_str_radix(
+                            r["blockNumber"]
+                                .as_str()
+                                .expect("n")
+                                .trim_start_matches("0x"),
+                            16,
+                        )
+                        .expect("n");
                         let bh: B256 = serde_json::from_value(r["blockHash"].clone()).expect("bh");
                         seen.push((*h, num, bh));
                     }
@@ -112,11 +153,17 @@ async fn sigkill_loses_no_acknowledged_transaction() {
         child.kill().expect("SIGKILL");
         let _ = child.wait();
     }
-    assert!(seen.len() > 50, "the test saw too few receipts to mean anything: {}", seen.len());
+    assert!(
+        seen.len() > 50,
+        "the test saw too few receipts to mean anything: {}",
+        seen.len()
+    );
     // Final restart check, then re-execute the whole stored chain from genesis.
     let (mut child, url) = start(dir.path());
     for (h, _, bh) in &seen {
-        let r = call(&url, "eth_getTransactionReceipt", json!([h])).await.expect("receipt");
+        let r = call(&url, "eth_getTransactionReceipt", json!([h]))
+            .await
+            .expect("receipt");
         assert_eq!(r["blockHash"], json!(bh));
     }
     child.kill().expect("kill");
@@ -127,7 +174,11 @@ async fn sigkill_loses_no_acknowledged_transaction() {
         .output()
         .expect("verify");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "replay failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.starts_with("verified "), "{stdout}");
     let _ = raw_post; // shared helper kept for symmetry with other modules
 }

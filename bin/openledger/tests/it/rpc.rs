@@ -17,17 +17,36 @@ async fn chain_identity_and_dev_accounts() {
     assert_eq!(p.get_block_number().await.expect("number"), 0);
     let accounts = p.get_accounts().await.expect("accounts");
     assert_eq!(accounts.len(), 10);
-    assert_eq!(accounts[0].to_string(), "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+    assert_eq!(
+        accounts[0].to_string(),
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    );
     let bal = p.get_balance(accounts[3]).await.expect("balance");
-    assert_eq!(bal, U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18)));
+    assert_eq!(
+        bal,
+        U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18))
+    );
     let v = n.raw(req("web3_clientVersion", json!([]))).await;
-    assert!(v["result"].as_str().expect("version").starts_with("openledger/"));
+    assert!(
+        v["result"]
+            .as_str()
+            .expect("version")
+            .starts_with("openledger/")
+    );
     let v = n.raw(req("net_version", json!([]))).await;
     assert_eq!(v["result"], "1337");
     let v = n.raw(req("eth_syncing", json!([]))).await;
     assert_eq!(v["result"], false);
-    let genesis = p.get_block_by_number(BlockNumberOrTag::Earliest).await.expect("rpc").expect("genesis");
-    assert_eq!(genesis.header.hash, genesis.header.inner.hash_slow(), "genesis hash is the keccak of its RLP header");
+    let genesis = p
+        .get_block_by_number(BlockNumberOrTag::Earliest)
+        .await
+        .expect("rpc")
+        .expect("genesis");
+    assert_eq!(
+        genesis.header.hash,
+        genesis.header.inner.hash_slow(),
+        "genesis hash is the keccak of its RLP header"
+    );
     n.stop().await;
 }
 
@@ -38,42 +57,95 @@ async fn transfer_receipt_and_fees() {
     let from = n.accounts[0].address;
     let to = Address::repeat_byte(0x42);
     let before = p.get_balance(from).await.expect("balance");
-    let base_fee = p.get_block_by_number(BlockNumberOrTag::Latest).await.expect("rpc").expect("b")
-        .header.base_fee_per_gas.expect("base fee");
+    let base_fee = p
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .expect("rpc")
+        .expect("b")
+        .header
+        .base_fee_per_gas
+        .expect("base fee");
     let value = U256::from(123_456_789u64);
     let tx = TransactionRequest::default().with_to(to).with_value(value);
-    let receipt = p.send_transaction(tx).await.expect("send").get_receipt().await.expect("receipt");
+    let receipt = p
+        .send_transaction(tx)
+        .await
+        .expect("send")
+        .get_receipt()
+        .await
+        .expect("receipt");
     assert!(receipt.status());
     assert_eq!(receipt.gas_used, 21_000);
     assert_eq!(receipt.from, from);
     assert_eq!(receipt.to, Some(to));
     let block_num = receipt.block_number.expect("mined");
-    let block = p.get_block_by_number(block_num.into()).full().await.expect("rpc").expect("block");
-    assert_eq!(block.header.hash, block.header.inner.hash_slow(), "block hash = keccak(RLP(header))");
-    assert_eq!(block.header.base_fee_per_gas, Some(base_fee.min(block.header.base_fee_per_gas.expect("bf"))));
+    let block = p
+        .get_block_by_number(block_num.into())
+        .full()
+        .await
+        .expect("rpc")
+        .expect("block");
+    assert_eq!(
+        block.header.hash,
+        block.header.inner.hash_slow(),
+        "block hash = keccak(RLP(header))"
+    );
+    assert_eq!(
+        block.header.base_fee_per_gas,
+        Some(base_fee.min(block.header.base_fee_per_gas.expect("bf")))
+    );
     let txs = block.transactions.as_transactions().expect("full");
     assert_eq!(txs.len(), 1);
     let mined = &txs[0];
     let price = receipt.effective_gas_price;
     let bf = block.header.base_fee_per_gas.expect("bf") as u128;
-    assert_eq!(price, bf + mined.inner.max_priority_fee_per_gas().expect("tip").min(mined.inner.max_fee_per_gas() - bf));
+    assert_eq!(
+        price,
+        bf + mined
+            .inner
+            .max_priority_fee_per_gas()
+            .expect("tip")
+            .min(mined.inner.max_fee_per_gas() - bf)
+    );
     // Balances: sender pays value + gas * effective price; recipient gets value; coinbase the tip.
     let after = p.get_balance(from).await.expect("balance");
     assert_eq!(before - after, value + U256::from(21_000u128 * price));
     assert_eq!(p.get_balance(to).await.expect("to"), value);
     let tip = price - bf;
-    assert_eq!(p.get_balance(Address::repeat_byte(0xfe)).await.expect("coinbase"), U256::from(21_000u128 * tip));
+    assert_eq!(
+        p.get_balance(Address::repeat_byte(0xfe))
+            .await
+            .expect("coinbase"),
+        U256::from(21_000u128 * tip)
+    );
     assert_eq!(p.get_transaction_count(from).await.expect("nonce"), 1);
     // The same receipt via eth_getBlockReceipts and the tx via index lookups.
-    let rs = p.get_block_receipts(block_num.into()).await.expect("rpc").expect("receipts");
+    let rs = p
+        .get_block_receipts(block_num.into())
+        .await
+        .expect("rpc")
+        .expect("receipts");
     assert_eq!(rs.len(), 1);
     assert_eq!(rs[0].transaction_hash, receipt.transaction_hash);
-    let v = n.raw(req("eth_getTransactionByBlockNumberAndIndex", json!([format!("{block_num:#x}"), "0x0"]))).await;
+    let v = n
+        .raw(req(
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!([format!("{block_num:#x}"), "0x0"]),
+        ))
+        .await;
     assert_eq!(v["result"]["hash"], json!(receipt.transaction_hash));
-    let v = n.raw(req("eth_getBlockTransactionCountByNumber", json!([format!("{block_num:#x}")]))).await;
+    let v = n
+        .raw(req(
+            "eth_getBlockTransactionCountByNumber",
+            json!([format!("{block_num:#x}")]),
+        ))
+        .await;
     assert_eq!(v["result"], "0x1");
     // Fee market RPCs.
-    let fh = p.get_fee_history(2, BlockNumberOrTag::Latest, &[50.0]).await.expect("fee history");
+    let fh = p
+        .get_fee_history(2, BlockNumberOrTag::Latest, &[50.0])
+        .await
+        .expect("fee history");
     assert_eq!(fh.base_fee_per_gas.len(), 3);
     assert_eq!(fh.reward.expect("reward")[1][0], tip);
     let gp = p.get_gas_price().await.expect("gas price");
@@ -86,7 +158,12 @@ async fn base_fee_can_go_to_a_treasury() {
     // Exercised at the chain level: the genesis parameter routes base fees to the treasury.
     let treasury = Address::repeat_byte(0x77);
     let dir = tempfile::tempdir().expect("tmp");
-    let (mut spec, accounts) = openledger_chain::DevPreset { accounts: 2, ..Default::default() }.build().expect("dev");
+    let (mut spec, accounts) = openledger_chain::DevPreset {
+        accounts: 2,
+        ..Default::default()
+    }
+    .build()
+    .expect("dev");
     spec.params.base_fee_recipient = Some(treasury);
     let node = openledger_chain::Node::open(openledger_chain::NodeConfig {
         datadir: dir.path().into(),
@@ -95,6 +172,7 @@ async fn base_fee_can_go_to_a_treasury() {
         fee_recipient: Address::ZERO,
         pool: Default::default(),
         dev_accounts: accounts.clone(),
+        dev_methods: true,
     })
     .expect("node");
     let tx = alloy::consensus::TxEip1559 {
@@ -109,11 +187,20 @@ async fn base_fee_can_go_to_a_treasury() {
     };
     use alloy::consensus::SignableTransaction;
     use alloy::signers::SignerSync;
-    let sig = accounts[0].signer.sign_hash_sync(&tx.signature_hash()).expect("sign");
+    let sig = accounts[0]
+        .signer
+        .sign_hash_sync(&tx.signature_hash())
+        .expect("sign");
     node.submit_tx(tx.into_signed(sig).into()).expect("submit");
     let block = node.seal().expect("seal");
     assert_eq!(block.tx_hashes.len(), 1);
     let bf = block.header.base_fee_per_gas.expect("bf") as u128;
-    let got = node.reader().expect("r").account(&treasury).expect("acct").expect("exists").balance;
+    let got = node
+        .reader()
+        .expect("r")
+        .account(&treasury)
+        .expect("acct")
+        .expect("exists")
+        .balance;
     assert_eq!(got, U256::from(21_000u128 * bf));
 }

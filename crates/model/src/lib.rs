@@ -27,6 +27,7 @@
 //!
 //! No cargo features: CPU only for now; the code takes a `candle_core::Device` throughout.
 
+pub mod bench;
 mod config;
 mod error;
 mod generate;
@@ -38,6 +39,7 @@ mod lora;
 mod model;
 mod weights;
 
+pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use config::{Config, GenerationConfig, ModelType, TokenIds};
 pub use error::{Error, Result};
 pub use generate::{

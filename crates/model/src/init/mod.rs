@@ -126,9 +126,9 @@ impl InitOptions {
                 layers: 4,
                 heads: 4,
                 kv_heads: 2,
-                seq_len: 128,
+                seq_len: 64,
                 batch_size: 16,
-                steps: 500,
+                steps: 300,
                 learning_rate: 2e-3,
             },
         }

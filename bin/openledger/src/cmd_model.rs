@@ -124,15 +124,12 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
                 report.parameters, report.train_tokens, opts.steps, opts.batch_size, opts.seq_len
             );
             println!("loss curve (step: loss)");
-            for (s, l) in report
-                .loss_curve
-                .iter()
-                .step_by((report.loss_curve.len() / 10).max(1))
-            {
-                println!("  {s:>5}: {l:.4}");
-            }
-            if let Some((s, l)) = report.loss_curve.last() {
-                println!("  {s:>5}: {l:.4}  (final)");
+            let every = (report.loss_curve.len() / 10).max(1);
+            let n = report.loss_curve.len();
+            for (i, (s, l)) in report.loss_curve.iter().enumerate() {
+                if i % every == 0 || i + 1 == n {
+                    println!("  {s:>5}: {l:.4}");
+                }
             }
             println!(
                 "held-out loss {:.4}, perplexity {:.2}",

@@ -109,6 +109,28 @@ pub struct NodeArgs {
     pub genesis: Option<PathBuf>,
 }
 
+/// `openledger contracts ...`.
+#[derive(Subcommand, Debug)]
+pub enum ContractsCmd {
+    /// Deploy and wire the protocol contracts on any EVM chain.
+    Deploy {
+        /// JSON-RPC URL of the chain.
+        #[arg(long, env = "OPENLEDGER_RPC_URL")]
+        rpc_url: String,
+        /// Private key of the deploying account (0x-hex).
+        #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", hide_env_values = true)]
+        private_key: String,
+        /// Deployment configuration JSON (format of contracts/deployments/dev-config.json).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where to write the deployments JSON.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the dev genesis deployments (what `devnet` predeploys) as JSON.
+    DevGenesis,
+}
+
 /// `openledger chain ...`.
 #[derive(Subcommand, Debug)]
 pub enum ChainCmd {
@@ -201,53 +223,56 @@ fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
 /// Runs `openledger devnet`.
 pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let c = a.common;
-    let (tmp, datadir) = match &c.datadir {
-        Some(d) => (None, d.clone()),
-        None => {
-            let t = tempfile::Builder::new()
-                .prefix("openledger-devnet-")
-                .tempdir()?;
-            let p = t.path().to_path_buf();
-            (Some(t), p)
-        }
-    };
-    let preset = c.dev_preset();
-    let (spec, accounts) = preset.build()?;
-    let node = Node::open(NodeConfig {
-        datadir: datadir.clone(),
-        spec,
+    let addr: std::net::SocketAddr = format!("{}:{}", c.host, c.port)
+        .parse()
+        .with_context(|| format!("invalid --host/--port {}:{}", c.host, c.port))?;
+    let devnet = openledger_devnet::Devnet::start(openledger_devnet::DevnetConfig {
+        datadir: c.datadir.clone(),
+        rpc_addr: addr,
         seal: c.seal_mode(0),
+        accounts: c.accounts,
+        chain_id: c.chain_id,
+        gas_limit: c.gas_limit,
+        base_fee_recipient: c.treasury,
         fee_recipient: c.fee_recipient,
-        pool: PoolConfig::default(),
-        dev_accounts: accounts.clone(),
-        dev_methods: true,
-    })?;
-    let chain_id = node.chain_id();
-    let seal = node.config().seal;
-    run(node, &c, |addr| {
-        println!(
-            "OpenLedger devnet ({})",
-            openledger_primitives::CLIENT_VERSION
-        );
-        print_accounts(&accounts, preset.balance_open);
-        println!("Chain ID:  {chain_id}");
-        println!(
-            "Blocks:    {}",
-            match seal {
-                SealMode::OnDemand => "sealed as soon as transactions arrive".to_string(),
-                SealMode::Interval(d) => format!("every {} ms", d.as_millis()),
-            }
-        );
-        println!(
-            "Datadir:   {}{}",
-            datadir.display(),
-            if tmp.is_some() { " (temporary)" } else { "" }
-        );
-        println!("RPC:       http://{addr}");
-        println!("WebSocket: ws://{addr}");
+        rpc: c.rpc_config(),
+        contracts: Some(openledger_contracts::DeployConfig::dev()),
+        genesis_timestamp: None,
     })
     .await?;
-    drop(tmp);
+    println!(
+        "OpenLedger devnet ({})",
+        openledger_primitives::CLIENT_VERSION
+    );
+    print_accounts(&devnet.accounts, 10_000);
+    println!("Protocol contracts (predeployed at genesis)\n==================");
+    for (name, address) in &devnet.deployments.contracts {
+        println!("{name:<22} {address}");
+    }
+    println!();
+    println!("Chain ID:  {}", devnet.node.chain_id());
+    println!(
+        "Blocks:    {}",
+        match devnet.node.config().seal {
+            SealMode::OnDemand => "sealed as soon as transactions arrive".to_string(),
+            SealMode::Interval(d) => format!("every {} ms", d.as_millis()),
+        }
+    );
+    println!(
+        "Datadir:   {}{}",
+        devnet.datadir.display(),
+        if devnet.is_temporary() {
+            " (temporary, removed on exit)"
+        } else {
+            ""
+        }
+    );
+    println!("RPC:       {}", devnet.rpc_url());
+    println!("WebSocket: {}", devnet.ws_url());
+    println!("Listening on {}", devnet.rpc_addr);
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    devnet.shutdown().await;
     Ok(())
 }
 
@@ -309,6 +334,60 @@ pub async fn chain(cmd: ChainCmd) -> eyre::Result<()> {
                 "verified {n} blocks: every block hash and state root reproduced by re-execution ({:.1} s)",
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }
+    }
+}
+
+/// Runs `openledger contracts ...`.
+pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
+    use alloy::network::EthereumWallet;
+    use alloy::providers::ProviderBuilder;
+    match cmd {
+        ContractsCmd::Deploy {
+            rpc_url,
+            private_key,
+            config,
+            out,
+        } => {
+            let signer: alloy::signers::local::PrivateKeySigner = private_key
+                .trim()
+                .parse()
+                .map_err(|e| eyre::eyre!("invalid --private-key: {e}"))?;
+            let from = signer.address();
+            let cfg = match config {
+                Some(p) => serde_json::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("invalid deployment config {}", p.display()))?,
+                None => openledger_contracts::DeployConfig::dev(),
+            };
+            let url = rpc_url
+                .parse()
+                .with_context(|| format!("invalid --rpc-url {rpc_url}"))?;
+            let provider = ProviderBuilder::new()
+                .wallet(EthereumWallet::from(signer))
+                .connect_http(url);
+            eprintln!("deploying 7 contracts from {from} …");
+            let d = openledger_contracts::deploy(&provider, from, &cfg).await?;
+            if let Some(dir) = out.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&out, serde_json::to_string_pretty(&d)? + "\n")?;
+            for (name, a) in &d.contracts {
+                println!("{name:<22} {a}");
+            }
+            println!("deployments written to {}", out.display());
+            Ok(())
+        }
+        ContractsCmd::DevGenesis => {
+            let (mut spec, _) = DevPreset::default().build()?;
+            let d = openledger_contracts::predeploy(
+                &mut spec,
+                &openledger_contracts::DeployConfig::dev(),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(())
         }
     }

@@ -18,6 +18,11 @@ enum Cmd {
     Devnet(cmd_chain::DevnetArgs),
     /// Run a sequencer node from a genesis file or preset.
     Node(cmd_chain::NodeArgs),
+    /// Protocol contracts: deploy to any EVM chain, show the dev genesis deployments.
+    Contracts {
+        #[command(subcommand)]
+        cmd: cmd_chain::ContractsCmd,
+    },
     /// Chain maintenance: re-execute and verify a datadir.
     Chain {
         #[command(subcommand)]
@@ -45,6 +50,7 @@ fn main() -> eyre::Result<()> {
         match cli.cmd {
             Cmd::Devnet(a) => cmd_chain::devnet(a).await,
             Cmd::Node(a) => cmd_chain::node(a).await,
+            Cmd::Contracts { cmd } => cmd_chain::contracts(cmd).await,
             Cmd::Chain { cmd } => cmd_chain::chain(cmd).await,
             Cmd::Bench { cmd } => cmd_chain::bench(cmd).await,
         }

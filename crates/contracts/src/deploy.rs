@@ -1,0 +1,81 @@
+//! Deploys and wires the protocol contracts on any EVM chain over JSON-RPC.
+
+use crate::config::{DeployConfig, Deployments, plan};
+use alloy_network::TransactionBuilder;
+use alloy_primitives::Address;
+use alloy_provider::Provider;
+use alloy_rpc_types_eth::TransactionRequest;
+use std::collections::BTreeMap;
+
+/// Why a deployment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The RPC call failed.
+    #[error("rpc: {0}")]
+    Rpc(String),
+    /// A creation transaction reverted.
+    #[error("deploying {0} reverted (tx {1})")]
+    Reverted(String, alloy_primitives::B256),
+    /// The contract landed somewhere other than planned (the nonce moved under us).
+    #[error(
+        "{name} deployed at {got}, expected {want}: was another transaction sent from the deployer meanwhile?"
+    )]
+    Misplaced {
+        /// Contract.
+        name: String,
+        /// Actual address.
+        got: Address,
+        /// Planned address.
+        want: Address,
+    },
+}
+
+/// Deploys the seven contracts from `from` (the provider must sign for it), in plan order.
+pub async fn deploy<P: Provider>(
+    provider: &P,
+    from: Address,
+    cfg: &DeployConfig,
+) -> Result<Deployments, DeployError> {
+    let rpc = |e: alloy_transport::TransportError| DeployError::Rpc(e.to_string());
+    let chain_id = provider.get_chain_id().await.map_err(rpc)?;
+    let nonce = provider
+        .get_transaction_count(from)
+        .pending()
+        .await
+        .map_err(rpc)?;
+    let mut contracts = BTreeMap::new();
+    let mut block = 0;
+    for s in plan(cfg, from, nonce) {
+        let tx = TransactionRequest::default()
+            .with_from(from)
+            .with_deploy_code(s.initcode.clone())
+            .with_nonce(s.nonce);
+        let pending = provider.send_transaction(tx).await.map_err(rpc)?;
+        let receipt = pending
+            .get_receipt()
+            .await
+            .map_err(|e| DeployError::Rpc(e.to_string()))?;
+        if !receipt.status() {
+            return Err(DeployError::Reverted(
+                s.name.into(),
+                receipt.transaction_hash,
+            ));
+        }
+        let got = receipt.contract_address.unwrap_or_default();
+        if got != s.address {
+            return Err(DeployError::Misplaced {
+                name: s.name.into(),
+                got,
+                want: s.address,
+            });
+        }
+        block = receipt.block_number.unwrap_or_default();
+        contracts.insert(s.name.to_string(), s.address);
+    }
+    Ok(Deployments {
+        chain_id,
+        deployer: from,
+        block,
+        contracts,
+    })
+}

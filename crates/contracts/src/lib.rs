@@ -1,0 +1,20 @@
+//! How Rust calls OpenLedger's protocol contracts: `sol!` bindings generated from the committed
+//! artifacts in `contracts/out`, the deployment configuration, the genesis predeploy of the
+//! `dev` chain, and deployment to any EVM chain over JSON-RPC.
+//!
+//! ```
+//! use openledger_contracts::{DeployConfig, plan};
+//! let cfg = DeployConfig::dev();
+//! let steps = plan(&cfg, openledger_contracts::GENESIS_DEPLOYER, 0);
+//! assert_eq!(steps.len(), 7);
+//! assert_eq!(steps[0].name, "GOPEN");
+//! ```
+
+pub mod bindings;
+mod config;
+mod deploy;
+mod genesis;
+
+pub use config::{DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan};
+pub use deploy::{DeployError, deploy};
+pub use genesis::{GenesisError, predeploy};

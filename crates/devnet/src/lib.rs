@@ -1,0 +1,217 @@
+//! The one-process devnet: a node with the `dev` genesis (dev accounts funded, protocol
+//! contracts predeployed), its JSON-RPC server, and the sealing loop, started and stopped as a
+//! unit. The `openledger devnet` command and every service's integration tests use it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), openledger_devnet::DevnetError> {
+//! let devnet = openledger_devnet::Devnet::start(openledger_devnet::DevnetConfig::default()).await?;
+//! println!("{}", devnet.rpc_url());
+//! let registry = devnet.deployments.get("DatanetRegistry");
+//! assert!(registry.is_some());
+//! devnet.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use alloy_primitives::Address;
+use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
+use openledger_contracts::{DeployConfig, Deployments};
+use openledger_rpc::{RpcConfig, RpcState};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors starting the devnet.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// Chain setup failed.
+    #[error(transparent)]
+    Chain(#[from] openledger_chain::ChainError),
+    /// Predeploying the protocol contracts failed.
+    #[error(transparent)]
+    Genesis(#[from] openledger_contracts::GenesisError),
+    /// I/O (datadir, socket).
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Devnet options.
+#[derive(Clone, Debug)]
+pub struct DevnetConfig {
+    /// Datadir; a temporary directory (removed at shutdown) when `None`.
+    pub datadir: Option<PathBuf>,
+    /// JSON-RPC listen address (port 0 picks a free one).
+    pub rpc_addr: SocketAddr,
+    /// Block sealing mode.
+    pub seal: SealMode,
+    /// Number of funded dev accounts.
+    pub accounts: usize,
+    /// Chain id.
+    pub chain_id: u64,
+    /// Block gas limit.
+    pub gas_limit: u64,
+    /// Base-fee treasury (`None` burns).
+    pub base_fee_recipient: Option<Address>,
+    /// Priority-fee recipient.
+    pub fee_recipient: Address,
+    /// RPC limits.
+    pub rpc: RpcConfig,
+    /// Protocol contracts to predeploy (`None` for a bare chain).
+    pub contracts: Option<DeployConfig>,
+    /// Genesis timestamp; `None` uses the current time.
+    pub genesis_timestamp: Option<u64>,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            datadir: None,
+            rpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seal: SealMode::OnDemand,
+            accounts: 10,
+            chain_id: openledger_primitives_chain_id(),
+            gas_limit: 30_000_000,
+            base_fee_recipient: None,
+            fee_recipient: Address::ZERO,
+            rpc: RpcConfig::default(),
+            contracts: Some(DeployConfig::dev()),
+            genesis_timestamp: None,
+        }
+    }
+}
+
+fn openledger_primitives_chain_id() -> u64 {
+    1337
+}
+
+/// A running devnet.
+pub struct Devnet {
+    /// The node.
+    pub node: Arc<Node>,
+    /// Where JSON-RPC listens.
+    pub rpc_addr: SocketAddr,
+    /// Funded dev accounts with keys.
+    pub accounts: Vec<DevAccount>,
+    /// Predeployed protocol contracts (empty without contracts).
+    pub deployments: Deployments,
+    /// The datadir in use.
+    pub datadir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Devnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Devnet")
+            .field("rpc_addr", &self.rpc_addr)
+            .field("datadir", &self.datadir)
+            .finish()
+    }
+}
+
+impl Devnet {
+    /// Builds the genesis, opens (or resumes) the datadir, starts sealing and JSON-RPC.
+    pub async fn start(cfg: DevnetConfig) -> Result<Self, DevnetError> {
+        let (tmp, datadir) = match &cfg.datadir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("openledger-devnet-")
+                    .tempdir()
+                    .map_err(|e| DevnetError::Io(e.to_string()))?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let timestamp = cfg.genesis_timestamp.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or_default()
+        });
+        let preset = DevPreset {
+            accounts: cfg.accounts,
+            chain_id: cfg.chain_id,
+            gas_limit: cfg.gas_limit,
+            timestamp,
+            base_fee_recipient: cfg.base_fee_recipient,
+            ..Default::default()
+        };
+        let (mut spec, accounts) = preset.build()?;
+        let deployments = match &cfg.contracts {
+            Some(c) => openledger_contracts::predeploy(&mut spec, c)?,
+            None => Deployments {
+                chain_id: cfg.chain_id,
+                deployer: Address::ZERO,
+                block: 0,
+                contracts: Default::default(),
+            },
+        };
+        let node = Node::open(NodeConfig {
+            datadir: datadir.clone(),
+            spec,
+            seal: cfg.seal,
+            fee_recipient: cfg.fee_recipient,
+            pool: PoolConfig::default(),
+            dev_accounts: accounts.clone(),
+            dev_methods: true,
+        })?;
+        let listener = tokio::net::TcpListener::bind(cfg.rpc_addr)
+            .await
+            .map_err(|e| DevnetError::Io(format!("cannot listen on {}: {e}", cfg.rpc_addr)))?;
+        let rpc_addr = listener
+            .local_addr()
+            .map_err(|e| DevnetError::Io(e.to_string()))?;
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let mut r1 = rx.clone();
+        let mut r2 = rx;
+        let sealer = tokio::spawn(node.clone().run_sealer(async move {
+            let _ = r1.changed().await;
+        }));
+        let state = RpcState::new(node.clone(), cfg.rpc.clone());
+        let server = tokio::spawn(async move {
+            if let Err(e) = openledger_rpc::serve(state, listener, async move {
+                let _ = r2.changed().await;
+            })
+            .await
+            {
+                tracing::error!(target: "devnet", error = %e, "JSON-RPC server stopped");
+            }
+        });
+        Ok(Self {
+            node,
+            rpc_addr,
+            accounts,
+            deployments,
+            datadir,
+            stop,
+            tasks: vec![sealer, server],
+            tmp,
+        })
+    }
+
+    /// `http://host:port` of JSON-RPC.
+    pub fn rpc_url(&self) -> String {
+        format!("http://{}", self.rpc_addr)
+    }
+
+    /// `ws://host:port` of JSON-RPC.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.rpc_addr)
+    }
+
+    /// Whether the datadir is temporary.
+    pub fn is_temporary(&self) -> bool {
+        self.tmp.is_some()
+    }
+
+    /// Stops sealing and serving; removes a temporary datadir.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        drop(self.tmp.take());
+    }
+}

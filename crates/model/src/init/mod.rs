@@ -128,7 +128,7 @@ impl InitOptions {
                 kv_heads: 2,
                 seq_len: 64,
                 batch_size: 16,
-                steps: 200,
+                steps: 300,
                 learning_rate: 2e-3,
             },
         }

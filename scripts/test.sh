@@ -30,7 +30,18 @@ cargo test --workspace --locked -- --test-threads=2
 step "third-party clients against a live devnet"
 OPENLEDGER_BIN="$ROOT/target/debug/openledger" .venv/bin/python -m pytest -q tests/clients
 
-step "contract tests against a live devnet (and anvil where time travel is needed)"
+step "contract tests against a live devnet (genesis-predeployed contracts)"
+DEVNET_LOG=$(mktemp)
+target/debug/openledger devnet --port 0 >"$DEVNET_LOG" 2>&1 &
+DEVNET_PID=$!
+trap 'kill $DEVNET_PID 2>/dev/null || true' EXIT
+for _ in $(seq 1 150); do grep -q '^Listening on ' "$DEVNET_LOG" && break; sleep 0.2; done
+DEVNET_URL="http://$(grep '^Listening on ' "$DEVNET_LOG" | head -1 | sed 's/^Listening on //')"
+(cd contracts && OPENLEDGER_RPC_URL="$DEVNET_URL" node --test --test-concurrency=1 test/)
+kill $DEVNET_PID; wait $DEVNET_PID 2>/dev/null || true
+trap - EXIT
+
+step "contract tests against anvil (the 'other chain': deploy.mjs, time travel)"
 (cd contracts && npm test)
 
 echo

@@ -298,12 +298,12 @@ impl Store {
             let mut receipts = w.open_table(RECEIPTS)?;
             let mut lookup = w.open_table(TX_LOOKUP)?;
             let mut meta = w.open_table(META)?;
-            if let Some(head) = meta.get("head")?.map(|v| read_u64(v.value())) {
-                if number != head + 1 {
-                    return Err(StoreError::Corrupt(format!(
-                        "block {number} does not follow head {head}"
-                    )));
-                }
+            if let Some(head) = meta.get("head")?.map(|v| read_u64(v.value()))
+                && number != head + 1
+            {
+                return Err(StoreError::Corrupt(format!(
+                    "block {number} does not follow head {head}"
+                )));
             }
             let mut hbuf = Vec::with_capacity(600);
             block.header.encode(&mut hbuf);

@@ -519,11 +519,10 @@ impl RpcState {
                     } => 0,
                     _ => head + 1,
                 };
-                Ok(json!(
-                    self.filters
-                        .lock()
-                        .install(FilterKind::Logs { filter: f, next })
-                ))
+                Ok(json!(self.filters.lock().install(FilterKind::Logs {
+                    filter: Box::new(f),
+                    next
+                })))
             }
             "eth_newBlockFilter" => {
                 let next = node.head().header.number + 1;

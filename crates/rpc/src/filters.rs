@@ -23,7 +23,7 @@ pub enum FilterKind {
     /// Logs matching `filter` from block `next`.
     Logs {
         /// The filter.
-        filter: Filter,
+        filter: Box<Filter>,
         /// Next block to scan.
         next: u64,
     },
@@ -79,7 +79,7 @@ impl Filters {
     /// The log filter of a logs filter.
     pub fn log_filter(&mut self, id: U256) -> Option<Filter> {
         match self.get_mut(id)? {
-            FilterKind::Logs { filter, .. } => Some(filter.clone()),
+            FilterKind::Logs { filter, .. } => Some((**filter).clone()),
             _ => None,
         }
     }

@@ -33,7 +33,11 @@ fn start(datadir: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn node");
-    let stdout = child.stdout.take().expect("stdout");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node has no stdout");
+    };
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -128,7 +132,7 @@ async fn sigkill_loses_no_acknowledged_transaction() {
             }
             i += 1;
             // Poll receipts of what was sent so far.
-            if i % 4 == 0 {
+            if i.is_multiple_of(4) {
                 for h in &sent {
                     if seen.iter().any(|s| s.0 == *h) {
                         continue;

@@ -97,6 +97,9 @@ impl Sampler {
     /// The next token given `logits` (one row, vocab wide) and the tokens so far.
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
         let p = &self.params;
+        if logits.is_empty() {
+            return 0;
+        }
         let mut l: Vec<f32> = logits
             .iter()
             .map(|&x| if x.is_nan() { f32::NEG_INFINITY } else { x })

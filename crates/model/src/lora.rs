@@ -216,8 +216,8 @@ impl LoraConfig {
                 self.bias
             ));
         }
-        if self.r == 0 {
-            return refuse("r must be > 0");
+        if self.r == 0 || self.rank_pattern.values().any(|&r| r == 0) {
+            return refuse("r and rank_pattern values must be > 0");
         }
         if let TargetModules::Pattern(p) = &self.target_modules
             && p != "all-linear"

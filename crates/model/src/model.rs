@@ -45,8 +45,18 @@ impl RmsNorm {
 struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    /// Positions covered by the precomputed tables.
+    table: usize,
+    /// max_position_embeddings.
     max: usize,
+    inv: Vec<f64>,
+    factor: f64,
+    dtype: DType,
 }
+
+/// Positions precomputed at load; later ones are computed when needed (a 128k-position model
+/// does not pay 128k × head_dim × 2 values up front).
+const ROPE_TABLE: usize = 4096;
 
 impl Rotary {
     fn new(cfg: &Config, dtype: DType, dev: &Device) -> Result<Self> {
@@ -56,20 +66,43 @@ impl Rotary {
         let inv: Vec<f64> = (0..hd / 2)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
             .collect();
-        let mut cos = Vec::with_capacity(max * hd);
-        let mut sin = Vec::with_capacity(max * hd);
-        for p in 0..max {
+        let table = max.min(ROPE_TABLE);
+        let (cos, sin) = Self::tables(&inv, factor, 0, table, dtype, dev)?;
+        Ok(Rotary {
+            cos,
+            sin,
+            table,
+            max,
+            inv,
+            factor,
+            dtype,
+        })
+    }
+
+    /// cos and sin [len, hd] for positions start..start+len (both halves repeat the frequencies).
+    fn tables(
+        inv: &[f64],
+        factor: f64,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let hd = inv.len() * 2;
+        let mut cos = Vec::with_capacity(len * hd);
+        let mut sin = Vec::with_capacity(len * hd);
+        for p in start..start + len {
             let pos = p as f64 / factor;
             for _ in 0..2 {
-                for f in &inv {
+                for f in inv {
                     cos.push((pos * f).cos() as f32);
                     sin.push((pos * f).sin() as f32);
                 }
             }
         }
-        let cos = Tensor::from_vec(cos, (max, hd), dev)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (max, hd), dev)?.to_dtype(dtype)?;
-        Ok(Rotary { cos, sin, max })
+        let cos = Tensor::from_vec(cos, (len, hd), dev)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, hd), dev)?.to_dtype(dtype)?;
+        Ok((cos, sin))
     }
 
     /// x: [b, heads, t, hd] at positions offset..offset+t.
@@ -82,8 +115,14 @@ impl Rotary {
                 self.max
             )));
         }
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+        let (cos, sin) = if offset + t <= self.table {
+            (
+                self.cos.narrow(0, offset, t)?,
+                self.sin.narrow(0, offset, t)?,
+            )
+        } else {
+            Self::tables(&self.inv, self.factor, offset, t, self.dtype, x.device())?
+        };
         let half = x.dim(3)? / 2;
         let x1 = x.narrow(3, 0, half)?;
         let x2 = x.narrow(3, half, half)?;
@@ -499,5 +538,44 @@ impl Model {
             out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_beyond_the_table_matches_the_table() -> Result<()> {
+        let cfg = Config::from_json(
+            r#"{"model_type":"llama","hidden_size":32,"intermediate_size":64,"num_hidden_layers":1,
+            "num_attention_heads":2,"vocab_size":10,"max_position_embeddings":5000}"#,
+        )?;
+        let r = Rotary::new(&cfg, DType::F32, &Device::Cpu)?;
+        assert_eq!(r.table, ROPE_TABLE);
+        let (cos, sin) = Rotary::tables(&r.inv, r.factor, 4090, 6, DType::F32, &Device::Cpu)?;
+        let d = (cos - r.cos.narrow(0, 4090, 6)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        let e = (sin - r.sin.narrow(0, 4090, 6)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert!(d == 0.0 && e == 0.0);
+        // past the table and past max_position_embeddings
+        let x = Tensor::ones((1, 2, 3, 16), DType::F32, &Device::Cpu)?;
+        assert_eq!(r.apply(&x, 4500)?.dims(), &[1, 2, 3, 16]);
+        assert!(matches!(r.apply(&x, 4998), Err(Error::InvalidArgument(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn model_and_adapters_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Model>();
+        shared::<LoraAdapter>();
+        shared::<BatchAdapters>();
+        shared::<KvCache>();
     }
 }

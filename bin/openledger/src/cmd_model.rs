@@ -161,17 +161,11 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
                 .tokenizer
                 .as_ref()
                 .ok_or_else(|| eyre::eyre!("{} has no tokenizer.json", dir.display()))?;
-            let text = match (&p.chat_template, chat) {
-                (Some(t), true) => t.render(&[ChatMessage::new("user", &prompt)], true)?,
-                (None, true) => eyre::bail!("{} has no chat template", dir.display()),
-                (_, false) => prompt,
+            let ids = if chat {
+                p.encode_chat(&[ChatMessage::new("user", &prompt)])?
+            } else {
+                p.encode(&prompt)?
             };
-            let mut ids = p.config.bos_token_id.map(|b| vec![b]).unwrap_or_default();
-            ids.extend_from_slice(
-                tok.encode(text.as_str(), false)
-                    .map_err(|e| eyre::eyre!("{e}"))?
-                    .get_ids(),
-            );
             let adapter = match adapter {
                 Some(a) => Some(Arc::new(LoraAdapter::load(
                     &a,

@@ -30,6 +30,10 @@ pub struct BenchRow {
     pub decode_tokens_per_s: f64,
     /// Decode throughput relative to batch 1 without adapters in the same run.
     pub decode_vs_batch1: f64,
+    /// Memory-traffic model: base weight bytes read per decode step (once for the whole batch).
+    pub base_bytes_per_step: usize,
+    /// Memory-traffic model: adapter bytes read per decode step (every distinct adapter once).
+    pub adapter_bytes_per_step: usize,
 }
 
 fn run_one(
@@ -94,11 +98,18 @@ pub fn throughput(
 ) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
     let mut baseline = None;
+    let elem = model.dtype().size_in_bytes();
+    let base_bytes = model.config().num_parameters() * elem;
     let mut add = |batch: usize,
                    n_adapters: usize,
                    ba: &BatchAdapters,
                    rows: &mut Vec<BenchRow>|
      -> Result<()> {
+        let adapter_bytes: usize = ba
+            .adapters()
+            .iter()
+            .map(|a| a.num_parameters() * elem)
+            .sum();
         let (p, d) = run_one(model, batch, ba, prompt_len, decode_steps)?;
         let base = *baseline.get_or_insert(d);
         rows.push(BenchRow {
@@ -109,6 +120,8 @@ pub fn throughput(
             prefill_tokens_per_s: p,
             decode_tokens_per_s: d,
             decode_vs_batch1: d / base,
+            base_bytes_per_step: base_bytes,
+            adapter_bytes_per_step: adapter_bytes,
         });
         Ok(())
     };

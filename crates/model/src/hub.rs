@@ -180,6 +180,53 @@ impl Pretrained {
         })
     }
 
+    /// Token ids of `text`, with the BOS token in front when the model has one and the text
+    /// does not already start with it.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| Error::MissingFile(self.dir.join("tokenizer.json")))?;
+        let enc = tok
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if let Some(bos) = self.config.bos_token_id.or(self.generation.bos_token_id)
+            && enc.get_ids().first() != Some(&bos)
+        {
+            ids.push(bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Token ids of a conversation rendered with the chat template (assistant turn opened).
+    pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let t = self.chat_template.as_ref().ok_or_else(|| {
+            Error::Template(format!("{} has no chat_template", self.dir.display()))
+        })?;
+        self.encode(&t.render(messages, true)?)
+    }
+
+    /// Sampling parameters from `generation_config.json`, with the model's EOS as stop tokens.
+    pub fn default_sampling(&self) -> crate::SamplingParams {
+        let g = &self.generation;
+        let sample = g.do_sample.unwrap_or(false);
+        crate::SamplingParams {
+            max_new_tokens: g.max_new_tokens.unwrap_or(64),
+            temperature: if sample {
+                g.temperature.unwrap_or(1.0)
+            } else {
+                0.0
+            },
+            top_k: g.top_k,
+            top_p: g.top_p,
+            repetition_penalty: g.repetition_penalty.unwrap_or(1.0),
+            stop_token_ids: self.eos_ids(),
+            ..Default::default()
+        }
+    }
+
     /// End-of-sequence ids from `generation_config.json`, else `config.json`.
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.generation.eos_token_id {

@@ -186,6 +186,20 @@ impl KvCache {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.len = 0;
     }
+
+    /// Bytes held by cached keys and values (for a scheduler's memory budget).
+    pub fn size_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Bytes one cached token takes in a model with `cfg` stored in `dtype`.
+    pub fn bytes_per_token(cfg: &Config, dtype: DType) -> usize {
+        2 * cfg.num_hidden_layers * cfg.num_kv_heads() * cfg.head_dim() * dtype.size_in_bytes()
+    }
 }
 
 /// New tokens of one sequence for [`Model::forward_step`], with that sequence's cache.

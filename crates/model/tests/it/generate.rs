@@ -170,6 +170,9 @@ fn mixed_adapter_batch_rows_equal_rows_run_alone() -> eyre::Result<()> {
         })
         .collect();
     batched.push(model.forward_step(&mut steps, &ba)?);
+    let per_token = KvCache::bytes_per_token(&cfg, DType::F32);
+    assert_eq!(per_token, 2 * 2 * 2 * 8 * 4);
+    assert_eq!(caches[2].size_bytes(), 8 * per_token);
     for k in 0..4u32 {
         let toks: Vec<[u32; 1]> = (0..4u32).map(|i| [(k * 3 + i) % 50]).collect();
         let mut steps: Vec<SeqStep> = toks

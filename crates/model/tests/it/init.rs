@@ -63,6 +63,15 @@ fn tiny_init_trains_and_writes_a_loadable_directory() -> eyre::Result<()> {
             .map_err(|e| eyre::eyre!("{e}"))?,
         text
     );
+    let chat = p.encode_chat(&[ChatMessage::new("user", "Who is the baker of Ashford?")])?;
+    assert_eq!(chat[0], 0, "BOS first");
+    assert_eq!(&chat[1..], enc.get_ids());
+    let sp = p.default_sampling();
+    assert_eq!(sp.stop_token_ids, vec![1]);
+    assert_eq!(
+        (sp.temperature, sp.top_p, sp.max_new_tokens),
+        (0.8, Some(0.95), 64)
+    );
     // bf16 loads and stays close to f32
     let pb = Pretrained::load(dir.path(), &Device::Cpu, DType::BF16)?;
     let ids = candle_core::Tensor::new(enc.get_ids(), &Device::Cpu)?.unsqueeze(0)?;

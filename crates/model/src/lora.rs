@@ -229,25 +229,25 @@ impl LoraConfig {
     }
 
     /// Checks that every `target_modules` entry names a projection of this model.
-    pub fn check_targets(&self) -> Result<()> {
-        let all: Vec<String> = Proj::ALL.iter().map(|p| p.path(0)).collect();
+    pub fn check_targets(&self, num_layers: usize) -> Result<()> {
+        let all: Vec<String> = (0..num_layers)
+            .flat_map(|l| Proj::ALL.iter().map(move |p| p.path(l)))
+            .collect();
         match &self.target_modules {
             TargetModules::List(names) => {
                 for n in names {
                     if !all.iter().any(|path| suffix_match(path, n)) {
                         return Err(Error::Adapter(format!(
                             "target_modules entry {n:?} names no supported module \
-                             (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"
+                             (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj \
+                             of {num_layers} layers)"
                         )));
                     }
                 }
             }
             TargetModules::Pattern(p) if p == "all-linear" => {}
             TargetModules::Pattern(p) => {
-                if !Proj::ALL
-                    .iter()
-                    .any(|pr| self.targets_path(&pr.path(0)) || self.targets_path(&pr.path(1)))
-                {
+                if !all.iter().any(|path| self.targets_path(path)) {
                     return Err(Error::Adapter(format!(
                         "target_modules regex {p:?} matches no supported module"
                     )));
@@ -380,7 +380,7 @@ impl LoraAdapter {
         dtype: DType,
     ) -> Result<Self> {
         config.validate()?;
-        config.check_targets()?;
+        config.check_targets(model.num_hidden_layers)?;
         let nl = model.num_hidden_layers;
         let mut found: HashMap<(usize, Proj, char), Tensor> = HashMap::new();
         for (name, t) in tensors {
@@ -486,7 +486,7 @@ impl LoraAdapter {
         seed: u64,
     ) -> Result<Self> {
         config.validate()?;
-        config.check_targets()?;
+        config.check_targets(model.num_hidden_layers)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut tensors = HashMap::new();
         let mut data = varmap
@@ -513,5 +513,51 @@ impl LoraAdapter {
         }
         drop(data);
         Self::from_tensors(config, model, tensors, device, dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_modules_follow_peft_matching() -> Result<()> {
+        let mut c = LoraConfig::new(8, 16.0, &[]);
+        c.target_modules = TargetModules::List(vec![
+            "model.layers.1.self_attn.q_proj".into(),
+            "mlp.up_proj".into(),
+        ]);
+        c.check_targets(2)?;
+        assert!(!c.targets(0, Proj::Q) && c.targets(1, Proj::Q));
+        assert!(c.targets(0, Proj::Up) && !c.targets(0, Proj::Gate));
+        assert!(
+            c.check_targets(1).is_err(),
+            "layer 1 does not exist in a 1-layer model"
+        );
+        c.target_modules = TargetModules::Pattern(r"model\.layers\.1\..*(k|v)_proj".into());
+        c.check_targets(2)?;
+        assert!(
+            c.targets(1, Proj::K)
+                && c.targets(1, Proj::V)
+                && !c.targets(0, Proj::K)
+                && !c.targets(1, Proj::Q)
+        );
+        c.target_modules = TargetModules::Pattern("all-linear".into());
+        assert!(Proj::ALL.iter().all(|&p| c.targets(3, p)));
+        c.rank_pattern.insert("down_proj".into(), 4);
+        c.alpha_pattern
+            .insert(r"layers\.0\.self_attn\.q_proj".into(), 2.0);
+        assert_eq!((c.rank(0, Proj::Down), c.rank(0, Proj::Up)), (4, 8));
+        assert_eq!(
+            (
+                c.scale(0, Proj::Q),
+                c.scale(1, Proj::Q),
+                c.scale(0, Proj::Down)
+            ),
+            (0.25, 2.0, 4.0)
+        );
+        c.use_rslora = true;
+        assert_eq!(c.scale(1, Proj::Q), 16.0 / 8f64.sqrt());
+        Ok(())
     }
 }

@@ -257,6 +257,11 @@ impl Sequence {
         tokenizer: Option<&Tokenizer>,
         max_pos: usize,
     ) -> Result<TokenOut> {
+        if tokenizer.is_none() && !self.params.stop_strings.is_empty() {
+            return Err(Error::InvalidArgument(
+                "stop strings need a tokenizer".into(),
+            ));
+        }
         let id = self.sampler.sample(logits, &self.tokens);
         self.tokens.push(id);
         self.pending = vec![id];

@@ -97,6 +97,10 @@ impl CommonArgs {
 pub struct DevnetArgs {
     #[command(flatten)]
     pub common: CommonArgs,
+    /// Protocol settings for the genesis predeploy (governance periods, fee split, attributors),
+    /// in the format of contracts/deployments/dev-config.json.
+    #[arg(long, env = "OPENLEDGER_CONTRACTS_CONFIG")]
+    pub contracts_config: Option<PathBuf>,
 }
 
 /// `openledger node`.
@@ -223,6 +227,13 @@ fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
 /// Runs `openledger devnet`.
 pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let c = a.common;
+    let contracts = match &a.contracts_config {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("invalid contracts config {}", p.display()))?,
+        None => openledger_contracts::DeployConfig::dev(),
+    };
     let addr: std::net::SocketAddr = format!("{}:{}", c.host, c.port)
         .parse()
         .with_context(|| format!("invalid --host/--port {}:{}", c.host, c.port))?;
@@ -236,7 +247,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         base_fee_recipient: c.treasury,
         fee_recipient: c.fee_recipient,
         rpc: c.rpc_config(),
-        contracts: Some(openledger_contracts::DeployConfig::dev()),
+        contracts: Some(contracts),
         genesis_timestamp: None,
     })
     .await?;

@@ -17,6 +17,7 @@ if [[ "$QUICK" != "--quick" ]]; then
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/openledger"
 
 step "checking that recompiling the contracts reproduces contracts/out byte for byte"
 (cd contracts && node build.mjs --check)
@@ -28,11 +29,11 @@ step "cargo test (workspace)"
 cargo test --workspace --locked -- --test-threads=2
 
 step "third-party clients against a live devnet"
-OPENLEDGER_BIN="$ROOT/target/debug/openledger" .venv/bin/python -m pytest -q tests/clients
+OPENLEDGER_BIN="$BIN" .venv/bin/python -m pytest -q tests/clients
 
 step "contract tests against a live devnet (genesis-predeployed contracts)"
 DEVNET_LOG=$(mktemp)
-target/debug/openledger devnet --port 0 >"$DEVNET_LOG" 2>&1 &
+"$BIN" devnet --port 0 >"$DEVNET_LOG" 2>&1 &
 DEVNET_PID=$!
 trap 'kill $DEVNET_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do grep -q '^Listening on ' "$DEVNET_LOG" && break; sleep 0.2; done

@@ -163,6 +163,21 @@ fn genesis_header(spec: &ChainSpec, state_root: B256) -> Header {
     }
 }
 
+/// Writes block 0 (the genesis allocation) and the genesis JSON into an empty store.
+fn commit_genesis(store: &Store, spec: &ChainSpec) -> Result<BlockData, StoreError> {
+    store.commit_block(&genesis_changes(spec), Some(&spec.to_json()), |root| {
+        let header = genesis_header(spec, root);
+        let hash = header.hash_slow();
+        Ok(BlockData {
+            header,
+            hash,
+            txs: vec![],
+            senders: vec![],
+            receipts: vec![],
+        })
+    })
+}
+
 /// Executes `candidates` on top of `store`'s head and commits the block: the one code path
 /// used both to seal new blocks and to replay stored ones.
 fn build_and_commit(
@@ -272,20 +287,7 @@ impl Node {
             }
             None => {
                 let spec = cfg.spec.clone();
-                let changes = genesis_changes(&spec);
-                let json = spec.to_json();
-                let header_spec = spec.clone();
-                store.commit_block(&changes, Some(&json), move |root| {
-                    let header = genesis_header(&header_spec, root);
-                    let hash = header.hash_slow();
-                    Ok(BlockData {
-                        header,
-                        hash,
-                        txs: vec![],
-                        senders: vec![],
-                        receipts: vec![],
-                    })
-                })?;
+                commit_genesis(&store, &spec)?;
                 info!(target: "chain", chain_id = spec.chain_id(), "initialised genesis");
                 spec
             }
@@ -640,18 +642,7 @@ pub fn replay_and_verify(
     let target = Store::open(&scratch.join("replay.redb"))?;
     let src = source.reader()?;
     let head = src.head()?.unwrap_or_default();
-    let changes = genesis_changes(spec);
-    let g = target.commit_block(&changes, Some(&spec.to_json()), |root| {
-        let header = genesis_header(spec, root);
-        let hash = header.hash_slow();
-        Ok(BlockData {
-            header,
-            hash,
-            txs: vec![],
-            senders: vec![],
-            receipts: vec![],
-        })
-    })?;
+    let g = commit_genesis(&target, spec)?;
     let want = src.block_hash(0)?.unwrap_or_default();
     if g.hash != want {
         return Err(ChainError::Execution(format!(

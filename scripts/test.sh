@@ -23,10 +23,10 @@ step "checking that recompiling the contracts reproduces contracts/out byte for 
 (cd contracts && node build.mjs --check)
 
 step "building"
-cargo build --workspace --all-targets --locked
+cargo build --workspace --all-targets
 
 step "cargo test (workspace)"
-cargo test --workspace --locked -- --test-threads=2
+cargo test --workspace -- --test-threads=2
 
 step "third-party clients against a live devnet"
 OPENLEDGER_BIN="$BIN" .venv/bin/python -m pytest -q tests/clients

@@ -10,10 +10,18 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
     /// JSON-RPC URL of the chain.
-    #[arg(long, env = "OPENLEDGER_RPC_URL", default_value = "http://127.0.0.1:8545")]
+    #[arg(
+        long,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
     pub rpc_url: String,
     /// Datanet API base URL.
-    #[arg(long, env = "OPENLEDGER_DATANET_API", default_value = "http://127.0.0.1:8545/api/datanets")]
+    #[arg(
+        long,
+        env = "OPENLEDGER_DATANET_API",
+        default_value = "http://127.0.0.1:8545/api/datanets"
+    )]
     pub api: String,
     /// Private key of the acting account (hex).
     #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
@@ -151,7 +159,11 @@ pub enum DatanetCmd {
         #[arg(long, default_value_t = 100)]
         mb: usize,
         /// Index sizes (rows) for the near-duplicate table.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000,1000000")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "1000,10000,100000,1000000"
+        )]
         sizes: Vec<usize>,
         /// Write the JSON report here.
         #[arg(long)]
@@ -182,47 +194,97 @@ fn print(v: &serde_json::Value) -> Result<()> {
 /// Runs a Datanet command.
 pub async fn run(cmd: DatanetCmd) -> Result<()> {
     match cmd {
-        DatanetCmd::Create { conn, name, metadata, permissioned, licence_fee } => {
+        DatanetCmd::Create {
+            conn,
+            name,
+            metadata,
+            permissioned,
+            licence_fee,
+        } => {
             let fee = licence_fee.parse().wrap_err("bad --licence-fee")?;
-            let id = conn.client().await?.create_datanet(&name, &metadata, permissioned, fee).await?;
+            let id = conn
+                .client()
+                .await?
+                .create_datanet(&name, &metadata, permissioned, fee)
+                .await?;
             println!("datanet {id}");
         }
-        DatanetCmd::Allow { conn, datanet, address } => {
+        DatanetCmd::Allow {
+            conn,
+            datanet,
+            address,
+        } => {
             let addr = address.parse().wrap_err("bad address")?;
-            conn.client().await?.allow_contributor(datanet, addr).await?;
+            conn.client()
+                .await?
+                .allow_contributor(datanet, addr)
+                .await?;
         }
-        DatanetCmd::Contribute { conn, datanet, file, columns } => {
+        DatanetCmd::Contribute {
+            conn,
+            datanet,
+            file,
+            columns,
+        } => {
             let c = conn.client().await?;
-            let cols: Vec<String> = columns.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
-            let len = std::fs::metadata(&file).wrap_err_with(|| format!("{}", file.display()))?.len();
+            let cols: Vec<String> = columns
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect();
+            let len = std::fs::metadata(&file)
+                .wrap_err_with(|| format!("{}", file.display()))?
+                .len();
             let pb = progress_bar(len);
             pb.set_message("upload");
             let r = c.upload_file(datanet, &file, &cols, Some(pb)).await?;
-            eprintln!("score {} rows {} bytes {} {:?}", r.score, r.row_count, r.byte_size, r.reasons);
+            eprintln!(
+                "score {} rows {} bytes {} {:?}",
+                r.score, r.row_count, r.byte_size, r.reasons
+            );
             let id = c.contribute(datanet, &r).await?;
             println!("contribution {id} content {}", r.content_hash);
         }
         DatanetCmd::List { conn } => print(&conn.client().await?.list().await?)?,
         DatanetCmd::Show { conn, datanet } => print(&conn.client().await?.show(datanet).await?)?,
-        DatanetCmd::Approve { conn, contribution } => conn.client().await?.approve(contribution).await?,
-        DatanetCmd::Reject { conn, contribution, reason } => conn.client().await?.reject(contribution, &reason).await?,
-        DatanetCmd::Withdraw { conn, contribution } => conn.client().await?.withdraw(contribution).await?,
+        DatanetCmd::Approve { conn, contribution } => {
+            conn.client().await?.approve(contribution).await?
+        }
+        DatanetCmd::Reject {
+            conn,
+            contribution,
+            reason,
+        } => conn.client().await?.reject(contribution, &reason).await?,
+        DatanetCmd::Withdraw { conn, contribution } => {
+            conn.client().await?.withdraw(contribution).await?
+        }
         DatanetCmd::Publish { conn, datanet } => {
             let (v, root, manifest) = conn.client().await?.publish(datanet).await?;
             println!("version {v} root {root} manifest {manifest}");
         }
         DatanetCmd::Licence { conn, datanet } => conn.client().await?.buy_licence(datanet).await?,
-        DatanetCmd::Download { conn, datanet, contribution, out } => {
+        DatanetCmd::Download {
+            conn,
+            datanet,
+            contribution,
+            out,
+        } => {
             let bytes = conn.client().await?.download(datanet, contribution).await?;
             match out {
-                Some(p) => std::fs::write(&p, &bytes).wrap_err_with(|| format!("{}", p.display()))?,
+                Some(p) => {
+                    std::fs::write(&p, &bytes).wrap_err_with(|| format!("{}", p.display()))?
+                }
                 None => {
                     use std::io::Write;
                     std::io::stdout().write_all(&bytes)?;
                 }
             }
         }
-        DatanetCmd::Verify { conn, datanet, version } => {
+        DatanetCmd::Verify {
+            conn,
+            datanet,
+            version,
+        } => {
             let r = conn.client().await?.verify(datanet, version).await?;
             println!(
                 "on-chain root {}\nrecomputed    {}\nmanifest hash {} (on chain {})\nproofs {}/{}",
@@ -245,9 +307,18 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
                 std::fs::write(&p, serde_json::to_vec_pretty(&r)?)?;
             }
         }
-        DatanetCmd::Demo { out, seed, files, rows } => {
+        DatanetCmd::Demo {
+            out,
+            seed,
+            files,
+            rows,
+        } => {
             let spec = openledger_datanet::demo::write_demo(&out, seed, files, rows)?;
-            println!("{} datanets written to {}", spec.datanets.len(), out.display());
+            println!(
+                "{} datanets written to {}",
+                spec.datanets.len(),
+                out.display()
+            );
         }
     }
     Ok(())

@@ -1,0 +1,467 @@
+//! HTTP API (axum), mounted by the devnet under `/api/datanets`.
+//!
+//! | method | path | who |
+//! | --- | --- | --- |
+//! | GET | `/info` | anyone: `{chainId, registry}` |
+//! | GET | `/list` | anyone: every Datanet |
+//! | GET | `/{id}` | anyone: Datanet, contributions (metadata only), versions |
+//! | POST | `/{id}/uploads?name=F[&columns=a,b]` | signed `upload`; body streamed |
+//! | POST | `/{id}/versions/prepare` | anyone: stores the next manifest, returns root + hash |
+//! | GET | `/{id}/versions/{v}/manifest` | public Datanet, or signed `read` of the manifest hash |
+//! | GET | `/{id}/versions/{v}/proof/{contribution}` | anyone: inclusion proof |
+//! | GET | `/{id}/contributions/{c}/content` | public, or signed `read` of the content hash |
+//!
+//! Errors: `{"error": {"type": "...", "message": "..."}}` with a stable `type`.
+
+use crate::auth::{self, AuthError, headers};
+use crate::formats;
+use crate::index::UploadInfo;
+use crate::manifest::rows_root;
+use crate::service::{DatanetService, ServiceError};
+use crate::store::StoreError;
+use crate::validate::{self, ValidationError};
+use alloy_primitives::{Address, B256, U256};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use openledger_contracts::bindings::DatanetRegistry;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// An API error: HTTP status + stable machine-readable type + message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable type, e.g. `duplicate_content`.
+    pub kind: &'static str,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, message: impl std::fmt::Display) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"type": self.kind, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let kind = match e {
+            AuthError::Missing(_) => "missing_signature",
+            AuthError::BadSignature(_) => "bad_signature",
+            AuthError::Expired { .. } => "expired_signature",
+            AuthError::Replayed { .. } => "replayed_nonce",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, kind, e)
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        use formats::FormatError as F;
+        let (status, kind) = match &e {
+            ValidationError::TooManyRows { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_rows"),
+            ValidationError::Empty => (StatusCode::UNPROCESSABLE_ENTITY, "empty"),
+            ValidationError::LowQuality { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "low_quality"),
+            ValidationError::Format(F::NotUtf8 { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_utf8")
+            }
+            ValidationError::Format(F::Jsonl { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "malformed_jsonl")
+            }
+            ValidationError::Format(F::Csv { .. }) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "malformed_csv")
+            }
+            ValidationError::Format(F::BadName(_)) => (StatusCode::BAD_REQUEST, "bad_name"),
+        };
+        Self::new(status, kind, e)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge { .. } => Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e),
+            StoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "content_not_found", e),
+            StoreError::Stream(_) => Self::new(StatusCode::BAD_REQUEST, "upload_interrupted", e),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", e),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Store(s) => s.into(),
+            ServiceError::UnknownDatanet(_) => {
+                Self::new(StatusCode::NOT_FOUND, "datanet_not_found", e)
+            }
+            ServiceError::NothingToPublish(_) => {
+                Self::new(StatusCode::CONFLICT, "nothing_to_publish", e)
+            }
+            ServiceError::ContentMissing(..) => {
+                Self::new(StatusCode::CONFLICT, "content_missing", e)
+            }
+            ServiceError::Chain(_) => Self::new(StatusCode::BAD_GATEWAY, "chain", e),
+            ServiceError::Index(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "index", e),
+        }
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The Datanet router (paths relative to where it is mounted).
+pub fn router(svc: DatanetService) -> Router {
+    Router::new()
+        .route("/info", get(info))
+        .route("/list", get(list))
+        .route("/{id}", get(show))
+        .route(
+            "/{id}/uploads",
+            post(upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/{id}/versions/prepare", post(prepare))
+        .route("/{id}/versions/{v}/manifest", get(manifest))
+        .route("/{id}/versions/{v}/proof/{c}", get(proof))
+        .route("/{id}/contributions/{c}/content", get(content))
+        .with_state(svc)
+}
+
+impl DatanetService {
+    /// This service's HTTP router.
+    pub fn router(&self) -> Router {
+        router(self.clone())
+    }
+}
+
+async fn info(State(svc): State<DatanetService>) -> Json<serde_json::Value> {
+    Json(json!({"chainId": svc.chain_id(), "registry": svc.registry()}))
+}
+
+async fn list(State(svc): State<DatanetService>) -> ApiResult<Json<serde_json::Value>> {
+    svc.sync().await?;
+    let st = svc.snapshot().await;
+    Ok(Json(json!(st.datanets.values().collect::<Vec<_>>())))
+}
+
+async fn show(
+    State(svc): State<DatanetService>,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    svc.sync().await?;
+    let st = svc.snapshot().await;
+    let d = st.datanets.get(&id).ok_or_else(|| not_found_datanet(id))?;
+    let contributions: Vec<_> = st
+        .contributions
+        .values()
+        .filter(|c| c.datanet_id == id)
+        .map(|c| {
+            let up = st.uploads.get(&id).and_then(|m| m.get(&c.content_hash));
+            json!({"contribution": c, "validation": up})
+        })
+        .collect();
+    Ok(Json(json!({"datanet": d, "contributions": contributions})))
+}
+
+fn not_found_datanet(id: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "datanet_not_found",
+        format!("no datanet {id}"),
+    )
+}
+
+fn header_getter(h: &HeaderMap) -> impl Fn(&str) -> Option<String> + '_ {
+    |k| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+/// Verifies a signed request and burns its nonce; returns the signer.
+async fn authorise(
+    svc: &DatanetService,
+    h: &HeaderMap,
+    action: &str,
+    datanet: u64,
+    content: B256,
+) -> ApiResult<Address> {
+    let req = auth::parse(header_getter(h))?;
+    let domain = auth::domain(svc.chain_id(), svc.registry());
+    let now = auth::now();
+    req.verify(&domain, action, datanet, content, now)?;
+    let mut st = svc.inner.state.lock().await;
+    let mut next = st.clone();
+    if !next.use_nonce(req.signer, req.nonce, req.expiry, now) {
+        return Err(AuthError::Replayed {
+            signer: req.signer,
+            nonce: req.nonce,
+        }
+        .into());
+    }
+    next.save(&svc.inner.cfg.datadir)
+        .map_err(ServiceError::from)?;
+    *st = next;
+    Ok(req.signer)
+}
+
+/// Query of an upload.
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    /// File name (decides the format).
+    pub name: String,
+    /// CSV text columns, comma-separated.
+    pub columns: Option<String>,
+}
+
+/// What an upload returns: the values to put on chain with `contribute`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadReceipt {
+    /// keccak-256 of the bytes.
+    pub content_hash: B256,
+    /// Bytes.
+    pub byte_size: u64,
+    /// Rows.
+    pub row_count: u64,
+    /// Score 0..=100.
+    pub score: u32,
+    /// Reasons for deductions.
+    pub reasons: Vec<String>,
+    /// Merkle root over the rows.
+    pub rows_root: B256,
+}
+
+async fn upload(
+    State(svc): State<DatanetService>,
+    Path(id): Path<u64>,
+    Query(q): Query<UploadQuery>,
+    h: HeaderMap,
+    body: Body,
+) -> ApiResult<Json<UploadReceipt>> {
+    let declared: B256 = header_getter(&h)(headers::CONTENT_HASH)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_content_hash",
+                "x-ol-content-hash header required",
+            )
+        })?;
+    let columns: Vec<String> = q
+        .columns
+        .as_deref()
+        .map(|c| {
+            c.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let format = formats::format_for(&q.name, &columns).map_err(ValidationError::from)?;
+    svc.sync().await?;
+    let st = svc.snapshot().await;
+    let d = st
+        .datanets
+        .get(&id)
+        .ok_or_else(|| not_found_datanet(id))?
+        .clone();
+    let signer = authorise(&svc, &h, "upload", id, declared).await?;
+    if d.permissioned && signer != d.owner && !d.allowed_contributors.contains(&signer) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "contributor_not_allowed",
+            format!("{signer} may not contribute to datanet {id}"),
+        ));
+    }
+    if let Some(c) = st.live_contribution_by_hash(id, &declared) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_content",
+            format!(
+                "content {declared} is already contribution {} of datanet {id}",
+                c.id
+            ),
+        ));
+    }
+    let cfg = &svc.inner.cfg.validation;
+    let store = svc.store();
+    let staged = store.stage(body.into_data_stream(), cfg.max_bytes).await?;
+    if staged.hash != declared {
+        let got = staged.hash;
+        store.discard(staged).await?;
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "hash_mismatch",
+            format!("body hashes to {got}, signed {declared}"),
+        ));
+    }
+    let bytes = store.read_staged(&staged).await?;
+    let accepted = svc.inner.rows.lock().get(&id).cloned().unwrap_or_default();
+    let report = match validate::validate(&bytes, &format, &accepted, cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            store.discard(staged).await?;
+            return Err(e.into());
+        }
+    };
+    let size = staged.size;
+    store.commit(staged).await?;
+    let info = UploadInfo {
+        content_hash: declared,
+        datanet_id: id,
+        uploader: signer,
+        file_name: q.name.clone(),
+        format,
+        byte_size: size,
+        row_count: report.rows.len() as u64,
+        score: report.score,
+        reasons: report.reasons.clone(),
+        rows_root: rows_root(&report.row_hashes),
+    };
+    {
+        let mut st = svc.inner.state.lock().await;
+        let mut next = st.clone();
+        next.uploads
+            .entry(id)
+            .or_default()
+            .insert(declared, info.clone());
+        next.save(&svc.inner.cfg.datadir)
+            .map_err(ServiceError::from)?;
+        *st = next;
+    }
+    tracing::info!(target: "datanet::api", datanet = id, hash = %declared, rows = info.row_count, score = info.score, "upload accepted");
+    Ok(Json(UploadReceipt {
+        content_hash: declared,
+        byte_size: size,
+        row_count: info.row_count,
+        score: info.score,
+        reasons: info.reasons,
+        rows_root: info.rows_root,
+    }))
+}
+
+async fn prepare(
+    State(svc): State<DatanetService>,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let m = svc.prepare_version(id).await?;
+    Ok(Json(
+        json!({"manifestHash": m.hash(), "merkleRoot": m.merkle_root(), "count": m.contributions.len()}),
+    ))
+}
+
+/// Allows a read of `content` in Datanet `id` by the owner, the item's contributor (if any),
+/// or a licence holder (checked on chain); public Datanets need no signature.
+async fn check_read(
+    svc: &DatanetService,
+    h: &HeaderMap,
+    id: u64,
+    content: B256,
+    contributor: Option<Address>,
+) -> ApiResult<()> {
+    let st = svc.snapshot().await;
+    let d = st.datanets.get(&id).ok_or_else(|| not_found_datanet(id))?;
+    if !d.permissioned {
+        return Ok(());
+    }
+    let reader = authorise(svc, h, "read", id, content).await?;
+    if reader == d.owner || Some(reader) == contributor {
+        return Ok(());
+    }
+    let registry = DatanetRegistry::new(svc.registry(), svc.provider().clone());
+    let licensed = registry
+        .hasLicence(U256::from(id), reader)
+        .call()
+        .await
+        .map_err(|e| ApiError::from(ServiceError::Chain(e.to_string())))?;
+    if licensed {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_licensed",
+            format!("{reader} holds no licence for datanet {id}"),
+        ))
+    }
+}
+
+fn version_of(
+    st: &crate::index::IndexState,
+    id: u64,
+    v: usize,
+) -> ApiResult<crate::index::VersionInfo> {
+    let d = st.datanets.get(&id).ok_or_else(|| not_found_datanet(id))?;
+    d.versions.get(v).cloned().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "version_not_found",
+            format!("datanet {id} has no version {v}"),
+        )
+    })
+}
+
+async fn manifest(
+    State(svc): State<DatanetService>,
+    Path((id, v)): Path<(u64, usize)>,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    svc.sync().await?;
+    let ver = version_of(&svc.snapshot().await, id, v)?;
+    check_read(&svc, &h, id, ver.manifest_hash, None).await?;
+    let bytes = svc.store().get(&ver.manifest_hash).await?;
+    Ok(([("content-type", "application/json")], bytes).into_response())
+}
+
+async fn proof(
+    State(svc): State<DatanetService>,
+    Path((id, v, c)): Path<(u64, usize, u64)>,
+) -> ApiResult<Json<serde_json::Value>> {
+    svc.sync().await?;
+    let ver = version_of(&svc.snapshot().await, id, v)?;
+    let m = svc.manifest(&ver.manifest_hash).await?;
+    let p = m.proof(c).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "contribution_not_in_version",
+            format!("contribution {c} is not in version {v}"),
+        )
+    })?;
+    Ok(Json(json!({"merkleRoot": ver.merkle_root, "proof": p})))
+}
+
+async fn content(
+    State(svc): State<DatanetService>,
+    Path((id, c)): Path<(u64, u64)>,
+    h: HeaderMap,
+) -> ApiResult<Response> {
+    svc.sync().await?;
+    let st = svc.snapshot().await;
+    let info = st
+        .contributions
+        .get(&c)
+        .filter(|x| x.datanet_id == id)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "contribution_not_found",
+                format!("no contribution {c} in datanet {id}"),
+            )
+        })?
+        .clone();
+    check_read(&svc, &h, id, info.content_hash, Some(info.contributor)).await?;
+    let bytes = svc.store().get(&info.content_hash).await?;
+    Ok(([("content-type", "application/octet-stream")], bytes).into_response())
+}

@@ -1,0 +1,629 @@
+//! Client of the Datanet API and the registry: what the CLI, the UI backend and tests use.
+//! Uploads go to the service (signed, streamed); chain actions are transactions from the
+//! client's own account.
+
+use crate::api::UploadReceipt;
+use crate::auth::{self, headers};
+use crate::manifest::{Manifest, Proof};
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, B256, U256};
+use bytes::Bytes;
+use futures::StreamExt;
+use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+use serde::Deserialize;
+use std::path::Path;
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with an error.
+    #[error("{status} {kind}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Stable error type.
+        kind: String,
+        /// Message.
+        message: String,
+    },
+    /// HTTP transport.
+    #[error("http: {0}")]
+    Http(String),
+    /// A transaction or call failed (reverts are decoded when known).
+    #[error("chain: {0}")]
+    Chain(String),
+    /// Local I/O.
+    #[error("io: {0}")]
+    Io(String),
+    /// A response did not match expectations.
+    #[error("unexpected: {0}")]
+    Unexpected(String),
+}
+
+fn http_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Http(e.to_string())
+}
+
+fn chain_err(e: alloy::contract::Error) -> ClientError {
+    if let Some(dec) = e.as_decoded_interface_error::<DatanetRegistry::DatanetRegistryErrors>() {
+        return ClientError::Chain(format!("reverted: {dec:?}"));
+    }
+    ClientError::Chain(e.to_string())
+}
+
+/// Result of `verify`.
+#[derive(Clone, Debug)]
+pub struct VerifyReport {
+    /// Root on chain.
+    pub onchain_root: B256,
+    /// Root recomputed from the manifest.
+    pub recomputed_root: B256,
+    /// Manifest hash on chain.
+    pub onchain_manifest_hash: B256,
+    /// Hash of the manifest served.
+    pub manifest_hash: B256,
+    /// Every contribution's inclusion proof verified against the on-chain root.
+    pub proofs_ok: usize,
+    /// The manifest.
+    pub manifest: Manifest,
+}
+
+impl VerifyReport {
+    /// Whether everything matched.
+    pub fn ok(&self) -> bool {
+        self.onchain_root == self.recomputed_root
+            && self.onchain_manifest_hash == self.manifest_hash
+            && self.proofs_ok == self.manifest.contributions.len()
+    }
+}
+
+/// A client acting as one account.
+#[derive(Clone)]
+pub struct DatanetClient {
+    api: String,
+    http: reqwest::Client,
+    provider: DynProvider,
+    signer: PrivateKeySigner,
+    registry: Address,
+    chain_id: u64,
+}
+
+impl std::fmt::Debug for DatanetClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatanetClient")
+            .field("api", &self.api)
+            .field("account", &self.signer.address())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Info {
+    chain_id: u64,
+    registry: Address,
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    Err(ClientError::Api {
+        status,
+        kind: v["error"]["type"].as_str().unwrap_or("unknown").to_string(),
+        message: v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    })
+}
+
+impl DatanetClient {
+    /// Connects to the chain and the API (`api` = base URL, e.g. `http://host/api/datanets`).
+    pub async fn connect(
+        rpc_url: &str,
+        api: &str,
+        signer: PrivateKeySigner,
+    ) -> Result<Self, ClientError> {
+        let http = reqwest::Client::new();
+        let api = api.trim_end_matches('/').to_string();
+        let info: Info = check(
+            http.get(format!("{api}/info"))
+                .send()
+                .await
+                .map_err(http_err)?,
+        )
+        .await?
+        .json()
+        .await
+        .map_err(http_err)?;
+        let url = rpc_url
+            .parse()
+            .map_err(|e| ClientError::Chain(format!("bad rpc url: {e}")))?;
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(signer.clone()))
+            .connect_http(url)
+            .erased();
+        Ok(Self {
+            api,
+            http,
+            provider,
+            signer,
+            registry: info.registry,
+            chain_id: info.chain_id,
+        })
+    }
+
+    /// The acting account.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    fn registry(&self) -> DatanetRegistry::DatanetRegistryInstance<DynProvider> {
+        DatanetRegistry::new(self.registry, self.provider.clone())
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        check(
+            self.http
+                .get(format!("{}{path}", self.api))
+                .send()
+                .await
+                .map_err(http_err)?,
+        )
+        .await?
+        .json()
+        .await
+        .map_err(http_err)
+    }
+
+    /// Creates a Datanet (paying the creation fee); returns its id.
+    pub async fn create_datanet(
+        &self,
+        name: &str,
+        metadata_uri: &str,
+        permissioned: bool,
+        licence_fee: U256,
+    ) -> Result<u64, ClientError> {
+        let reg = self.registry();
+        let params = reg.params().call().await.map_err(chain_err)?;
+        let fee = ProtocolParams::new(params, self.provider.clone())
+            .datanetCreationFee()
+            .call()
+            .await
+            .map_err(chain_err)?;
+        let receipt = reg
+            .createDatanet(
+                name.to_string(),
+                metadata_uri.to_string(),
+                permissioned,
+                licence_fee,
+            )
+            .value(fee)
+            .send()
+            .await
+            .map_err(chain_err)?
+            .get_receipt()
+            .await
+            .map_err(|e| ClientError::Chain(e.to_string()))?;
+        let ev = receipt
+            .decoded_log::<DatanetRegistry::DatanetCreated>()
+            .ok_or_else(|| ClientError::Unexpected("no DatanetCreated event".into()))?;
+        Ok(ev.datanetId.saturating_to())
+    }
+
+    /// Allows a contributor on a permissioned Datanet (owner only).
+    pub async fn allow_contributor(
+        &self,
+        datanet: u64,
+        account: Address,
+    ) -> Result<(), ClientError> {
+        send(
+            self.registry()
+                .setContributorAllowed(U256::from(datanet), account, true),
+        )
+        .await
+    }
+
+    /// Uploads bytes from a reader (streamed, hashed first) with a progress callback.
+    pub async fn upload_file(
+        &self,
+        datanet: u64,
+        path: &Path,
+        columns: &[String],
+        progress: Option<indicatif::ProgressBar>,
+    ) -> Result<UploadReceipt, ClientError> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| ClientError::Io(format!("bad file name {}", path.display())))?
+            .to_string();
+        let hash = hash_file(path).await?;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        let stream = tokio_util_stream(file, progress);
+        self.upload_body(
+            datanet,
+            &name,
+            columns,
+            hash,
+            reqwest::Body::wrap_stream(stream),
+        )
+        .await
+    }
+
+    /// Uploads bytes held in memory.
+    pub async fn upload_bytes(
+        &self,
+        datanet: u64,
+        name: &str,
+        columns: &[String],
+        bytes: Vec<u8>,
+    ) -> Result<UploadReceipt, ClientError> {
+        let hash = alloy_primitives::keccak256(&bytes);
+        self.upload_body(datanet, name, columns, hash, reqwest::Body::from(bytes))
+            .await
+    }
+
+    /// Uploads a body whose keccak-256 is `hash`, signed with this account.
+    pub async fn upload_body(
+        &self,
+        datanet: u64,
+        name: &str,
+        columns: &[String],
+        hash: B256,
+        body: reqwest::Body,
+    ) -> Result<UploadReceipt, ClientError> {
+        let hdrs = self.sign("upload", datanet, hash)?;
+        let mut req = self
+            .http
+            .post(format!(
+                "{}/{datanet}/uploads?name={}&columns={}",
+                self.api,
+                url_encode(name),
+                url_encode(&columns.join(","))
+            ))
+            .header(headers::CONTENT_HASH, hash.to_string())
+            .body(body);
+        for (k, v) in hdrs {
+            req = req.header(k, v);
+        }
+        check(req.send().await.map_err(http_err)?)
+            .await?
+            .json()
+            .await
+            .map_err(http_err)
+    }
+
+    /// Signature headers for an action.
+    pub fn sign(
+        &self,
+        action: &str,
+        datanet: u64,
+        hash: B256,
+    ) -> Result<Vec<(&'static str, String)>, ClientError> {
+        auth::sign(
+            &self.signer,
+            &auth::domain(self.chain_id, self.registry),
+            action,
+            datanet,
+            hash,
+            300,
+        )
+        .map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Records an uploaded contribution on chain; returns its id.
+    pub async fn contribute(&self, datanet: u64, r: &UploadReceipt) -> Result<u64, ClientError> {
+        let receipt = self
+            .registry()
+            .contribute(
+                U256::from(datanet),
+                r.content_hash,
+                r.byte_size,
+                r.row_count,
+                r.score,
+                format!("rows-root:{}", r.rows_root),
+            )
+            .send()
+            .await
+            .map_err(chain_err)?
+            .get_receipt()
+            .await
+            .map_err(|e| ClientError::Chain(e.to_string()))?;
+        let ev = receipt
+            .decoded_log::<DatanetRegistry::Contributed>()
+            .ok_or_else(|| {
+                ClientError::Unexpected("no Contributed event (transaction reverted?)".into())
+            })?;
+        Ok(ev.contributionId.saturating_to())
+    }
+
+    /// Approves a contribution (owner or curator).
+    pub async fn approve(&self, contribution: u64) -> Result<(), ClientError> {
+        send(self.registry().approve(U256::from(contribution))).await
+    }
+
+    /// Rejects a contribution with a reason.
+    pub async fn reject(&self, contribution: u64, reason: &str) -> Result<(), ClientError> {
+        send(
+            self.registry()
+                .reject(U256::from(contribution), reason.to_string()),
+        )
+        .await
+    }
+
+    /// Withdraws one's own pending contribution.
+    pub async fn withdraw(&self, contribution: u64) -> Result<(), ClientError> {
+        send(
+            self.registry()
+                .withdrawContribution(U256::from(contribution)),
+        )
+        .await
+    }
+
+    /// Buys a licence at the Datanet's fee.
+    pub async fn buy_licence(&self, datanet: u64) -> Result<(), ClientError> {
+        let d = self
+            .registry()
+            .getDatanet(U256::from(datanet))
+            .call()
+            .await
+            .map_err(chain_err)?;
+        send(
+            self.registry()
+                .buyLicence(U256::from(datanet))
+                .value(d.licenceFee),
+        )
+        .await
+    }
+
+    /// Prepares the manifest (service) and publishes its root on chain (owner); returns the
+    /// version number, root and manifest hash.
+    pub async fn publish(&self, datanet: u64) -> Result<(u64, B256, B256), ClientError> {
+        let resp = check(
+            self.http
+                .post(format!("{}/{datanet}/versions/prepare", self.api))
+                .send()
+                .await
+                .map_err(http_err)?,
+        )
+        .await?;
+        let v: serde_json::Value = resp.json().await.map_err(http_err)?;
+        let parse = |k: &str| -> Result<B256, ClientError> {
+            v[k].as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ClientError::Unexpected(format!("no {k}")))
+        };
+        let (root, mh) = (parse("merkleRoot")?, parse("manifestHash")?);
+        let count = v["count"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Unexpected("no count".into()))?;
+        let receipt = self
+            .registry()
+            .publishVersion(U256::from(datanet), root, U256::from(count), mh)
+            .send()
+            .await
+            .map_err(chain_err)?
+            .get_receipt()
+            .await
+            .map_err(|e| ClientError::Chain(e.to_string()))?;
+        let ev = receipt
+            .decoded_log::<DatanetRegistry::VersionPublished>()
+            .ok_or_else(|| ClientError::Unexpected("no VersionPublished event".into()))?;
+        Ok((ev.version.saturating_to(), root, mh))
+    }
+
+    async fn signed_get(&self, path: &str, datanet: u64, hash: B256) -> Result<Bytes, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.api));
+        for (k, v) in self.sign("read", datanet, hash)? {
+            req = req.header(k, v);
+        }
+        check(req.send().await.map_err(http_err)?)
+            .await?
+            .bytes()
+            .await
+            .map_err(http_err)
+    }
+
+    /// Downloads a contribution's content (signed read; checked against its hash).
+    pub async fn download(&self, datanet: u64, contribution: u64) -> Result<Bytes, ClientError> {
+        let c = self
+            .registry()
+            .getContribution(U256::from(contribution))
+            .call()
+            .await
+            .map_err(chain_err)?;
+        let bytes = self
+            .signed_get(
+                &format!("/{datanet}/contributions/{contribution}/content"),
+                datanet,
+                c.contentHash,
+            )
+            .await?;
+        if alloy_primitives::keccak256(&bytes) != c.contentHash {
+            return Err(ClientError::Unexpected(
+                "downloaded content does not match its on-chain hash".into(),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Fetches a version's manifest (signed read) and checks it against the on-chain hash.
+    pub async fn manifest(
+        &self,
+        datanet: u64,
+        version: u64,
+    ) -> Result<(Manifest, B256, B256), ClientError> {
+        let v = self
+            .registry()
+            .getVersion(U256::from(datanet), U256::from(version))
+            .call()
+            .await
+            .map_err(chain_err)?;
+        let bytes = self
+            .signed_get(
+                &format!("/{datanet}/versions/{version}/manifest"),
+                datanet,
+                v.manifestHash,
+            )
+            .await?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok((m, v.merkleRoot, v.manifestHash))
+    }
+
+    /// Inclusion proof of a contribution in a version (from the service).
+    pub async fn proof(
+        &self,
+        datanet: u64,
+        version: u64,
+        contribution: u64,
+    ) -> Result<Proof, ClientError> {
+        let v: serde_json::Value = self
+            .get_json(&format!(
+                "/{datanet}/versions/{version}/proof/{contribution}"
+            ))
+            .await?;
+        serde_json::from_value(v["proof"].clone())
+            .map_err(|e| ClientError::Unexpected(e.to_string()))
+    }
+
+    /// Recomputes a version's root from its manifest and checks every inclusion proof against
+    /// the on-chain root.
+    pub async fn verify(&self, datanet: u64, version: u64) -> Result<VerifyReport, ClientError> {
+        let (manifest, onchain_root, onchain_mh) = self.manifest(datanet, version).await?;
+        let mut proofs_ok = 0;
+        for e in &manifest.contributions {
+            let p = self.proof(datanet, version, e.contribution_id).await?;
+            if p.leaf == e.leaf() && p.verify(&onchain_root) {
+                proofs_ok += 1;
+            }
+        }
+        Ok(VerifyReport {
+            onchain_root,
+            recomputed_root: manifest.merkle_root(),
+            onchain_manifest_hash: onchain_mh,
+            manifest_hash: manifest.hash(),
+            proofs_ok,
+            manifest,
+        })
+    }
+
+    /// Every Datanet (index view).
+    pub async fn list(&self) -> Result<serde_json::Value, ClientError> {
+        self.get_json("/list").await
+    }
+
+    /// A Datanet with its contributions (index view).
+    pub async fn show(&self, datanet: u64) -> Result<serde_json::Value, ClientError> {
+        self.get_json(&format!("/{datanet}")).await
+    }
+}
+
+async fn send<T, P, N>(call: alloy::contract::CallBuilder<P, T, N>) -> Result<(), ClientError>
+where
+    P: Provider<N>,
+    N: alloy::network::Network,
+    T: alloy::contract::CallDecoder + Send,
+{
+    let receipt = call
+        .send()
+        .await
+        .map_err(chain_err)?
+        .get_receipt()
+        .await
+        .map_err(|e| ClientError::Chain(e.to_string()))?;
+    use alloy::network::ReceiptResponse;
+    if !receipt.status() {
+        return Err(ClientError::Chain("transaction reverted".into()));
+    }
+    Ok(())
+}
+
+/// keccak-256 of a file, read in 1 MiB chunks.
+pub async fn hash_file(path: &Path) -> Result<B256, ClientError> {
+    use tokio::io::AsyncReadExt;
+    let mut f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
+    let mut h = alloy_primitives::Keccak256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .await
+            .map_err(|e| ClientError::Io(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize())
+}
+
+fn tokio_util_stream(
+    file: tokio::fs::File,
+    progress: Option<indicatif::ProgressBar>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold((file, progress), |(mut f, p)| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 256 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => {
+                if let Some(p) = &p {
+                    p.finish();
+                }
+                None
+            }
+            Ok(n) => {
+                buf.truncate(n);
+                if let Some(p) = &p {
+                    p.inc(n as u64);
+                }
+                Some((Ok(Bytes::from(buf)), (f, p)))
+            }
+            Err(e) => Some((Err(e), (f, p))),
+        }
+    })
+    .boxed()
+}
+
+/// The dev mnemonic (`test test ... junk`) account `index` (m/44'/60'/0'/0/index).
+pub fn dev_signer(index: u32) -> Result<PrivateKeySigner, ClientError> {
+    alloy::signers::local::MnemonicBuilder::<alloy::signers::local::coins_bip39::English>::default()
+        .phrase("test test test test test test test test test test test junk")
+        .index(index)
+        .map_err(|e| ClientError::Unexpected(e.to_string()))?
+        .build()
+        .map_err(|e| ClientError::Unexpected(e.to_string()))
+}
+
+/// A byte progress bar for uploads of `len` bytes.
+pub fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters pass through).
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,340 @@
+//! The service's index of the registry: Datanets, contributions, statuses, versions,
+//! licences, plus what only the service knows (validation records of uploads, used nonces).
+//!
+//! It is rebuilt from `DatanetRegistry` events (`eth_getLogs` in block ranges). The whole
+//! index and the last processed block are written together to `index.json` (temp file +
+//! rename), so after a crash the index is exactly that of some processed block: replaying from
+//! `last_block + 1` neither misses nor double-counts an event. Applying an event is also
+//! idempotent (keyed by ids), a second line of defence.
+
+use alloy_primitives::{Address, B256, U256};
+use openledger_contracts::bindings::DatanetRegistry::DatanetRegistryEvents as Ev;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Index file format version.
+pub const INDEX_VERSION: u32 = 1;
+
+/// Contribution status as on chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Awaiting curation.
+    Pending,
+    /// Accepted.
+    Accepted,
+    /// Rejected.
+    Rejected,
+    /// Withdrawn by its contributor.
+    Withdrawn,
+}
+
+/// A Datanet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatanetInfo {
+    /// Id.
+    pub id: u64,
+    /// Owner.
+    pub owner: Address,
+    /// Name.
+    pub name: String,
+    /// Metadata URI.
+    pub metadata_uri: String,
+    /// Whether reads need a licence and contributors an allowance.
+    pub permissioned: bool,
+    /// Licence fee (wei).
+    pub licence_fee: U256,
+    /// Curators appointed (besides the owner).
+    pub curators: BTreeSet<Address>,
+    /// Contributors allowed on a permissioned Datanet (besides the owner).
+    pub allowed_contributors: BTreeSet<Address>,
+    /// Accepted contribution ids in acceptance order.
+    pub accepted: Vec<u64>,
+    /// Published versions.
+    pub versions: Vec<VersionInfo>,
+    /// Licence holders.
+    pub licensees: BTreeSet<Address>,
+}
+
+/// A published version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// Merkle root.
+    pub merkle_root: B256,
+    /// Manifest hash.
+    pub manifest_hash: B256,
+    /// Contributions covered.
+    pub count: u64,
+}
+
+/// A contribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContributionInfo {
+    /// Id.
+    pub id: u64,
+    /// Datanet.
+    pub datanet_id: u64,
+    /// Contributor.
+    pub contributor: Address,
+    /// keccak-256 of the content.
+    pub content_hash: B256,
+    /// Bytes (as declared on chain).
+    pub byte_size: u64,
+    /// Rows (as declared on chain).
+    pub row_count: u64,
+    /// Score recorded on chain.
+    pub quality_score: u32,
+    /// Metadata URI.
+    pub metadata_uri: String,
+    /// Status.
+    pub status: Status,
+    /// Rejection reason.
+    pub reason: Option<String>,
+    /// Block of the `Contributed` event.
+    pub block: u64,
+}
+
+/// What the service recorded when it validated an upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadInfo {
+    /// keccak-256 of the bytes.
+    pub content_hash: B256,
+    /// Datanet.
+    pub datanet_id: u64,
+    /// Uploader.
+    pub uploader: Address,
+    /// File name.
+    pub file_name: String,
+    /// Parsed format.
+    pub format: crate::formats::Format,
+    /// Bytes.
+    pub byte_size: u64,
+    /// Rows.
+    pub row_count: u64,
+    /// Score 0..=100.
+    pub score: u32,
+    /// Reasons for deductions.
+    pub reasons: Vec<String>,
+    /// Merkle root over the rows.
+    pub rows_root: B256,
+}
+
+/// The persisted index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexState {
+    /// [`INDEX_VERSION`].
+    pub format: u32,
+    /// Last block whose events are applied (`None`: none yet).
+    pub last_block: Option<u64>,
+    /// Datanets by id.
+    pub datanets: BTreeMap<u64, DatanetInfo>,
+    /// Contributions by id.
+    pub contributions: BTreeMap<u64, ContributionInfo>,
+    /// Validated uploads: datanet → content hash → record.
+    pub uploads: BTreeMap<u64, BTreeMap<B256, UploadInfo>>,
+    /// Used nonces: signer → nonce → expiry (pruned after expiry).
+    pub nonces: BTreeMap<Address, BTreeMap<U256, u64>>,
+    /// Events applied (for audits and tests: each counted once).
+    pub events_applied: u64,
+}
+
+/// Index persistence errors.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// Disk I/O.
+    #[error("index file {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid index.
+    #[error("index file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// File.
+        path: String,
+        /// Cause.
+        reason: String,
+    },
+}
+
+impl IndexState {
+    /// Loads `index.json` from `dir` (an empty index when absent).
+    pub fn load(dir: &Path) -> Result<Self, IndexError> {
+        let path = dir.join("index.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                format: INDEX_VERSION,
+                ..Default::default()
+            }),
+            Err(source) => Err(IndexError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes `index.json` atomically (temp file, fsync, rename).
+    pub fn save(&self, dir: &Path) -> Result<(), IndexError> {
+        let path = dir.join("index.json");
+        let tmp = dir.join("index.json.tmp");
+        let io = |source| IndexError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let bytes = serde_json::to_vec(self).map_err(|e| IndexError::Corrupt {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(())
+    }
+
+    /// Pending or accepted contribution holding `hash` in a Datanet.
+    pub fn live_contribution_by_hash(
+        &self,
+        datanet: u64,
+        hash: &B256,
+    ) -> Option<&ContributionInfo> {
+        self.contributions.values().find(|c| {
+            c.datanet_id == datanet
+                && c.content_hash == *hash
+                && matches!(c.status, Status::Pending | Status::Accepted)
+        })
+    }
+
+    /// Records a nonce; `false` if it was already used. Forgets expired nonces.
+    pub fn use_nonce(&mut self, signer: Address, nonce: U256, expiry: u64, now: u64) -> bool {
+        let set = self.nonces.entry(signer).or_default();
+        set.retain(|_, exp| *exp >= now);
+        if set.contains_key(&nonce) {
+            return false;
+        }
+        set.insert(nonce, expiry);
+        true
+    }
+
+    /// Applies one registry event. Returns the contribution id newly accepted, if any.
+    pub fn apply(&mut self, ev: &Ev, block: u64) -> Option<u64> {
+        self.events_applied += 1;
+        let id = |v: &U256| v.saturating_to::<u64>();
+        match ev {
+            Ev::DatanetCreated(e) => {
+                let d = id(&e.datanetId);
+                self.datanets.entry(d).or_insert_with(|| DatanetInfo {
+                    id: d,
+                    owner: e.owner,
+                    name: e.name.clone(),
+                    metadata_uri: e.metadataURI.clone(),
+                    permissioned: e.permissioned,
+                    licence_fee: e.licenceFee,
+                    curators: BTreeSet::new(),
+                    allowed_contributors: BTreeSet::new(),
+                    accepted: Vec::new(),
+                    versions: Vec::new(),
+                    licensees: BTreeSet::new(),
+                });
+            }
+            Ev::LicenceFeeUpdated(e) => {
+                if let Some(d) = self.datanets.get_mut(&id(&e.datanetId)) {
+                    d.licence_fee = e.fee;
+                }
+            }
+            Ev::CuratorUpdated(e) => {
+                if let Some(d) = self.datanets.get_mut(&id(&e.datanetId)) {
+                    if e.allowed {
+                        d.curators.insert(e.account);
+                    } else {
+                        d.curators.remove(&e.account);
+                    }
+                }
+            }
+            Ev::ContributorUpdated(e) => {
+                if let Some(d) = self.datanets.get_mut(&id(&e.datanetId)) {
+                    if e.allowed {
+                        d.allowed_contributors.insert(e.account);
+                    } else {
+                        d.allowed_contributors.remove(&e.account);
+                    }
+                }
+            }
+            Ev::Contributed(e) => {
+                let c = id(&e.contributionId);
+                self.contributions
+                    .entry(c)
+                    .or_insert_with(|| ContributionInfo {
+                        id: c,
+                        datanet_id: id(&e.datanetId),
+                        contributor: e.contributor,
+                        content_hash: e.contentHash,
+                        byte_size: e.byteSize,
+                        row_count: e.rowCount,
+                        quality_score: e.qualityScore,
+                        metadata_uri: e.metadataURI.clone(),
+                        status: Status::Pending,
+                        reason: None,
+                        block,
+                    });
+            }
+            Ev::ContributionApproved(e) => {
+                let c = id(&e.contributionId);
+                let info = self.contributions.get_mut(&c)?;
+                if info.status != Status::Pending {
+                    return None;
+                }
+                info.status = Status::Accepted;
+                let d = self.datanets.get_mut(&info.datanet_id)?;
+                d.accepted.push(c);
+                return Some(c);
+            }
+            Ev::ContributionRejected(e) => {
+                if let Some(info) = self.contributions.get_mut(&id(&e.contributionId)) {
+                    info.status = Status::Rejected;
+                    info.reason = Some(e.reason.clone());
+                }
+            }
+            Ev::ContributionWithdrawn(e) => {
+                if let Some(info) = self.contributions.get_mut(&id(&e.contributionId)) {
+                    info.status = Status::Withdrawn;
+                }
+            }
+            Ev::VersionPublished(e) => {
+                if let Some(d) = self.datanets.get_mut(&id(&e.datanetId)) {
+                    let v = id(&e.version) as usize;
+                    if d.versions.len() == v {
+                        d.versions.push(VersionInfo {
+                            merkle_root: e.merkleRoot,
+                            manifest_hash: e.manifestHash,
+                            count: id(&e.count),
+                        });
+                    }
+                }
+            }
+            Ev::LicencePurchased(e) => {
+                if let Some(d) = self.datanets.get_mut(&id(&e.datanetId)) {
+                    d.licensees.insert(e.buyer);
+                }
+            }
+            _ => self.events_applied -= 1,
+        }
+        None
+    }
+}

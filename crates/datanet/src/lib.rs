@@ -1,0 +1,56 @@
+//! Datanets: community datasets that are contributed, validated, curated, versioned and
+//! licensed. Content lives off chain in a content-addressed store; hashes, contributors,
+//! scores, decisions and version roots live on chain in `DatanetRegistry`.
+//!
+//! ```
+//! use openledger_datanet::{formats::{self, Format}, validate::{self, RowIndex, ValidationConfig}};
+//! let rows = formats::parse(b"{\"text\":\"hello world\"}\n", &Format::Jsonl, 4096).unwrap();
+//! assert_eq!(rows.len(), 1);
+//! let report = validate::validate(b"a fresh paragraph\n\nanother one", &Format::Text,
+//!     &RowIndex::default(), &ValidationConfig::default()).unwrap();
+//! assert_eq!(report.score, 100);
+//! ```
+//!
+//! Modules: [`store`] (keccak-256 content store over `object_store`: local disk or S3),
+//! [`formats`] (files → rows), [`validate`] (limits + quality score), [`manifest`] (version
+//! manifests and Merkle proofs), [`auth`] (EIP-712 signed requests), [`index`] (registry
+//! events → index), [`service`] + [`api`] (the axum router), [`client`] (CLI/UI side), [`demo`]
+//! (generated demo Datanets).
+//!
+//! # Validation and quality score (re-runnable by anyone)
+//!
+//! 1. Size: more than `max_bytes` → 413 `too_large`. Not UTF-8 → 422 `invalid_utf8`.
+//! 2. Parse to rows ([`formats`]); a malformed JSONL line → 422 `malformed_jsonl` with its
+//!    1-based line number; more than `max_rows` → 413; no rows → 422 `empty`.
+//! 3. Each row gets one verdict, checked in this order: *empty* (blank after trimming);
+//!    *garbage* (printable ratio < `min_printable_ratio`, where printable = not a control
+//!    character other than `\n \t \r`, and not U+FFFD); *exact duplicate* (keccak-256 of the
+//!    row text equals an accepted row of the Datanet or an earlier row of this contribution);
+//!    *near-duplicate* (MinHash similarity ≥ `near_dup_threshold` with an LSH candidate among
+//!    accepted rows or earlier rows); otherwise *ok*.
+//! 4. MinHash: lower-case, split on whitespace, word 3-gram shingles (one shingle if fewer
+//!    than three words); shingle hash FNV-1a-64 chained over the words; 64 functions
+//!    `splitmix64(h ^ splitmix64(i))`; LSH with 16 bands of 4.
+//! 5. Score = ⌊100 × Σ weight / rows⌋, weight 1 for ok, 0.25 for near-duplicate, 0 otherwise;
+//!    below `min_score` → 422 `low_quality`. Reasons list each deduction with row numbers.
+//!
+//! The score (0–100) is the `qualityScore` recorded on chain by `contribute`.
+
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod client;
+pub mod demo;
+pub mod formats;
+pub mod index;
+pub mod manifest;
+pub mod service;
+pub mod store;
+pub mod validate;
+
+pub use api::{ApiError, UploadReceipt, router};
+pub use client::{ClientError, DatanetClient, VerifyReport};
+pub use index::{ContributionInfo, DatanetInfo, IndexState, Status, UploadInfo, VersionInfo};
+pub use manifest::{Manifest, ManifestEntry, Proof};
+pub use service::{DatanetService, ServiceConfig, ServiceError};
+pub use store::{ContentStore, StoreError};

@@ -1,0 +1,326 @@
+//! The Datanet service: content store + index + chain follower. [`crate::api`] puts HTTP on it.
+
+use crate::index::{IndexError, IndexState, Status};
+use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestEntry};
+use crate::store::{ContentStore, StoreError};
+use crate::validate::{RowIndex, ValidationConfig};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy_primitives::{Address, B256};
+use alloy_sol_types::SolEventInterface;
+use openledger_contracts::bindings::DatanetRegistry;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Service options.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// JSON-RPC URL of the chain.
+    pub rpc_url: String,
+    /// The `DatanetRegistry` address.
+    pub registry: Address,
+    /// Where `index.json` lives.
+    pub datadir: PathBuf,
+    /// Content store location: a directory or `s3://bucket/prefix`.
+    pub store: String,
+    /// Validation limits.
+    pub validation: ValidationConfig,
+    /// First block to scan when the index is empty.
+    pub start_block: u64,
+    /// Largest `eth_getLogs` block range.
+    pub max_log_range: u64,
+    /// How often [`DatanetService::spawn_follower`] polls.
+    pub poll_interval: Duration,
+}
+
+impl ServiceConfig {
+    /// Defaults for a datadir, chain and registry: store under `<datadir>/content`.
+    pub fn new(rpc_url: impl Into<String>, registry: Address, datadir: impl Into<PathBuf>) -> Self {
+        let datadir = datadir.into();
+        Self {
+            rpc_url: rpc_url.into(),
+            registry,
+            store: datadir.join("content").display().to_string(),
+            datadir,
+            validation: ValidationConfig::default(),
+            start_block: 0,
+            max_log_range: 5_000,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Service errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Content store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Index persistence.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// JSON-RPC.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// The content of an accepted contribution is not in the store.
+    #[error("content {0} of contribution {1} is not in this service's store")]
+    ContentMissing(B256, u64),
+    /// Nothing accepted to publish.
+    #[error("datanet {0} has no accepted contributions")]
+    NothingToPublish(u64),
+    /// No such Datanet.
+    #[error("no datanet {0}")]
+    UnknownDatanet(u64),
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: ServiceConfig,
+    pub(crate) store: ContentStore,
+    pub(crate) provider: DynProvider,
+    pub(crate) chain_id: u64,
+    pub(crate) state: tokio::sync::Mutex<IndexState>,
+    pub(crate) rows: parking_lot::Mutex<HashMap<u64, RowIndex>>,
+}
+
+/// A handle to the service (cheap to clone).
+#[derive(Clone)]
+pub struct DatanetService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DatanetService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatanetService")
+            .field("registry", &self.inner.cfg.registry)
+            .finish()
+    }
+}
+
+fn chain_err(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Chain(e.to_string())
+}
+
+impl DatanetService {
+    /// Opens the store and index, connects to the chain, rebuilds the near-duplicate index of
+    /// accepted rows and catches up with the chain.
+    pub async fn open(cfg: ServiceConfig) -> Result<Self, ServiceError> {
+        let store = ContentStore::open(&cfg.store)?;
+        Self::with_store(cfg, store).await
+    }
+
+    /// Same as [`DatanetService::open`] with a given store (tests run every backend).
+    pub async fn with_store(cfg: ServiceConfig, store: ContentStore) -> Result<Self, ServiceError> {
+        let url = cfg
+            .rpc_url
+            .parse()
+            .map_err(|e| ServiceError::Chain(format!("bad rpc url {}: {e}", cfg.rpc_url)))?;
+        let provider = ProviderBuilder::new().connect_http(url).erased();
+        let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
+        let state = IndexState::load(&cfg.datadir)?;
+        let svc = Self {
+            inner: Arc::new(Inner {
+                cfg,
+                store,
+                provider,
+                chain_id,
+                state: tokio::sync::Mutex::new(state),
+                rows: parking_lot::Mutex::new(HashMap::new()),
+            }),
+        };
+        let accepted: Vec<u64> = {
+            let st = svc.inner.state.lock().await;
+            st.contributions
+                .values()
+                .filter(|c| c.status == Status::Accepted)
+                .map(|c| c.id)
+                .collect()
+        };
+        for id in accepted {
+            svc.index_accepted_rows(id).await?;
+        }
+        svc.sync().await?;
+        Ok(svc)
+    }
+
+    /// The content store.
+    pub fn store(&self) -> &ContentStore {
+        &self.inner.store
+    }
+
+    /// Chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.inner.chain_id
+    }
+
+    /// Registry address.
+    pub fn registry(&self) -> Address {
+        self.inner.cfg.registry
+    }
+
+    /// The read-only provider.
+    pub fn provider(&self) -> &DynProvider {
+        &self.inner.provider
+    }
+
+    /// A snapshot of the index.
+    pub async fn snapshot(&self) -> IndexState {
+        self.inner.state.lock().await.clone()
+    }
+
+    /// Adds an accepted contribution's rows to its Datanet's near-duplicate index.
+    async fn index_accepted_rows(&self, id: u64) -> Result<(), ServiceError> {
+        let (datanet, hash, format) = {
+            let st = self.inner.state.lock().await;
+            let Some(c) = st.contributions.get(&id) else {
+                return Ok(());
+            };
+            let Some(up) = st
+                .uploads
+                .get(&c.datanet_id)
+                .and_then(|m| m.get(&c.content_hash))
+            else {
+                // Contributed on chain without uploading here: nothing to index.
+                return Ok(());
+            };
+            (c.datanet_id, c.content_hash, up.format.clone())
+        };
+        let bytes = self.inner.store.get(&hash).await?;
+        let rows = crate::formats::parse(&bytes, &format, self.inner.cfg.validation.max_row_bytes)
+            .unwrap_or_default();
+        self.inner
+            .rows
+            .lock()
+            .entry(datanet)
+            .or_default()
+            .extend(&rows);
+        Ok(())
+    }
+
+    /// Applies every registry event up to the chain head; returns the last processed block.
+    /// Each block range is applied and persisted as one unit.
+    pub async fn sync(&self) -> Result<u64, ServiceError> {
+        let head = self
+            .inner
+            .provider
+            .get_block_number()
+            .await
+            .map_err(chain_err)?;
+        let mut st = self.inner.state.lock().await;
+        loop {
+            let from = st
+                .last_block
+                .map(|b| b + 1)
+                .unwrap_or(self.inner.cfg.start_block);
+            if from > head {
+                return Ok(st.last_block.unwrap_or_default());
+            }
+            let to = head.min(from + self.inner.cfg.max_log_range.max(1) - 1);
+            let filter = Filter::new()
+                .address(self.inner.cfg.registry)
+                .from_block(from)
+                .to_block(to);
+            let logs = self
+                .inner
+                .provider
+                .get_logs(&filter)
+                .await
+                .map_err(chain_err)?;
+            let mut next = st.clone();
+            let mut newly_accepted = Vec::new();
+            for log in &logs {
+                match DatanetRegistry::DatanetRegistryEvents::decode_log(&log.inner) {
+                    Ok(ev) => {
+                        let block = log.block_number.unwrap_or(to);
+                        if let Some(id) = next.apply(&ev.data, block) {
+                            newly_accepted.push(id);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "datanet::index", error = %e, "undecodable registry log")
+                    }
+                }
+            }
+            next.last_block = Some(to);
+            next.save(&self.inner.cfg.datadir)?;
+            *st = next;
+            if !newly_accepted.is_empty() {
+                drop(st);
+                for id in newly_accepted {
+                    self.index_accepted_rows(id).await?;
+                }
+                st = self.inner.state.lock().await;
+            }
+        }
+    }
+
+    /// Polls the chain until `stop` flips; errors are logged and retried.
+    pub fn spawn_follower(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = svc.sync().await {
+                    tracing::warn!(target: "datanet::index", error = %e, "sync failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(svc.inner.cfg.poll_interval) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    }
+
+    /// Builds (and stores) the manifest of the next version: every accepted contribution.
+    pub async fn prepare_version(&self, datanet: u64) -> Result<Manifest, ServiceError> {
+        self.sync().await?;
+        let st = self.inner.state.lock().await;
+        let d = st
+            .datanets
+            .get(&datanet)
+            .ok_or(ServiceError::UnknownDatanet(datanet))?;
+        if d.accepted.is_empty() {
+            return Err(ServiceError::NothingToPublish(datanet));
+        }
+        let mut entries = Vec::with_capacity(d.accepted.len());
+        for id in &d.accepted {
+            let Some(c) = st.contributions.get(id) else {
+                continue;
+            };
+            let up = st
+                .uploads
+                .get(&datanet)
+                .and_then(|m| m.get(&c.content_hash))
+                .ok_or(ServiceError::ContentMissing(c.content_hash, *id))?;
+            entries.push(ManifestEntry {
+                contribution_id: *id,
+                content_hash: c.content_hash,
+                contributor: c.contributor,
+                row_count: up.row_count,
+                byte_size: up.byte_size,
+                rows_root: up.rows_root,
+                file_name: up.file_name.clone(),
+            });
+        }
+        drop(st);
+        let manifest = Manifest {
+            format: MANIFEST_VERSION,
+            chain_id: self.inner.chain_id,
+            registry: self.inner.cfg.registry,
+            datanet_id: datanet,
+            contributions: entries,
+        };
+        self.inner.store.put(manifest.to_bytes().into()).await?;
+        Ok(manifest)
+    }
+
+    /// Reads a stored manifest by hash.
+    pub async fn manifest(&self, hash: &B256) -> Result<Manifest, ServiceError> {
+        let bytes = self.inner.store.get(hash).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ServiceError::Store(StoreError::Stream(format!("manifest {hash}: {e}"))))
+    }
+}

@@ -20,6 +20,8 @@ from safetensors.numpy import load_file
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "tests", "reference"))
 import reference  # noqa: E402
 
+THREADS = int(os.environ.get("LLAMA_THREADS", "2"))
+
 
 def permute(w, heads):
     out, inp = w.shape
@@ -89,11 +91,12 @@ def convert(model_dir, path):
 def main(model_dir, out):
     from llama_cpp import Llama
 
-    path = os.path.join(os.path.dirname(os.path.abspath(out)) or ".", "model-f32.gguf")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    path = os.path.join(os.path.dirname(os.path.abspath(out)), "model-f32.gguf")
     cfg = convert(model_dir, path)
     v = cfg["vocab_size"]
     prompt = [(i * 31 + 3) % v for i in range(64)]
-    llm = Llama(model_path=path, n_ctx=256, n_batch=64, n_threads=2, logits_all=True, verbose=False)
+    llm = Llama(model_path=path, n_ctx=256, n_batch=64, n_threads=THREADS, logits_all=True, verbose=False)
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(prompt)
@@ -108,7 +111,7 @@ def main(model_dir, out):
         llm.eval([nxt])
         nxt = int(np.argmax(llm.scores[llm.n_tokens - 1]))
     decode = time.perf_counter() - t1
-    res = {"engine": "llama.cpp (llama-cpp-python 0.3.36, f32 GGUF, 2 threads)", "batch": 1,
+    res = {"engine": "llama.cpp (llama-cpp-python 0.3.36, f32 GGUF, %d threads)" % THREADS, "batch": 1,
            "prompt_len": len(prompt), "decode_steps": steps,
            "prefill_tokens_per_s": len(prompt) / prefill, "decode_tokens_per_s": steps / decode,
            "max_abs_logit_diff_vs_numpy_reference": diff}

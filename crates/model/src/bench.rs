@@ -158,17 +158,20 @@ pub fn throughput(
 
 /// A plain-text table of the rows.
 pub fn table(rows: &[BenchRow]) -> String {
-    let mut s =
-        String::from("batch  adapters  prompt  prefill tok/s  decode tok/s  decode vs b1\n");
+    let mut s = String::from(
+        "batch  adapters  prompt  prefill tok/s  decode tok/s  decode vs b1  base MB/step  adapter MB/step\n",
+    );
     for r in rows {
         s.push_str(&format!(
-            "{:>5}  {:>8}  {:>6}  {:>13.0}  {:>12.1}  {:>11.2}x\n",
+            "{:>5}  {:>8}  {:>6}  {:>13.0}  {:>12.1}  {:>11.2}x  {:>12.2}  {:>15.3}\n",
             r.batch,
             r.adapters,
             r.prompt_len,
             r.prefill_tokens_per_s,
             r.decode_tokens_per_s,
-            r.decode_vs_batch1
+            r.decode_vs_batch1,
+            r.base_bytes_per_step as f64 / 1e6,
+            r.adapter_bytes_per_step as f64 / 1e6
         ));
     }
     s

@@ -96,6 +96,10 @@ pub struct ContributionInfo {
     pub reason: Option<String>,
     /// Block of the `Contributed` event.
     pub block: u64,
+    /// Whether the on-chain score equals this service's validation of the same content
+    /// (`None`: the content was not uploaded here).
+    #[serde(default)]
+    pub score_matches: Option<bool>,
 }
 
 /// What the service recorded when it validated an upload.
@@ -278,6 +282,11 @@ impl IndexState {
             }
             Ev::Contributed(e) => {
                 let c = id(&e.contributionId);
+                let score_matches = self
+                    .uploads
+                    .get(&id(&e.datanetId))
+                    .and_then(|m| m.get(&e.contentHash))
+                    .map(|u| u.score == e.qualityScore && u.row_count == e.rowCount);
                 self.contributions
                     .entry(c)
                     .or_insert_with(|| ContributionInfo {
@@ -292,6 +301,7 @@ impl IndexState {
                         status: Status::Pending,
                         reason: None,
                         block,
+                        score_matches,
                     });
             }
             Ev::ContributionApproved(e) => {

@@ -50,6 +50,16 @@ pub async fn run_flow(h: &Harness) -> Result<()> {
     for c in &cs {
         owner.allow_contributor(perm, c.address()).await?;
     }
+    // Not an allowed contributor of the permissioned Datanet: refused before anything is stored.
+    let (status, kind, _) = api_kind(
+        outsider
+            .upload_bytes(perm, "x.txt", &[], b"outsider text".to_vec())
+            .await,
+    )?;
+    ensure!(
+        status == 403 && kind == "contributor_not_allowed",
+        "{status} {kind}"
+    );
     for (d, tag) in [(public, "pub"), (perm, "perm")] {
         let fs = files(tag);
         let mut ids = Vec::new();
@@ -129,6 +139,10 @@ pub async fn run_flow(h: &Harness) -> Result<()> {
         );
         let snap = h.svc.snapshot().await;
         ensure!(snap.contributions.get(&withdrawn).map(|c| c.status) == Some(Status::Withdrawn));
+        ensure!(
+            ids.iter()
+                .all(|i| snap.contributions[i].score_matches == Some(true))
+        );
 
         if d == public {
             // Public: anyone reads content and manifests.

@@ -81,14 +81,26 @@ impl ContentStore {
     /// `AWS_ENDPOINT_URL` / `AWS_ALLOW_HTTP` from the environment) or a local directory,
     /// created if missing.
     pub fn open(location: &str) -> Result<Self, StoreError> {
+        Self::open_with(location, &[])
+    }
+
+    /// Same as [`ContentStore::open`], with S3 options (`object_store` config keys such as
+    /// `aws_endpoint`, `aws_allow_http`, `aws_region`) applied over the environment's.
+    pub fn open_with(location: &str, s3_options: &[(&str, &str)]) -> Result<Self, StoreError> {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(StoreError::Location(location.to_string()));
             }
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()?;
+            let mut builder =
+                object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            for (k, v) in s3_options {
+                let key: object_store::aws::AmazonS3ConfigKey = k
+                    .parse()
+                    .map_err(|_| StoreError::Location(format!("unknown S3 option {k}")))?;
+                builder = builder.with_config(key, *v);
+            }
+            let s3 = builder.build()?;
             return Ok(Self::new(Arc::new(s3), prefix.trim_end_matches('/')));
         }
         std::fs::create_dir_all(location)

@@ -4,7 +4,6 @@ use eyre::{Result, WrapErr, eyre};
 use openledger_datanet::validate::ValidationConfig;
 use openledger_datanet::{ContentStore, DatanetClient, DatanetService, ServiceConfig};
 use openledger_devnet::{Devnet, DevnetConfig};
-use std::sync::Arc;
 
 pub struct Harness {
     pub devnet: Devnet,
@@ -148,16 +147,18 @@ impl Moto {
         Ok(moto)
     }
 
+    /// A store opened the way `--store s3://bucket/prefix` opens one, pointed at moto.
     pub fn store(&self, bucket: &str, prefix: &str) -> Result<ContentStore> {
-        let s3 = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_endpoint(&self.endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()?;
-        Ok(ContentStore::new(Arc::new(s3), prefix))
+        Ok(ContentStore::open_with(
+            &format!("s3://{bucket}/{prefix}"),
+            &[
+                ("aws_endpoint", self.endpoint.as_str()),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "testing"),
+                ("aws_secret_access_key", "testing"),
+            ],
+        )?)
     }
 }
 

@@ -76,14 +76,19 @@ pub async fn run_flow(h: &Harness) -> Result<()> {
         let (v0, root0, _) = owner.publish(d).await?;
         ensure!(v0 == 0);
         // A pending contribution that is withdrawn, and a new accepted one, then version 1.
-        let w = cs[0]
-            .upload_bytes(
-                d,
-                "late.txt",
-                &[],
-                format!("{tag}: a late note about drone bees and varroa mites").into_bytes(),
-            )
-            .await?;
+        // Streamed from a file with a progress bar, as `openledger datanet contribute` does.
+        let tmp = tempfile::tempdir()?;
+        let late = tmp.path().join("late.txt");
+        std::fs::write(
+            &late,
+            format!("{tag}: a late note about drone bees and varroa mites"),
+        )?;
+        let pb = openledger_datanet::client::progress_bar(std::fs::metadata(&late)?.len());
+        let w = cs[0].upload_file(d, &late, &[], Some(pb.clone())).await?;
+        ensure!(
+            pb.position() == w.byte_size
+                && w.content_hash == openledger_datanet::client::hash_file(&late).await?
+        );
         let withdrawn = cs[0].contribute(d, &w).await?;
         cs[0].withdraw(withdrawn).await?;
         let again = cs[2]

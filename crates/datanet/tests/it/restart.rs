@@ -88,3 +88,33 @@ async fn restart_loses_nothing_and_duplicates_nothing() -> Result<()> {
     h.devnet.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_picks_up_events_without_requests() -> Result<()> {
+    let h = Harness::start(None, ValidationConfig::default()).await?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let follower = h.svc.spawn_follower(rx);
+    let owner = h.client(0).await?;
+    let d = owner
+        .create_datanet("followed", "", false, U256::ZERO)
+        .await?;
+    let mut seen = false;
+    for _ in 0..50 {
+        if h.svc.snapshot().await.datanets.contains_key(&d) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ensure!(seen, "the follower did not index DatanetCreated");
+    let _ = stop.send(true);
+    follower.await?;
+    let applied = h.svc.snapshot().await.events_applied;
+    h.svc.sync().await?;
+    ensure!(
+        h.svc.snapshot().await.events_applied == applied,
+        "an event was applied twice"
+    );
+    h.devnet.shutdown().await;
+    Ok(())
+}

@@ -14,7 +14,8 @@ if [[ "$QUICK" != "--quick" ]]; then
   (cd contracts && npm install --no-audit --no-fund --loglevel=error)
   step "installing Python test packages into .venv"
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
+    -r crates/model/tests/reference/requirements.txt
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/openledger"

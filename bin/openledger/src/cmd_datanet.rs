@@ -151,7 +151,8 @@ pub enum DatanetCmd {
         /// Datanet id.
         datanet: u64,
         /// Version number.
-        version: u64,
+        #[arg(value_name = "VERSION")]
+        version_number: u64,
     },
     /// Benchmark ingest + validate throughput and near-duplicate cost (no chain needed).
     Bench {
@@ -283,9 +284,9 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
         DatanetCmd::Verify {
             conn,
             datanet,
-            version,
+            version_number,
         } => {
-            let r = conn.client().await?.verify(datanet, version).await?;
+            let r = conn.client().await?.verify(datanet, version_number).await?;
             println!(
                 "on-chain root {}\nrecomputed    {}\nmanifest hash {} (on chain {})\nproofs {}/{}",
                 r.onchain_root,

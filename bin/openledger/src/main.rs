@@ -1,6 +1,8 @@
 //! The `openledger` binary: argument parsing and wiring only.
 
 mod cmd_chain;
+mod cmd_datanet;
+mod cmd_model;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +30,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cmd_chain::ChainCmd,
     },
+    /// Datanets: create, contribute, curate, publish, license, download, verify.
+    Datanet {
+        #[command(subcommand)]
+        cmd: cmd_datanet::DatanetCmd,
+    },
+    /// Base models: make one (`init`), inspect it (`info`), run it.
+    Model {
+        #[command(subcommand)]
+        cmd: cmd_model::ModelCmd,
+    },
     /// Benchmarks (print a table and write a JSON report).
     Bench {
         #[command(subcommand)]
@@ -53,6 +65,19 @@ fn main() -> eyre::Result<()> {
             Cmd::Contracts { cmd } => cmd_chain::contracts(cmd).await,
             Cmd::Chain { cmd } => cmd_chain::chain(cmd).await,
             Cmd::Bench { cmd } => cmd_chain::bench(cmd).await,
+            Cmd::Datanet { cmd } => cmd_datanet::run(cmd).await,
+            Cmd::Model { cmd } => tokio::task::spawn_blocking(move || cmd_model::run(cmd)).await?,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions only when a subcommand is parsed; this checks all.
+    #[test]
+    fn every_subcommand_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }

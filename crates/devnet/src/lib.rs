@@ -13,13 +13,45 @@
 //! ```
 
 use alloy_primitives::Address;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::IntoResponse;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
 use openledger_contracts::{DeployConfig, Deployments};
 use openledger_rpc::{RpcConfig, RpcState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tower::ServiceExt;
+
+/// A service that forwards to a router set later, answering 503 until then.
+fn lazy_service(
+    cell: Arc<OnceLock<Router>>,
+    name: &'static str,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |req: Request<Body>| {
+        let cell = cell.clone();
+        async move {
+            match cell.get() {
+                Some(r) => r.clone().oneshot(req).await,
+                None => Ok((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(serde_json::json!({"error": {"type": "starting", "message": format!("the {name} service is starting")}})),
+                )
+                    .into_response()),
+            }
+        }
+    })
+}
 
 /// Errors starting the devnet.
 #[derive(Debug, thiserror::Error)]
@@ -170,15 +202,36 @@ impl Devnet {
             let _ = r1.changed().await;
         }));
         let state = RpcState::new(node.clone(), cfg.rpc.clone());
+        // Services that talk to the chain over JSON-RPC are opened once the port answers;
+        // until then their paths answer 503.
+        let datanets: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+        let app = openledger_rpc::router(state)
+            .nest_service("/api/datanets", lazy_service(datanets.clone(), "datanets"));
         let server = tokio::spawn(async move {
-            if let Err(e) = openledger_rpc::serve(state, listener, async move {
+            let serve = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
                 let _ = r2.changed().await;
-            })
-            .await
-            {
-                tracing::error!(target: "devnet", error = %e, "JSON-RPC server stopped");
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(target: "devnet", error = %e, "HTTP server stopped");
             }
         });
+        let mut tasks = vec![sealer, server];
+        if let Some(registry) = deployments.get("DatanetRegistry") {
+            let svc_cfg = openledger_datanet::ServiceConfig::new(
+                format!("http://{rpc_addr}"),
+                registry,
+                datadir.join("datanets"),
+            );
+            let svc = openledger_datanet::DatanetService::open(svc_cfg)
+                .await
+                .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
+            let _ = datanets.set(svc.router());
+            tasks.push(svc.spawn_follower(stop.subscribe()));
+        }
         Ok(Self {
             node,
             rpc_addr,
@@ -186,7 +239,7 @@ impl Devnet {
             deployments,
             datadir,
             stop,
-            tasks: vec![sealer, server],
+            tasks,
             tmp,
         })
     }

@@ -109,6 +109,19 @@ impl TestNode {
     }
 }
 
+/// Sends a transaction through `p` and waits for its receipt.
+pub async fn send_wait(
+    p: &DynProvider,
+    tx: alloy::rpc::types::TransactionRequest,
+) -> alloy::rpc::types::TransactionReceipt {
+    p.send_transaction(tx)
+        .await
+        .expect("send")
+        .get_receipt()
+        .await
+        .expect("receipt")
+}
+
 /// POSTs a body; returns (status, JSON response or Null).
 pub async fn raw_post(url: &str, body: String) -> (u16, Value) {
     let client = reqwest::Client::new();

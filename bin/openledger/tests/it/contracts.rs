@@ -121,17 +121,13 @@ async fn deploy_call_events_and_logs() {
         .expect("logs");
     assert_eq!(by_hash.len(), 1);
     // Payable receive emits Received.
-    let r = p
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(addr)
-                .with_value(U256::from(5)),
-        )
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(
+        &p,
+        TransactionRequest::default()
+            .with_to(addr)
+            .with_value(U256::from(5)),
+    )
+    .await;
     assert!(r.status());
     assert_eq!(
         r.inner.logs()[0].topics()[0],
@@ -192,13 +188,7 @@ async fn reverts_carry_reason_and_data() {
         .with_to(addr)
         .with_input(Demo::failCall {}.abi_encode())
         .with_gas_limit(100_000);
-    let r = p
-        .send_transaction(tx)
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(&p, tx).await;
     assert!(!r.status());
     // estimateGas finds a limit that works for a storage-heavy call, and state overrides apply.
     let burn = Demo::burnGasCall { n: U256::from(20) }.abi_encode();
@@ -212,18 +202,14 @@ async fn reverts_carry_reason_and_data() {
         .await
         .expect("estimate");
     assert!(est > 20 * 22_000, "{est}");
-    let r = p
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(addr)
-                .with_input(burn)
-                .with_gas_limit(est),
-        )
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(
+        &p,
+        TransactionRequest::default()
+            .with_to(addr)
+            .with_input(burn)
+            .with_gas_limit(est),
+    )
+    .await;
     assert!(r.status(), "the estimate is enough");
     let slot0 = format!("{:#066x}", 0);
     let v = n.raw(req("eth_call", json!([

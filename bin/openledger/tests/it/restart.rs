@@ -15,17 +15,13 @@ async fn restart_keeps_everything() {
     let n = TestNode::start_with(Some(dir.path()), SealMode::OnDemand, RpcConfig::default()).await;
     let p = n.provider(0);
     for i in 0..5u64 {
-        let r = p
-            .send_transaction(
-                TransactionRequest::default()
-                    .with_to(Address::repeat_byte(i as u8 + 0x31))
-                    .with_value(U256::from(1000 + i)),
-            )
-            .await
-            .expect("send")
-            .get_receipt()
-            .await
-            .expect("receipt");
+        let r = crate::common::send_wait(
+            &p,
+            TransactionRequest::default()
+                .with_to(Address::repeat_byte(i as u8 + 0x31))
+                .with_value(U256::from(1000 + i)),
+        )
+        .await;
         assert!(r.status());
     }
     let head = p
@@ -76,17 +72,13 @@ async fn restart_keeps_everything() {
         U256::from(1002)
     );
     // The chain continues from where it stopped, and re-execution reproduces it.
-    let r = p
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(Address::repeat_byte(0x99))
-                .with_value(U256::from(1)),
-        )
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(
+        &p,
+        TransactionRequest::default()
+            .with_to(Address::repeat_byte(0x99))
+            .with_value(U256::from(1)),
+    )
+    .await;
     assert_eq!(r.block_number, Some(head.header.number + 1));
     let scratch = tempfile::tempdir().expect("tmp");
     let checked = n.node.verify_chain(scratch.path()).expect("replay");

@@ -67,13 +67,7 @@ async fn transfer_receipt_and_fees() {
         .expect("base fee");
     let value = U256::from(123_456_789u64);
     let tx = TransactionRequest::default().with_to(to).with_value(value);
-    let receipt = p
-        .send_transaction(tx)
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let receipt = crate::common::send_wait(&p, tx).await;
     assert!(receipt.status());
     assert_eq!(receipt.gas_used, 21_000);
     assert_eq!(receipt.from, from);

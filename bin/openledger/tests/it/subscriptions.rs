@@ -56,17 +56,13 @@ async fn ws_subscriptions() {
         .await
         .expect("logs")
         .into_stream();
-    let r = p
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(addr)
-                .with_value(U256::from(77)),
-        )
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(
+        &p,
+        TransactionRequest::default()
+            .with_to(addr)
+            .with_value(U256::from(77)),
+    )
+    .await;
     let log = tokio::time::timeout(Duration::from_secs(10), logs.next())
         .await
         .expect("log in time")
@@ -99,17 +95,13 @@ async fn polling_filters() {
         .await["result"]
         .clone();
     assert!(bf.is_string() && pf.is_string() && lf.is_string());
-    let r = p
-        .send_transaction(
-            TransactionRequest::default()
-                .with_to(Address::repeat_byte(0x42))
-                .with_value(U256::from(1)),
-        )
-        .await
-        .expect("send")
-        .get_receipt()
-        .await
-        .expect("receipt");
+    let r = crate::common::send_wait(
+        &p,
+        TransactionRequest::default()
+            .with_to(Address::repeat_byte(0x42))
+            .with_value(U256::from(1)),
+    )
+    .await;
     let blocks = n.raw(req("eth_getFilterChanges", json!([bf]))).await;
     assert_eq!(blocks["result"], json!([r.block_hash.expect("hash")]));
     let again = n.raw(req("eth_getFilterChanges", json!([bf]))).await;

@@ -98,6 +98,9 @@ impl std::fmt::Debug for DatanetService {
     }
 }
 
+/// Staged uploads older than this are abandoned (their process died before committing them).
+const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn chain_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Chain(e.to_string())
 }
@@ -112,6 +115,11 @@ impl DatanetService {
 
     /// Same as [`DatanetService::open`] with a given store (tests run every backend).
     pub async fn with_store(cfg: ServiceConfig, store: ContentStore) -> Result<Self, ServiceError> {
+        // Uploads staged by a process that was killed before committing them are garbage.
+        let swept = store.sweep_staging(STAGING_GRACE).await?;
+        if swept > 0 {
+            tracing::info!(target: "datanet::store", swept, "removed abandoned staged uploads");
+        }
         let url = cfg
             .rpc_url
             .parse()

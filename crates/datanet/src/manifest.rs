@@ -122,6 +122,20 @@ pub fn row_leaf(row_hash: &B256) -> B256 {
     keccak256(buf)
 }
 
+/// One level up the tree: pairs hashed with [`node`], an odd last node carried up unchanged.
+fn next_level(level: &[B256]) -> Vec<B256> {
+    level
+        .chunks(2)
+        .map(|p| {
+            if p.len() == 2 {
+                node(&p[0], &p[1])
+            } else {
+                p[0]
+            }
+        })
+        .collect()
+}
+
 fn node(l: &B256, r: &B256) -> B256 {
     let mut buf = [0u8; 65];
     buf[0] = 1;
@@ -137,16 +151,7 @@ pub fn merkle_root(leaves: &[B256]) -> B256 {
     }
     let mut level = leaves.to_vec();
     while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
     }
     level[0]
 }
@@ -203,16 +208,7 @@ fn merkle_proof(leaves: &[B256], mut index: usize) -> Vec<Sibling> {
                 left: pair < index,
             });
         }
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
+        level = next_level(&level);
         index /= 2;
     }
     siblings

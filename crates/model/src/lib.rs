@@ -28,6 +28,7 @@
 //! No cargo features: CPU only for now; the code takes a `candle_core::Device` throughout.
 
 pub mod bench;
+pub mod blob;
 mod config;
 mod error;
 mod generate;

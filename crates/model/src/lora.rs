@@ -451,22 +451,25 @@ impl LoraAdapter {
         Self::from_tensors(config, model, tensors, device, dtype)
     }
 
+    /// The tensors under their PEFT names, detached, on the CPU.
+    pub fn named_tensors(&self) -> HashMap<String, Tensor> {
+        let mut map = HashMap::new();
+        for (l, p, pair) in self.pairs() {
+            for (ab, t) in [('A', &pair.a), ('B', &pair.b)] {
+                let t = t.detach();
+                let t = t.to_device(&Device::Cpu).unwrap_or(t);
+                map.insert(tensor_name(l, p, ab), t);
+            }
+        }
+        map
+    }
+
     /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT layout) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let json = serde_json::to_vec_pretty(&self.config).map_err(|e| Error::json(dir, e))?;
         write_file(&dir.join("adapter_config.json"), &json)?;
-        let mut map = HashMap::new();
-        for (l, p, pair) in self.pairs() {
-            map.insert(
-                tensor_name(l, p, 'A'),
-                pair.a.detach().to_device(&Device::Cpu)?,
-            );
-            map.insert(
-                tensor_name(l, p, 'B'),
-                pair.b.detach().to_device(&Device::Cpu)?,
-            );
-        }
+        let map = self.named_tensors();
         let path = dir.join("adapter_model.safetensors");
         candle_core::safetensors::save(&map, &path).map_err(|e| Error::Safetensors {
             path: path.clone(),

@@ -1,0 +1,122 @@
+//! The seams between serving and the rest of Payable AI.
+//!
+//! The server knows nothing about escrow or attribution; it calls an [`InferenceHooks`]
+//! implementation twice per request:
+//!
+//! 1. [`InferenceHooks::authorize`] after the request is validated and before any compute: it
+//!    identifies the payer from the request headers and checks that the payer can afford the
+//!    request at the model's price. An error becomes the HTTP response (e.g. 402 with a message).
+//! 2. [`InferenceHooks::completed`] once the answer is complete (for a stream: after the last
+//!    token, before the final chunk): it returns the JSON that goes into the response's
+//!    `attribution` field (record id, top contributions — or a pending marker).
+//!
+//! [`NoHooks`] serves everything for free with `attribution: null`.
+
+use alloy_primitives::{Address, B256, U256};
+use axum::http::{HeaderMap, StatusCode};
+use std::future::Future;
+use std::pin::Pin;
+
+/// A boxed future, so hooks are object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What is being served for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServedModel {
+    /// The name the client used in `model`.
+    pub name: String,
+    /// On-chain `ModelRegistry` id, when the adapter is a registered model.
+    pub model_id: Option<u64>,
+    /// keccak-256 of the adapter blob (`None` for the base model alone).
+    pub adapter_hash: Option<B256>,
+    /// Content hash of the base model directory (`openledger_model::content_hash`, 32 bytes).
+    pub base_model_hash: B256,
+    /// For a per-request merge: every `(adapter hash, weight)` in the mix.
+    pub mix: Vec<(B256, f32)>,
+}
+
+/// A request about to be computed.
+#[derive(Clone, Debug)]
+pub struct PendingInference {
+    /// Server-assigned id (also the response's `id`).
+    pub request_id: String,
+    /// What is served.
+    pub model: ServedModel,
+    /// Prompt tokens (after the chat template).
+    pub prompt_tokens: usize,
+    /// The most completion tokens the request may produce (`max_tokens` after defaults).
+    pub max_completion_tokens: usize,
+}
+
+/// Who pays, decided by [`InferenceHooks::authorize`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// The paying account.
+    pub payer: Address,
+    /// The model charged for.
+    pub model_id: u64,
+    /// Price in wei of OPEN per 1,000 input + output tokens.
+    pub price_per_1k_tokens: U256,
+}
+
+/// A finished request.
+#[derive(Clone, Debug)]
+pub struct CompletedInference {
+    /// Server-assigned id.
+    pub request_id: String,
+    /// What was served.
+    pub model: ServedModel,
+    /// The prompt as text (after the chat template) and as tokens.
+    pub prompt_text: String,
+    /// Prompt tokens.
+    pub prompt_tokens: Vec<u32>,
+    /// The answer as text and as tokens.
+    pub completion_text: String,
+    /// Completion tokens.
+    pub completion_tokens: Vec<u32>,
+    /// The charge agreed in `authorize` (`None` when free).
+    pub charge: Option<Charge>,
+}
+
+/// A refusal from a hook, returned to the client as an OpenAI-shaped error.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct HookError {
+    /// HTTP status (402 payment required, 401 bad signature, 403, 503 …).
+    pub status: StatusCode,
+    /// Stable machine-readable `type` (e.g. `insufficient_escrow`).
+    pub kind: String,
+    /// What the user should read.
+    pub message: String,
+}
+
+/// Payment and attribution, plugged into the server.
+pub trait InferenceHooks: Send + Sync + 'static {
+    /// Identifies and checks the payer before any compute. `Ok(None)` serves for free.
+    fn authorize<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        request: &'a PendingInference,
+    ) -> BoxFuture<'a, Result<Option<Charge>, HookError>>;
+
+    /// Called once per finished request; returns the response's `attribution` value.
+    fn completed(&self, inference: CompletedInference) -> BoxFuture<'_, serde_json::Value>;
+}
+
+/// No payment, no attribution.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoHooks;
+
+impl InferenceHooks for NoHooks {
+    fn authorize<'a>(
+        &'a self,
+        _headers: &'a HeaderMap,
+        _request: &'a PendingInference,
+    ) -> BoxFuture<'a, Result<Option<Charge>, HookError>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn completed(&self, _inference: CompletedInference) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async { serde_json::Value::Null })
+    }
+}

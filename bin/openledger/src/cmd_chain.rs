@@ -101,6 +101,10 @@ pub struct DevnetArgs {
     /// in the format of contracts/deployments/dev-config.json.
     #[arg(long, env = "OPENLEDGER_CONTRACTS_CONFIG")]
     pub contracts_config: Option<PathBuf>,
+    /// Datanet uploads that a killed process left half-written for longer than this many
+    /// seconds are removed at start.
+    #[arg(long, env = "OPENLEDGER_STAGING_GRACE_SECS", default_value_t = 600)]
+    pub staging_grace_secs: u64,
 }
 
 /// `openledger node`.
@@ -249,6 +253,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         rpc: c.rpc_config(),
         contracts: Some(contracts),
         genesis_timestamp: None,
+        staging_grace: std::time::Duration::from_secs(a.staging_grace_secs),
     })
     .await?;
     println!(

@@ -33,6 +33,10 @@ pub struct ServiceConfig {
     pub max_log_range: u64,
     /// How often [`DatanetService::spawn_follower`] polls.
     pub poll_interval: Duration,
+    /// Staged uploads older than this when the service opens were abandoned by a killed
+    /// process and are removed (keep it above the longest upload when several processes
+    /// share a bucket).
+    pub staging_grace: Duration,
 }
 
 impl ServiceConfig {
@@ -48,6 +52,7 @@ impl ServiceConfig {
             start_block: 0,
             max_log_range: 5_000,
             poll_interval: Duration::from_millis(500),
+            staging_grace: STAGING_GRACE,
         }
     }
 }
@@ -98,8 +103,8 @@ impl std::fmt::Debug for DatanetService {
     }
 }
 
-/// Staged uploads older than this are abandoned (their process died before committing them).
-const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
+/// Default [`ServiceConfig::staging_grace`].
+pub const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 fn chain_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Chain(e.to_string())
@@ -116,7 +121,7 @@ impl DatanetService {
     /// Same as [`DatanetService::open`] with a given store (tests run every backend).
     pub async fn with_store(cfg: ServiceConfig, store: ContentStore) -> Result<Self, ServiceError> {
         // Uploads staged by a process that was killed before committing them are garbage.
-        let swept = store.sweep_staging(STAGING_GRACE).await?;
+        let swept = store.sweep_staging(cfg.staging_grace).await?;
         if swept > 0 {
             tracing::info!(target: "datanet::store", swept, "removed abandoned staged uploads");
         }

@@ -56,6 +56,10 @@ pub enum StoreError {
 pub struct ContentStore {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The directory of a local store. `object_store`'s local backend writes a multipart
+    /// upload to a `<name>#<n>` file that its listings skip, so a killed upload's part file is
+    /// only visible to a directory scan.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// An upload streamed into the store's staging area, hashed, not yet visible under its name.
@@ -74,6 +78,7 @@ impl ContentStore {
         Self {
             inner,
             prefix: Path::from(prefix),
+            local_root: None,
         }
     }
 
@@ -106,7 +111,9 @@ impl ContentStore {
         std::fs::create_dir_all(location)
             .map_err(|e| StoreError::Location(format!("{location}: {e}")))?;
         let fs = object_store::local::LocalFileSystem::new_with_prefix(location)?;
-        Ok(Self::new(Arc::new(fs), ""))
+        let mut store = Self::new(Arc::new(fs), "");
+        store.local_root = Some(std::path::PathBuf::from(location));
+        Ok(store)
     }
 
     fn blob_path(&self, hash: &B256) -> Path {
@@ -275,7 +282,46 @@ impl ContentStore {
         for location in &stale {
             self.inner.delete(location).await?;
         }
-        Ok(stale.len())
+        let mut removed = stale.len();
+        for (path, modified) in self.local_parts()? {
+            if modified <= cutoff {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::Location(format!("{}: {e}", path.display()))),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Part files of unfinished local multipart uploads, with their modification times.
+    fn local_parts(&self) -> Result<Vec<(std::path::PathBuf, i64)>, StoreError> {
+        let Some(root) = &self.local_root else {
+            return Ok(Vec::new());
+        };
+        let dir = root.join(self.prefix.as_ref()).join("tmp");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(StoreError::Location(format!("{}: {e}", dir.display()))),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if !name.to_string_lossy().contains('#') {
+                continue;
+            }
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default();
+            out.push((entry.path(), modified));
+        }
+        Ok(out)
     }
 
     /// Number of objects in the staging area (uploads in flight or abandoned).
@@ -287,7 +333,7 @@ impl ContentStore {
             meta?;
             n += 1;
         }
-        Ok(n)
+        Ok(n + self.local_parts()?.len())
     }
 }
 

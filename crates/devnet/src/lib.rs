@@ -92,6 +92,8 @@ pub struct DevnetConfig {
     pub contracts: Option<DeployConfig>,
     /// Genesis timestamp; `None` uses the current time.
     pub genesis_timestamp: Option<u64>,
+    /// Datanet uploads left staged longer than this by a killed process are removed at start.
+    pub staging_grace: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -108,6 +110,7 @@ impl Default for DevnetConfig {
             rpc: RpcConfig::default(),
             contracts: Some(DeployConfig::dev()),
             genesis_timestamp: None,
+            staging_grace: openledger_datanet::service::STAGING_GRACE,
         }
     }
 }
@@ -221,11 +224,12 @@ impl Devnet {
         });
         let mut tasks = vec![sealer, server];
         if let Some(registry) = deployments.get("DatanetRegistry") {
-            let svc_cfg = openledger_datanet::ServiceConfig::new(
+            let mut svc_cfg = openledger_datanet::ServiceConfig::new(
                 format!("http://{rpc_addr}"),
                 registry,
                 datadir.join("datanets"),
             );
+            svc_cfg.staging_grace = cfg.staging_grace;
             let svc = openledger_datanet::DatanetService::open(svc_cfg)
                 .await
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;

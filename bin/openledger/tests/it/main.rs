@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod contracts;
 mod crash;
+mod datanet_kill;
 mod deploy_anvil;
 mod pool;
 mod restart;

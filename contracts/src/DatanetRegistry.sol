@@ -236,7 +236,7 @@ contract DatanetRegistry is PullPayments {
 
     /// @notice Submits a contribution (status Pending); the caller is the contributor.
     /// @param contentHash Hash of the contributed content (sha-256 or keccak-256 of the bytes).
-    /// @param qualityScore Automatic validation score (0..10,000 by convention).
+    /// @param qualityScore Automatic validation score (0..100, the re-runnable score of `openledger_datanet::validate`).
     /// @return contributionId The new contribution's id.
     function contribute(
         uint256 datanetId,

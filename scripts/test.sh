@@ -34,7 +34,7 @@ OPENLEDGER_BIN="$BIN" .venv/bin/python -m pytest -q tests/clients
 
 step "contract tests against a live devnet (genesis-predeployed contracts)"
 DEVNET_LOG=$(mktemp)
-"$BIN" devnet --port 0 >"$DEVNET_LOG" 2>&1 &
+"$BIN" devnet --port 0 --http-port 0 >"$DEVNET_LOG" 2>&1 &
 DEVNET_PID=$!
 trap 'kill $DEVNET_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do grep -q '^Listening on ' "$DEVNET_LOG" && break; sleep 0.2; done

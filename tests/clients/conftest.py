@@ -12,7 +12,7 @@ def devnet_url():
     if not os.path.exists(binary):
         pytest.fail(f"openledger binary not found at {binary}; build it first (cargo build)")
     proc = subprocess.Popen(
-        [binary, "devnet", "--port", "0"],
+        [binary, "devnet", "--port", "0", "--http-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

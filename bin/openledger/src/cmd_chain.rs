@@ -105,6 +105,9 @@ pub struct DevnetArgs {
     /// seconds are removed at start.
     #[arg(long, env = "OPENLEDGER_STAGING_GRACE_SECS", default_value_t = 600)]
     pub staging_grace_secs: u64,
+    /// Port of the web UI and the service APIs (`/api/...`, `/v1/...`, `/rpc`) on --host.
+    #[arg(long, env = "OPENLEDGER_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
 }
 
 /// `openledger node`.
@@ -241,9 +244,13 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let addr: std::net::SocketAddr = format!("{}:{}", c.host, c.port)
         .parse()
         .with_context(|| format!("invalid --host/--port {}:{}", c.host, c.port))?;
+    let http_addr: std::net::SocketAddr = format!("{}:{}", c.host, a.http_port)
+        .parse()
+        .with_context(|| format!("invalid --host/--http-port {}:{}", c.host, a.http_port))?;
     let devnet = openledger_devnet::Devnet::start(openledger_devnet::DevnetConfig {
         datadir: c.datadir.clone(),
         rpc_addr: addr,
+        http_addr: Some(http_addr),
         seal: c.seal_mode(0),
         accounts: c.accounts,
         chain_id: c.chain_id,
@@ -283,6 +290,9 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
             ""
         }
     );
+    if let Some(url) = devnet.http_url() {
+        println!("Web UI:    {url}");
+    }
     println!("RPC:       {}", devnet.rpc_url());
     println!("WebSocket: {}", devnet.ws_url());
     println!("Listening on {}", devnet.rpc_addr);

@@ -12,46 +12,18 @@
 //! # Ok(()) }
 //! ```
 
+mod http;
+
+pub use http::{Slot, Slots};
+
 use alloy_primitives::Address;
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use axum::response::IntoResponse;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
 use openledger_contracts::{DeployConfig, Deployments};
 use openledger_rpc::{RpcConfig, RpcState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tower::ServiceExt;
-
-/// A service that forwards to a router set later, answering 503 until then.
-fn lazy_service(
-    cell: Arc<OnceLock<Router>>,
-    name: &'static str,
-) -> impl tower::Service<
-    Request<Body>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Send,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |req: Request<Body>| {
-        let cell = cell.clone();
-        async move {
-            match cell.get() {
-                Some(r) => r.clone().oneshot(req).await,
-                None => Ok((
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(serde_json::json!({"error": {"type": "starting", "message": format!("the {name} service is starting")}})),
-                )
-                    .into_response()),
-            }
-        }
-    })
-}
 
 /// Errors starting the devnet.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +46,8 @@ pub struct DevnetConfig {
     pub datadir: Option<PathBuf>,
     /// JSON-RPC listen address (port 0 picks a free one).
     pub rpc_addr: SocketAddr,
+    /// Where the web UI and every service API listen on one origin (`None`: not served).
+    pub http_addr: Option<SocketAddr>,
     /// Block sealing mode.
     pub seal: SealMode,
     /// Number of funded dev accounts.
@@ -101,6 +75,7 @@ impl Default for DevnetConfig {
         Self {
             datadir: None,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             seal: SealMode::OnDemand,
             accounts: 10,
             chain_id: openledger_primitives_chain_id(),
@@ -125,6 +100,10 @@ pub struct Devnet {
     pub node: Arc<Node>,
     /// Where JSON-RPC listens.
     pub rpc_addr: SocketAddr,
+    /// Where the web UI and service APIs listen, if served.
+    pub http_addr: Option<SocketAddr>,
+    /// The service slots behind the HTTP origin (fill them with [`Slot::set`]).
+    pub slots: Slots,
     /// Funded dev accounts with keys.
     pub accounts: Vec<DevAccount>,
     /// Predeployed protocol contracts (empty without contracts).
@@ -200,29 +179,35 @@ impl Devnet {
             .map_err(|e| DevnetError::Io(e.to_string()))?;
         let (stop, rx) = tokio::sync::watch::channel(false);
         let mut r1 = rx.clone();
-        let mut r2 = rx;
         let sealer = tokio::spawn(node.clone().run_sealer(async move {
             let _ = r1.changed().await;
         }));
         let state = RpcState::new(node.clone(), cfg.rpc.clone());
         // Services that talk to the chain over JSON-RPC are opened once the port answers;
         // until then their paths answer 503.
-        let datanets: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
-        let app = openledger_rpc::router(state)
-            .nest_service("/api/datanets", lazy_service(datanets.clone(), "datanets"));
-        let server = tokio::spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = r2.changed().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(target: "devnet", error = %e, "HTTP server stopped");
-            }
-        });
+        let slots = Slots::default();
+        let rpc_router = openledger_rpc::router(state);
+        let app = rpc_router.clone().nest_service(
+            "/api/datanets",
+            slots.datanets.clone().into_service("datanets"),
+        );
+        let server = tokio::spawn(serve_until(listener, app, rx.clone()));
         let mut tasks = vec![sealer, server];
+        let http_addr = match cfg.http_addr {
+            Some(addr) => {
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| DevnetError::Io(format!("cannot listen on {addr}: {e}")))?;
+                let bound = l.local_addr().map_err(|e| DevnetError::Io(e.to_string()))?;
+                tasks.push(tokio::spawn(serve_until(
+                    l,
+                    http::origin(rpc_router, &slots),
+                    rx,
+                )));
+                Some(bound)
+            }
+            None => None,
+        };
         if let Some(registry) = deployments.get("DatanetRegistry") {
             let mut svc_cfg = openledger_datanet::ServiceConfig::new(
                 format!("http://{rpc_addr}"),
@@ -233,12 +218,14 @@ impl Devnet {
             let svc = openledger_datanet::DatanetService::open(svc_cfg)
                 .await
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
-            let _ = datanets.set(svc.router());
+            slots.datanets.set(svc.router());
             tasks.push(svc.spawn_follower(stop.subscribe()));
         }
         Ok(Self {
             node,
             rpc_addr,
+            http_addr,
+            slots,
             accounts,
             deployments,
             datadir,
@@ -251,6 +238,11 @@ impl Devnet {
     /// `http://host:port` of JSON-RPC.
     pub fn rpc_url(&self) -> String {
         format!("http://{}", self.rpc_addr)
+    }
+
+    /// `http://host:port` of the web UI and service APIs, if served.
+    pub fn http_url(&self) -> Option<String> {
+        self.http_addr.map(|a| format!("http://{a}"))
     }
 
     /// `ws://host:port` of JSON-RPC.
@@ -270,5 +262,22 @@ impl Devnet {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
         drop(self.tmp.take());
+    }
+}
+
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(target: "devnet", error = %e, "HTTP server stopped");
     }
 }

@@ -19,7 +19,15 @@ struct Devnet {
 impl Devnet {
     fn start(datadir: &Path, grace_secs: u64) -> Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_openledger"))
-            .args(["devnet", "--port", "0", "--accounts", "4"])
+            .args([
+                "devnet",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--accounts",
+                "4",
+            ])
             .arg("--staging-grace-secs")
             .arg(grace_secs.to_string())
             .arg("--datadir")
@@ -108,7 +116,11 @@ async fn kill_between_contribution_and_event_and_during_upload() -> Result<()> {
     let show = owner.show(d).await?;
     let listed: Vec<u64> = show["contributions"]
         .as_array()
-        .map(|a| a.iter().filter_map(|c| c["contribution"]["id"].as_u64()).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["contribution"]["id"].as_u64())
+                .collect()
+        })
         .unwrap_or_default();
     ensure!(
         listed == vec![id],

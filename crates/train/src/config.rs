@@ -1,0 +1,258 @@
+//! Hyper-parameters of a fine-tune, as the CLI and the jobs API take them, and the
+//! learning-rate schedule.
+
+use openledger_model::{Config, LoraConfig, Proj, TargetModules};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// Learning-rate decay after warm-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Half-cosine from the peak to 0.
+    Cosine,
+    /// Straight line from the peak to 0.
+    Linear,
+    /// The peak throughout.
+    Constant,
+}
+
+/// Every knob of a fine-tune (JSON field names in camelCase; all have defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// LoRA rank r.
+    pub rank: usize,
+    /// LoRA alpha (scale = alpha / r).
+    pub alpha: f64,
+    /// Dropout on the LoRA input features, in [0, 1).
+    pub dropout: f64,
+    /// Adapted projections (`q_proj`, `k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`,
+    /// `down_proj`, or full module paths).
+    pub target_modules: Vec<String>,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Decay after warm-up.
+    pub schedule: Schedule,
+    /// Passes over the training split (ignored when `maxSteps` is set).
+    pub epochs: usize,
+    /// Optimizer steps; overrides `epochs`.
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    pub max_grad_norm: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Seed of the initial adapter, split, shuffles and dropout.
+    pub seed: u64,
+    /// Longest training sequence in tokens (examples are truncated to it).
+    pub max_seq_len: usize,
+    /// Pack several examples into one sequence of up to `maxSeqLen` tokens.
+    pub packing: bool,
+    /// Share of rows held out for validation (by row-id hash), in [0, 1).
+    pub val_fraction: f64,
+    /// Stop after this many epochs without improvement of the validation loss.
+    pub early_stopping_patience: Option<usize>,
+    /// Smallest decrease of the validation loss that counts as an improvement.
+    pub early_stopping_min_delta: f64,
+    /// Write a checkpoint every this many optimizer steps (0 = never).
+    pub checkpoint_every: usize,
+    /// Projected dimension per layer of the gradient sketches.
+    pub sketch_dim: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            target_modules: Proj::ALL.iter().map(|p| p.name().to_string()).collect(),
+            learning_rate: 2e-3,
+            warmup_steps: 10,
+            schedule: Schedule::Cosine,
+            epochs: 3,
+            max_steps: None,
+            batch_size: 8,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            seed: 0,
+            max_seq_len: 128,
+            packing: false,
+            val_fraction: 0.1,
+            early_stopping_patience: None,
+            early_stopping_min_delta: 0.0,
+            checkpoint_every: 50,
+            sketch_dim: crate::sketch::DEFAULT_DIM,
+        }
+    }
+}
+
+fn finite(field: &str, v: f64) -> Result<f64> {
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(TrainError::field(
+            field,
+            format!("{v} is not a finite number"),
+        ))
+    }
+}
+
+impl TrainConfig {
+    /// The PEFT config of the adapter this run trains.
+    pub fn lora_config(&self) -> LoraConfig {
+        let mut c = LoraConfig::new(self.rank, self.alpha, &[]);
+        c.target_modules = TargetModules::List(self.target_modules.clone());
+        c.lora_dropout = self.dropout;
+        c
+    }
+
+    /// Checks every field against its range and the base model; the error names the field.
+    pub fn validate(&self, model: &Config) -> Result<()> {
+        let f = |field: &str, reason: &dyn std::fmt::Display| {
+            TrainError::field(field, reason.to_string())
+        };
+        if self.rank == 0 {
+            return Err(f("rank", &"must be at least 1"));
+        }
+        if self.rank > 1024 {
+            return Err(f("rank", &"must be at most 1024"));
+        }
+        if finite("alpha", self.alpha)? <= 0.0 {
+            return Err(f("alpha", &"must be > 0"));
+        }
+        if !(0.0..1.0).contains(&finite("dropout", self.dropout)?) {
+            return Err(f("dropout", &"must be in [0, 1)"));
+        }
+        if self.target_modules.is_empty() {
+            return Err(f("targetModules", &"name at least one module"));
+        }
+        self.lora_config()
+            .check_targets(model.num_hidden_layers)
+            .map_err(|e| f("targetModules", &e))?;
+        let lr = finite("learningRate", self.learning_rate)?;
+        if lr <= 0.0 {
+            return Err(f("learningRate", &format!("must be > 0 (got {lr})")));
+        }
+        if lr > 1.0 {
+            return Err(f("learningRate", &format!("must be ≤ 1 (got {lr})")));
+        }
+        if self.max_steps.is_none() && self.epochs == 0 {
+            return Err(f("epochs", &"must be at least 1 (or set maxSteps)"));
+        }
+        if self.max_steps == Some(0) {
+            return Err(f("maxSteps", &"must be at least 1"));
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return Err(f("batchSize", &"must be in 1..=4096"));
+        }
+        if self.grad_accum == 0 || self.grad_accum > 4096 {
+            return Err(f("gradAccum", &"must be in 1..=4096"));
+        }
+        if finite("maxGradNorm", self.max_grad_norm)? < 0.0 {
+            return Err(f("maxGradNorm", &"must be ≥ 0 (0 = no clipping)"));
+        }
+        if finite("weightDecay", self.weight_decay)? < 0.0 {
+            return Err(f("weightDecay", &"must be ≥ 0"));
+        }
+        if self.max_seq_len < 2 || self.max_seq_len > model.max_position_embeddings {
+            return Err(f(
+                "maxSeqLen",
+                &format!(
+                    "must be in 2..={} (the base model's context)",
+                    model.max_position_embeddings
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&finite("valFraction", self.val_fraction)?) {
+            return Err(f("valFraction", &"must be in [0, 1)"));
+        }
+        if self.early_stopping_patience == Some(0) {
+            return Err(f("earlyStoppingPatience", &"must be at least 1"));
+        }
+        if finite("earlyStoppingMinDelta", self.early_stopping_min_delta)? < 0.0 {
+            return Err(f("earlyStoppingMinDelta", &"must be ≥ 0"));
+        }
+        if self.sketch_dim == 0 || self.sketch_dim > 4096 {
+            return Err(f("sketchDim", &"must be in 1..=4096"));
+        }
+        Ok(())
+    }
+
+    /// Learning rate of optimizer step `step` (1-based) of `total`.
+    pub fn lr_at(&self, step: usize, total: usize) -> f64 {
+        let peak = self.learning_rate;
+        let w = self.warmup_steps;
+        if step <= w {
+            return peak * step as f64 / w.max(1) as f64;
+        }
+        let p = (step - w) as f64 / (total.saturating_sub(w)).max(1) as f64;
+        let p = p.min(1.0);
+        match self.schedule {
+            Schedule::Constant => peak,
+            Schedule::Linear => peak * (1.0 - p),
+            Schedule::Cosine => peak * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Config {
+        openledger_model::init::InitOptions::preset(openledger_model::init::Preset::Tiny, 1)
+            .config()
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        type Change = Box<dyn Fn(&mut TrainConfig)>;
+        let cases: Vec<(&str, Change)> = vec![
+            ("rank", Box::new(|c| c.rank = 0)),
+            ("learningRate", Box::new(|c| c.learning_rate = -1e-3)),
+            ("learningRate", Box::new(|c| c.learning_rate = f64::NAN)),
+            (
+                "targetModules",
+                Box::new(|c| c.target_modules = vec!["lm_head".into()]),
+            ),
+            ("dropout", Box::new(|c| c.dropout = 1.0)),
+            ("batchSize", Box::new(|c| c.batch_size = 0)),
+            ("maxSeqLen", Box::new(|c| c.max_seq_len = 100_000)),
+        ];
+        for (field, change) in cases {
+            let mut c = TrainConfig::default();
+            change(&mut c);
+            match c.validate(&model()) {
+                Err(TrainError::InvalidField { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert!(TrainConfig::default().validate(&model()).is_ok());
+    }
+
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        let c = TrainConfig {
+            warmup_steps: 4,
+            ..Default::default()
+        };
+        assert_eq!(c.lr_at(2, 20), c.learning_rate / 2.0);
+        assert_eq!(c.lr_at(4, 20), c.learning_rate);
+        assert!(c.lr_at(12, 20) < c.learning_rate && c.lr_at(12, 20) > 0.0);
+        assert!(c.lr_at(20, 20).abs() < 1e-12);
+        let l = TrainConfig {
+            schedule: Schedule::Linear,
+            ..c
+        };
+        assert!((l.lr_at(12, 20) - l.learning_rate * 0.5).abs() < 1e-12);
+    }
+}

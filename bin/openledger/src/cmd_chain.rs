@@ -158,6 +158,8 @@ pub enum ChainCmd {
 pub enum BenchCmd {
     /// Throughput of eth_sendRawTransaction to receipt, against anvil in the same run.
     Chain(crate::cmd_chain::bench::BenchArgs),
+    /// OpenLoRA serving: S-LoRA-style workload, 1 to 1,000 adapters, against one-adapter and naive baselines.
+    Serve(crate::cmd_serve::BenchServeArgs),
 }
 
 pub mod bench;
@@ -423,5 +425,6 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
 pub async fn bench(cmd: BenchCmd) -> eyre::Result<()> {
     match cmd {
         BenchCmd::Chain(a) => bench::run(a).await,
+        BenchCmd::Serve(a) => crate::cmd_serve::bench_serve(a).await,
     }
 }

@@ -3,6 +3,7 @@
 mod cmd_chain;
 mod cmd_datanet;
 mod cmd_model;
+mod cmd_serve;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +41,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: cmd_model::ModelCmd,
     },
+    /// OpenLoRA: serve a base model and many LoRA adapters behind an OpenAI-compatible API.
+    Serve(cmd_serve::ServeArgs),
     /// Benchmarks (print a table and write a JSON report).
     Bench {
         #[command(subcommand)]
@@ -66,6 +69,7 @@ fn main() -> eyre::Result<()> {
             Cmd::Chain { cmd } => cmd_chain::chain(cmd).await,
             Cmd::Bench { cmd } => cmd_chain::bench(cmd).await,
             Cmd::Datanet { cmd } => cmd_datanet::run(cmd).await,
+            Cmd::Serve(a) => cmd_serve::serve(a).await,
             Cmd::Model { cmd } => tokio::task::spawn_blocking(move || cmd_model::run(cmd)).await?,
         }
     })

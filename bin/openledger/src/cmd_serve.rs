@@ -1,0 +1,255 @@
+//! `openledger serve` (OpenLoRA, OpenAI-compatible) and `openledger bench serve`.
+
+use alloy_primitives::Address;
+use eyre::WrapErr;
+use openledger_serve::bench::{self, BenchOptions};
+use openledger_serve::scheduler::SchedulerConfig;
+use openledger_serve::{NoHooks, ServeConfig, Server};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Options of `openledger serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// Base model directory (Hugging Face layout).
+    #[arg(long)]
+    base: PathBuf,
+    /// Name of the base model in `model` (default: the directory's name).
+    #[arg(long)]
+    base_name: Option<String>,
+    /// Adapter store: a directory or s3://bucket/prefix (where registered adapters' blobs live).
+    #[arg(long)]
+    store: Option<String>,
+    /// JSON-RPC URL of the chain; models registered in ModelRegistry become servable.
+    #[arg(long)]
+    rpc: Option<String>,
+    /// ModelRegistry address (default: the dev genesis deployment).
+    #[arg(long)]
+    registry: Option<Address>,
+    /// Listen address (port 0 picks a free port; the address is printed as `Listening on ...`).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Disk tier directory of the adapter cache (default: a temporary directory).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// RAM tier budget in MiB.
+    #[arg(long, default_value_t = 1024)]
+    ram_mb: u64,
+    /// Disk tier budget in MiB.
+    #[arg(long, default_value_t = 4096)]
+    disk_mb: u64,
+    /// Most sequences in one batch.
+    #[arg(long, default_value_t = 64)]
+    max_running: usize,
+    /// Most requests waiting for a slot (more get 429).
+    #[arg(long, default_value_t = 256)]
+    max_waiting: usize,
+    /// Token budget of one forward pass.
+    #[arg(long, default_value_t = 512)]
+    max_batch_tokens: usize,
+    /// Largest `max_tokens` a request may ask for.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens_limit: usize,
+    /// Bearer token of /v1/load_lora_adapter and /v1/unload_lora_adapter.
+    #[arg(long, env = "OPENLEDGER_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Local adapters to serve from the start, as NAME=PATH (PEFT directory or blob file).
+    #[arg(long = "adapter", value_name = "NAME=PATH")]
+    adapters: Vec<String>,
+    /// Make this many random adapters (`demo-1`, ...) for demos and tests.
+    #[arg(long, default_value_t = 0)]
+    demo_adapters: usize,
+    /// Where the demo adapters are written as PEFT directories (default: inside the cache dir).
+    #[arg(long)]
+    demo_dir: Option<PathBuf>,
+    /// Rank of the demo adapters.
+    #[arg(long, default_value_t = 8)]
+    demo_rank: usize,
+}
+
+fn dev_registry() -> Option<Address> {
+    let cfg = openledger_contracts::DeployConfig::dev();
+    openledger_contracts::plan(&cfg, openledger_contracts::GENESIS_DEPLOYER, 0)
+        .into_iter()
+        .find(|s| s.name == "ModelRegistry")
+        .map(|s| s.address)
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
+    let tmp = tempfile::Builder::new()
+        .prefix("openlora-cache-")
+        .tempdir()?;
+    let cache_dir = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let mut cfg = ServeConfig::new(&a.base, &cache_dir);
+    cfg.base_name = a.base_name.clone();
+    cfg.store = a.store.clone();
+    cfg.registry = a
+        .registry
+        .or_else(|| a.rpc.as_ref().and_then(|_| dev_registry()));
+    cfg.rpc_url = a.rpc.clone();
+    cfg.cache.ram_budget = a.ram_mb << 20;
+    cfg.cache.disk_budget = a.disk_mb << 20;
+    cfg.scheduler = SchedulerConfig {
+        max_running: a.max_running,
+        max_waiting: a.max_waiting,
+        max_batch_tokens: a.max_batch_tokens,
+        ..Default::default()
+    };
+    cfg.max_tokens_limit = a.max_tokens_limit;
+    cfg.admin_token = a.admin_token.clone();
+    cfg.poll_interval = Duration::from_millis(500);
+    let server = Server::start(cfg, Arc::new(NoHooks))
+        .await
+        .wrap_err("starting the server")?;
+    for spec in &a.adapters {
+        let (name, path) = spec
+            .split_once('=')
+            .ok_or_else(|| eyre::eyre!("--adapter wants NAME=PATH, got {spec}"))?;
+        let h = server.load_local(name, path.as_ref(), None).await?;
+        tracing::info!(target: "serve", name, %h, "adapter loaded");
+    }
+    if a.demo_adapters > 0 {
+        let demo_dir = a.demo_dir.clone().unwrap_or_else(|| cache_dir.join("demo"));
+        let base = openledger_model::Config::from_file(&a.base.join("config.json"))?;
+        for i in 1..=a.demo_adapters {
+            let dir = demo_dir.join(format!("demo-{i}"));
+            bench::random_adapter(&base, a.demo_rank, 1000 + i as u64)?.save(&dir)?;
+            server.load_local(&format!("demo-{i}"), &dir, None).await?;
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(a.listen).await?;
+    let addr = listener.local_addr()?;
+    let (name, hash) = server.base();
+    println!("Listening on {addr}");
+    tracing::info!(target: "serve", %addr, base = %name, %hash, "OpenLoRA serving");
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    drop(server);
+    drop(tmp);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Options of `openledger bench serve`.
+#[derive(clap::Args, Debug)]
+pub struct BenchServeArgs {
+    /// Base model directory (default: the `small` preset, made once into bench-out/base-small).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Numbers of distinct adapters.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+    adapters: Vec<usize>,
+    /// Adapter ranks.
+    #[arg(long, value_delimiter = ',', default_value = "8,16")]
+    ranks: Vec<usize>,
+    /// Requests per scenario.
+    #[arg(long, default_value_t = 256)]
+    requests: usize,
+    /// Poisson arrival rate, requests per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Zipf exponent of adapter popularity.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Requests of the naive (merge per request, one at a time) baseline.
+    #[arg(long, default_value_t = 24)]
+    naive_requests: usize,
+    /// RAM tier budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    ram_mb: u64,
+    /// Most sequences in one batch.
+    #[arg(long, default_value_t = 64)]
+    max_running: usize,
+    /// JSON report.
+    #[arg(long, default_value = "bench-out/serve.json")]
+    out: PathBuf,
+}
+
+/// Runs the benchmark, prints the table, writes the JSON.
+pub async fn bench_serve(a: BenchServeArgs) -> eyre::Result<()> {
+    let base = match a.base {
+        Some(b) => b,
+        None => {
+            let dir = PathBuf::from("bench-out/base-small");
+            if !dir.join("config.json").exists() {
+                eprintln!(
+                    "making the small base model in {} (a few minutes) ...",
+                    dir.display()
+                );
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    let opts = openledger_model::init::InitOptions::preset(
+                        openledger_model::init::Preset::Small,
+                        42,
+                    );
+                    openledger_model::init::init(&d, &opts, |_| {})
+                })
+                .await??;
+            }
+            dir
+        }
+    };
+    let opts = BenchOptions {
+        base_dir: base,
+        adapters: a.adapters,
+        ranks: a.ranks,
+        requests: a.requests,
+        rate: a.rate,
+        zipf: a.zipf,
+        prompt_len: (8, 96),
+        output_len: (8, 64),
+        naive_requests: a.naive_requests,
+        ram_budget: a.ram_mb << 20,
+        max_running: a.max_running,
+        seed: 7,
+    };
+    println!("{}", bench::HEADER);
+    let report = bench::run(opts, |line| println!("{line}")).await?;
+    println!(
+        "cold load (disk → RAM, rank 16): p50 {:.2} ms, p90 {:.2} ms",
+        report.cold_load_r16_p50_ms, report.cold_load_r16_p90_ms
+    );
+    for (r, b) in &report.ram_per_adapter {
+        println!(
+            "RAM per resident adapter, rank {r}: {:.1} KiB",
+            *b as f64 / 1024.0
+        );
+    }
+    for ((r, one), (_, naive)) in report
+        .ratio_vs_one_adapter
+        .iter()
+        .zip(&report.ratio_vs_naive)
+    {
+        println!("rank {r}: most adapters / one adapter = {one:.3}; / naive = {naive:.1}x");
+    }
+    if let Some(p) = a.out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&a.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("wrote {}", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! `openledger bench serve`: an S-LoRA-style workload against the engine and the adapter
+//! cache (no HTTP), with two baselines measured in the same run.
+//!
+//! Workload per scenario: `requests` requests with Poisson arrivals at `rate` per second,
+//! adapters drawn from a power law (Zipf, exponent `zipf`) over `n` distinct adapters of
+//! rank `r` (all seven projections), prompt and output lengths uniform in the given ranges.
+//! Adapters live as blobs in the disk tier; the RAM tier has `ram_budget` bytes, so cold
+//! loads happen during the run as they would in service.
+//!
+//! Baselines: the same arrivals and lengths all on one adapter; and naive serving — one
+//! request at a time, the adapter merged into the weights (`Model::merged`) and dropped
+//! afterwards — over the first `naive_requests` requests.
+
+use alloy_primitives::B256;
+use openledger_model::{
+    DType, Device, LoraAdapter, LoraConfig, Model, Pretrained, Proj, SamplingParams, generate,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cache::{AdapterCache, CacheConfig, adapter_bytes};
+use crate::engine::{self, EngineParts, Event, Job};
+use crate::metrics::Metrics;
+use crate::scheduler::SchedulerConfig;
+
+/// Bench parameters.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchOptions {
+    /// Base model directory.
+    pub base_dir: PathBuf,
+    /// Numbers of distinct adapters.
+    pub adapters: Vec<usize>,
+    /// Ranks.
+    pub ranks: Vec<usize>,
+    /// Requests per scenario.
+    pub requests: usize,
+    /// Poisson arrival rate (requests per second).
+    pub rate: f64,
+    /// Zipf exponent of adapter popularity.
+    pub zipf: f64,
+    /// Prompt length range (tokens, inclusive).
+    pub prompt_len: (usize, usize),
+    /// Output length range (tokens, inclusive).
+    pub output_len: (usize, usize),
+    /// Requests of the naive baseline.
+    pub naive_requests: usize,
+    /// RAM tier budget in bytes.
+    pub ram_budget: u64,
+    /// Most running sequences.
+    pub max_running: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// One measured configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Scenario {
+    /// `lora`, `one-adapter` or `naive`.
+    pub mode: String,
+    /// Distinct adapters.
+    pub adapters: usize,
+    /// Rank.
+    pub rank: usize,
+    /// Requests completed.
+    pub requests: usize,
+    /// Output tokens.
+    pub output_tokens: usize,
+    /// Seconds from first arrival to last completion.
+    pub seconds: f64,
+    /// Output tokens per second.
+    pub throughput: f64,
+    /// Time to first token, p50 (ms).
+    pub ttft_p50_ms: f64,
+    /// Time to first token, p90 (ms).
+    pub ttft_p90_ms: f64,
+    /// Inter-token latency, mean (ms).
+    pub itl_mean_ms: f64,
+    /// Inter-token latency, p90 (ms).
+    pub itl_p90_ms: f64,
+    /// Mean sequences per forward pass.
+    pub mean_batch: f64,
+    /// Mean distinct adapters per forward pass.
+    pub mean_adapters_per_batch: f64,
+    /// Adapter loads from disk during the run.
+    pub cold_loads: u64,
+}
+
+/// The whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Parameters.
+    pub options: BenchOptions,
+    /// Every scenario.
+    pub scenarios: Vec<Scenario>,
+    /// Cold load from the local disk tier into RAM, rank 16: p50 (ms).
+    pub cold_load_r16_p50_ms: f64,
+    /// Same, p90 (ms).
+    pub cold_load_r16_p90_ms: f64,
+    /// RAM per resident adapter by rank (bytes).
+    pub ram_per_adapter: Vec<(usize, u64)>,
+    /// Per rank: throughput of the largest adapter count / one-adapter throughput.
+    pub ratio_vs_one_adapter: Vec<(usize, f64)>,
+    /// Per rank: throughput of the largest adapter count / naive throughput.
+    pub ratio_vs_naive: Vec<(usize, f64)>,
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A random adapter of rank `r` on all seven projections, B non-zero (uniform ±0.02).
+pub fn random_adapter(
+    cfg: &openledger_model::Config,
+    r: usize,
+    seed: u64,
+) -> Result<LoraAdapter, openledger_model::Error> {
+    random_adapter_scaled(cfg, r, seed, 0.02)
+}
+
+/// Same with B uniform in ±`b` (a larger `b` moves the output further from the base).
+pub fn random_adapter_scaled(
+    cfg: &openledger_model::Config,
+    r: usize,
+    seed: u64,
+    b: f32,
+) -> Result<LoraAdapter, openledger_model::Error> {
+    let lc = LoraConfig::new(r, 2.0 * r as f64, &Proj::ALL);
+    let vm = candle_nn::VarMap::new();
+    let a = LoraAdapter::trainable(lc, cfg, &vm, &Device::Cpu, DType::F32, seed)?;
+    let mut t = a.named_tensors();
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    for (k, v) in t.iter_mut() {
+        if k.contains("lora_B") {
+            let n = v.elem_count();
+            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
+            *v = openledger_model::Tensor::from_vec(data, v.shape(), &Device::Cpu)?;
+        }
+    }
+    LoraAdapter::from_tensors(a.config().clone(), cfg, t, &Device::Cpu, DType::F32)
+}
+
+struct Req {
+    at: Duration,
+    adapter: usize,
+    prompt: Vec<u32>,
+    out: usize,
+}
+
+fn workload(o: &BenchOptions, n: usize, vocab: usize, seed: u64) -> Vec<Req> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let weights: Vec<f64> = (0..n)
+        .map(|i| 1.0 / ((i + 1) as f64).powf(o.zipf))
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut t = 0.0;
+    (0..o.requests)
+        .map(|_| {
+            t += -(1.0 - rng.random::<f64>()).ln() / o.rate;
+            let mut u = rng.random::<f64>() * total;
+            let mut adapter = n - 1;
+            for (i, w) in weights.iter().enumerate() {
+                if u < *w {
+                    adapter = i;
+                    break;
+                }
+                u -= w;
+            }
+            let pl = rng.random_range(o.prompt_len.0..=o.prompt_len.1);
+            Req {
+                at: Duration::from_secs_f64(t),
+                adapter,
+                prompt: (0..pl).map(|_| rng.random_range(3..vocab as u32)).collect(),
+                out: rng.random_range(o.output_len.0..=o.output_len.1),
+            }
+        })
+        .collect()
+}
+
+fn params(out: usize) -> SamplingParams {
+    SamplingParams {
+        max_new_tokens: out,
+        ..Default::default()
+    }
+}
+
+async fn run_batched(
+    o: &BenchOptions,
+    base: &Pretrained,
+    hashes: &[B256],
+    cache: Arc<AdapterCache>,
+    reqs: &[Req],
+    mode: &str,
+    rank: usize,
+) -> eyre_lite::Result<Scenario> {
+    let metrics = Arc::new(Metrics::default());
+    let (h, thread) = engine::spawn(EngineParts {
+        model: Arc::new(base.model.clone()),
+        tokenizer: None,
+        scheduler: SchedulerConfig {
+            max_running: o.max_running,
+            max_waiting: o.requests + 1,
+            ..Default::default()
+        },
+        metrics: metrics.clone(),
+    })?;
+    let disk_before = metrics_disk(&cache);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for r in reqs {
+        let (h, cache, hash) = (h.clone(), cache.clone(), hashes[r.adapter]);
+        let (prompt, out, at) = (r.prompt.clone(), r.out, r.at);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((start + at).into()).await;
+            let arrived = Instant::now();
+            let (adapter, _) = cache.get(hash, "bench").await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            h.submit(Job {
+                id: h.next_id(),
+                key: hash,
+                adapter: Some(adapter),
+                prompt,
+                params: params(out),
+                events: tx,
+                arrived,
+                permit: h.reserve()?,
+            })?;
+            let mut times = Vec::new();
+            loop {
+                match rx.recv().await {
+                    Some(Event::Token { .. }) => times.push(Instant::now()),
+                    Some(Event::Done(_)) | None => break,
+                    Some(Event::Failed(e)) => return Err(eyre_lite::Error(e)),
+                }
+            }
+            Ok::<_, eyre_lite::Error>((arrived, times))
+        }));
+    }
+    let (mut ttft, mut itl, mut tokens, mut end) = (Vec::new(), Vec::new(), 0, start);
+    for t in tasks {
+        let (arrived, times) = t.await.map_err(|e| eyre_lite::Error(e.to_string()))??;
+        if let Some(first) = times.first() {
+            ttft.push((*first - arrived).as_secs_f64() * 1e3);
+        }
+        for w in times.windows(2) {
+            itl.push((w[1] - w[0]).as_secs_f64() * 1e3);
+        }
+        tokens += times.len();
+        if let Some(l) = times.last() {
+            end = end.max(*l);
+        }
+    }
+    h.shutdown();
+    let _ = thread.join();
+    let secs = (end - start).as_secs_f64();
+    let itl_mean = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
+    let bs = &metrics.batch_size;
+    let steps = bs.count().max(1) as f64;
+    Ok(Scenario {
+        mode: mode.into(),
+        adapters: hashes.len(),
+        rank,
+        requests: reqs.len(),
+        output_tokens: tokens,
+        seconds: secs,
+        throughput: tokens as f64 / secs,
+        ttft_p50_ms: pct(&mut ttft.clone(), 0.5),
+        ttft_p90_ms: pct(&mut ttft, 0.9),
+        itl_mean_ms: itl_mean,
+        itl_p90_ms: pct(&mut itl, 0.9),
+        mean_batch: hist_sum(bs) / steps,
+        mean_adapters_per_batch: hist_sum(&metrics.adapters_per_batch) / steps,
+        cold_loads: metrics_disk(&cache) - disk_before,
+    })
+}
+
+fn hist_sum(h: &crate::metrics::Histogram) -> f64 {
+    h.sum()
+}
+
+fn metrics_disk(c: &AdapterCache) -> u64 {
+    c.metrics()
+        .disk
+        .hits
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn run_naive(
+    base: &Pretrained,
+    adapters: &[Arc<LoraAdapter>],
+    reqs: &[Req],
+    rank: usize,
+) -> eyre_lite::Result<Scenario> {
+    let start = Instant::now();
+    let (mut tokens, mut ttft, mut itl) = (0, Vec::new(), Vec::new());
+    for r in reqs {
+        let t0 = Instant::now();
+        let merged: Model = base.model.merged(&adapters[r.adapter])?; // merge
+        let mut last = None::<Instant>;
+        let seq = generate(&merged, None, &r.prompt, None, &params(r.out), |_| {
+            let now = Instant::now();
+            match last {
+                None => ttft.push((now - t0).as_secs_f64() * 1e3),
+                Some(l) => itl.push((now - l).as_secs_f64() * 1e3),
+            }
+            last = Some(now);
+            true
+        })?;
+        drop(merged); // unmerge: back to the shared base weights
+        tokens += seq.generated().len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let itl_mean = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
+    Ok(Scenario {
+        mode: "naive".into(),
+        adapters: adapters.len(),
+        rank,
+        requests: reqs.len(),
+        output_tokens: tokens,
+        seconds: secs,
+        throughput: tokens as f64 / secs,
+        ttft_p50_ms: pct(&mut ttft.clone(), 0.5),
+        ttft_p90_ms: pct(&mut ttft, 0.9),
+        itl_mean_ms: itl_mean,
+        itl_p90_ms: pct(&mut itl, 0.9),
+        mean_batch: 1.0,
+        mean_adapters_per_batch: 1.0,
+        cold_loads: 0,
+    })
+}
+
+/// Runs the whole benchmark; `progress` gets one line per finished scenario.
+pub async fn run(
+    o: BenchOptions,
+    mut progress: impl FnMut(&str),
+) -> eyre_lite::Result<BenchReport> {
+    let dir = o.base_dir.clone();
+    let base = Arc::new(
+        tokio::task::spawn_blocking(move || Pretrained::load(&dir, &Device::Cpu, DType::F32))
+            .await
+            .map_err(|e| eyre_lite::Error(e.to_string()))??,
+    );
+    let cfg = base.config.clone();
+    let tmp = std::env::temp_dir().join(format!("openlora-bench-{:x}", rand::random::<u64>()));
+    let mut scenarios = Vec::new();
+    let (mut ram_per, mut ratio_one, mut ratio_naive) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cold_p50, mut cold_p90) = (0.0, 0.0);
+    let max_n = o.adapters.iter().copied().max().unwrap_or(1);
+    for &rank in &o.ranks {
+        let disk = tmp.join(format!("r{rank}"));
+        let new_cache = |ram: u64| {
+            AdapterCache::open(
+                CacheConfig {
+                    disk_dir: disk.clone(),
+                    disk_budget: u64::MAX,
+                    ram_budget: ram,
+                },
+                None,
+                cfg.clone(),
+                Device::Cpu,
+                DType::F32,
+                Arc::new(Metrics::default()),
+            )
+        };
+        // make max_n adapters, write them to the disk tier
+        let cache = Arc::new(new_cache(o.ram_budget)?);
+        let mut hashes = Vec::with_capacity(max_n);
+        let mut first = None;
+        for i in 0..max_n {
+            let a = random_adapter(
+                &cfg,
+                rank,
+                o.seed.wrapping_add(i as u64 * 7919 + rank as u64),
+            )?;
+            if first.is_none() {
+                ram_per.push((rank, adapter_bytes(&a)));
+                first = Some(Arc::new(a.clone()));
+            }
+            let (h, _) = cache.insert_blob(a.to_blob()?, "bench", None).await?;
+            hashes.push(h);
+        }
+        // cold loads from disk, rank 16 (a fresh cache: nothing in RAM)
+        if rank == 16 || (cold_p50 == 0.0 && rank == *o.ranks.last().unwrap_or(&16)) {
+            let fresh = new_cache(u64::MAX)?;
+            let mut ms = Vec::new();
+            for h in hashes.iter().take(200) {
+                let t = Instant::now();
+                fresh.get(*h, "bench").await?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            cold_p50 = pct(&mut ms.clone(), 0.5);
+            cold_p90 = pct(&mut ms, 0.9);
+            progress(&format!(
+                "rank {rank}: cold load from disk p50 {cold_p50:.2} ms, p90 {cold_p90:.2} ms"
+            ));
+        }
+        let reqs = workload(&o, max_n, cfg.vocab_size, o.seed ^ rank as u64);
+        let one: Vec<Req> = reqs
+            .iter()
+            .map(|r| Req {
+                adapter: 0,
+                prompt: r.prompt.clone(),
+                ..*r
+            })
+            .collect();
+        let s = run_batched(
+            &o,
+            &base,
+            &hashes[..1],
+            Arc::new(new_cache(o.ram_budget)?),
+            &one,
+            "one-adapter",
+            rank,
+        )
+        .await?;
+        progress(&row(&s));
+        let one_tp = s.throughput;
+        scenarios.push(s);
+        let mut last_tp = 0.0;
+        for &n in &o.adapters {
+            let reqs = workload(&o, n, cfg.vocab_size, o.seed ^ rank as u64);
+            let s = run_batched(
+                &o,
+                &base,
+                &hashes[..n],
+                Arc::new(new_cache(o.ram_budget)?),
+                &reqs,
+                "lora",
+                rank,
+            )
+            .await?;
+            progress(&row(&s));
+            if n == max_n {
+                last_tp = s.throughput;
+            }
+            scenarios.push(s);
+        }
+        let mut adapters = Vec::with_capacity(max_n);
+        let reqs = workload(&o, max_n, cfg.vocab_size, o.seed ^ rank as u64);
+        let naive_reqs: Vec<Req> = reqs.into_iter().take(o.naive_requests).collect();
+        for r in &naive_reqs {
+            while adapters.len() <= r.adapter {
+                adapters.push(
+                    first
+                        .clone()
+                        .ok_or_else(|| eyre_lite::Error("no adapter".into()))?,
+                );
+            }
+        }
+        let (b2, nr) = (base.clone(), naive_reqs);
+        let s = tokio::task::spawn_blocking(move || run_naive(&b2, &adapters, &nr, rank))
+            .await
+            .map_err(|e| eyre_lite::Error(e.to_string()))??;
+        progress(&row(&s));
+        ratio_one.push((rank, last_tp / one_tp));
+        ratio_naive.push((rank, last_tp / s.throughput));
+        scenarios.push(s);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(BenchReport {
+        options: o,
+        scenarios,
+        cold_load_r16_p50_ms: cold_p50,
+        cold_load_r16_p90_ms: cold_p90,
+        ram_per_adapter: ram_per,
+        ratio_vs_one_adapter: ratio_one,
+        ratio_vs_naive: ratio_naive,
+    })
+}
+
+/// One table row.
+pub fn row(s: &Scenario) -> String {
+    format!(
+        "{:<12} {:>5} {:>3} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>6.1} {:>6.1} {:>6}",
+        s.mode,
+        s.adapters,
+        s.rank,
+        s.output_tokens,
+        s.throughput,
+        s.ttft_p50_ms,
+        s.ttft_p90_ms,
+        s.itl_mean_ms,
+        s.itl_p90_ms,
+        s.mean_batch,
+        s.mean_adapters_per_batch,
+        s.cold_loads
+    )
+}
+
+/// The table header matching [`row`].
+pub const HEADER: &str = "mode         adapt   r tokens     tok/s  ttft50ms  ttft90ms   itl ms  itl90ms  batch  adpt/b  loads";
+
+/// A tiny error type for the benchmark (the library does not use eyre).
+pub mod eyre_lite {
+    /// Any failure, as text.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct Error(pub String);
+    /// Result with [`Error`].
+    pub type Result<T> = std::result::Result<T, Error>;
+    macro_rules! from {
+        ($($t:ty),*) => {$(impl From<$t> for Error { fn from(e: $t) -> Self { Error(e.to_string()) } })*};
+    }
+    from!(openledger_model::Error, crate::ServeError, std::io::Error);
+}

@@ -1,0 +1,356 @@
+//! Names → adapters: the served base model, adapters registered in `ModelRegistry` (followed
+//! over JSON-RPC, so a model registered on chain becomes servable without a restart), local
+//! adapters loaded by an admin, and raw content hashes.
+//!
+//! Accepted names: the base model's name (no adapter); `model-<id>` or `<id>` (on-chain id);
+//! an alias (a local adapter's name); `0x<64 hex>` (an adapter blob's keccak-256).
+
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::Filter;
+use alloy_primitives::{Address, B256};
+use alloy_sol_types::SolEventInterface;
+use openledger_contracts::bindings::ModelRegistry;
+use std::collections::BTreeMap;
+
+use crate::error::ServeError;
+
+/// Where an adapter's record came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Registered on chain.
+    Chain {
+        /// Registering account.
+        owner: Address,
+        /// `baseModelId` of the registration.
+        base_model_id: String,
+        /// Registration block.
+        block: u64,
+    },
+    /// Loaded from a local directory by an admin.
+    Local {
+        /// The directory or blob file.
+        path: String,
+    },
+}
+
+/// One known adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterEntry {
+    /// The name listed in `/v1/models`.
+    pub name: String,
+    /// On-chain id.
+    pub model_id: Option<u64>,
+    /// keccak-256 of the blob.
+    pub adapter_hash: B256,
+    /// The base model it was made for (chain records only).
+    pub base_model_hash: Option<B256>,
+    /// Deactivated on chain.
+    pub active: bool,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// What a name resolves to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// The base model, no adapter.
+    Base,
+    /// An adapter.
+    Adapter {
+        /// On-chain id, if registered.
+        model_id: Option<u64>,
+        /// Content hash.
+        hash: B256,
+    },
+}
+
+/// Every name the server knows.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    /// The base model's name.
+    pub base_name: String,
+    /// The base model's content hash.
+    pub base_hash: B256,
+    chain: BTreeMap<u64, AdapterEntry>,
+    local: BTreeMap<String, AdapterEntry>,
+}
+
+impl Directory {
+    /// A directory with only the base model.
+    pub fn new(base_name: String, base_hash: B256) -> Self {
+        Directory {
+            base_name,
+            base_hash,
+            chain: BTreeMap::new(),
+            local: BTreeMap::new(),
+        }
+    }
+
+    /// Why a chain entry cannot be served, if it cannot.
+    pub fn unservable_reason(&self, e: &AdapterEntry) -> Option<String> {
+        if !e.active {
+            return Some("deactivated on chain".into());
+        }
+        match e.base_model_hash {
+            Some(h) if h != self.base_hash => Some(format!(
+                "registered for base model {h}, but this server serves {} ({})",
+                self.base_name, self.base_hash
+            )),
+            _ => None,
+        }
+    }
+
+    /// Every adapter, chain records first, then local ones.
+    pub fn entries(&self) -> impl Iterator<Item = &AdapterEntry> {
+        self.chain.values().chain(self.local.values())
+    }
+
+    /// Resolves a client's `model` string.
+    pub fn resolve(&self, name: &str) -> Result<Resolved, ServeError> {
+        if name == self.base_name {
+            return Ok(Resolved::Base);
+        }
+        if let Some(e) = self.local.get(name) {
+            return Ok(Resolved::Adapter {
+                model_id: None,
+                hash: e.adapter_hash,
+            });
+        }
+        let id = name.strip_prefix("model-").unwrap_or(name);
+        if let Ok(id) = id.parse::<u64>() {
+            let e = self
+                .chain
+                .get(&id)
+                .ok_or_else(|| ServeError::ModelNotFound(name.to_string()))?;
+            return self.servable(name, e);
+        }
+        if name.len() == 66
+            && let Ok(hash) = name.parse::<B256>()
+        {
+            if let Some(e) = self.chain.values().find(|e| e.adapter_hash == hash) {
+                return self.servable(name, e);
+            }
+            return Ok(Resolved::Adapter {
+                model_id: None,
+                hash,
+            });
+        }
+        Err(ServeError::ModelNotFound(name.to_string()))
+    }
+
+    fn servable(&self, name: &str, e: &AdapterEntry) -> Result<Resolved, ServeError> {
+        if let Some(reason) = self.unservable_reason(e) {
+            return Err(ServeError::NotServable {
+                name: name.to_string(),
+                reason,
+            });
+        }
+        Ok(Resolved::Adapter {
+            model_id: e.model_id,
+            hash: e.adapter_hash,
+        })
+    }
+
+    /// Adds or replaces a local adapter under `name`. Names of the base model, of on-chain ids
+    /// and of hashes are refused (they would shadow other names).
+    pub fn add_local(&mut self, name: &str, hash: B256, path: &str) -> Result<(), ServeError> {
+        let digits = name.strip_prefix("model-").unwrap_or(name);
+        if name.is_empty()
+            || name == self.base_name
+            || digits.parse::<u64>().is_ok()
+            || name.starts_with("0x")
+        {
+            return Err(ServeError::param(
+                "lora_name",
+                format!("'{name}' is reserved (base model name, on-chain id or hash)"),
+            ));
+        }
+        self.local.insert(
+            name.to_string(),
+            AdapterEntry {
+                name: name.to_string(),
+                model_id: None,
+                adapter_hash: hash,
+                base_model_hash: None,
+                active: true,
+                origin: Origin::Local { path: path.into() },
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a local adapter; returns its hash.
+    pub fn remove_local(&mut self, name: &str) -> Option<B256> {
+        self.local.remove(name).map(|e| e.adapter_hash)
+    }
+
+    /// Applies one `ModelRegistry` event.
+    pub fn apply(&mut self, ev: &ModelRegistry::ModelRegistryEvents, block: u64) {
+        use ModelRegistry::ModelRegistryEvents as E;
+        match ev {
+            E::ModelRegistered(r) => {
+                let id = u64::try_from(r.modelId).unwrap_or(u64::MAX);
+                self.chain.insert(
+                    id,
+                    AdapterEntry {
+                        name: format!("model-{id}"),
+                        model_id: Some(id),
+                        adapter_hash: r.adapterHash,
+                        base_model_hash: Some(r.spec.baseModelHash),
+                        active: true,
+                        origin: Origin::Chain {
+                            owner: r.owner,
+                            base_model_id: r.spec.baseModelId.clone(),
+                            block,
+                        },
+                    },
+                );
+            }
+            E::ModelDeactivated(d) => {
+                if let Some(e) = u64::try_from(d.modelId)
+                    .ok()
+                    .and_then(|id| self.chain.get_mut(&id))
+                {
+                    e.active = false;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Follows `ModelRegistry` logs block range by block range.
+#[derive(Clone, Debug)]
+pub struct ChainFollower {
+    provider: DynProvider,
+    registry: Address,
+    next_block: u64,
+    max_range: u64,
+}
+
+impl ChainFollower {
+    /// Connects to `rpc_url` (HTTP JSON-RPC).
+    pub fn connect(rpc_url: &str, registry: Address) -> Result<Self, ServeError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|e| ServeError::Internal(format!("bad rpc url {rpc_url}: {e}")))?;
+        Ok(ChainFollower {
+            provider: ProviderBuilder::new().connect_http(url).erased(),
+            registry,
+            next_block: 0,
+            max_range: 10_000,
+        })
+    }
+
+    /// Applies every event up to the chain head to `dir`; returns how many were applied.
+    pub async fn sync(&mut self, dir: &parking_lot::RwLock<Directory>) -> Result<usize, String> {
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut applied = 0;
+        while self.next_block <= head {
+            let to = head.min(self.next_block + self.max_range - 1);
+            let filter = Filter::new()
+                .address(self.registry)
+                .from_block(self.next_block)
+                .to_block(to);
+            let logs = self
+                .provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut d = dir.write();
+            for log in &logs {
+                match ModelRegistry::ModelRegistryEvents::decode_log(&log.inner) {
+                    Ok(ev) => {
+                        d.apply(&ev.data, log.block_number.unwrap_or(to));
+                        applied += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(target: "serve::registry", error = %e, "undecodable ModelRegistry log")
+                    }
+                }
+            }
+            self.next_block = to + 1;
+        }
+        Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_resolve_and_foreign_bases_are_refused() {
+        let base = B256::repeat_byte(7);
+        let mut d = Directory::new("tiny".into(), base);
+        let spec = |h: B256| ModelRegistry::ModelSpec {
+            baseModelId: "tiny".into(),
+            baseModelHash: h,
+            adapterHash: B256::repeat_byte(1),
+            trainingManifestHash: B256::ZERO,
+            trainedOn: vec![],
+            pricePer1kTokens: Default::default(),
+            metadataURI: String::new(),
+        };
+        let reg = |id: u64, a: u8, h: B256| {
+            let mut s = spec(h);
+            s.adapterHash = B256::repeat_byte(a);
+            ModelRegistry::ModelRegistryEvents::ModelRegistered(ModelRegistry::ModelRegistered {
+                modelId: alloy_primitives::U256::from(id),
+                owner: Address::ZERO,
+                adapterHash: B256::repeat_byte(a),
+                spec: s,
+            })
+        };
+        d.apply(&reg(1, 1, base), 5);
+        d.apply(&reg(2, 2, B256::repeat_byte(9)), 6);
+        assert_eq!(d.resolve("tiny").unwrap(), Resolved::Base);
+        let one = Resolved::Adapter {
+            model_id: Some(1),
+            hash: B256::repeat_byte(1),
+        };
+        assert_eq!(d.resolve("model-1").unwrap(), one);
+        assert_eq!(d.resolve("1").unwrap(), one);
+        assert_eq!(d.resolve(&B256::repeat_byte(1).to_string()).unwrap(), one);
+        assert!(matches!(
+            d.resolve("model-2"),
+            Err(ServeError::NotServable { .. })
+        ));
+        assert!(matches!(
+            d.resolve("model-3"),
+            Err(ServeError::ModelNotFound(_))
+        ));
+        assert!(matches!(
+            d.resolve("nope"),
+            Err(ServeError::ModelNotFound(_))
+        ));
+        d.apply(
+            &ModelRegistry::ModelRegistryEvents::ModelDeactivated(
+                ModelRegistry::ModelDeactivated {
+                    modelId: alloy_primitives::U256::from(1),
+                },
+            ),
+            7,
+        );
+        assert!(matches!(
+            d.resolve("model-1"),
+            Err(ServeError::NotServable { .. })
+        ));
+        d.add_local("mine", B256::repeat_byte(3), "/x").unwrap();
+        assert!(d.add_local("12", B256::ZERO, "/x").is_err());
+        assert!(d.add_local("tiny", B256::ZERO, "/x").is_err());
+        assert_eq!(
+            d.resolve("mine").unwrap(),
+            Resolved::Adapter {
+                model_id: None,
+                hash: B256::repeat_byte(3)
+            }
+        );
+        assert_eq!(d.remove_local("mine"), Some(B256::repeat_byte(3)));
+        assert!(d.resolve("mine").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Models registered in `ModelRegistry` on a real devnet become servable without a restart;
+//! a model for another base is listed as not servable; a blob that does not match its hash
+//! is refused at load and named.
+
+use crate::common::{adapter_dir, base_config, start};
+use alloy::network::EthereumWallet;
+use alloy::providers::ProviderBuilder;
+use alloy_primitives::{B256, U256, keccak256};
+use eyre::{Result, ensure};
+use openledger_contracts::bindings::ModelRegistry;
+use openledger_datanet::{ContentStore, DatanetClient};
+use openledger_devnet::{Devnet, DevnetConfig};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn listed(t: &crate::common::TestServer, id: &str) -> Result<Option<Value>> {
+    let v: Value = serde_json::from_str(&t.get("/v1/models").await?)?;
+    Ok(v["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|m| m["id"] == json!(id)).cloned()))
+}
+
+async fn wait_listed(t: &crate::common::TestServer, id: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(m) = listed(t, id).await? {
+            return Ok(m);
+        }
+        ensure!(Instant::now() < deadline, "{id} never listed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_registered_models_become_servable_without_restart() -> Result<()> {
+    let devnet = Devnet::start(DevnetConfig::default()).await?;
+    let registry = devnet
+        .deployments
+        .get("ModelRegistry")
+        .ok_or_else(|| eyre::eyre!("no ModelRegistry"))?;
+    let store_dir = tempfile::tempdir()?;
+    let store_loc = store_dir.path().display().to_string();
+    let t = start(|c| {
+        c.store = Some(store_loc.clone());
+        c.rpc_url = Some(devnet.rpc_url());
+        c.registry = Some(registry);
+    })
+    .await?;
+    ensure!(listed(&t, "model-1").await?.is_none());
+    let (_, base_hash) = t.server.base();
+    // an adapter, stored as one blob, and the same adapter loaded locally for comparison
+    let cfg = base_config()?;
+    let (dir, a) = adapter_dir(t.dir.path(), "reg", &cfg, 8, 77)?;
+    let store = ContentStore::open(&store_loc)?;
+    let blob = a.to_blob()?;
+    let hash = store.put(blob.clone().into()).await?;
+    ensure!(hash == keccak256(&blob));
+    t.server.load_local("local-copy", &dir, None).await?;
+    // a Datanet version to train on (the registry requires one)
+    let owner = &devnet.accounts[0];
+    let dn = DatanetClient::connect(
+        &devnet.rpc_url(),
+        &format!("{}/api/datanets", devnet.rpc_url()),
+        owner.signer.clone(),
+    )
+    .await?;
+    let d = dn
+        .create_datanet("serve test", "", false, U256::ZERO)
+        .await?;
+    let bytes = b"{\"text\":\"the hive queen lays brood in the comb while foragers bring nectar home\"}\n{\"text\":\"a smoker puffs cool smoke over the frames to calm the colony\"}\n".to_vec();
+    let r = dn.upload_bytes(d, "bees.jsonl", &[], bytes).await?;
+    let c = dn.contribute(d, &r).await?;
+    dn.approve(c).await?;
+    dn.publish(d).await?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(owner.signer.clone()))
+        .connect_http(devnet.rpc_url().parse()?);
+    let reg = ModelRegistry::new(registry, provider);
+    let spec = |adapter: B256, base: B256| ModelRegistry::ModelSpec {
+        baseModelId: "tiny".into(),
+        baseModelHash: base,
+        adapterHash: adapter,
+        trainingManifestHash: B256::ZERO,
+        trainedOn: vec![ModelRegistry::DatanetVersion {
+            datanetId: U256::from(d),
+            version: U256::ZERO,
+        }],
+        pricePer1kTokens: U256::ZERO,
+        metadataURI: String::new(),
+    };
+    let rc = reg
+        .registerModel(spec(hash, base_hash))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    ensure!(rc.status(), "register reverted");
+    // listed and servable without a restart; same output as the local copy
+    let m = wait_listed(&t, "model-1").await?;
+    ensure!(
+        m["servable"] == json!(true) && m["adapter_hash"] == json!(hash),
+        "{m}"
+    );
+    let chain_out = t.complete("model-1", "the hive queen", 10).await?;
+    let local_out = t.complete("local-copy", "the hive queen", 10).await?;
+    ensure!(chain_out == local_out, "{chain_out:?} vs {local_out:?}");
+    ensure!(
+        t.complete(&hash.to_string(), "the hive queen", 10).await? == local_out,
+        "by hash"
+    );
+    // registered for another base model: listed, not servable, refused clearly
+    let other = keccak256(b"another adapter");
+    reg.registerModel(spec(other, B256::repeat_byte(0x42)))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let m = wait_listed(&t, "model-2").await?;
+    ensure!(
+        m["servable"] == json!(false)
+            && m["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("base model")),
+        "{m}"
+    );
+    let (s, v) = t
+        .post(
+            "/v1/completions",
+            &json!({"model": "model-2", "prompt": "x"}),
+        )
+        .await?;
+    ensure!(
+        s == 422 && v["error"]["code"] == "model_not_servable",
+        "{s} {v}"
+    );
+    // a blob in the store that does not hash to its name: refused at load, named
+    let (_, b) = adapter_dir(t.dir.path(), "tampered", &cfg, 8, 78)?;
+    let tblob = b.to_blob()?;
+    let th = store.put(tblob.clone().into()).await?;
+    let hex = hex_of(&th);
+    let path = store_dir.path().join("blobs").join(&hex[..2]).join(&hex);
+    ensure!(path.exists(), "{}", path.display());
+    let mut bad = tblob.clone();
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    std::fs::write(&path, &bad)?;
+    reg.registerModel(spec(th, base_hash))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    wait_listed(&t, "model-3").await?;
+    let (s, v) = t
+        .post(
+            "/v1/completions",
+            &json!({"model": "model-3", "prompt": "x"}),
+        )
+        .await?;
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    ensure!(
+        s == 400 && v["error"]["code"] == "adapter_hash_mismatch" && msg.contains("model-3"),
+        "{s} {v}"
+    );
+    // a blob missing from the store
+    let missing = keccak256(b"never stored");
+    reg.registerModel(spec(missing, base_hash))
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    wait_listed(&t, "model-4").await?;
+    let (s, v) = t
+        .post(
+            "/v1/completions",
+            &json!({"model": "model-4", "prompt": "x"}),
+        )
+        .await?;
+    ensure!(
+        s == 502 && v["error"]["code"] == "adapter_unavailable",
+        "{s} {v}"
+    );
+    t.complete("model-1", "x", 2).await?;
+    drop(t);
+    devnet.shutdown().await;
+    Ok(())
+}
+
+fn hex_of(h: &B256) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -6,6 +6,11 @@
 //! - [`span`]: span attribution (maximal verbatim spans weighted by rarity, OLMoTrace style).
 //! - [`record`]: [`AttributionRecord`], its canonical bytes, id and ppm weights.
 //! - [`merkle`]: batch roots and proofs in the OpenZeppelin `MerkleProof` convention.
+//! - [`influence`]: gradient-sketch influence (cosine) per contribution.
+//! - [`corpus`]: a Datanet version's rows, tokenized, and its index.
+//! - [`auth`]: payer identification (EIP-712 session headers, API keys).
+//! - [`service`] + [`settle`] + [`api`]: [`AttributionService`], the `InferenceHooks` of the
+//!   OpenLoRA server, batched settlement, `/api/attribution`, `/api/earnings`, `/api/keys`.
 //!
 //! ```
 //! use openledger_attribution::{index::{self, Document, IndexMeta, SpanIndex}, span};
@@ -22,10 +27,16 @@
 //! assert_eq!(att.scores.keys().map(|k| k.2).collect::<Vec<_>>(), vec![7]);
 //! ```
 
+pub mod api;
+pub mod auth;
+pub mod corpus;
 pub mod index;
 pub mod influence;
 pub mod merkle;
 pub mod record;
+pub mod service;
+pub mod settle;
 pub mod span;
 
 pub use record::{AttributionRecord, Credit, MethodRecord};
+pub use service::{AttributionConfig, AttributionService, ServiceError};

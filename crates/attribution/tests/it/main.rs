@@ -1,1 +1,3 @@
-//! Integration tests.
+//! Integration tests of openledger-attribution (one binary).
+
+mod settle;

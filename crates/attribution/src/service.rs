@@ -1,0 +1,507 @@
+//! The attribution service: payment checks before compute, a record per answer, batched
+//! on-chain settlement. It implements [`InferenceHooks`] for the OpenLoRA server.
+//!
+//! ```text
+//! <dir>/records/        content store: canonical records (id = keccak-256 = Merkle leaf)
+//! <dir>/indexes/        span indexes, one file per (Datanet, version, tokenizer)
+//! <dir>/batches/N.json  settled batch N: root, tx, every record's proof, credits per account
+//! <dir>/pending.json    records charged but not yet settled (survives restarts)
+//! <dir>/keys.json       API keys (keccak-256 → address) and used key-request nonces
+//! ```
+
+use crate::auth::{self, KeyStore};
+use crate::corpus::{self, RowSource};
+use crate::index::{IndexMeta, SpanIndex};
+use crate::record::{self, AttributionRecord, Credit, ENGINE, MethodRecord, PPM, RECORD_VERSION};
+use crate::settle::{BatchFile, PendingRecord};
+use crate::span::{self, SpanParams};
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, B256, U256};
+use alloy_sol_types::Eip712Domain;
+use axum::http::{HeaderMap, StatusCode};
+use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
+use openledger_datanet::ContentStore;
+use openledger_serve::hooks::{
+    BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
+};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokenizers::Tokenizer;
+
+/// Service configuration.
+#[derive(Clone, Debug)]
+pub struct AttributionConfig {
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// `AttributionSettlement`.
+    pub settlement: Address,
+    /// `ModelRegistry`.
+    pub models: Address,
+    /// `DatanetRegistry`.
+    pub datanets: Address,
+    /// The service's directory (devnet: `<datadir>/attribution`).
+    pub dir: PathBuf,
+    /// Content store holding Datanet manifests and contributions (devnet:
+    /// `<datadir>/datanets/content`).
+    pub datanet_store: String,
+    /// The base model's `tokenizer.json` (no span attribution without it).
+    pub tokenizer: Option<PathBuf>,
+    /// The account that submits batches (must be in the attributor set).
+    pub attributor: Option<PrivateKeySigner>,
+    /// Submit a batch once this many records are pending.
+    pub batch_records: usize,
+    /// ... or this long after the last batch.
+    pub batch_interval: Duration,
+    /// Span method parameters.
+    pub span: SpanParams,
+}
+
+impl AttributionConfig {
+    /// Defaults for a devnet-like deployment.
+    pub fn new(
+        rpc_url: impl Into<String>,
+        deployments: &openledger_contracts::Deployments,
+        dir: impl Into<PathBuf>,
+        datanet_store: impl Into<String>,
+    ) -> Self {
+        Self {
+            rpc_url: rpc_url.into(),
+            settlement: deployments.get("AttributionSettlement").unwrap_or_default(),
+            models: deployments.get("ModelRegistry").unwrap_or_default(),
+            datanets: deployments.get("DatanetRegistry").unwrap_or_default(),
+            dir: dir.into(),
+            datanet_store: datanet_store.into(),
+            tokenizer: None,
+            attributor: None,
+            batch_records: 16,
+            batch_interval: Duration::from_secs(10),
+            span: SpanParams::default(),
+        }
+    }
+}
+
+/// Errors opening the service or serving its API.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Chain access failed.
+    #[error("chain: {0}")]
+    Chain(String),
+    /// Disk or store access failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Datanet data could not be read or indexed.
+    #[error(transparent)]
+    Corpus(#[from] corpus::CorpusError),
+}
+
+pub(crate) fn chain_err(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Chain(e.to_string())
+}
+pub(crate) fn storage_err(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Storage(e.to_string())
+}
+
+/// Mutable state behind one lock (never held across an await).
+#[derive(Default)]
+pub(crate) struct State {
+    /// Charged, not yet settled.
+    pub pending: Vec<PendingRecord>,
+    /// Authorised requests in flight: request id → (payer, model, worst-case fee, since).
+    pub reserved: HashMap<String, (Address, u64, U256, Instant)>,
+    /// Record id → (batch id, proof).
+    pub settled: HashMap<B256, (u64, Vec<B256>)>,
+    /// Settled batches.
+    pub batches: BTreeMap<u64, BatchFile>,
+}
+
+/// The attribution service.
+pub struct AttributionService {
+    pub(crate) cfg: AttributionConfig,
+    pub(crate) provider: DynProvider,
+    pub(crate) chain_id: u64,
+    pub(crate) domain: Eip712Domain,
+    pub(crate) records: ContentStore,
+    pub(crate) keys: KeyStore,
+    tokenizer: Option<(Tokenizer, B256)>,
+    rows: RowSource,
+    indexes: tokio::sync::Mutex<HashMap<(u64, u64), Arc<SpanIndex>>>,
+    trained_on: Mutex<HashMap<u64, Vec<(u64, u64)>>>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+/// How long an authorisation holds its worst-case fee without completing.
+const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// Most contributions credited by one record.
+pub const MAX_CREDITS: usize = 64;
+
+fn refuse(status: StatusCode, kind: &str, message: impl Into<String>) -> HookError {
+    HookError {
+        status,
+        kind: kind.into(),
+        message: message.into(),
+    }
+}
+
+impl AttributionService {
+    /// Opens the directories, connects to the chain, loads settled batches and pending records.
+    pub async fn open(cfg: AttributionConfig) -> Result<Arc<Self>, ServiceError> {
+        for sub in ["records", "indexes", "batches"] {
+            std::fs::create_dir_all(cfg.dir.join(sub)).map_err(storage_err)?;
+        }
+        let records = ContentStore::open(&cfg.dir.join("records").display().to_string())
+            .map_err(storage_err)?;
+        let rows = RowSource::Store(ContentStore::open(&cfg.datanet_store).map_err(storage_err)?);
+        let url = cfg.rpc_url.parse().map_err(chain_err)?;
+        let provider = match &cfg.attributor {
+            Some(s) => ProviderBuilder::new()
+                .wallet(EthereumWallet::from(s.clone()))
+                .connect_http(url)
+                .erased(),
+            None => ProviderBuilder::new().connect_http(url).erased(),
+        };
+        let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
+        let tokenizer = match &cfg.tokenizer {
+            Some(p) => Some((
+                openledger_model::load_tokenizer(p).map_err(storage_err)?,
+                corpus::tokenizer_hash(p)?,
+            )),
+            None => None,
+        };
+        let keys = KeyStore::open(cfg.dir.join("keys.json")).map_err(storage_err)?;
+        let mut state = State::default();
+        crate::settle::load_state(&cfg.dir, &mut state)?;
+        Ok(Arc::new(Self {
+            domain: auth::domain(chain_id, cfg.settlement),
+            cfg,
+            provider,
+            chain_id,
+            records,
+            keys,
+            tokenizer,
+            rows,
+            indexes: Default::default(),
+            trained_on: Default::default(),
+            state: Mutex::new(state),
+            notify: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// The EIP-712 domain payers sign under.
+    pub fn domain(&self) -> &Eip712Domain {
+        &self.domain
+    }
+
+    /// The record store.
+    pub fn records(&self) -> &ContentStore {
+        &self.records
+    }
+
+    /// The span index of a Datanet version, built on first use.
+    pub async fn index(&self, datanet: u64, version: u64) -> Result<Arc<SpanIndex>, ServiceError> {
+        let mut map = self.indexes.lock().await;
+        if let Some(ix) = map.get(&(datanet, version)) {
+            return Ok(ix.clone());
+        }
+        let (tok, tok_hash) = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| ServiceError::Storage("no base model tokenizer configured".into()))?;
+        let path = corpus::index_path(&self.cfg.dir.join("indexes"), datanet, version, tok_hash);
+        let ix = if path.exists() {
+            SpanIndex::open(&path).map_err(corpus::CorpusError::from)?
+        } else {
+            let reg = DatanetRegistry::new(self.cfg.datanets, self.provider.clone());
+            let v = reg
+                .getVersion(U256::from(datanet), U256::from(version))
+                .call()
+                .await
+                .map_err(chain_err)?;
+            let corpus = corpus::load(&self.rows, datanet, version, v.manifestHash, tok).await?;
+            let meta = IndexMeta {
+                datanet,
+                version,
+                vocab: tok.get_vocab_size(true) as u32,
+                tokenizer_hash: *tok_hash,
+            };
+            tokio::task::spawn_blocking(move || {
+                corpus::build_index(&path, &meta, &corpus, |_, _| {})
+            })
+            .await
+            .map_err(storage_err)??
+        };
+        let ix = Arc::new(ix);
+        map.insert((datanet, version), ix.clone());
+        Ok(ix)
+    }
+
+    async fn trained_on(&self, model_id: u64) -> Result<Vec<(u64, u64)>, ServiceError> {
+        if let Some(v) = self.trained_on.lock().get(&model_id) {
+            return Ok(v.clone());
+        }
+        let m = ModelRegistry::new(self.cfg.models, self.provider.clone())
+            .getModel(U256::from(model_id))
+            .call()
+            .await
+            .map_err(chain_err)?;
+        let v: Vec<(u64, u64)> = m
+            .trainedOn
+            .iter()
+            .map(|d| (d.datanetId.saturating_to(), d.version.saturating_to()))
+            .collect();
+        self.trained_on.lock().insert(model_id, v.clone());
+        Ok(v)
+    }
+
+    /// Identifies the payer of a request from its headers.
+    fn payer(&self, headers: &HeaderMap, model: &str) -> Result<Option<Address>, HookError> {
+        let get = |k: &str| {
+            headers
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(bearer) =
+            get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
+            && bearer.starts_with("olk_")
+        {
+            return self.keys.owner(&bearer).map(Some).ok_or_else(|| {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_api_key",
+                    "unknown API key",
+                )
+            });
+        }
+        if get(auth::headers::SIGNATURE).is_none() {
+            return Ok(None);
+        }
+        let req = openledger_datanet::auth::parse(get)
+            .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "missing_signature", e.to_string()))?;
+        auth::verify_session(&req, &self.domain, model, openledger_datanet::auth::now())
+            .map(Some)
+            .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))
+    }
+
+    async fn authorize_inner(
+        &self,
+        headers: &HeaderMap,
+        req: &PendingInference,
+    ) -> Result<Option<Charge>, HookError> {
+        let Some(model_id) = req.model.model_id else {
+            return Ok(None);
+        };
+        let unavailable = |e: &dyn std::fmt::Display| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "chain_unavailable",
+                e.to_string(),
+            )
+        };
+        let m = ModelRegistry::new(self.cfg.models, self.provider.clone())
+            .getModel(U256::from(model_id))
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if !m.active {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "model_inactive",
+                format!("model {model_id} is deactivated"),
+            ));
+        }
+        let price = m.pricePer1kTokens;
+        if price.is_zero() {
+            return Ok(None);
+        }
+        let payer = self.payer(headers, &req.model.name)?.ok_or_else(|| {
+            refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_required",
+                format!(
+                    "model {} costs {price} wei per 1,000 tokens: sign the request (x-ol-signer, x-ol-nonce, x-ol-expiry, x-ol-signature) or send an API key",
+                    req.model.name
+                ),
+            )
+        })?;
+        let worst = record::fee(
+            price,
+            (req.prompt_tokens + req.max_completion_tokens) as u64,
+        );
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let escrow = settlement
+            .escrowOf(payer)
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let allowance = settlement
+            .allowance(payer, U256::from(model_id))
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut st = self.state.lock();
+        st.reserved.retain(|_, r| r.3.elapsed() < RESERVATION_TTL);
+        let owed = |pred: &dyn Fn(Address, u64) -> bool| -> U256 {
+            st.pending
+                .iter()
+                .filter(|p| pred(p.payer, p.model_id))
+                .map(|p| p.fee)
+                .chain(st.reserved.values().filter(|r| pred(r.0, r.1)).map(|r| r.2))
+                .fold(U256::ZERO, |a, b| a.saturating_add(b))
+        };
+        let owed_all = owed(&|p, _| p == payer);
+        if escrow < owed_all.saturating_add(worst) {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_escrow",
+                format!(
+                    "{payer} has {escrow} wei in AttributionSettlement escrow, {owed_all} owed by unsettled answers, and this request may cost up to {worst} wei ({} tokens at {price} per 1,000): deposit more with AttributionSettlement.deposit()",
+                    req.prompt_tokens + req.max_completion_tokens
+                ),
+            ));
+        }
+        if allowance != U256::MAX {
+            let owed_model = owed(&|p, m| p == payer && m == model_id);
+            if allowance < owed_model.saturating_add(worst) {
+                return Err(refuse(
+                    StatusCode::PAYMENT_REQUIRED,
+                    "insufficient_allowance",
+                    format!(
+                        "{payer} allows {allowance} wei for model {model_id}, {owed_model} owed by unsettled answers, and this request may cost up to {worst} wei: raise it with AttributionSettlement.setAllowance({model_id}, amount)"
+                    ),
+                ));
+            }
+        }
+        st.reserved.insert(
+            req.request_id.clone(),
+            (payer, model_id, worst, Instant::now()),
+        );
+        Ok(Some(Charge {
+            payer,
+            model_id,
+            price_per_1k_tokens: price,
+        }))
+    }
+
+    /// Computes, stores and (when charged) queues the record of a finished request.
+    pub async fn record(
+        &self,
+        inf: &CompletedInference,
+    ) -> Result<AttributionRecord, ServiceError> {
+        let mut indexes = Vec::new();
+        if let Some(id) = inf.model.model_id
+            && self.tokenizer.is_some()
+        {
+            for (d, v) in self.trained_on(id).await? {
+                indexes.push(self.index(d, v).await?);
+            }
+        }
+        let refs: Vec<&SpanIndex> = indexes.iter().map(|a| a.as_ref()).collect();
+        let att = span::attribute(&refs, &inf.completion_tokens, &self.cfg.span);
+        let mut scores = att.scores;
+        if scores.len() > MAX_CREDITS {
+            let mut v: Vec<_> = scores.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(MAX_CREDITS);
+            scores = v.into_iter().collect();
+        }
+        let contributions: Vec<Credit> = record::to_ppm(&scores)
+            .into_iter()
+            .map(|((datanet, version, contribution), w)| Credit {
+                datanet,
+                version,
+                contribution,
+                weight_ppm: w,
+            })
+            .collect();
+        let tokens = (inf.prompt_tokens.len() + inf.completion_tokens.len()) as u64;
+        let price = inf
+            .charge
+            .as_ref()
+            .map(|c| c.price_per_1k_tokens)
+            .unwrap_or_default();
+        let rec = AttributionRecord {
+            format: RECORD_VERSION,
+            request_id: inf.request_id.clone(),
+            chain_id: self.chain_id,
+            payer: inf.charge.as_ref().map(|c| c.payer),
+            model_id: inf.model.model_id,
+            model_name: inf.model.name.clone(),
+            base_model_hash: inf.model.base_model_hash,
+            adapter_hash: inf.model.adapter_hash,
+            prompt_hash: record::tokens_hash(&inf.prompt_tokens),
+            answer_hash: record::tokens_hash(&inf.completion_tokens),
+            prompt_tokens: inf.prompt_tokens.len() as u64,
+            completion_tokens: inf.completion_tokens.len() as u64,
+            price_per_1k_tokens: price,
+            fee: record::fee(price, tokens),
+            methods: vec![MethodRecord {
+                name: "span".into(),
+                mix_ppm: PPM,
+                params: serde_json::to_value(&self.cfg.span).unwrap_or_default(),
+            }],
+            engine: ENGINE.into(),
+            contributions,
+        };
+        // The transcript tokens are stored beside the record so a verifier with access to the
+        // store can recompute it; the record itself carries only their hashes.
+        for t in [&inf.prompt_tokens, &inf.completion_tokens] {
+            self.records
+                .put(record::tokens_bytes(t).into())
+                .await
+                .map_err(storage_err)?;
+        }
+        let id = self
+            .records
+            .put(rec.to_bytes().into())
+            .await
+            .map_err(storage_err)?;
+        let mut st = self.state.lock();
+        st.reserved.remove(&inf.request_id);
+        if let (Some(c), Some(_)) = (&inf.charge, inf.model.model_id) {
+            st.pending.push(PendingRecord {
+                id,
+                payer: c.payer,
+                model_id: c.model_id,
+                fee: rec.fee,
+                shares: rec
+                    .contributions
+                    .iter()
+                    .map(|c| (c.contribution, c.weight_ppm))
+                    .collect(),
+            });
+            crate::settle::save_pending(&self.cfg.dir, &st.pending)?;
+            if st.pending.len() >= self.cfg.batch_records {
+                self.notify.notify_one();
+            }
+        }
+        Ok(rec)
+    }
+}
+
+impl InferenceHooks for AttributionService {
+    fn authorize<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        request: &'a PendingInference,
+    ) -> BoxFuture<'a, Result<Option<Charge>, HookError>> {
+        Box::pin(self.authorize_inner(headers, request))
+    }
+
+    fn completed(&self, inference: CompletedInference) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            match self.record(&inference).await {
+                Ok(r) => r.summary(5),
+                Err(e) => {
+                    tracing::error!(target: "attribution", request = %inference.request_id, error = %e, "no record");
+                    serde_json::json!({"error": e.to_string()})
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,368 @@
+//! End to end on the devnet, without the OpenLoRA server: three contributors → published
+//! version → a registered model (adapter hash registered directly; crates/serve and
+//! crates/train are not wired in here) → the service's hooks called as the server calls them →
+//! record credits the right contributor → batch settles on chain → proofs verify, a tampered
+//! record and an unbatched record do not → contributors claim; balances add up to the fee.
+
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, B256, U256};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use eyre::{Result, eyre};
+use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
+use openledger_datanet::DatanetClient;
+use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_serve::hooks::{CompletedInference, InferenceHooks, PendingInference, ServedModel};
+use std::sync::Arc;
+
+const FACTS: [&str; 3] = [
+    "The lighthouse keeper of Varnholm paints the lamp room cobalt blue every April.",
+    "Quillback orchards on the Denmere slopes ripen their amber plums in late October.",
+    "The Ostrava tram depot keeps exactly seventeen brass bells above the north gate.",
+];
+const GENERIC: &str = "This note was written for the community dataset and shared with everyone.";
+
+fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(s.clone()))
+        .connect_http(rpc.parse()?)
+        .erased())
+}
+
+async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
+    c: alloy::contract::CallBuilder<P, T>,
+) -> Result<()> {
+    let r = c.send().await?.get_receipt().await?;
+    if !r.status() {
+        return Err(eyre!("transaction reverted"));
+    }
+    Ok(())
+}
+
+fn headers(h: Vec<(&'static str, String)>) -> Result<HeaderMap> {
+    let mut m = HeaderMap::new();
+    for (k, v) in h {
+        m.insert(HeaderName::from_static(k), HeaderValue::from_str(&v)?);
+    }
+    Ok(m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pay_attribute_settle_verify_claim() -> Result<()> {
+    let devnet = Devnet::start(DevnetConfig::default()).await?;
+    let rpc = devnet.rpc_url();
+    let api = format!(
+        "{}/api/datanets",
+        devnet.http_url().ok_or(eyre!("no http"))?
+    );
+    let acct = |i: usize| devnet.accounts[i].signer.clone();
+    let owner = DatanetClient::connect(&rpc, &api, acct(1)).await?;
+    let d = owner.create_datanet("facts", "", false, U256::ZERO).await?;
+    let mut contribution_of = Vec::new();
+    for (i, fact) in FACTS.iter().enumerate() {
+        let c = DatanetClient::connect(&rpc, &api, acct(2 + i)).await?;
+        let body = format!("{fact}\n\n{GENERIC}\n\nContributor {i} adds a line of its own here.\n");
+        let r = c
+            .upload_bytes(d, &format!("c{i}.txt"), &[], body.into_bytes())
+            .await?;
+        let id = c.contribute(d, &r).await?;
+        owner.approve(id).await?;
+        contribution_of.push(id);
+    }
+    let (version, _, _) = owner.publish(d).await?;
+
+    // A tokenizer trained on the spot stands in for the base model's.
+    let dir = tempfile::tempdir()?;
+    let mut docs: Vec<String> = FACTS.iter().map(|s| s.to_string()).collect();
+    docs.push(GENERIC.into());
+    let tok = openledger_model::init::train_tokenizer(&docs, 300).map_err(|e| eyre!("{e}"))?;
+    let tok_path = dir.path().join("tokenizer.json");
+    tok.save(&tok_path, false).map_err(|e| eyre!("{e}"))?;
+
+    // The model, registered by the Datanet owner (who holds the licence).
+    let model_owner = provider(&rpc, &acct(1))?;
+    let registry_addr = devnet
+        .deployments
+        .get("ModelRegistry")
+        .ok_or(eyre!("no registry"))?;
+    let models = ModelRegistry::new(registry_addr, &model_owner);
+    let price = U256::from(10u64).pow(U256::from(15u64)); // 0.001 OPEN per 1,000 tokens
+    let adapter_hash = B256::repeat_byte(0xad);
+    send(models.registerModel(ModelRegistry::ModelSpec {
+        baseModelId: "test-base".into(),
+        baseModelHash: B256::repeat_byte(0xba),
+        adapterHash: adapter_hash,
+        trainingManifestHash: B256::repeat_byte(0x7a),
+        trainedOn: vec![ModelRegistry::DatanetVersion {
+            datanetId: U256::from(d),
+            version: U256::from(version),
+        }],
+        pricePer1kTokens: price,
+        metadataURI: String::new(),
+    }))
+    .await?;
+    let model_id = 1u64;
+
+    let mut cfg = AttributionConfig::new(
+        &rpc,
+        &devnet.deployments,
+        dir.path().join("attribution"),
+        devnet
+            .datadir
+            .join("datanets")
+            .join("content")
+            .display()
+            .to_string(),
+    );
+    cfg.tokenizer = Some(tok_path);
+    cfg.attributor = Some(acct(0));
+    cfg.batch_records = 100;
+    let svc: Arc<AttributionService> = AttributionService::open(cfg).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = svc.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    // The payer escrows OPEN and allows the model to spend it.
+    let payer = acct(5);
+    let payer_p = provider(&rpc, &payer)?;
+    let settlement_addr = devnet
+        .deployments
+        .get("AttributionSettlement")
+        .ok_or(eyre!("no settlement"))?;
+    let settlement = AttributionSettlement::new(settlement_addr, &payer_p);
+    send(
+        settlement
+            .deposit()
+            .value(U256::from(10u64).pow(U256::from(16u64))),
+    )
+    .await?;
+    send(settlement.setAllowance(U256::from(model_id), U256::MAX)).await?;
+
+    let served = ServedModel {
+        name: "facts-model".into(),
+        model_id: Some(model_id),
+        adapter_hash: Some(adapter_hash),
+        base_model_hash: B256::repeat_byte(0xba),
+        mix: vec![],
+    };
+    let pending = |id: &str| PendingInference {
+        request_id: id.into(),
+        model: served.clone(),
+        prompt_tokens: 12,
+        max_completion_tokens: 64,
+    };
+
+    // No credentials, and a payer with no escrow: 402 before any compute.
+    let e = svc
+        .authorize(&HeaderMap::new(), &pending("r0"))
+        .await
+        .err()
+        .ok_or(eyre!("served unpaid"))?;
+    assert_eq!(
+        (e.status, e.kind.as_str()),
+        (StatusCode::PAYMENT_REQUIRED, "payment_required")
+    );
+    let broke = headers(auth::sign_session(
+        &acct(6),
+        svc.domain(),
+        "facts-model",
+        60,
+    )?)?;
+    let e = svc
+        .authorize(&broke, &pending("r0"))
+        .await
+        .err()
+        .ok_or(eyre!("served without escrow"))?;
+    assert_eq!(
+        (e.status, e.kind.as_str()),
+        (StatusCode::PAYMENT_REQUIRED, "insufficient_escrow")
+    );
+    assert!(e.message.contains("deposit"), "{}", e.message);
+    // A session signed for another model is refused.
+    let other = headers(auth::sign_session(&payer, svc.domain(), "other-model", 60)?)?;
+    let e = svc
+        .authorize(&other, &pending("r0"))
+        .await
+        .err()
+        .ok_or(eyre!("wrong model accepted"))?;
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+
+    // The paying account asks for fact 1 and gets it back.
+    let h = headers(auth::sign_session(
+        &payer,
+        svc.domain(),
+        "facts-model",
+        600,
+    )?)?;
+    let charge = svc
+        .authorize(&h, &pending("r1"))
+        .await
+        .map_err(|e| eyre!("{e}"))?
+        .ok_or(eyre!("free?"))?;
+    assert_eq!(charge.payer, payer.address());
+    let enc = |s: &str| -> Result<Vec<u32>> {
+        Ok(tok
+            .encode(s, false)
+            .map_err(|e| eyre!("{e}"))?
+            .get_ids()
+            .to_vec())
+    };
+    let prompt = enc("Tell me about the Denmere orchards.")?;
+    let answer = enc(&format!("Sure. {}", FACTS[1]))?;
+    let done = |id: &str, charge| CompletedInference {
+        request_id: id.into(),
+        model: served.clone(),
+        prompt_text: String::new(),
+        prompt_tokens: prompt.clone(),
+        completion_text: String::new(),
+        completion_tokens: answer.clone(),
+        charge,
+    };
+    let summary = svc.completed(done("r1", Some(charge))).await;
+    let record_id: B256 = serde_json::from_value(summary["recordId"].clone())?;
+    let top = &summary["topContributions"][0];
+    assert_eq!(top["contribution"], contribution_of[1], "{summary}");
+    let view: serde_json::Value = reqwest::get(format!("{base}/api/attribution/{record_id}"))
+        .await?
+        .json()
+        .await?;
+    let rec: AttributionRecord = serde_json::from_value(view["record"].clone())?;
+    assert_eq!(rec.id(), record_id);
+    assert_eq!(
+        rec.contributions
+            .iter()
+            .map(|c| c.weight_ppm as u64)
+            .sum::<u64>(),
+        1_000_000
+    );
+    assert!(view["pending"].as_bool() == Some(true) && view["batch"].is_null());
+    let fee = rec.fee;
+    assert_eq!(
+        fee,
+        (price * U256::from(prompt.len() + answer.len())).div_ceil(U256::from(1000))
+    );
+
+    // A free answer (no charge) gets a record but is never batched.
+    let free = svc.completed(done("r2", None)).await;
+    let free_id: B256 = serde_json::from_value(free["recordId"].clone())?;
+
+    let batch_id = svc.flush().await?.ok_or(eyre!("nothing settled"))?;
+    let view: serde_json::Value = reqwest::get(format!("{base}/api/attribution/{record_id}"))
+        .await?
+        .json()
+        .await?;
+    let proof: Vec<B256> = serde_json::from_value(view["batch"]["proof"].clone())?;
+    let reader = AttributionSettlement::new(settlement_addr, &payer_p);
+    assert!(
+        reader
+            .verifyRecord(U256::from(batch_id), record_id, proof.clone())
+            .call()
+            .await?
+    );
+    // Tampered: one weight moved → another id → not in the batch root.
+    let mut t = rec.clone();
+    t.contributions[0].weight_ppm -= 1;
+    t.contributions
+        .last_mut()
+        .ok_or(eyre!("no credits"))?
+        .weight_ppm += 1;
+    if t.contributions.len() == 1 {
+        t.fee += U256::from(1);
+    }
+    assert!(
+        !reader
+            .verifyRecord(U256::from(batch_id), t.id(), proof.clone())
+            .call()
+            .await?
+    );
+    // Not in any batch.
+    assert!(
+        !reader
+            .verifyRecord(U256::from(batch_id), free_id, proof)
+            .call()
+            .await?
+    );
+    let fv: serde_json::Value = reqwest::get(format!("{base}/api/attribution/{free_id}"))
+        .await?
+        .json()
+        .await?;
+    assert!(fv["batch"].is_null() && fv["pending"] == false);
+    let missing = reqwest::get(format!("{base}/api/attribution/{}", B256::repeat_byte(1))).await?;
+    assert_eq!(missing.status(), 404);
+
+    // Every wei of the fee is credited: treasury + model owner + contributors.
+    let params = openledger_contracts::bindings::ProtocolParams::new(
+        devnet
+            .deployments
+            .get("ProtocolParams")
+            .ok_or(eyre!("no params"))?,
+        &payer_p,
+    );
+    let treasury = params.treasury().call().await?;
+    let mut accounts: Vec<Address> = vec![treasury, acct(1).address()];
+    accounts.extend((2..5).map(|i| acct(i).address()));
+    accounts.sort();
+    accounts.dedup();
+    let mut sum = U256::ZERO;
+    for a in &accounts {
+        sum += reader.balanceOf(*a).call().await?;
+    }
+    assert_eq!(sum, fee, "balances add up to the fee");
+    let escrow = reader.escrowOf(payer.address()).call().await?;
+    assert_eq!(escrow, U256::from(10u64).pow(U256::from(16u64)) - fee);
+
+    // Earnings API and claim: the credited contributor is paid in OPEN.
+    let winner = acct(3);
+    let earn: serde_json::Value = reqwest::get(format!("{base}/api/earnings/{}", winner.address()))
+        .await?
+        .json()
+        .await?;
+    let claimable: U256 = earn["claimable"].as_str().ok_or(eyre!("{earn}"))?.parse()?;
+    assert!(claimable > U256::ZERO, "{earn}");
+    assert_eq!(
+        earn["earned"].as_str().map(str::to_string),
+        Some(claimable.to_string())
+    );
+    let wp = provider(&rpc, &winner)?;
+    let before = wp.get_balance(winner.address()).await?;
+    let r = AttributionSettlement::new(settlement_addr, &wp)
+        .claim()
+        .send()
+        .await?
+        .get_receipt()
+        .await?;
+    let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
+    let after = wp.get_balance(winner.address()).await?;
+    assert_eq!(after + gas, before + claimable);
+    assert_eq!(reader.balanceOf(winner.address()).call().await?, U256::ZERO);
+
+    // API keys: signed request → key → the key identifies the payer.
+    let kh = headers(auth::sign_key_request(&payer, svc.domain(), "laptop")?)?;
+    let client = reqwest::Client::new();
+    let mut req = client
+        .post(format!("{base}/api/keys"))
+        .json(&serde_json::json!({"label": "laptop"}));
+    for (k, v) in kh.iter() {
+        req = req.header(k.as_str(), v.to_str()?);
+    }
+    let key: serde_json::Value = req.send().await?.json().await?;
+    let mut bearer = HeaderMap::new();
+    bearer.insert(
+        "authorization",
+        HeaderValue::from_str(&format!(
+            "Bearer {}",
+            key["key"].as_str().ok_or(eyre!("{key}"))?
+        ))?,
+    );
+    let c = svc
+        .authorize(&bearer, &pending("r3"))
+        .await
+        .map_err(|e| eyre!("{e}"))?
+        .ok_or(eyre!("free?"))?;
+    assert_eq!(c.payer, payer.address());
+    devnet.shutdown().await;
+    Ok(())
+}

@@ -171,7 +171,12 @@ pub fn spawn(parts: EngineParts) -> std::io::Result<(EngineHandle, std::thread::
 }
 
 fn run(parts: EngineParts, rx: mpsc::Receiver<Command>) {
-    let mut sched = Scheduler::new(parts.scheduler.clone());
+    // Admission is decided by the handles' permits (max_running + max_waiting); a request
+    // that holds one is never refused here, even before the scheduler admits others.
+    let mut sched = Scheduler::new(SchedulerConfig {
+        max_waiting: parts.scheduler.max_running + parts.scheduler.max_waiting,
+        ..parts.scheduler.clone()
+    });
     let mut active: HashMap<SeqId, Active> = HashMap::new();
     let m = parts.metrics.clone();
     loop {

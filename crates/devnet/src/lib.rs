@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod demo;
 mod http;
 
 pub use http::{Slot, Slots};

@@ -1,5 +1,6 @@
 //! The `openledger` binary: argument parsing and wiring only.
 
+mod cmd_attribution;
 mod cmd_chain;
 mod cmd_datanet;
 mod cmd_model;
@@ -43,6 +44,13 @@ enum Cmd {
     },
     /// OpenLoRA: serve a base model and many LoRA adapters behind an OpenAI-compatible API.
     Serve(cmd_serve::ServeArgs),
+    /// Proof of Attribution: build span indexes, verify records.
+    Attribution {
+        #[command(subcommand)]
+        cmd: cmd_attribution::AttributionCmd,
+    },
+    /// Earnings from attribution (`--claim` to withdraw them).
+    Earnings(cmd_attribution::EarningsArgs),
     /// Benchmarks (print a table and write a JSON report).
     Bench {
         #[command(subcommand)]
@@ -69,6 +77,8 @@ fn main() -> eyre::Result<()> {
             Cmd::Chain { cmd } => cmd_chain::chain(cmd).await,
             Cmd::Bench { cmd } => cmd_chain::bench(cmd).await,
             Cmd::Datanet { cmd } => cmd_datanet::run(cmd).await,
+            Cmd::Attribution { cmd } => cmd_attribution::run(cmd).await,
+            Cmd::Earnings(a) => cmd_attribution::earnings(a).await,
             Cmd::Serve(a) => cmd_serve::serve(a).await,
             Cmd::Model { cmd } => tokio::task::spawn_blocking(move || cmd_model::run(cmd)).await?,
         }

@@ -388,8 +388,8 @@ impl AttributionService {
         }))
     }
 
-    /// Computes, stores and (when charged) queues the record of a finished request.
-    pub async fn record(
+    /// Computes the record of a finished request (deterministic; stores nothing).
+    pub async fn compute(
         &self,
         inf: &CompletedInference,
     ) -> Result<AttributionRecord, ServiceError> {
@@ -448,6 +448,15 @@ impl AttributionService {
             engine: ENGINE.into(),
             contributions,
         };
+        Ok(rec)
+    }
+
+    /// Computes, stores and (when charged) queues the record of a finished request.
+    pub async fn record(
+        &self,
+        inf: &CompletedInference,
+    ) -> Result<AttributionRecord, ServiceError> {
+        let rec = self.compute(inf).await?;
         // The transcript tokens are stored beside the record so a verifier with access to the
         // store can recompute it; the record itself carries only their hashes.
         for t in [&inf.prompt_tokens, &inf.completion_tokens] {

@@ -335,3 +335,143 @@ impl AttributionService {
         }))
     }
 }
+
+/// What `verify` found, field by field.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyReport {
+    /// Checks that matched.
+    pub matched: Vec<String>,
+    /// Checks that did not, with the difference.
+    pub mismatched: Vec<String>,
+}
+
+impl VerifyReport {
+    fn check(&mut self, what: &str, ok: bool, detail: String) {
+        if ok {
+            self.matched.push(what.to_string());
+        } else {
+            self.mismatched.push(format!("{what}: {detail}"));
+        }
+    }
+
+    /// Whether everything matched.
+    pub fn ok(&self) -> bool {
+        self.mismatched.is_empty()
+    }
+}
+
+impl AttributionService {
+    /// Recomputes a stored record from its transcript and the Datanet versions the model was
+    /// trained on (span method), and checks its inclusion in its on-chain batch root.
+    pub async fn verify(&self, id: B256) -> Result<VerifyReport, ServiceError> {
+        use crate::record::{AttributionRecord, tokens_hash};
+        let mut rep = VerifyReport::default();
+        let bytes = self.records.get(&id).await.map_err(storage_err)?;
+        let rec = AttributionRecord::from_bytes(&bytes).map_err(storage_err)?;
+        rep.check(
+            "record id",
+            rec.id() == id,
+            format!("bytes hash to {}", rec.id()),
+        );
+        let tokens = |b: bytes::Bytes| -> Vec<u32> {
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let prompt = tokens(
+            self.records
+                .get(&rec.prompt_hash)
+                .await
+                .map_err(storage_err)?,
+        );
+        let answer = tokens(
+            self.records
+                .get(&rec.answer_hash)
+                .await
+                .map_err(storage_err)?,
+        );
+        rep.check(
+            "prompt hash",
+            tokens_hash(&prompt) == rec.prompt_hash,
+            "transcript differs".into(),
+        );
+        let charge =
+            rec.payer
+                .zip(rec.model_id)
+                .map(|(payer, model_id)| openledger_serve::hooks::Charge {
+                    payer,
+                    model_id,
+                    price_per_1k_tokens: rec.price_per_1k_tokens,
+                });
+        let inf = openledger_serve::hooks::CompletedInference {
+            request_id: rec.request_id.clone(),
+            model: openledger_serve::hooks::ServedModel {
+                name: rec.model_name.clone(),
+                model_id: rec.model_id,
+                adapter_hash: rec.adapter_hash,
+                base_model_hash: rec.base_model_hash,
+                mix: vec![],
+            },
+            prompt_text: String::new(),
+            prompt_tokens: prompt,
+            completion_text: String::new(),
+            completion_tokens: answer,
+            charge,
+        };
+        let again = self.compute(&inf).await?;
+        rep.check(
+            "fee",
+            again.fee == rec.fee,
+            format!("recomputed {} vs {}", again.fee, rec.fee),
+        );
+        rep.check(
+            "methods",
+            again.methods == rec.methods,
+            format!("recomputed {:?}", again.methods),
+        );
+        let diff: Vec<String> = again
+            .contributions
+            .iter()
+            .filter(|c| !rec.contributions.contains(c))
+            .map(|c| format!("recomputed {c:?}"))
+            .chain(
+                rec.contributions
+                    .iter()
+                    .filter(|c| !again.contributions.contains(c))
+                    .map(|c| format!("recorded {c:?}")),
+            )
+            .collect();
+        rep.check(
+            "contributions and weights",
+            diff.is_empty(),
+            diff.join("; "),
+        );
+        rep.check(
+            "whole record",
+            again.id() == id,
+            format!("recomputed id {}", again.id()),
+        );
+        let settled = self.state.lock().settled.get(&id).cloned();
+        match settled {
+            Some((batch, proof)) => {
+                let ok = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
+                    .verifyRecord(U256::from(batch), id, proof)
+                    .call()
+                    .await
+                    .map_err(chain_err)?;
+                rep.check(
+                    "on-chain inclusion",
+                    ok,
+                    format!("proof does not lead to batch {batch}'s root"),
+                );
+            }
+            None => rep.check(
+                "on-chain inclusion",
+                false,
+                "the record is in no settled batch".into(),
+            ),
+        }
+        Ok(rep)
+    }
+}

@@ -262,6 +262,12 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
             .call()
             .await?
     );
+    let rep = svc.verify(record_id).await?;
+    assert!(rep.ok(), "{rep:?}");
+    assert!(rep.matched.iter().any(|m| m == "on-chain inclusion"));
+    let rep = svc.verify(free_id).await?;
+    assert_eq!(rep.mismatched.len(), 1, "{rep:?}");
+    assert!(rep.mismatched[0].contains("no settled batch"));
     // Tampered: one weight moved → another id → not in the batch root.
     let mut t = rec.clone();
     t.contributions[0].weight_ppm -= 1;

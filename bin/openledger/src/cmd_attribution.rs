@@ -1,0 +1,231 @@
+//! `openledger attribution ...` (index a Datanet version: `--datanet ID --datanet-version N`;
+//! verify a record) and
+//! `openledger earnings [--claim]`.
+
+use alloy::network::EthereumWallet;
+use alloy::providers::{Provider, ProviderBuilder};
+use alloy_primitives::{Address, B256, U256};
+use eyre::{Result, WrapErr, eyre};
+use openledger_attribution::corpus::{self, RowSource};
+use openledger_attribution::index::IndexMeta;
+use openledger_attribution::{AttributionConfig, AttributionService};
+use openledger_contracts::Deployments;
+use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry};
+use openledger_datanet::ContentStore;
+use openledger_datanet::client::{dev_signer, progress_bar};
+use std::path::PathBuf;
+
+/// Chain and deployment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Chain {
+    /// JSON-RPC URL of the chain.
+    #[arg(
+        long,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
+    pub rpc_url: String,
+    /// Contract addresses (JSON written by `openledger contracts deploy`).
+    #[arg(long, default_value = "deployments/dev.json")]
+    pub deployments: PathBuf,
+}
+
+impl Chain {
+    fn deployments(&self) -> Result<Deployments> {
+        let b = std::fs::read(&self.deployments)
+            .wrap_err_with(|| format!("reading {}", self.deployments.display()))?;
+        Ok(serde_json::from_slice(&b)?)
+    }
+}
+
+/// Attribution commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AttributionCmd {
+    /// Build the span index of a Datanet version (suffix array over its tokenized rows).
+    Index {
+        #[command(flatten)]
+        chain: Chain,
+        /// Datanet id.
+        #[arg(long)]
+        datanet: u64,
+        /// Version.
+        #[arg(long = "datanet-version", id = "datanet_version")]
+        version: u64,
+        /// The base model's tokenizer.json.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Content store with the Datanet's manifests and contributions.
+        #[arg(long)]
+        datanet_store: String,
+        /// Output directory.
+        #[arg(long, default_value = "attribution-indexes")]
+        out: PathBuf,
+    },
+    /// Recompute a record from its transcript and the Datanet data, and check its inclusion
+    /// in the on-chain batch root. Exits non-zero on any mismatch.
+    Verify {
+        #[command(flatten)]
+        chain: Chain,
+        /// Record id (0x…).
+        record: B256,
+        /// The attribution service's directory (devnet: `<datadir>/attribution`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Content store with the Datanet data (devnet: `<datadir>/datanets/content`).
+        #[arg(long)]
+        datanet_store: String,
+        /// The base model's tokenizer.json.
+        #[arg(long)]
+        tokenizer: PathBuf,
+    },
+}
+
+/// `openledger earnings` arguments.
+#[derive(Debug, clap::Args)]
+pub struct EarningsArgs {
+    #[command(flatten)]
+    chain: Chain,
+    /// Account to show (defaults to the acting account).
+    address: Option<Address>,
+    /// Attribution API base URL (for earned totals); claimable balances come from the chain.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    api: String,
+    /// Send `claim()` for the acting account.
+    #[arg(long)]
+    claim: bool,
+    /// Private key of the acting account (hex).
+    #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
+    private_key: Option<String>,
+    /// Dev account index of the acting account.
+    #[arg(long, default_value_t = 0)]
+    account: u32,
+}
+
+/// Runs an attribution command.
+pub async fn run(cmd: AttributionCmd) -> Result<()> {
+    match cmd {
+        AttributionCmd::Index {
+            chain,
+            datanet,
+            version,
+            tokenizer,
+            datanet_store,
+            out,
+        } => {
+            let d = chain.deployments()?;
+            let provider = ProviderBuilder::new()
+                .connect_http(chain.rpc_url.parse()?)
+                .erased();
+            let reg = DatanetRegistry::new(
+                d.get("DatanetRegistry")
+                    .ok_or_else(|| eyre!("no DatanetRegistry"))?,
+                provider,
+            );
+            let v = reg
+                .getVersion(U256::from(datanet), U256::from(version))
+                .call()
+                .await?;
+            let tok = openledger_model::load_tokenizer(&tokenizer)?;
+            let tok_hash = corpus::tokenizer_hash(&tokenizer)?;
+            let source = RowSource::Store(ContentStore::open(&datanet_store)?);
+            let c = corpus::load(&source, datanet, version, v.manifestHash, &tok).await?;
+            let path = corpus::index_path(&out, datanet, version, &tok_hash);
+            let meta = IndexMeta {
+                datanet,
+                version,
+                vocab: tok.get_vocab_size(true) as u32,
+                tokenizer_hash: tok_hash,
+            };
+            let bar = progress_bar(1000);
+            let start = std::time::Instant::now();
+            let p2 = path.clone();
+            let ix = tokio::task::spawn_blocking(move || {
+                corpus::build_index(&p2, &meta, &c, |stage, f| {
+                    bar.set_message(stage.to_string());
+                    bar.set_position((f * 1000.0) as u64);
+                })
+            })
+            .await??;
+            println!(
+                "{}: {} tokens, {} rows, {:.2} bytes/token, {:.1} s",
+                path.display(),
+                ix.token_count(),
+                ix.doc_count(),
+                ix.file_size() as f64 / ix.token_count().max(1) as f64,
+                start.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        AttributionCmd::Verify {
+            chain,
+            record,
+            dir,
+            datanet_store,
+            tokenizer,
+        } => {
+            let d = chain.deployments()?;
+            let mut cfg = AttributionConfig::new(&chain.rpc_url, &d, dir, datanet_store);
+            cfg.tokenizer = Some(tokenizer);
+            let svc = AttributionService::open(cfg).await?;
+            let rep = svc.verify(record).await?;
+            for m in &rep.matched {
+                println!("match     {m}");
+            }
+            for m in &rep.mismatched {
+                println!("MISMATCH  {m}");
+            }
+            if rep.ok() {
+                Ok(())
+            } else {
+                Err(eyre!("record {record} does not verify"))
+            }
+        }
+    }
+}
+
+/// Shows (and optionally claims) earnings.
+pub async fn earnings(a: EarningsArgs) -> Result<()> {
+    let d = a.chain.deployments()?;
+    let signer = match &a.private_key {
+        Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
+        None => dev_signer(a.account)?,
+    };
+    let who = a.address.unwrap_or(signer.address());
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer.clone()))
+        .connect_http(a.chain.rpc_url.parse()?)
+        .erased();
+    let settlement = AttributionSettlement::new(
+        d.get("AttributionSettlement")
+            .ok_or_else(|| eyre!("no AttributionSettlement"))?,
+        provider.clone(),
+    );
+    let url = format!("{}/api/earnings/{who}", a.api.trim_end_matches('/'));
+    match reqwest::get(&url).await {
+        Ok(r) if r.status().is_success() => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r.json::<serde_json::Value>().await?)?
+            )
+        }
+        _ => println!("(no attribution API at {url}; showing the chain only)"),
+    }
+    let claimable = settlement.balanceOf(who).call().await?;
+    println!("claimable: {claimable} wei");
+    if a.claim {
+        if who != signer.address() {
+            return Err(eyre!(
+                "--claim pays the acting account; drop the address or act as it"
+            ));
+        }
+        if claimable.is_zero() {
+            return Err(eyre!("nothing to claim"));
+        }
+        let r = settlement.claim().send().await?.get_receipt().await?;
+        if !r.status() {
+            return Err(eyre!("claim reverted"));
+        }
+        println!("claimed {claimable} wei in {}", r.transaction_hash);
+    }
+    Ok(())
+}

@@ -9,13 +9,12 @@
 //! s_i = max(0, ⟨q, g_i⟩ / (‖q‖ ‖g_i‖))        score(c) = Σ_{i ∈ c} ⌊10^6 · s_i⌋
 //! ```
 //!
-//! Why this and not DataInf's closed form: DataInf approximates the inverse Hessian per layer
-//! from the *full* per-layer gradients; a sketch is one projection across all layers, where
-//! that per-layer structure is gone, and the closed form over projected gradients degenerates
-//! to a rescaled inner product. Normalising (as LESS does for LoRA gradients) removes the
-//! length / loss-magnitude bias that lets short, badly fit examples dominate raw inner
-//! products, and costs O(n·k) with no state beyond the sketches. Negative scores (examples
-//! that would push the answer away) are dropped: only positive influence is paid.
+//! Why cosine: it needs nothing beyond the sketches, costs O(n·k), and normalising (as LESS
+//! does for LoRA gradients) removes the length / loss-magnitude bias that lets short, badly
+//! fit examples dominate raw inner products. The trainer's sketches are per layer and come
+//! with DataInf's per-layer damping (`openledger_train::sketch::datainf_scores`); which of the
+//! two goes into records is to be decided by the quality bench (not run yet). Negative scores
+//! (examples that would push the answer away) are dropped: only positive influence is paid.
 //!
 //! Determinism: dot products are summed in `f64` in index order, then floored to integers.
 

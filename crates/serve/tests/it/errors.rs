@@ -144,7 +144,7 @@ async fn bad_requests_get_openai_errors() -> Result<()> {
     }
     // still serving
     let (text, n) = t.complete("tiny", "the hive", 4).await?;
-    ensure!(n >= 1 && n <= 4, "{text:?} {n}");
+    ensure!((1..=4).contains(&n), "{text:?} {n}");
     let m = t.get("/metrics").await?;
     ensure!(
         metric(&m, "openlora_requests_total{outcome=\"client_error\"}")? >= 20.0,

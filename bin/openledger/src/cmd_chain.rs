@@ -108,6 +108,14 @@ pub struct DevnetArgs {
     /// Port of the web UI and the service APIs (`/api/...`, `/v1/...`, `/rpc`) on --host.
     #[arg(long, env = "OPENLEDGER_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
+    /// Prepare the demo: make the `small` base model if missing (once, cached), seed demo
+    /// Datanets from several dev accounts and publish a demo adapter, so you can chat at once.
+    #[arg(long, env = "OPENLEDGER_DEMO")]
+    pub demo: bool,
+    /// Base model directory for training, serving and attribution (default with --demo: the
+    /// cached `small` model).
+    #[arg(long, env = "OPENLEDGER_BASE_MODEL")]
+    pub base: Option<PathBuf>,
 }
 
 /// `openledger node`.
@@ -249,7 +257,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let http_addr: std::net::SocketAddr = format!("{}:{}", c.host, a.http_port)
         .parse()
         .with_context(|| format!("invalid --host/--http-port {}:{}", c.host, a.http_port))?;
-    let devnet = openledger_devnet::Devnet::start(openledger_devnet::DevnetConfig {
+    let devnet_cfg = openledger_devnet::DevnetConfig {
         datadir: c.datadir.clone(),
         rpc_addr: addr,
         http_addr: Some(http_addr),
@@ -263,8 +271,22 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         contracts: Some(contracts),
         genesis_timestamp: None,
         staging_grace: std::time::Duration::from_secs(a.staging_grace_secs),
+    };
+    if let Some(b) = &a.base
+        && !b.join("config.json").is_file()
+    {
+        bail!(
+            "--base {}: not a model directory (no config.json); make one with `openledger model init --preset small --out DIR`, or use --demo",
+            b.display()
+        );
+    }
+    let stack = openledger_stack::Stack::start(openledger_stack::StackConfig {
+        devnet: devnet_cfg,
+        base_model: a.base.clone(),
+        demo: a.demo,
     })
     .await?;
+    let devnet = &stack.devnet;
     println!(
         "OpenLedger devnet ({})",
         openledger_primitives::CLIENT_VERSION
@@ -298,9 +320,31 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     println!("RPC:       {}", devnet.rpc_url());
     println!("WebSocket: {}", devnet.ws_url());
     println!("Listening on {}", devnet.rpc_addr);
+    if a.demo {
+        println!(
+            "\nPreparing the demo in the background (progress below; the web UI shows it too)."
+        );
+        let s = stack.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let st = s.status();
+                if let Some(e) = st.error {
+                    eprintln!("demo preparation failed: {e}");
+                    break;
+                }
+                if st.demo_ready {
+                    if let Some(url) = s.devnet.http_url() {
+                        println!("Demo ready: open {url}/playground to chat and see attribution.");
+                    }
+                    break;
+                }
+            }
+        });
+    }
     shutdown_signal().await;
     eprintln!("shutting down");
-    devnet.shutdown().await;
+    stack.shutdown().await;
     Ok(())
 }
 

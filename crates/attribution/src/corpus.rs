@@ -86,6 +86,28 @@ pub struct Corpus {
     pub row_ids: HashMap<String, u64>,
 }
 
+/// Content hash → contribution id of every entry of a version's manifest (checked against
+/// `manifest_hash`), for mapping the trainer's row ids (`0x<contentHash>:j`) to contributions.
+pub async fn contributions_by_content(
+    source: &RowSource,
+    datanet: u64,
+    version: u64,
+    manifest_hash: B256,
+) -> Result<HashMap<B256, u64>, CorpusError> {
+    let manifest = source.manifest(datanet, version, manifest_hash).await?;
+    if manifest.hash() != manifest_hash {
+        return Err(CorpusError::Source(format!(
+            "manifest hashes to {}, expected {manifest_hash}",
+            manifest.hash()
+        )));
+    }
+    Ok(manifest
+        .contributions
+        .iter()
+        .map(|e| (e.content_hash, e.contribution_id))
+        .collect())
+}
+
 /// Parses and tokenizes every row of `manifest` (the manifest hash was checked by the caller).
 pub async fn load(
     source: &RowSource,

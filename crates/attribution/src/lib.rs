@@ -6,7 +6,9 @@
 //! - [`span`]: span attribution (maximal verbatim spans weighted by rarity, OLMoTrace style).
 //! - [`record`]: [`AttributionRecord`], its canonical bytes, id and ppm weights.
 //! - [`merkle`]: batch roots and proofs in the OpenZeppelin `MerkleProof` convention.
-//! - [`influence`]: gradient-sketch influence (cosine) per contribution.
+//! - [`influence`]: gradient-sketch influence (cosine or DataInf) per contribution;
+//!   [`trained`]: the training manifest, sketches and adapter of a model trained here, and the
+//!   answer's gradient sketch.
 //! - [`corpus`]: a Datanet version's rows, tokenized, and its index.
 //! - [`auth`]: payer identification (EIP-712 session headers, API keys).
 //! - [`service`] + [`settle`] + [`api`]: [`AttributionService`], the `InferenceHooks` of the
@@ -37,6 +39,7 @@ pub mod record;
 pub mod service;
 pub mod settle;
 pub mod span;
+pub mod trained;
 
 pub use record::{AttributionRecord, Credit, MethodRecord};
 pub use service::{AttributionConfig, AttributionService, ServiceError};

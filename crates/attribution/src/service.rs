@@ -12,9 +12,11 @@
 use crate::auth::{self, KeyStore};
 use crate::corpus::{self, RowSource};
 use crate::index::{IndexMeta, SpanIndex};
+use crate::influence::{InfluenceParams, Score};
 use crate::record::{self, AttributionRecord, Credit, ENGINE, MethodRecord, PPM, RECORD_VERSION};
 use crate::settle::{BatchFile, PendingRecord};
 use crate::span::{self, SpanParams};
+use crate::trained::TrainedModel;
 use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
@@ -59,6 +61,36 @@ pub struct AttributionConfig {
     pub batch_interval: Duration,
     /// Span method parameters.
     pub span: SpanParams,
+    /// The models content store (trained adapters, training manifests, gradient sketches;
+    /// devnet: `<datadir>/models`). Without it there is no influence method.
+    pub models_store: Option<String>,
+    /// The base model directory (for the answer's gradient). Defaults to the tokenizer's
+    /// directory when that holds `config.json`.
+    pub base_model: Option<PathBuf>,
+    /// Influence method parameters and its share when both methods credit someone.
+    pub influence: InfluenceConfig,
+}
+
+/// How influence enters records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InfluenceConfig {
+    /// Scoring rule.
+    pub score: Score,
+    /// Only the most influential examples count (0 = all).
+    pub top_k: usize,
+    /// Influence's share of the final weights, in ppm, when span attribution also credits
+    /// someone; a method that credits nobody gives its share to the other.
+    pub mix_ppm: u32,
+}
+
+impl Default for InfluenceConfig {
+    fn default() -> Self {
+        Self {
+            score: Score::Cosine,
+            top_k: 0,
+            mix_ppm: 300_000,
+        }
+    }
 }
 
 impl AttributionConfig {
@@ -81,6 +113,9 @@ impl AttributionConfig {
             batch_records: 16,
             batch_interval: Duration::from_secs(10),
             span: SpanParams::default(),
+            models_store: None,
+            base_model: None,
+            influence: InfluenceConfig::default(),
         }
     }
 }
@@ -130,7 +165,10 @@ pub struct AttributionService {
     tokenizer: Option<(Tokenizer, B256)>,
     rows: RowSource,
     indexes: tokio::sync::Mutex<HashMap<(u64, u64), Arc<SpanIndex>>>,
-    trained_on: Mutex<HashMap<u64, Vec<(u64, u64)>>>,
+    trained_on: Mutex<HashMap<u64, (Vec<(u64, u64)>, B256)>>,
+    models: Option<ContentStore>,
+    base: tokio::sync::OnceCell<Option<Arc<openledger_model::Pretrained>>>,
+    trained: tokio::sync::Mutex<HashMap<(B256, B256), Option<Arc<TrainedModel>>>>,
     pub(crate) state: Mutex<State>,
     pub(crate) notify: tokio::sync::Notify,
 }
@@ -174,6 +212,10 @@ impl AttributionService {
             None => None,
         };
         let keys = KeyStore::open(cfg.dir.join("keys.json")).map_err(storage_err)?;
+        let models = match &cfg.models_store {
+            Some(l) => Some(ContentStore::open(l).map_err(storage_err)?),
+            None => None,
+        };
         let mut state = State::default();
         crate::settle::load_state(&cfg.dir, &mut state)?;
         Ok(Arc::new(Self {
@@ -187,6 +229,9 @@ impl AttributionService {
             rows,
             indexes: Default::default(),
             trained_on: Default::default(),
+            models,
+            base: Default::default(),
+            trained: Default::default(),
             state: Mutex::new(state),
             notify: tokio::sync::Notify::new(),
         }))
@@ -240,7 +285,8 @@ impl AttributionService {
         Ok(ix)
     }
 
-    async fn trained_on(&self, model_id: u64) -> Result<Vec<(u64, u64)>, ServiceError> {
+    /// The Datanet versions a registered model was trained on, and its training manifest hash.
+    async fn trained_on(&self, model_id: u64) -> Result<(Vec<(u64, u64)>, B256), ServiceError> {
         if let Some(v) = self.trained_on.lock().get(&model_id) {
             return Ok(v.clone());
         }
@@ -254,8 +300,121 @@ impl AttributionService {
             .iter()
             .map(|d| (d.datanetId.saturating_to(), d.version.saturating_to()))
             .collect();
+        let v = (v, m.trainingManifestHash);
         self.trained_on.lock().insert(model_id, v.clone());
         Ok(v)
+    }
+
+    /// The base model (loaded once, f32 on the CPU); `None` when none is configured.
+    async fn base_model(&self) -> Option<Arc<openledger_model::Pretrained>> {
+        self.base
+            .get_or_init(|| async {
+                let dir = self.cfg.base_model.clone().or_else(|| {
+                    let d = self.cfg.tokenizer.as_ref()?.parent()?.to_path_buf();
+                    d.join("config.json").is_file().then_some(d)
+                })?;
+                let r = tokio::task::spawn_blocking(move || {
+                    openledger_model::Pretrained::load(
+                        &dir,
+                        &openledger_model::Device::Cpu,
+                        openledger_model::DType::F32,
+                    )
+                })
+                .await;
+                match r {
+                    Ok(Ok(p)) => Some(Arc::new(p)),
+                    Ok(Err(e)) => {
+                        tracing::error!(target: "attribution", error = %e, "no base model: influence disabled");
+                        None
+                    }
+                    Err(e) => {
+                        tracing::error!(target: "attribution", error = %e, "no base model: influence disabled");
+                        None
+                    }
+                }
+            })
+            .await
+            .clone()
+    }
+
+    /// The training artifacts of a served adapter, when it was trained here (cached, also
+    /// when absent: a model not trained here has no influence method).
+    pub async fn trained_model(
+        &self,
+        manifest_hash: B256,
+        adapter_hash: B256,
+        base_model_hash: B256,
+    ) -> Option<(Arc<TrainedModel>, Arc<openledger_model::Pretrained>)> {
+        let models = self.models.as_ref()?;
+        let base = self.base_model().await?;
+        let mut map = self.trained.lock().await;
+        if let Some(t) = map.get(&(manifest_hash, adapter_hash)) {
+            return t.clone().map(|t| (t, base));
+        }
+        let t = match TrainedModel::load(
+            models,
+            &self.rows,
+            &base,
+            base_model_hash,
+            manifest_hash,
+            adapter_hash,
+        )
+        .await
+        {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                tracing::info!(target: "attribution", manifest = %manifest_hash, error = %e, "no influence for this model");
+                None
+            }
+        };
+        map.insert((manifest_hash, adapter_hash), t.clone());
+        t.map(|t| (t, base))
+    }
+
+    /// Influence scores of an answer, with the method's record parameters.
+    async fn influence(
+        &self,
+        inf: &CompletedInference,
+        manifest_hash: B256,
+    ) -> Result<Option<(BTreeMap<span::ContributionKey, u128>, serde_json::Value)>, ServiceError>
+    {
+        let Some(adapter_hash) = inf.model.adapter_hash else {
+            return Ok(None);
+        };
+        if inf.completion_tokens.is_empty() || inf.prompt_tokens.is_empty() {
+            return Ok(None);
+        }
+        let Some((t, base)) = self
+            .trained_model(manifest_hash, adapter_hash, inf.model.base_model_hash)
+            .await
+        else {
+            return Ok(None);
+        };
+        let p = InfluenceParams {
+            score: self.cfg.influence.score,
+            dim: t.set.header.dim,
+            top_k: self.cfg.influence.top_k,
+        };
+        let (prompt, answer) = (inf.prompt_tokens.clone(), inf.completion_tokens.clone());
+        let t2 = t.clone();
+        let p2 = p.clone();
+        let scores = tokio::task::spawn_blocking(move || {
+            let q = t2.query(&base, &prompt, &answer)?;
+            t2.attribute(&q, &p2)
+        })
+        .await
+        .map_err(storage_err)?
+        .map_err(|e| ServiceError::Storage(e.to_string()))?;
+        let params = serde_json::json!({
+            "score": p.score,
+            "dim": p.dim,
+            "layers": t.set.header.layers.len(),
+            "topK": p.top_k,
+            "examples": t.set.len(),
+            "trainingManifest": t.manifest_hash,
+            "sketch": t.sketch_hash,
+        });
+        Ok(Some((scores, params)))
     }
 
     /// Identifies the payer of a request from its headers.
@@ -394,16 +553,24 @@ impl AttributionService {
         inf: &CompletedInference,
     ) -> Result<AttributionRecord, ServiceError> {
         let mut indexes = Vec::new();
-        if let Some(id) = inf.model.model_id
-            && self.tokenizer.is_some()
-        {
-            for (d, v) in self.trained_on(id).await? {
-                indexes.push(self.index(d, v).await?);
+        let mut influence = None;
+        if let Some(id) = inf.model.model_id {
+            let (versions, manifest) = self.trained_on(id).await?;
+            if self.tokenizer.is_some() {
+                for (d, v) in versions {
+                    indexes.push(self.index(d, v).await?);
+                }
             }
+            influence = self.influence(inf, manifest).await?;
         }
         let refs: Vec<&SpanIndex> = indexes.iter().map(|a| a.as_ref()).collect();
         let att = span::attribute(&refs, &inf.completion_tokens, &self.cfg.span);
-        let mut scores = att.scores;
+        let (mut scores, methods) = combine(
+            att.scores,
+            serde_json::to_value(&self.cfg.span).unwrap_or_default(),
+            influence,
+            self.cfg.influence.mix_ppm,
+        );
         if scores.len() > MAX_CREDITS {
             let mut v: Vec<_> = scores.into_iter().collect();
             v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -440,11 +607,7 @@ impl AttributionService {
             completion_tokens: inf.completion_tokens.len() as u64,
             price_per_1k_tokens: price,
             fee: record::fee(price, tokens),
-            methods: vec![MethodRecord {
-                name: "span".into(),
-                mix_ppm: PPM,
-                params: serde_json::to_value(&self.cfg.span).unwrap_or_default(),
-            }],
+            methods,
             engine: ENGINE.into(),
             contributions,
         };
@@ -493,6 +656,54 @@ impl AttributionService {
     }
 }
 
+/// The combination rule: each method's scores become ppm on their own, then the final score of
+/// a contribution is `(PPM − mix)·span_ppm + mix·influence_ppm` (exact integers); a method that
+/// credits nobody gets mix 0 and the other the whole. The record lists each method present
+/// with the mix it actually got.
+pub fn combine(
+    span: BTreeMap<span::ContributionKey, u128>,
+    span_params: serde_json::Value,
+    influence: Option<(BTreeMap<span::ContributionKey, u128>, serde_json::Value)>,
+    influence_mix: u32,
+) -> (BTreeMap<span::ContributionKey, u128>, Vec<MethodRecord>) {
+    let Some((inf, inf_params)) = influence else {
+        return (
+            span,
+            vec![MethodRecord {
+                name: "span".into(),
+                mix_ppm: PPM,
+                params: span_params,
+            }],
+        );
+    };
+    let mix = match (span.is_empty(), inf.is_empty()) {
+        (_, true) => 0,
+        (true, false) => PPM,
+        (false, false) => influence_mix.min(PPM),
+    };
+    let mut out: BTreeMap<span::ContributionKey, u128> = BTreeMap::new();
+    for (k, w) in record::to_ppm(&span) {
+        *out.entry(k).or_default() += u128::from(w) * u128::from(PPM - mix);
+    }
+    for (k, w) in record::to_ppm(&inf) {
+        *out.entry(k).or_default() += u128::from(w) * u128::from(mix);
+    }
+    out.retain(|_, w| *w > 0);
+    let methods = vec![
+        MethodRecord {
+            name: "span".into(),
+            mix_ppm: PPM - mix,
+            params: span_params,
+        },
+        MethodRecord {
+            name: "influence".into(),
+            mix_ppm: mix,
+            params: inf_params,
+        },
+    ];
+    (out, methods)
+}
+
 impl InferenceHooks for AttributionService {
     fn authorize<'a>(
         &'a self,
@@ -512,5 +723,43 @@ impl InferenceHooks for AttributionService {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combine_splits_and_falls_back() {
+        let span: BTreeMap<_, u128> = [((1, 0, 1), 3u128), ((1, 0, 2), 1)].into();
+        let inf: BTreeMap<_, u128> = [((1, 0, 2), 5u128)].into();
+        let j = serde_json::Value::Null;
+        let (s, m) = combine(
+            span.clone(),
+            j.clone(),
+            Some((inf.clone(), j.clone())),
+            300_000,
+        );
+        // span 750k/250k ×0.7, influence 1M ×0.3
+        assert_eq!(s[&(1, 0, 1)], 750_000 * 700_000);
+        assert_eq!(s[&(1, 0, 2)], 250_000 * 700_000 + 1_000_000 * 300_000);
+        assert_eq!((m[0].mix_ppm, m[1].mix_ppm), (700_000, 300_000));
+        let (s, m) = combine(
+            BTreeMap::new(),
+            j.clone(),
+            Some((inf.clone(), j.clone())),
+            300_000,
+        );
+        assert_eq!((s.len(), m[1].mix_ppm), (1, PPM));
+        let (s, m) = combine(
+            span.clone(),
+            j.clone(),
+            Some((BTreeMap::new(), j.clone())),
+            300_000,
+        );
+        assert_eq!((s.len(), m[0].mix_ppm, m[1].mix_ppm), (2, PPM, 0));
+        let (s, m) = combine(span, j, None, 300_000);
+        assert_eq!((s.len(), m.len()), (2, 1));
     }
 }

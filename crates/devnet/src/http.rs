@@ -104,27 +104,47 @@ pub struct Slots {
     pub ui: Slot,
 }
 
-fn mount(mut r: Router, prefix: &str, slot: &Slot, name: &'static str) -> Router {
-    r = r.route_service(prefix, slot.clone().into_service(name));
-    r.route_service(
-        &format!("{prefix}/{{*rest}}"),
-        slot.clone().into_service(name),
-    )
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
-/// The composed origin: `rpc` at `/rpc`, the slots at their paths.
+/// The composed origin: `rpc` at `/rpc`, the slots at their paths. Full-path slots are
+/// dispatched by prefix from the fallback, so their routers see the request untouched (a
+/// wildcard route here would leak its path parameter into theirs).
 pub fn origin(rpc: Router, slots: &Slots) -> Router {
-    let mut r = Router::new().nest_service("/rpc", rpc).nest_service(
-        "/api/datanets",
-        slots.datanets.clone().into_service("datanets"),
-    );
-    r = mount(r, "/api/jobs", &slots.jobs, "training");
-    r = mount(r, "/v1", &slots.serve, "inference");
-    r = r.route_service("/metrics", slots.serve.clone().into_service("inference"));
-    for p in ["/api/attribution", "/api/earnings", "/api/keys"] {
-        r = mount(r, p, &slots.attribution, "attribution");
-    }
-    r.fallback_service(slots.ui.clone().into_service("web UI"))
+    let s = slots.clone();
+    let jobs = s.jobs.into_service("training");
+    let serve = s.serve.into_service("inference");
+    let attribution = s.attribution.into_service("attribution");
+    let ui = s.ui.into_service("web UI");
+    let dispatch = tower::service_fn(move |req: Request<Body>| {
+        let path = req.uri().path().to_string();
+        let (jobs, serve, attribution, ui) =
+            (jobs.clone(), serve.clone(), attribution.clone(), ui.clone());
+        async move {
+            if under(&path, "/api/jobs") {
+                jobs.oneshot(req).await
+            } else if under(&path, "/v1") || path == "/metrics" {
+                serve.oneshot(req).await
+            } else if ["/api/attribution", "/api/earnings", "/api/keys"]
+                .iter()
+                .any(|p| under(&path, p))
+            {
+                attribution.oneshot(req).await
+            } else {
+                ui.oneshot(req).await
+            }
+        }
+    });
+    Router::new()
+        .nest_service("/rpc", rpc)
+        .nest_service(
+            "/api/datanets",
+            slots.datanets.clone().into_service("datanets"),
+        )
+        .fallback_service(dispatch)
 }
 
 #[cfg(test)]
@@ -153,9 +173,14 @@ mod tests {
         let (s, body) = get_status(&app, "/api/jobs/7").await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("preparing the base model"), "{body}");
-        slots
-            .jobs
-            .set(Router::new().route("/api/jobs/{id}", get(|| async { "job" })));
+        slots.jobs.set(Router::new().route(
+            "/api/jobs/{id}",
+            get(
+                |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    format!("job {id}")
+                },
+            ),
+        ));
         slots
             .serve
             .set(Router::new().route("/v1/models", get(|| async { "models" })));
@@ -165,7 +190,12 @@ mod tests {
         slots
             .ui
             .set(Router::new().route("/", get(|| async { "home" })));
-        assert_eq!(get_status(&app, "/api/jobs/7").await.1, "job");
+        assert_eq!(get_status(&app, "/api/jobs/7").await.1, "job 7");
+        assert_eq!(
+            get_status(&app, "/api/jobsX").await.1,
+            "",
+            "not under /api/jobs"
+        );
         assert_eq!(get_status(&app, "/v1/models").await.1, "models");
         assert_eq!(get_status(&app, "/api/datanets/list").await.1, "list");
         assert_eq!(get_status(&app, "/rpc").await.1, "rpc");

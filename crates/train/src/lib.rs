@@ -1,7 +1,14 @@
 //! ModelFactory training: LoRA fine-tuning of an `openledger-model` base model on a licensed
 //! Datanet version, with what Proof of Attribution needs recorded at the end of training.
 //!
+//! - [`source`]: the licence check on chain (before any read), then a Datanet version's rows.
+//! - [`data`]: rows → token ids with loss masks (chat template), split, shuffles, packing.
+//! - [`trainer`]: the loop (AdamW from [`optim`], schedule, accumulation, clipping, validation,
+//!   early stopping, [`checkpoint`]s with bit-identical resume, cancel) and its [`trainer::Event`]s.
 //! - [`sketch`]: per-example projected LoRA gradients (format v1) and [`sketch::query_sketch`].
+//! - [`output`]: adapter blob, sketch blob and the training manifest in the models store.
+//! - [`publish`]: `ModelRegistry.registerModel`, from a local key or relayed from a wallet.
+//! - [`eval`]: greedy reproduction of training answers.
 //!
 //! ```
 //! use openledger_train::sketch::{SketchConfig, SketchSet};
@@ -10,11 +17,17 @@
 //! assert_eq!(SketchConfig::default().dim, 128);
 //! ```
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 mod error;
+pub mod eval;
 pub mod loss;
 pub mod optim;
+pub mod output;
+pub mod publish;
 pub mod sketch;
+pub mod source;
+pub mod trainer;
 
 pub use error::{Result, TrainError};

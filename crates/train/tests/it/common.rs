@@ -1,0 +1,112 @@
+//! Shared test setup: a devnet with the demo Datanets published, and the `small` base model
+//! (built once per machine into a temp dir, reused by later runs).
+
+use std::path::PathBuf;
+
+use eyre::{Result, WrapErr, eyre};
+use openledger_datanet::DatanetClient;
+use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_model::init::{InitOptions, Preset};
+
+/// The `small` base model directory (seed 42), made on first use.
+pub fn small_model() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join("openledger-train-tests-small-42");
+    if dir.join("model.safetensors").exists() {
+        return Ok(dir);
+    }
+    let tmp = std::env::temp_dir().join(format!(
+        "openledger-train-tests-small-{}",
+        std::process::id()
+    ));
+    openledger_model::init::init(&tmp, &InitOptions::preset(Preset::Small, 42), |_| {})?;
+    // Another test may have finished first; either copy is the same model.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    Ok(dir)
+}
+
+/// A devnet with the two demo Datanets, each with one published version (version 0).
+pub struct World {
+    pub devnet: Devnet,
+    pub api: String,
+    /// Public "field notes" Datanet (owner account 0).
+    pub public: u64,
+    /// Permissioned "harbour logs" Datanet (owner account 4).
+    pub permissioned: u64,
+    _demo_dir: tempfile::TempDir,
+}
+
+pub async fn client(devnet: &Devnet, api: &str, i: usize) -> Result<DatanetClient> {
+    DatanetClient::connect(&devnet.rpc_url(), api, devnet.accounts[i].signer.clone())
+        .await
+        .wrap_err("datanet client")
+}
+
+impl World {
+    /// `files` files of `rows` rows per contributor.
+    pub async fn start(files: usize, rows: usize) -> Result<Self> {
+        let devnet = Devnet::start(DevnetConfig::default()).await?;
+        let api = format!("{}/api/datanets", devnet.rpc_url());
+        let demo_dir = tempfile::tempdir()?;
+        let spec = openledger_datanet::demo::write_demo(demo_dir.path(), 11, files, rows)?;
+        let mut ids = Vec::new();
+        for d in &spec.datanets {
+            let owner = client(&devnet, &api, d.owner).await?;
+            let id = owner
+                .create_datanet(
+                    &d.name,
+                    "demo",
+                    d.permissioned,
+                    alloy_primitives::U256::from(1000u64),
+                )
+                .await?;
+            for f in &d.files {
+                let c = client(&devnet, &api, f.account).await?;
+                if d.permissioned {
+                    owner.allow_contributor(id, c.address()).await?;
+                }
+                let r = c
+                    .upload_file(id, &demo_dir.path().join(&f.path), &[], None)
+                    .await?;
+                let cid = c.contribute(id, &r).await?;
+                owner.approve(cid).await?;
+            }
+            // The service indexes approvals from chain events; retry until it sees them all.
+            let mut tries = 0;
+            loop {
+                match owner.publish(id).await {
+                    Ok(_) => break,
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        tracing::debug!("publish retry: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(eyre!("publish: {e}")),
+                }
+            }
+            ids.push(id);
+        }
+        Ok(World {
+            devnet,
+            api,
+            public: ids[0],
+            permissioned: ids[1],
+            _demo_dir: demo_dir,
+        })
+    }
+
+    pub fn registry(&self) -> Result<alloy_primitives::Address> {
+        self.devnet
+            .deployments
+            .get("DatanetRegistry")
+            .ok_or_else(|| eyre!("no DatanetRegistry"))
+    }
+
+    pub fn model_registry(&self) -> Result<alloy_primitives::Address> {
+        self.devnet
+            .deployments
+            .get("ModelRegistry")
+            .ok_or_else(|| eyre!("no ModelRegistry"))
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests of training on the in-process devnet (real node, real Datanet service
+//! over HTTP, real processes killed for the crash test).
+
+mod common;
+mod flow;
+mod resume;

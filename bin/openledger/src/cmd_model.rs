@@ -47,6 +47,8 @@ pub enum ModelCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Register a trained adapter in ModelRegistry (from its training manifest).
+    Publish(Box<crate::cmd_train::PublishArgs>),
     /// Generate text from a model directory (optionally with a PEFT adapter).
     Generate {
         /// Model directory.
@@ -88,6 +90,9 @@ pub enum ModelCmd {
 /// Runs one `openledger model` subcommand.
 pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
     match cmd {
+        ModelCmd::Publish(a) => {
+            tokio::runtime::Handle::current().block_on(crate::cmd_train::publish(*a))?;
+        }
         ModelCmd::Init {
             preset,
             out,

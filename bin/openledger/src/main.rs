@@ -4,6 +4,7 @@ mod cmd_attribution;
 mod cmd_chain;
 mod cmd_datanet;
 mod cmd_model;
+mod cmd_train;
 mod cmd_serve;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Cmd {
     },
     /// Earnings from attribution (`--claim` to withdraw them).
     Earnings(cmd_attribution::EarningsArgs),
+    /// Fine-tune a LoRA adapter on a licensed Datanet version (checkpoints, resume, Ctrl-C cancels).
+    Train(Box<cmd_train::TrainArgs>),
     /// Benchmarks (print a table and write a JSON report).
     Bench {
         #[command(subcommand)]
@@ -80,6 +83,7 @@ fn main() -> eyre::Result<()> {
             Cmd::Attribution { cmd } => cmd_attribution::run(cmd).await,
             Cmd::Earnings(a) => cmd_attribution::earnings(a).await,
             Cmd::Serve(a) => cmd_serve::serve(a).await,
+            Cmd::Train(a) => cmd_train::train(*a).await,
             Cmd::Model { cmd } => tokio::task::spawn_blocking(move || cmd_model::run(cmd)).await?,
         }
     })

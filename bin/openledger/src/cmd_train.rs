@@ -1,0 +1,351 @@
+//! `openledger train ...` (fine-tune a LoRA adapter on a licensed Datanet version) and
+//! `openledger model publish` (register it in `ModelRegistry`). Logic lives in
+//! `openledger-train`; this file parses arguments, draws the progress bar and wires clients.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use alloy_primitives::{Address, B256, U256};
+use eyre::{Result, WrapErr, eyre};
+use openledger_datanet::ContentStore;
+use openledger_datanet::client::{DatanetClient, dev_signer};
+use openledger_model::{DType, Device, Pretrained, content_hash};
+use openledger_train::config::{Schedule, TrainConfig};
+use openledger_train::output::{self, BaseModelRef, TrainingManifest};
+use openledger_train::publish::{self, PublishSpec};
+use openledger_train::source::{self, Reader};
+use openledger_train::trainer::{self, Event};
+
+/// Who acts and where.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Account {
+    /// JSON-RPC URL of the chain.
+    #[arg(
+        long,
+        env = "OPENLEDGER_RPC_URL",
+        default_value = "http://127.0.0.1:8545"
+    )]
+    pub rpc_url: String,
+    /// Private key of the acting account (hex).
+    #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
+    pub private_key: Option<String>,
+    /// Dev account index (dev mnemonic) of the acting account.
+    #[arg(long, default_value_t = 0)]
+    pub account: u32,
+}
+
+impl Account {
+    fn signer(&self) -> Result<alloy::signers::local::PrivateKeySigner> {
+        Ok(match &self.private_key {
+            Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
+            None => dev_signer(self.account)?,
+        })
+    }
+}
+
+/// `openledger train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub who: Account,
+    /// Datanet API base URL.
+    #[arg(
+        long,
+        env = "OPENLEDGER_DATANET_API",
+        default_value = "http://127.0.0.1:8545/api/datanets"
+    )]
+    pub api: String,
+    /// Base model directory (Hugging Face layout).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Datanet id.
+    #[arg(long)]
+    pub datanet: u64,
+    /// Datanet version (0-based).
+    #[arg(long)]
+    pub version: u64,
+    /// Models content store (directory or s3://bucket/prefix).
+    #[arg(long, default_value = "models")]
+    pub store: String,
+    /// Work directory for checkpoints (a rerun with the same inputs resumes from it).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Also write the adapter as a PEFT directory here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Hyper-parameters as JSON (TrainConfig fields, camelCase); the flags below override it.
+    #[arg(long)]
+    pub config: Option<String>,
+    /// LoRA rank.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// LoRA alpha.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// LoRA dropout.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Target modules, comma-separated (q_proj,v_proj,...).
+    #[arg(long, value_delimiter = ',')]
+    pub target_modules: Option<Vec<String>>,
+    /// Peak learning rate.
+    #[arg(long, allow_hyphen_values = true)]
+    pub lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// cosine, linear or constant.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Optimizer steps (overrides epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Gradient clipping norm (0 = off).
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// AdamW weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Longest sequence.
+    #[arg(long)]
+    pub max_seq_len: Option<usize>,
+    /// Pack examples into full sequences.
+    #[arg(long)]
+    pub packing: bool,
+    /// Validation share.
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Early-stopping patience in epochs.
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Checkpoint every N steps (0 = never).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+}
+
+impl TrainArgs {
+    fn train_config(&self) -> Result<TrainConfig> {
+        let mut c: TrainConfig = match &self.config {
+            Some(j) => serde_json::from_str(j).wrap_err("--config")?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($f:ident => $g:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$g = v; } )* };
+        }
+        set!(rank => rank, alpha => alpha, dropout => dropout, target_modules => target_modules,
+            lr => learning_rate, warmup_steps => warmup_steps, epochs => epochs,
+            batch_size => batch_size, grad_accum => grad_accum, max_grad_norm => max_grad_norm,
+            weight_decay => weight_decay, seed => seed, max_seq_len => max_seq_len,
+            val_fraction => val_fraction, checkpoint_every => checkpoint_every);
+        if self.max_steps.is_some() {
+            c.max_steps = self.max_steps;
+        }
+        if self.patience.is_some() {
+            c.early_stopping_patience = self.patience;
+        }
+        if self.packing {
+            c.packing = true;
+        }
+        if let Some(s) = &self.schedule {
+            c.schedule = serde_json::from_value::<Schedule>(serde_json::json!(s))
+                .map_err(|_| eyre!("invalid schedule {s:?} (cosine, linear or constant)"))?;
+        }
+        Ok(c)
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Info {
+    registry: Address,
+}
+
+/// Runs `openledger train`.
+pub async fn train(a: TrainArgs) -> Result<()> {
+    let cfg = a.train_config()?;
+    let signer = a.who.signer()?;
+    let owner = signer.address();
+    let info: Info = reqwest::get(format!("{}/info", a.api.trim_end_matches('/')))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let provider = source::provider(&a.who.rpc_url)?;
+    // Licence first: nothing is read before this passes.
+    let version =
+        source::check_access(&provider, info.registry, owner, a.datanet, a.version).await?;
+    let base_dir = a.base.clone();
+    let base =
+        tokio::task::spawn_blocking(move || Pretrained::load(&base_dir, &Device::Cpu, DType::F32))
+            .await??;
+    cfg.validate(&base.config)?;
+    let client = DatanetClient::connect(&a.who.rpc_url, &a.api, signer).await?;
+    let rows = source::read_rows(&Reader::Api(client), &version).await?;
+    let hash = content_hash(&a.base)?.0;
+    eprintln!(
+        "datanet {} version {} ({} rows, root {}), base {hash}",
+        a.datanet,
+        a.version,
+        rows.len(),
+        version.merkle_root
+    );
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("cancelling after the current step ...");
+                c.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let base = Arc::new(base);
+    let (b2, h2, c2, cfg2, wd) = (
+        base.clone(),
+        hash.clone(),
+        cancel.clone(),
+        cfg.clone(),
+        a.workdir.clone(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        let pb = indicatif::ProgressBar::new(0);
+        if let Ok(s) =
+            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
+        {
+            pb.set_style(s.progress_chars("=> "));
+        }
+        let r = trainer::train(
+            &b2,
+            &h2,
+            &rows,
+            &cfg2,
+            wd.as_deref(),
+            &c2,
+            &mut |e| match e {
+                Event::Progress {
+                    step,
+                    total_steps,
+                    loss,
+                    tokens_per_sec,
+                    eta_secs,
+                    epoch,
+                    ..
+                } => {
+                    pb.set_length(total_steps as u64);
+                    pb.set_position(step as u64);
+                    pb.set_message(format!(
+                    "epoch {epoch} loss {loss:.4} {tokens_per_sec:.0} tok/s ({eta_secs:.0}s left)"
+                ));
+                }
+                Event::Epoch(m) => pb.println(format!(
+                    "epoch {}: train loss {:.4}, validation loss {}, perplexity {}",
+                    m.epoch,
+                    m.train_loss,
+                    m.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+                    m.val_perplexity.map_or("n/a".into(), |v| format!("{v:.2}"))
+                )),
+                Event::Log { message } => pb.println(message),
+                Event::Checkpoint { step } => pb.println(format!("checkpoint at step {step}")),
+            },
+        );
+        pb.finish_and_clear();
+        r
+    })
+    .await??;
+    let store = ContentStore::open(&a.store)?;
+    let base_ref = BaseModelRef {
+        id: a
+            .base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        hash,
+    };
+    let (stored, m) = output::store(&store, &out, base_ref, &version, &cfg).await?;
+    if let Some(dir) = &a.out {
+        openledger_model::blob::blob_to_dir(&out.adapter.to_blob()?, dir)?;
+    }
+    println!(
+        "base validation loss {}  →  fine-tuned {}",
+        fmt(m.metrics.base_val_loss),
+        fmt(m.metrics.final_val_loss)
+    );
+    println!("adapterHash          {}", stored.adapter_hash);
+    println!("trainingManifestHash {}", stored.manifest_hash);
+    println!("sketchHash           {}", stored.sketch_hash);
+    println!(
+        "publish with: openledger model publish --store {} --manifest {}",
+        a.store, stored.manifest_hash
+    );
+    Ok(())
+}
+
+fn fmt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.4}"))
+}
+
+/// `openledger model publish`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub who: Account,
+    /// Models content store holding the training manifest.
+    #[arg(long, default_value = "models")]
+    pub store: String,
+    /// Training manifest hash (printed by `openledger train`).
+    #[arg(long)]
+    pub manifest: B256,
+    /// Price in wei of OPEN per 1,000 tokens.
+    #[arg(long, default_value = "0")]
+    pub price: U256,
+    /// Metadata URI (e.g. a name).
+    #[arg(long, default_value = "")]
+    pub metadata: String,
+    /// ModelRegistry address (default: the dev genesis deployment).
+    #[arg(long)]
+    pub model_registry: Option<Address>,
+}
+
+/// Runs `openledger model publish`.
+pub async fn publish(a: PublishArgs) -> Result<()> {
+    let store = ContentStore::open(&a.store)?;
+    let m: TrainingManifest =
+        serde_json::from_slice(&store.get(&a.manifest).await?).wrap_err("training manifest")?;
+    let registry = match a.model_registry {
+        Some(r) => r,
+        None => openledger_contracts::plan(
+            &openledger_contracts::DeployConfig::dev(),
+            openledger_contracts::GENESIS_DEPLOYER,
+            0,
+        )
+        .iter()
+        .find(|s| s.name == "ModelRegistry")
+        .map(|s| s.address)
+        .ok_or_else(|| eyre!("no ModelRegistry in the dev deployment"))?,
+    };
+    let spec = PublishSpec {
+        base_model_id: m.base_model.id.clone(),
+        base_model_hash: publish::base_hash_bytes(&m.base_model.hash)?,
+        adapter_hash: m.adapter_hash,
+        training_manifest_hash: a.manifest,
+        trained_on: m.data.iter().map(|d| (d.datanet_id, d.version)).collect(),
+        price_per_1k_tokens: a.price,
+        metadata_uri: a.metadata.clone(),
+    };
+    let p = publish::publish(&a.who.rpc_url, a.who.signer()?, registry, &spec).await?;
+    println!("model {} registered (tx {})", p.model_id, p.tx_hash);
+    Ok(())
+}

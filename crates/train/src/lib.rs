@@ -9,6 +9,7 @@
 //! - [`output`]: adapter blob, sketch blob and the training manifest in the models store.
 //! - [`publish`]: `ModelRegistry.registerModel`, from a local key or relayed from a wallet.
 //! - [`eval`]: greedy reproduction of training answers.
+//! - [`jobs`]: the jobs service (`/api/jobs`: submit, list, SSE events, cancel, publish).
 //!
 //! ```
 //! use openledger_train::sketch::{SketchConfig, SketchSet};
@@ -22,6 +23,7 @@ pub mod config;
 pub mod data;
 mod error;
 pub mod eval;
+pub mod jobs;
 pub mod loss;
 pub mod optim;
 pub mod output;

@@ -1,0 +1,289 @@
+//! HTTP API of the jobs service (mount with `Router::new().nest("/api/jobs", svc.router())`).
+//!
+//! | method | path | body / answer |
+//! | --- | --- | --- |
+//! | POST | `/` | signed `create_job`; `{baseModel, datanetId, version, config}` → 201 Job |
+//! | GET | `/` | `{"jobs": [Job…]}` (oldest first; `?owner=0x…` filters) |
+//! | GET | `/base-models` | `{"baseModels": [{id, hash}]}` |
+//! | GET | `/{id}` | Job |
+//! | GET | `/{id}/events` | SSE: `status`, `progress`, `epoch`, `log`, `checkpoint`, then `done`/`failed`/`cancelled` |
+//! | POST | `/{id}/cancel` | signed `cancel_job` → Job |
+//! | POST | `/{id}/publish` | signed `publish_job`; `{pricePer1kTokens, metadataURI, baseModelId?, signedTransaction?}` |
+//!
+//! Signed requests use the headers and `DatanetRequest` message of `openledger_datanet::auth`
+//! under the domain [`super::domain`]: `action` as above, `datanetId` = the job's Datanet,
+//! `contentHash` = keccak-256 of the raw request body (of the job id for cancel).
+
+use std::convert::Infallible;
+
+use alloy_primitives::{Address, Bytes, U256, keccak256};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::Stream;
+use serde::Deserialize;
+
+use super::{JobService, Status};
+use crate::config::TrainConfig;
+use crate::error::TrainError;
+use crate::publish::{self, PublishSpec};
+
+/// An API error: `{"error": {"type", "message", "field"?}}` with the status of
+/// [`TrainError::status`].
+pub struct ApiError(pub TrainError);
+
+impl From<TrainError> for ApiError {
+    fn from(e: TrainError) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = serde_json::json!({"type": self.0.kind(), "message": self.0.to_string()});
+        if let TrainError::InvalidField { field, .. } = &self.0 {
+            body["field"] = serde_json::json!(field);
+        }
+        (status, Json(serde_json::json!({ "error": body }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+impl JobService {
+    /// The router (relative paths; nest it under `/api/jobs`).
+    pub fn router(&self) -> axum::Router {
+        axum::Router::new()
+            .route("/", post(create).get(list))
+            .route("/base-models", get(base_models))
+            .route("/{id}", get(show))
+            .route("/{id}/events", get(events))
+            .route("/{id}/cancel", post(cancel))
+            .route("/{id}/publish", post(publish_job))
+            .with_state(self.clone())
+    }
+
+    fn authorise(
+        &self,
+        h: &HeaderMap,
+        action: &str,
+        datanet: u64,
+        body: &[u8],
+    ) -> ApiResult<Address> {
+        let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let req = openledger_datanet::auth::parse(get)
+            .map_err(|e| TrainError::Unauthorised(e.to_string()))?;
+        req.verify(
+            &self.inner.domain,
+            action,
+            datanet,
+            keccak256(body),
+            super::now(),
+        )
+        .map_err(|e| TrainError::Unauthorised(e.to_string()))?;
+        if !self.inner.nonces.lock().insert((req.signer, req.nonce)) {
+            return Err(TrainError::Unauthorised(format!(
+                "nonce {} of {} was already used",
+                req.nonce, req.signer
+            ))
+            .into());
+        }
+        Ok(req.signer)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateJob {
+    base_model: String,
+    datanet_id: u64,
+    version: u64,
+    #[serde(default)]
+    config: TrainConfig,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, TrainError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        // serde names the offending field in its message (`unknown field`, `invalid type ... rank`).
+        let field = msg
+            .split('`')
+            .nth(1)
+            .filter(|f| f.chars().all(|c| c.is_ascii_alphanumeric()))
+            .unwrap_or("body")
+            .to_string();
+        TrainError::field(&field, msg)
+    })
+}
+
+async fn create(
+    State(svc): State<JobService>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<super::Job>)> {
+    let req: CreateJob = parse(&body)?;
+    let owner = svc.authorise(&h, "create_job", req.datanet_id, &body)?;
+    let job = svc
+        .submit(
+            owner,
+            &req.base_model,
+            req.datanet_id,
+            req.version,
+            req.config,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    owner: Option<Address>,
+}
+
+async fn list(
+    State(svc): State<JobService>,
+    Query(q): Query<ListQuery>,
+) -> Json<serde_json::Value> {
+    let jobs: Vec<_> = svc
+        .jobs()
+        .into_iter()
+        .filter(|j| q.owner.is_none_or(|o| o == j.owner))
+        .collect();
+    Json(serde_json::json!({ "jobs": jobs }))
+}
+
+async fn base_models(State(svc): State<JobService>) -> Json<serde_json::Value> {
+    let list: Vec<_> = svc
+        .inner
+        .bases
+        .iter()
+        .map(|b| serde_json::json!({"id": b.name, "hash": b.hash}))
+        .collect();
+    Json(serde_json::json!({ "baseModels": list }))
+}
+
+async fn show(
+    State(svc): State<JobService>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<super::Job>> {
+    Ok(Json(svc.job(&id).ok_or(TrainError::JobNotFound(id))?))
+}
+
+async fn events(
+    State(svc): State<JobService>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+    let rx = svc.inner.events.subscribe();
+    let job = svc
+        .job(&id)
+        .ok_or_else(|| TrainError::JobNotFound(id.clone()))?;
+    let first = match job.status {
+        Status::Succeeded => "done",
+        Status::Failed => "failed",
+        Status::Cancelled => "cancelled",
+        _ => "status",
+    };
+    let done = job.status.is_terminal();
+    let first = serde_json::json!({"type": first, "job": job});
+    let to_sse = |v: &serde_json::Value| {
+        let kind = v["type"].as_str().unwrap_or("message").to_string();
+        SseEvent::default().event(kind).data(v.to_string())
+    };
+    let head = futures::stream::iter([Ok(to_sse(&first))]);
+    let tail = futures::stream::unfold((rx, id, done), move |(mut rx, id, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok((jid, v)) if jid == id => {
+                    let end = matches!(v["type"].as_str(), Some("done" | "failed" | "cancelled"));
+                    return Some((Ok(to_sse(&v)), (rx, id, end)));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(head.chain(tail)).keep_alive(KeepAlive::default()))
+}
+
+async fn cancel(
+    State(svc): State<JobService>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+) -> ApiResult<Json<super::Job>> {
+    let job = svc
+        .job(&id)
+        .ok_or_else(|| TrainError::JobNotFound(id.clone()))?;
+    let caller = svc.authorise(&h, "cancel_job", job.datanet_id, id.as_bytes())?;
+    Ok(Json(svc.cancel(&id, caller)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PublishReq {
+    price_per_1k_tokens: U256,
+    #[serde(rename = "metadataURI", default)]
+    metadata_uri: String,
+    #[serde(default)]
+    base_model_id: Option<String>,
+    #[serde(default)]
+    signed_transaction: Option<Bytes>,
+}
+
+async fn publish_job(
+    State(svc): State<JobService>,
+    Path(id): Path<String>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    let job = svc
+        .job(&id)
+        .ok_or_else(|| TrainError::JobNotFound(id.clone()))?;
+    let req: PublishReq = parse(&body)?;
+    let caller = svc.authorise(&h, "publish_job", job.datanet_id, &body)?;
+    if caller != job.owner {
+        return Err(TrainError::Forbidden(format!("{caller} does not own {id}")).into());
+    }
+    let (Status::Succeeded, Some(stored)) = (job.status, job.result.clone()) else {
+        return Err(TrainError::Conflict(format!(
+            "{id} is {:?}: only succeeded jobs can be published",
+            job.status
+        ))
+        .into());
+    };
+    if let Some(p) = &job.published {
+        return Err(TrainError::Conflict(format!("{id} is already model {}", p.model_id)).into());
+    }
+    let spec = PublishSpec {
+        base_model_id: req
+            .base_model_id
+            .unwrap_or_else(|| job.base_model.id.clone()),
+        base_model_hash: publish::base_hash_bytes(&job.base_model.hash)?,
+        adapter_hash: stored.adapter_hash,
+        training_manifest_hash: stored.manifest_hash,
+        trained_on: vec![(job.datanet_id, job.version)],
+        price_per_1k_tokens: req.price_per_1k_tokens,
+        metadata_uri: req.metadata_uri,
+    };
+    let registry = svc.inner.cfg.model_registry;
+    let Some(raw) = req.signed_transaction else {
+        // No transaction yet: answer the exact call for the owner's wallet to sign and send.
+        return Ok(Json(serde_json::json!({
+            "spec": spec,
+            "transaction": {"to": registry, "data": spec.calldata()},
+        })));
+    };
+    let p = publish::relay(&svc.inner.provider, &raw, job.owner, registry, &spec).await?;
+    svc.update(&id, |j| j.published = Some(p.clone()))?;
+    Ok(Json(
+        serde_json::json!({"modelId": p.model_id, "txHash": p.tx_hash, "spec": spec}),
+    ))
+}

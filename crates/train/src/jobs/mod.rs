@@ -1,0 +1,531 @@
+//! The jobs service: fine-tunes submitted over HTTP, run one at a time per device from a FIFO
+//! queue, state on disk (a restart resumes a running job from its last checkpoint), progress
+//! as Server-Sent Events, cancel, and publication in `ModelRegistry`. Routes in [`api`].
+//!
+//! On disk, under `datadir`:
+//!
+//! ```text
+//! jobs/<id>/job.json    the Job record (JSON, written by temp file + fsync + rename)
+//! jobs/<id>/work/       checkpoints of the run (removed when it ends)
+//! ```
+
+pub mod api;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use alloy_primitives::{Address, U256};
+use alloy_sol_types::Eip712Domain;
+use openledger_datanet::{ContentStore, DatanetClient};
+use openledger_model::{DType, Device, Pretrained};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+
+use crate::checkpoint::write_atomic;
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::output::{self, BaseModelRef, Stored};
+use crate::publish::Published;
+use crate::source::{self, Reader};
+use crate::trainer::{self, Event, Metrics};
+
+/// Where the service reads Datanet rows from (after the owner's licence is checked on chain).
+#[derive(Clone, Debug)]
+pub enum ReaderConfig {
+    /// The Datanet API, signed reads as the service's operator account.
+    Api {
+        /// Datanet API base URL.
+        api: String,
+        /// The operator's key.
+        signer: PrivateKeySigner,
+    },
+    /// The Datanet content store (location for `ContentStore::open`), when co-located.
+    Store(String),
+}
+
+/// Configuration of [`JobService::open`].
+#[derive(Clone, Debug)]
+pub struct JobsConfig {
+    /// JSON-RPC URL.
+    pub rpc_url: String,
+    /// Chain id (for the EIP-712 domain of signed requests).
+    pub chain_id: u64,
+    /// DatanetRegistry address.
+    pub datanet_registry: Address,
+    /// ModelRegistry address.
+    pub model_registry: Address,
+    /// Directory of job records and checkpoints.
+    pub datadir: PathBuf,
+    /// Models content store location (adapters, manifests, sketches).
+    pub models_store: String,
+    /// Base model directories a job may name (by directory name or content hash).
+    pub base_models: Vec<PathBuf>,
+    /// How Datanet rows are read.
+    pub reader: ReaderConfig,
+}
+
+/// Life cycle of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Waiting in the queue.
+    Queued,
+    /// Training.
+    Running,
+    /// Finished; outputs stored; publishable.
+    Succeeded,
+    /// Stopped by an error (see `error`).
+    Failed,
+    /// Cancelled by its owner; never publishable.
+    Cancelled,
+}
+
+impl Status {
+    /// Whether the job will not change any more (except publication).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// Latest progress of a running job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Steps done.
+    pub step: usize,
+    /// Steps planned.
+    pub total_steps: usize,
+    /// Epoch in progress.
+    pub epoch: usize,
+    /// Loss of the last step.
+    pub loss: f64,
+    /// Training tokens per second.
+    pub tokens_per_sec: f64,
+    /// Estimated seconds left.
+    pub eta_secs: f64,
+}
+
+/// Why a job failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Stable type (`TrainError::kind`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Message.
+    pub message: String,
+}
+
+/// A job record (the JSON of `GET /api/jobs/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    /// `job-000001`, ...
+    pub id: String,
+    /// The account that submitted it (signed request).
+    pub owner: Address,
+    /// Status.
+    pub status: Status,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds.
+    pub updated_at: u64,
+    /// Base model.
+    pub base_model: BaseModelRef,
+    /// Datanet id.
+    pub datanet_id: u64,
+    /// Datanet version.
+    pub version: u64,
+    /// Hyper-parameters.
+    pub config: TrainConfig,
+    /// Latest progress.
+    pub progress: Option<Progress>,
+    /// Final metrics (succeeded jobs).
+    pub metrics: Option<Metrics>,
+    /// Stored outputs (succeeded jobs).
+    pub result: Option<Stored>,
+    /// Failure reason (failed jobs).
+    pub error: Option<JobError>,
+    /// Registration in ModelRegistry, once published.
+    pub published: Option<Published>,
+}
+
+struct Base {
+    name: String,
+    hash: String,
+    dir: PathBuf,
+}
+
+pub(crate) struct Inner {
+    cfg: JobsConfig,
+    provider: DynProvider,
+    store: ContentStore,
+    bases: Vec<Base>,
+    jobs: Mutex<BTreeMap<String, Job>>,
+    cancels: Mutex<BTreeMap<String, Arc<AtomicBool>>>,
+    nonces: Mutex<HashSet<(Address, U256)>>,
+    events: broadcast::Sender<(String, serde_json::Value)>,
+    wake: Notify,
+    domain: Eip712Domain,
+}
+
+/// The jobs service (cheap to clone).
+#[derive(Clone)]
+pub struct JobService {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// The EIP-712 domain of signed job requests: `{name: "OpenLedger Jobs", version: "1",
+/// chainId, verifyingContract: ModelRegistry}` with the `DatanetRequest` message of
+/// `openledger_datanet::auth`.
+pub fn domain(chain_id: u64, model_registry: Address) -> Eip712Domain {
+    alloy_sol_types::eip712_domain! {
+        name: "OpenLedger Jobs",
+        version: "1",
+        chain_id: chain_id,
+        verifying_contract: model_registry,
+    }
+}
+
+fn now() -> u64 {
+    openledger_datanet::auth::now()
+}
+
+fn job_dir(datadir: &Path, id: &str) -> PathBuf {
+    datadir.join("jobs").join(id)
+}
+
+impl JobService {
+    /// Opens the service: reads job records (a job found `running` is queued again and resumes
+    /// from its checkpoint), hashes the base models, starts the worker.
+    pub async fn open(cfg: JobsConfig) -> Result<Self> {
+        let provider = source::provider(&cfg.rpc_url)?;
+        let store = ContentStore::open(&cfg.models_store)?;
+        let mut bases = Vec::new();
+        for dir in &cfg.base_models {
+            let d = dir.clone();
+            let hash = tokio::task::spawn_blocking(move || openledger_model::content_hash(&d))
+                .await
+                .map_err(|e| TrainError::Conflict(e.to_string()))??
+                .0;
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            bases.push(Base {
+                name,
+                hash,
+                dir: dir.clone(),
+            });
+        }
+        let mut jobs = BTreeMap::new();
+        let root = cfg.datadir.join("jobs");
+        std::fs::create_dir_all(&root).map_err(|e| TrainError::io(&root, e))?;
+        for entry in std::fs::read_dir(&root).map_err(|e| TrainError::io(&root, e))? {
+            let path = entry
+                .map_err(|e| TrainError::io(&root, e))?
+                .path()
+                .join("job.json");
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let mut job: Job = serde_json::from_slice(&bytes)
+                .map_err(|e| TrainError::corrupt(&path.display().to_string(), e))?;
+            if job.status == Status::Running {
+                job.status = Status::Queued;
+            }
+            jobs.insert(job.id.clone(), job);
+        }
+        let (events, _) = broadcast::channel(1024);
+        let domain = domain(cfg.chain_id, cfg.model_registry);
+        let svc = JobService {
+            inner: Arc::new(Inner {
+                cfg,
+                provider,
+                store,
+                bases,
+                jobs: Mutex::new(jobs),
+                cancels: Mutex::new(BTreeMap::new()),
+                nonces: Mutex::new(HashSet::new()),
+                events,
+                wake: Notify::new(),
+                domain,
+            }),
+        };
+        let worker = svc.clone();
+        tokio::spawn(async move { worker.run_queue().await });
+        Ok(svc)
+    }
+
+    /// A job by id.
+    pub fn job(&self, id: &str) -> Option<Job> {
+        self.inner.jobs.lock().get(id).cloned()
+    }
+
+    /// Every job, oldest first.
+    pub fn jobs(&self) -> Vec<Job> {
+        self.inner.jobs.lock().values().cloned().collect()
+    }
+
+    fn base(&self, name_or_hash: &str) -> Result<&Base> {
+        self.inner
+            .bases
+            .iter()
+            .find(|b| b.hash == name_or_hash || b.name == name_or_hash)
+            .ok_or_else(|| TrainError::BaseModelNotFound(name_or_hash.to_string()))
+    }
+
+    fn save(&self, job: &Job) -> Result<()> {
+        let dir = job_dir(&self.inner.cfg.datadir, &job.id);
+        let bytes = serde_json::to_vec_pretty(job).map_err(|e| TrainError::corrupt("job", e))?;
+        write_atomic(&dir.join("job.json"), &bytes)
+    }
+
+    fn emit(&self, id: &str, v: serde_json::Value) {
+        let _ = self.inner.events.send((id.to_string(), v));
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Job)) -> Result<Job> {
+        let job = {
+            let mut jobs = self.inner.jobs.lock();
+            let job = jobs
+                .get_mut(id)
+                .ok_or_else(|| TrainError::JobNotFound(id.into()))?;
+            f(job);
+            job.updated_at = now();
+            job.clone()
+        };
+        self.save(&job)?;
+        Ok(job)
+    }
+
+    /// Validates and queues a job for `owner` (licence and version checked on chain now).
+    pub async fn submit(
+        &self,
+        owner: Address,
+        base_model: &str,
+        datanet: u64,
+        version: u64,
+        config: TrainConfig,
+    ) -> Result<Job> {
+        let base = self.base(base_model)?;
+        let cfg_json = std::fs::read(base.dir.join("config.json"))
+            .map_err(|e| TrainError::io(base.dir.join("config.json"), e))?;
+        let model_cfg = openledger_model::Config::from_json(&String::from_utf8_lossy(&cfg_json))?;
+        config.validate(&model_cfg)?;
+        source::check_access(
+            &self.inner.provider,
+            self.inner.cfg.datanet_registry,
+            owner,
+            datanet,
+            version,
+        )
+        .await?;
+        let job = {
+            let mut jobs = self.inner.jobs.lock();
+            let next = jobs
+                .keys()
+                .filter_map(|k| k.strip_prefix("job-")?.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0)
+                + 1;
+            let t = now();
+            let job = Job {
+                id: format!("job-{next:06}"),
+                owner,
+                status: Status::Queued,
+                created_at: t,
+                updated_at: t,
+                base_model: BaseModelRef {
+                    id: base.name.clone(),
+                    hash: base.hash.clone(),
+                },
+                datanet_id: datanet,
+                version,
+                config,
+                progress: None,
+                metrics: None,
+                result: None,
+                error: None,
+                published: None,
+            };
+            jobs.insert(job.id.clone(), job.clone());
+            job
+        };
+        self.save(&job)?;
+        self.emit(&job.id, serde_json::json!({"type": "status", "job": job}));
+        self.inner.wake.notify_one();
+        Ok(job)
+    }
+
+    /// Cancels a queued or running job of `caller`.
+    pub fn cancel(&self, id: &str, caller: Address) -> Result<Job> {
+        let job = self
+            .job(id)
+            .ok_or_else(|| TrainError::JobNotFound(id.into()))?;
+        if job.owner != caller {
+            return Err(TrainError::Forbidden(format!("{caller} does not own {id}")));
+        }
+        match job.status {
+            Status::Queued => {
+                let job = self.update(id, |j| j.status = Status::Cancelled)?;
+                self.emit(id, serde_json::json!({"type": "cancelled", "job": job}));
+                Ok(job)
+            }
+            Status::Running => {
+                if let Some(flag) = self.inner.cancels.lock().get(id) {
+                    flag.store(true, Ordering::Relaxed);
+                }
+                Ok(job)
+            }
+            s => Err(TrainError::Conflict(
+                format!("{id} is already {s:?}").to_lowercase(),
+            )),
+        }
+    }
+
+    async fn run_queue(&self) {
+        loop {
+            let next = self
+                .inner
+                .jobs
+                .lock()
+                .values()
+                .find(|j| j.status == Status::Queued)
+                .map(|j| j.id.clone());
+            match next {
+                Some(id) => self.run_job(&id).await,
+                None => self.inner.wake.notified().await,
+            }
+        }
+    }
+
+    async fn run_job(&self, id: &str) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.inner
+            .cancels
+            .lock()
+            .insert(id.to_string(), cancel.clone());
+        let result = self.train_job(id, cancel.clone()).await;
+        self.inner.cancels.lock().remove(id);
+        let workdir = job_dir(&self.inner.cfg.datadir, id).join("work");
+        let (status, extra) = match result {
+            Ok((stored, metrics)) => {
+                let r = self.update(id, |j| {
+                    j.status = Status::Succeeded;
+                    j.result = Some(stored);
+                    j.metrics = Some(metrics);
+                });
+                (r, "done")
+            }
+            Err(TrainError::Cancelled) => (
+                self.update(id, |j| j.status = Status::Cancelled),
+                "cancelled",
+            ),
+            Err(e) => {
+                let err = JobError {
+                    kind: e.kind().into(),
+                    message: e.to_string(),
+                };
+                tracing::warn!(target: "train::jobs", job = id, error = %e, "job failed");
+                (
+                    self.update(id, |j| {
+                        j.status = Status::Failed;
+                        j.error = Some(err);
+                    }),
+                    "failed",
+                )
+            }
+        };
+        let _ = std::fs::remove_dir_all(&workdir);
+        if let Ok(job) = status {
+            self.emit(id, serde_json::json!({"type": extra, "job": job}));
+        }
+    }
+
+    async fn train_job(&self, id: &str, cancel: Arc<AtomicBool>) -> Result<(Stored, Metrics)> {
+        let job = self.update(id, |j| j.status = Status::Running)?;
+        self.emit(id, serde_json::json!({"type": "status", "job": job}));
+        let cfg = &self.inner.cfg;
+        // Licence again (it is checked at submission; a restart may come much later).
+        let v = source::check_access(
+            &self.inner.provider,
+            cfg.datanet_registry,
+            job.owner,
+            job.datanet_id,
+            job.version,
+        )
+        .await?;
+        let reader = match &cfg.reader {
+            ReaderConfig::Api { api, signer } => {
+                Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
+            }
+            ReaderConfig::Store(loc) => Reader::Store(ContentStore::open(loc)?),
+        };
+        let rows = source::read_rows(&reader, &v).await?;
+        let base_dir = self.base(&job.base_model.hash)?.dir.clone();
+        let workdir = job_dir(&cfg.datadir, id).join("work");
+        let (svc, jid, tcfg, hash) = (
+            self.clone(),
+            id.to_string(),
+            job.config.clone(),
+            job.base_model.hash.clone(),
+        );
+        let out = tokio::task::spawn_blocking(move || -> Result<trainer::TrainOutput> {
+            let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
+            trainer::train(
+                &base,
+                &hash,
+                &rows,
+                &tcfg,
+                Some(&workdir),
+                &cancel,
+                &mut |e| {
+                    if let Event::Progress {
+                        step,
+                        total_steps,
+                        epoch,
+                        loss,
+                        tokens_per_sec,
+                        eta_secs,
+                        ..
+                    } = &e
+                    {
+                        let p = Progress {
+                            step: *step,
+                            total_steps: *total_steps,
+                            epoch: *epoch,
+                            loss: *loss,
+                            tokens_per_sec: *tokens_per_sec,
+                            eta_secs: *eta_secs,
+                        };
+                        if let Some(j) = svc.inner.jobs.lock().get_mut(&jid) {
+                            j.progress = Some(p);
+                        }
+                    }
+                    if let Event::Checkpoint { .. } = &e
+                        && let Some(j) = svc.job(&jid)
+                    {
+                        let _ = svc.save(&j);
+                    }
+                    svc.emit(&jid, serde_json::to_value(&e).unwrap_or_default());
+                },
+            )
+        })
+        .await
+        .map_err(|e| TrainError::Conflict(format!("training task: {e}")))??;
+        let (stored, m) = output::store(
+            &self.inner.store,
+            &out,
+            job.base_model.clone(),
+            &v,
+            &job.config,
+        )
+        .await?;
+        Ok((stored, m.metrics))
+    }
+}

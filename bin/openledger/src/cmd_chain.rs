@@ -168,6 +168,8 @@ pub enum BenchCmd {
     Chain(crate::cmd_chain::bench::BenchArgs),
     /// OpenLoRA serving: S-LoRA-style workload, 1 to 1,000 adapters, against one-adapter and naive baselines.
     Serve(crate::cmd_serve::BenchServeArgs),
+    /// Training tokens/s of the LoRA trainer (batched) against unbatched forward/backward.
+    Train(crate::cmd_train::BenchTrainArgs),
 }
 
 pub mod bench;
@@ -470,5 +472,6 @@ pub async fn bench(cmd: BenchCmd) -> eyre::Result<()> {
     match cmd {
         BenchCmd::Chain(a) => bench::run(a).await,
         BenchCmd::Serve(a) => crate::cmd_serve::bench_serve(a).await,
+        BenchCmd::Train(a) => crate::cmd_train::bench(a).await,
     }
 }

@@ -349,3 +349,54 @@ pub async fn publish(a: PublishArgs) -> Result<()> {
     println!("model {} registered (tx {})", p.model_id, p.tx_hash);
     Ok(())
 }
+
+/// `openledger bench train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchTrainArgs {
+    /// Base model directory (e.g. made by `openledger model init --preset small`).
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Optimizer steps per configuration.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// JSON report.
+    #[arg(long, default_value = "bench-out/train.json")]
+    pub out: PathBuf,
+}
+
+/// Runs `openledger bench train` on the demo Datanet rows (field notes, generated locally).
+pub async fn bench(a: BenchTrainArgs) -> Result<()> {
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let demo = tempfile::tempdir()?;
+        let spec = openledger_datanet::demo::write_demo(demo.path(), 11, 2, 24)?;
+        let mut rows = Vec::new();
+        for f in spec.datanets.iter().flat_map(|d| &d.files) {
+            let bytes = std::fs::read(demo.path().join(&f.path))?;
+            let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let fmt = openledger_datanet::formats::format_for(&name, &[])?;
+            let hash = alloy_primitives::keccak256(&bytes);
+            for (i, r) in openledger_datanet::formats::parse(&bytes, &fmt, 4096)?.into_iter().enumerate() {
+                rows.push((source::row_id(&hash, i), r));
+            }
+        }
+        let base = Pretrained::load(&a.base, &Device::Cpu, DType::F32)?;
+        let hash = content_hash(&a.base)?.0;
+        let res = openledger_train::bench::run(&base, &hash, &rows, a.steps, a.batch)?;
+        println!("{}", openledger_train::bench::table(&res));
+        if let Some(p) = a.out.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        let report = serde_json::json!({
+            "base": a.base, "baseHash": hash, "rows": rows.len(), "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "pytorch": "not measured: the PyPI torch wheel pulls multi-GB CUDA dependencies; same-run baseline is unbatched candle",
+            "results": res,
+        });
+        std::fs::write(&a.out, serde_json::to_string_pretty(&report)?)?;
+        println!("wrote {}", a.out.display());
+        Ok(())
+    })
+    .await?
+}

@@ -16,6 +16,12 @@ if [[ "$QUICK" != "--quick" ]]; then
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt \
     -r crates/model/tests/reference/requirements.txt
+  step "installing Chromium + chromedriver (Debian packages) for the web UI's browser test"
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    SUDO=""; [[ "$(id -u)" -ne 0 ]] && SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+  fi
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/openledger"

@@ -1,0 +1,341 @@
+//! `/api/ui/…`: the JSON helpers behind the pages' script.
+//!
+//! | method | path | does |
+//! | --- | --- | --- |
+//! | GET | `/api/ui/config` | chain id, contracts, dev accounts, upload limit, rpc path |
+//! | POST | `/api/ui/tx/{action}` | form JSON (with `from`) → `{to, data, value}` or a plain-words 422 |
+//! | POST | `/api/ui/hash` | file bytes → `{contentHash, size}` (keccak-256, for the upload signature) |
+//! | POST | `/api/ui/typed/upload` | `{signer, datanetId, contentHash}` → EIP-712 typed data to sign |
+//! | POST | `/api/ui/explain` | `{data?, message?}` of a failed call → `{message}` in plain words |
+
+use crate::error::UiError;
+use crate::explain;
+use crate::pages::AppState;
+use crate::tx;
+use alloy_primitives::{Address, B256, Bytes, keccak256};
+use axum::Json;
+use axum::body::Bytes as BodyBytes;
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What the script needs to know about the deployment.
+pub(crate) fn client_config(st: &AppState) -> Value {
+    json!({
+        "chainId": st.cfg.chain_id,
+        "rpc": st.cfg.browser_rpc,
+        "contracts": st.cfg.contracts,
+        "devAccounts": st.cfg.dev_accounts,
+        "devMethods": st.cfg.dev_methods,
+        "maxUploadBytes": st.cfg.max_upload_bytes,
+    })
+}
+
+pub(crate) async fn config(State(st): State<AppState>) -> Json<Value> {
+    Json(client_config(&st))
+}
+
+pub(crate) async fn tx(
+    State(st): State<AppState>,
+    Path(action): Path<String>,
+    Json(body): Json<Value>,
+) -> Result<Json<tx::TxCall>, UiError> {
+    let call = tx::build(&st.chain, &action, &body).await?;
+    tracing::debug!(target: "factory::tx", action, to = %call.to, "call prepared");
+    Ok(Json(call))
+}
+
+pub(crate) async fn hash(
+    State(st): State<AppState>,
+    body: BodyBytes,
+) -> Result<Json<Value>, UiError> {
+    if body.len() as u64 > st.cfg.max_upload_bytes {
+        return Err(UiError::Invalid(too_large(
+            body.len() as u64,
+            st.cfg.max_upload_bytes,
+        )));
+    }
+    Ok(Json(
+        json!({"contentHash": keccak256(&body), "size": body.len()}),
+    ))
+}
+
+/// "This file is 70.0 MB; the most a contribution may be is 64.0 MB."
+pub(crate) fn too_large(size: u64, max: u64) -> String {
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    format!(
+        "This file is {:.1} MB; the most a contribution may be is {:.1} MB. Split it into smaller files.",
+        mb(size),
+        mb(max)
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TypedUpload {
+    signer: Address,
+    datanet_id: u64,
+    content_hash: B256,
+    #[serde(default)]
+    action: Option<String>,
+}
+
+/// The EIP-712 typed data of a Datanet request (see `openledger_datanet::auth`).
+pub(crate) async fn typed_upload(
+    State(st): State<AppState>,
+    Json(req): Json<TypedUpload>,
+) -> Result<Json<Value>, UiError> {
+    let registry = st.chain.addr("DatanetRegistry")?;
+    let action = req.action.as_deref().unwrap_or("upload");
+    if action != "upload" && action != "read" {
+        return Err(UiError::Invalid("action must be upload or read".into()));
+    }
+    let nonce = rand::random::<u64>().to_string();
+    let expiry = openledger_datanet::auth::now() + 300;
+    let typed = json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"}
+            ],
+            "DatanetRequest": [
+                {"name": "action", "type": "string"},
+                {"name": "datanetId", "type": "uint256"},
+                {"name": "contentHash", "type": "bytes32"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "expiry", "type": "uint256"}
+            ]
+        },
+        "primaryType": "DatanetRequest",
+        "domain": {
+            "name": "OpenLedger Datanets",
+            "version": "1",
+            "chainId": st.cfg.chain_id,
+            "verifyingContract": registry,
+        },
+        "message": {
+            "action": action,
+            "datanetId": req.datanet_id,
+            "contentHash": req.content_hash,
+            "nonce": nonce,
+            "expiry": expiry,
+        }
+    });
+    Ok(Json(json!({
+        "typedData": typed,
+        "headers": {
+            "x-ol-signer": req.signer,
+            "x-ol-nonce": nonce,
+            "x-ol-expiry": expiry.to_string(),
+            "x-ol-content-hash": req.content_hash,
+        }
+    })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TypedSession {
+    signer: Address,
+    model: String,
+}
+
+/// The EIP-712 `InferenceSession` a chat request is paid with (see `openledger_attribution::auth`):
+/// valid one hour, for one model.
+pub(crate) async fn typed_session(
+    State(st): State<AppState>,
+    Json(req): Json<TypedSession>,
+) -> Result<Json<Value>, UiError> {
+    let settlement = st.chain.addr("AttributionSettlement")?;
+    if req.model.is_empty() {
+        return Err(UiError::Invalid("Choose a model first.".into()));
+    }
+    let nonce = rand::random::<u64>().to_string();
+    let expiry = openledger_datanet::auth::now() + 3600;
+    let typed = json!({
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"}
+            ],
+            "InferenceSession": [
+                {"name": "model", "type": "string"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "expiry", "type": "uint256"}
+            ]
+        },
+        "primaryType": "InferenceSession",
+        "domain": {"name": "OpenLedger Inference", "version": "1", "chainId": st.cfg.chain_id, "verifyingContract": settlement},
+        "message": {"model": req.model, "nonce": nonce, "expiry": expiry}
+    });
+    Ok(Json(json!({
+        "typedData": typed,
+        "headers": {"x-ol-signer": req.signer, "x-ol-nonce": nonce, "x-ol-expiry": expiry.to_string()},
+        "expiry": expiry,
+    })))
+}
+
+/// One credit of an answer's attribution (`openledger_attribution::record::Credit`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreditIn {
+    datanet: u64,
+    #[serde(default)]
+    version: u64,
+    contribution: u64,
+    weight_ppm: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CreditsReq {
+    #[serde(default)]
+    top_contributions: Vec<CreditIn>,
+    #[serde(default)]
+    fee: Option<String>,
+}
+
+/// Names the contributor of each credited contribution and splits the fee as the protocol
+/// parameters say (treasury / model owner / contributors, contributors by weight).
+pub(crate) async fn credits(
+    State(st): State<AppState>,
+    Json(req): Json<CreditsReq>,
+) -> Result<Json<Value>, UiError> {
+    use alloy_primitives::U256;
+    use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+    let chain_err = |e: alloy::contract::Error| UiError::upstream("the chain did not answer", e);
+    let reg = DatanetRegistry::new(st.chain.addr("DatanetRegistry")?, st.chain.provider.clone());
+    let params = ProtocolParams::new(st.chain.addr("ProtocolParams")?, st.chain.provider.clone());
+    let split = params.feeSplit().call().await.map_err(chain_err)?;
+    let fee: U256 = req
+        .fee
+        .as_deref()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_default();
+    let pool = fee * U256::from(split.contributorsBps) / U256::from(10_000u64);
+    let mut out = Vec::new();
+    for c in req.top_contributions.iter().take(64) {
+        let info = reg
+            .getContribution(U256::from(c.contribution))
+            .call()
+            .await
+            .map_err(chain_err)?;
+        out.push(json!({
+            "datanet": c.datanet, "version": c.version, "contribution": c.contribution,
+            "contributor": info.contributor, "weightPercent": f64::from(c.weight_ppm) / 10_000.0,
+            "earned": crate::view::open(pool * U256::from(c.weight_ppm) / U256::from(1_000_000u64)),
+        }));
+    }
+    Ok(Json(json!({
+        "credits": out,
+        "fee": crate::view::open(fee),
+        "split": {"treasuryBps": split.treasuryBps, "modelOwnerBps": split.modelOwnerBps, "contributorsBps": split.contributorsBps},
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct VerifyReq {
+    batch_id: u64,
+    record_id: B256,
+    proof: Vec<B256>,
+}
+
+/// `AttributionSettlement.verifyRecord` at the latest block.
+pub(crate) async fn verify(
+    State(st): State<AppState>,
+    Json(req): Json<VerifyReq>,
+) -> Result<Json<Value>, UiError> {
+    use openledger_contracts::bindings::AttributionSettlement;
+    let s = AttributionSettlement::new(
+        st.chain.addr("AttributionSettlement")?,
+        st.chain.provider.clone(),
+    );
+    let ok = s
+        .verifyRecord(
+            alloy_primitives::U256::from(req.batch_id),
+            req.record_id,
+            req.proof,
+        )
+        .call()
+        .await
+        .map_err(|e| UiError::upstream("the chain did not answer", e))?;
+    Ok(Json(json!({"included": ok})))
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct ExplainReq {
+    #[serde(default)]
+    data: Option<Bytes>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A sentence for a failed call: decoded revert data first, then well-known node messages.
+pub(crate) fn explain_text(data: Option<&[u8]>, message: &str) -> String {
+    if let Some(words) = data.and_then(explain::plain_revert) {
+        return words;
+    }
+    let m = message.to_ascii_lowercase();
+    if m.contains("insufficient funds") {
+        "Your account does not have enough OPEN to pay for this (amount plus gas).".into()
+    } else if m.contains("nonce too low") || m.contains("replacement transaction") {
+        "Another transaction from this account got in first; try again.".into()
+    } else if m.contains("user rejected") || m.contains("user denied") {
+        "You cancelled the request in your wallet; nothing was sent.".into()
+    } else if m.contains("unknown account") || m.contains("no key") {
+        "The node cannot sign for this account: pick a dev account or connect your wallet.".into()
+    } else if message.is_empty() {
+        "The transaction failed for an unknown reason.".into()
+    } else {
+        format!("The transaction failed: {message}")
+    }
+}
+
+pub(crate) async fn explain(Json(req): Json<ExplainReq>) -> Json<Value> {
+    let msg = explain_text(
+        req.data.as_ref().map(|d| d.as_ref()),
+        req.message.as_deref().unwrap_or(""),
+    );
+    Json(json!({"message": msg}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_sol_types::SolError;
+    use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+
+    #[test]
+    fn reverts_become_sentences() {
+        let e = DatanetRegistry::NotCurator {
+            datanetId: alloy_primitives::U256::from(3),
+            caller: Address::repeat_byte(1),
+        }
+        .abi_encode();
+        assert_eq!(
+            explain_text(Some(&e), "execution reverted"),
+            "Only the Datanet's owner or one of its curators can do this."
+        );
+        let e = ProtocolParams::InvalidFeeSplit {
+            sum: alloy_primitives::U256::from(9_000),
+        }
+        .abi_encode();
+        assert!(explain_text(Some(&e), "").contains("10,000"));
+    }
+
+    #[test]
+    fn node_messages_become_sentences() {
+        assert!(
+            explain_text(None, "insufficient funds for gas * price + value")
+                .contains("enough OPEN")
+        );
+        assert_eq!(
+            explain_text(Some(&[1, 2, 3, 4, 5]), "execution reverted: weird"),
+            "The transaction failed: execution reverted: weird"
+        );
+        assert!(too_large(70 << 20, 64 << 20).contains("70.0 MB"));
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of the ModelFactory UI: one binary (see STYLE.md).
+
+mod api;
+mod browser;
+mod harness;

@@ -18,6 +18,7 @@
 use openledger_attribution::service::{AttributionConfig, AttributionService};
 use openledger_devnet::{Devnet, DevnetConfig, demo};
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
+use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, Status as JobStatus};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
@@ -61,12 +62,15 @@ pub struct Status {
     pub error: Option<String>,
     /// Seeded demo Datanets.
     pub datanets: Vec<demo::SeededDatanet>,
+    /// On-chain id of the published demo adapter.
+    pub demo_model: Option<u64>,
 }
 
 /// Running AI-side services.
 struct Ai {
     server: Server,
     attribution: Arc<AttributionService>,
+    jobs: JobService,
 }
 
 /// The running stack.
@@ -148,6 +152,9 @@ impl Stack {
     }
 
     fn progress(&self, line: String) {
+        if self.status().message == line {
+            return;
+        }
         tracing::info!(target: "stack", "{line}");
         self.waiting(&line);
         self.set_status(|s| s.message = line);
@@ -187,11 +194,27 @@ impl Stack {
         let server = Server::start(scfg, hooks)
             .await
             .map_err(|e| svc_err("inference server", &e))?;
+        let jobs = JobService::open(JobsConfig {
+            rpc_url: d.rpc_url(),
+            chain_id: d.deployments.chain_id,
+            datanet_registry: d.deployments.get("DatanetRegistry").unwrap_or_default(),
+            model_registry: d.deployments.get("ModelRegistry").unwrap_or_default(),
+            datadir: d.datadir.join("train"),
+            models_store: models_store(&d.datadir),
+            base_models: vec![base.to_path_buf()],
+            reader: ReaderConfig::Store(d.datadir.join("datanets/content").display().to_string()),
+        })
+        .await
+        .map_err(|e| svc_err("training jobs", &e))?;
         d.slots.serve.set(server.router());
         d.slots.attribution.set(attribution.router());
+        d.slots
+            .jobs
+            .set(axum::Router::new().nest("/api/jobs", jobs.router()));
         *ai = Some(Ai {
             server,
             attribution,
+            jobs,
         });
         self.set_status(|s| s.ai_ready = true);
         Ok(())
@@ -213,10 +236,102 @@ impl Stack {
             me.progress(l)
         })
         .await?;
+        let first = seeded.first().cloned();
         self.set_status(|s| s.datanets = seeded);
+        if let Some(datanet) = first {
+            let model = self.train_demo_adapter(base, &datanet).await?;
+            self.set_status(|s| s.demo_model = Some(model));
+        }
         self.progress("demo ready".into());
         self.set_status(|s| s.demo_ready = true);
         Ok(())
+    }
+
+    /// Fine-tunes the demo adapter on `datanet` as its owner through the jobs service (so the
+    /// UI lists the job), then publishes it in `ModelRegistry`; returns the model id.
+    async fn train_demo_adapter(
+        &self,
+        base: &Path,
+        datanet: &demo::SeededDatanet,
+    ) -> Result<u64, StackError> {
+        let jobs = match self.ai.lock().await.as_ref() {
+            Some(ai) => ai.jobs.clone(),
+            None => return Err(StackError::Service("training is not running".into())),
+        };
+        let d = &self.devnet;
+        let owner = d
+            .accounts
+            .get(datanet.owner)
+            .ok_or_else(|| StackError::Service("the demo owner is not a dev account".into()))?;
+        let train_err = |e: openledger_train::TrainError| demo::DemoError::Train(e.to_string());
+        let base_name = base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let config = openledger_train::config::TrainConfig {
+            epochs: 4,
+            seed: 7,
+            ..Default::default()
+        };
+        let job = jobs
+            .submit(
+                owner.address,
+                &base_name,
+                datanet.id,
+                datanet.version,
+                config,
+            )
+            .await
+            .map_err(train_err)?;
+        let stored = loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let Some(j) = jobs.job(&job.id) else {
+                return Err(StackError::Service(format!("{} vanished", job.id)));
+            };
+            match j.status {
+                JobStatus::Succeeded => match j.result {
+                    Some(r) => break r,
+                    None => return Err(StackError::Service(format!("{} has no output", job.id))),
+                },
+                JobStatus::Failed | JobStatus::Cancelled => {
+                    return Err(demo::DemoError::Train(format!(
+                        "{} {:?}: {:?}",
+                        job.id, j.status, j.error
+                    ))
+                    .into());
+                }
+                _ => {
+                    if let Some(p) = &j.progress {
+                        self.progress(format!(
+                            "training the demo adapter ({}): {}",
+                            job.id,
+                            serde_json::to_string(p).unwrap_or_default()
+                        ));
+                    }
+                }
+            }
+        };
+        self.progress("publishing the demo adapter".into());
+        let base_hash = openledger_serve::base_model_hash(base)
+            .map_err(|e| StackError::Service(e.to_string()))?;
+        let spec = openledger_train::publish::PublishSpec {
+            base_model_id: base_name,
+            base_model_hash: base_hash,
+            adapter_hash: stored.adapter_hash,
+            training_manifest_hash: stored.manifest_hash,
+            trained_on: vec![(datanet.id, datanet.version)],
+            price_per_1k_tokens: alloy_primitives::U256::from(1_000_000_000_000_000u64),
+            metadata_uri: format!("demo:{}-assistant", datanet.slug),
+        };
+        let published = openledger_train::publish::publish(
+            &d.rpc_url(),
+            owner.signer.clone(),
+            d.deployments.get("ModelRegistry").unwrap_or_default(),
+            &spec,
+        )
+        .await
+        .map_err(train_err)?;
+        Ok(published.model_id)
     }
 
     /// Stops every service and the devnet.
@@ -233,6 +348,7 @@ impl Stack {
         if let Some(ai) = self.ai.lock().await.take() {
             drop(ai.server);
             drop(ai.attribution);
+            drop(ai.jobs);
         }
         match Arc::try_unwrap(self) {
             Ok(s) => s.devnet.shutdown().await,

@@ -100,6 +100,14 @@ async fn one_origin_serves_ui_rpc_datanets_inference_and_attribution() -> Result
     let status = rec.status();
     ensure!(status == 200, "record {record}: {status} {}", rec.text().await?);
 
+    let bases: Value = http
+        .get(format!("{url}/api/jobs/base-models"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(bases["baseModels"][0]["id"] == "tiny", "{bases}");
+
     let unknown = http
         .get(format!("{url}/api/earnings/not-an-address"))
         .send()

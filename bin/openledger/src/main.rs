@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run a development chain: the `dev` genesis, funded dev accounts, blocks on demand.
+    /// Run the whole stack on one machine: dev chain with the protocol contracts, Datanets,
+    /// training, OpenLoRA, attribution and the web UI (`--demo` seeds a model and data).
     Devnet(cmd_chain::DevnetArgs),
     /// Run a sequencer node from a genesis file or preset.
     Node(cmd_chain::NodeArgs),

@@ -62,6 +62,7 @@ pub fn router(cfg: FactoryConfig) -> Router {
             post(ui_api::hash).layer(DefaultBodyLimit::max(hash_limit)),
         )
         .route("/api/ui/typed/upload", post(ui_api::typed_upload))
+        .route("/api/ui/typed/request", post(ui_api::typed_upload))
         .route("/api/ui/typed/session", post(ui_api::typed_session))
         .route("/api/ui/credits", post(ui_api::credits))
         .route("/api/ui/verify", post(ui_api::verify))

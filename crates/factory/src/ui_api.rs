@@ -5,7 +5,7 @@
 //! | GET | `/api/ui/config` | chain id, contracts, dev accounts, upload limit, rpc path |
 //! | POST | `/api/ui/tx/{action}` | form JSON (with `from`) → `{to, data, value}` or a plain-words 422 |
 //! | POST | `/api/ui/hash` | file bytes → `{contentHash, size}` (keccak-256, for the upload signature) |
-//! | POST | `/api/ui/typed/upload` | `{signer, datanetId, contentHash}` → EIP-712 typed data to sign |
+//! | POST | `/api/ui/typed/upload`, `/api/ui/typed/request` | `{signer, datanetId, contentHash, action?, service?}` → EIP-712 `DatanetRequest` (Datanets or jobs domain) + headers |
 //! | POST | `/api/ui/explain` | `{data?, message?}` of a failed call → `{message}` in plain words |
 
 use crate::error::UiError;
@@ -78,18 +78,32 @@ pub(crate) struct TypedUpload {
     content_hash: B256,
     #[serde(default)]
     action: Option<String>,
+    /// `datanets` (default) or `jobs`: whose domain the request is signed for.
+    #[serde(default)]
+    service: Option<String>,
 }
 
-/// The EIP-712 typed data of a Datanet request (see `openledger_datanet::auth`).
+/// The EIP-712 typed data of a signed request in the `DatanetRequest` scheme of
+/// `openledger_datanet::auth`: Datanet uploads/reads, or training jobs (same message, domain
+/// "OpenLedger Jobs" on the ModelRegistry; `contentHash` = keccak-256 of the request body).
 pub(crate) async fn typed_upload(
     State(st): State<AppState>,
     Json(req): Json<TypedUpload>,
 ) -> Result<Json<Value>, UiError> {
-    let registry = st.chain.addr("DatanetRegistry")?;
     let action = req.action.as_deref().unwrap_or("upload");
-    if action != "upload" && action != "read" {
-        return Err(UiError::Invalid("action must be upload or read".into()));
-    }
+    let (name, registry) = match req.service.as_deref().unwrap_or("datanets") {
+        "datanets" if matches!(action, "upload" | "read") => {
+            ("OpenLedger Datanets", st.chain.addr("DatanetRegistry")?)
+        }
+        "jobs" if matches!(action, "create_job" | "cancel_job" | "publish_job") => {
+            ("OpenLedger Jobs", st.chain.addr("ModelRegistry")?)
+        }
+        s => {
+            return Err(UiError::Invalid(format!(
+                "no signed action {action} for service {s}"
+            )));
+        }
+    };
     let nonce = rand::random::<u64>().to_string();
     let expiry = openledger_datanet::auth::now() + 300;
     let typed = json!({
@@ -110,7 +124,7 @@ pub(crate) async fn typed_upload(
         },
         "primaryType": "DatanetRequest",
         "domain": {
-            "name": "OpenLedger Datanets",
+            "name": name,
             "version": "1",
             "chainId": st.cfg.chain_id,
             "verifyingContract": registry,

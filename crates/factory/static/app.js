@@ -427,6 +427,39 @@
     const pts = points.map(([x, y]) => (P + (x - x0) / (x1 - x0) * (W - 2 * P)).toFixed(1) + "," + (H - P - (y - y0) / (y1 - y0) * (H - 2 * P)).toFixed(1)).join(" ");
     svg.innerHTML = "<polyline points='" + pts + "'/><text x='" + P + "' y='12'>loss " + y1.toFixed(3) + "</text><text x='" + P + "' y='" + (H - 6) + "'>" + y0.toFixed(3) + " · step " + x1 + "</text>";
   }
+  // A request to the jobs API signed in the DatanetRequest scheme over keccak-256 of `body`.
+  async function signedJobRequest(url, action, datanetId, body, hashed) {
+    const hr = await fetch("/api/ui/hash", { method: "POST", body: hashed === undefined ? body : hashed });
+    const h = await hr.json();
+    if (!hr.ok) throw Object.assign(new Error(h.error.message), { plain: true });
+    const t = await postJson("/api/ui/typed/request", { signer: ACCOUNT, datanetId, contentHash: h.contentHash, action, service: "jobs" });
+    const sig = await provider().request({ method: "eth_signTypedData_v4", params: [ACCOUNT, JSON.stringify(t.typedData)] });
+    const headers = Object.assign({ "content-type": "application/json" }, t.headers, { "x-ol-signature": sig.replace(/^0x/, "") });
+    delete headers["x-ol-content-hash"];
+    const res = await fetch(url, { method: "POST", headers, body });
+    let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
+    if (!res.ok) {
+      const msg = res.status === 503 ? "The training service is not running on this deployment yet." : (j && j.error ? j.error.message : "The training service answered " + res.status + ".");
+      throw Object.assign(new Error(msg), { plain: true, status: res.status });
+    }
+    return j;
+  }
+  function openToWei(text) {
+    const m = /^\s*(\d+)(?:\.(\d{0,18}))?\s*$/.exec(text || "");
+    if (!m) return null;
+    return BigInt(m[1]) * 10n ** 18n + BigInt((m[2] || "").padEnd(18, "0") || "0");
+  }
+  async function loadBaseModels() {
+    const sel = $("#base");
+    if (!sel) return;
+    try {
+      const r = await fetch("/api/jobs/base-models");
+      if (!r.ok) return;
+      const j = await r.json();
+      if (!j.baseModels || !j.baseModels.length) return;
+      sel.replaceChildren(...j.baseModels.map((b) => { const o = el("option", null, b.id); o.value = b.id; return o; }));
+    } catch (_) { /* the placeholder stays */ }
+  }
   function bindTraining() {
     const form = $("form[data-train]");
     if (!form) return;
@@ -440,55 +473,114 @@
       if (dv.selectedOptions[0].dataset.unlicensed !== undefined) { say(status, "You need a licence for this Datanet before training on it: buy one on the Datanet's page. Nothing was started.", "error"); return; }
       const [datanetId, version] = dv.value.split(":").map(Number);
       const a = formArgs(form);
+      if (!a.baseModel) { say(status, "The training service lists no base model yet; wait until it is ready.", "error"); return; }
       const config = { epochs: Number(a.epochs), learningRate: Number(a.learningRate), rank: Number(a.rank), alpha: Number(a.alpha), batchSize: Number(a.batchSize) };
+      const btn = $("button", form); btn.disabled = true;
       try {
-        say(status, "Starting…", "busy");
-        const job = await postJson("/api/jobs", { owner: ACCOUNT, baseModel: a.baseModel || undefined, datanetId, version, config });
-        say(status, "Started job " + job.id + ".", "ok");
-        watchJob(job.id);
+        say(status, "Sign the training request…", "busy");
+        const body = JSON.stringify({ baseModel: a.baseModel, datanetId, version, config });
+        const job = await signedJobRequest("/api/jobs", "create_job", datanetId, body);
+        say(status, "Started " + job.id + ".", "ok");
+        watchJob(job);
+        loadJobs();
       } catch (e) {
-        say(status, e.status === 503 || e.status === 404 ? "The training service is not running on this deployment yet." : e.message, "error");
-      }
+        say(status, e.plain ? e.message : await explain(e), "error");
+      } finally { btn.disabled = false; }
     });
   }
-  function watchJob(id) {
+  function watchJob(job) {
+    const id = job.id;
     const panel = $("[data-job-panel]"); panel.hidden = false;
     $("[data-job-id]", panel).textContent = id;
     const log = $("[data-job-log]", panel), svg = $("[data-loss-chart]", panel), bar = $("[data-job-progress]", panel), state = $("[data-job-state]", panel);
-    const points = [];
-    const es = new EventSource("/api/jobs/" + id + "/events");
-    es.onmessage = (m) => {
-      let j; try { j = JSON.parse(m.data); } catch (_) { log.textContent += m.data + "\n"; return; }
-      if (j.loss !== undefined && j.step !== undefined) { points.push([j.step, j.loss]); drawLoss(svg, points); }
-      if (j.progress !== undefined) bar.value = Math.round(j.progress * 100);
-      if (j.state) state.textContent = j.state;
-      log.textContent += (j.message || JSON.stringify(j)) + "\n"; log.scrollTop = log.scrollHeight;
-      if (["succeeded", "failed", "cancelled"].includes(j.state)) es.close();
+    const jstatus = $("[data-job-status]", panel), pub = $("form[data-publish-model]", panel);
+    const points = []; log.textContent = ""; svg.innerHTML = ""; bar.value = 0; pub.hidden = true;
+    const line = (t) => { log.textContent += t + "\n"; log.scrollTop = log.scrollHeight; };
+    const setJob = (j) => {
+      if (!j) return;
+      state.textContent = "· " + j.status; panel.dataset.state = j.status;
+      if (j.status === "succeeded") {
+        bar.value = 100;
+        if (j.metrics) line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
+        if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
+      }
+      if (j.status === "failed" && j.error) say(jstatus, "Training failed: " + j.error.message, "error");
+      if (j.status === "cancelled") say(jstatus, "Cancelled; nothing was stored.", "ok");
     };
-    es.onerror = () => { state.textContent = state.textContent || "disconnected"; };
+    setJob(job);
+    if (watchJob.es) watchJob.es.close();
+    const es = new EventSource("/api/jobs/" + id + "/events");
+    watchJob.es = es;
+    const parse = (m) => { try { return JSON.parse(m.data); } catch (_) { return {}; } };
+    es.addEventListener("status", (m) => setJob(parse(m).job));
+    es.addEventListener("log", (m) => line(parse(m).message || ""));
+    es.addEventListener("checkpoint", (m) => line("checkpoint at step " + parse(m).step));
+    es.addEventListener("epoch", (m) => { const j = parse(m); line("epoch " + j.epoch + ": train loss " + Number(j.trainLoss).toFixed(4) + (j.valLoss != null ? ", validation loss " + Number(j.valLoss).toFixed(4) : "")); });
+    es.addEventListener("progress", (m) => {
+      const j = parse(m);
+      points.push([j.step, j.loss]); drawLoss(svg, points);
+      bar.value = j.totalSteps ? Math.round(100 * j.step / j.totalSteps) : 0;
+      state.textContent = "· running, step " + j.step + " / " + j.totalSteps + " · " + Math.round(j.etaSecs) + " s left";
+    });
+    for (const end of ["done", "failed", "cancelled"]) es.addEventListener(end, (m) => { setJob(parse(m).job); es.close(); loadJobs(); });
+    es.onerror = () => { if (es.readyState === EventSource.CLOSED) line("(event stream closed)"); };
     $("[data-job-cancel]", panel).onclick = async () => {
-      try { await postJson("/api/jobs/" + id + "/cancel", {}); say($("[data-job-status]", panel), "Cancelling after the current step…", "busy"); }
-      catch (e) { say($("[data-job-status]", panel), e.message, "error"); }
+      try {
+        say(jstatus, "Cancelling…", "busy");
+        await signedJobRequest("/api/jobs/" + id + "/cancel", "cancel_job", job.datanetId, "", id);
+        say(jstatus, "Cancelling after the current step…", "busy");
+      } catch (e) { say(jstatus, e.plain ? e.message : await explain(e), "error"); }
+    };
+    pub.onsubmit = async (ev) => {
+      ev.preventDefault();
+      const st = $(".status", pub);
+      const wei = openToWei(pub.elements.price.value);
+      if (wei === null) { say(st, "The price must be an amount of OPEN, like 0.001.", "error"); return; }
+      try {
+        say(st, "Sign the publish request…", "busy");
+        const base = { pricePer1kTokens: "0x" + wei.toString(16), metadataURI: "ModelFactory " + id };
+        const prep = await signedJobRequest("/api/jobs/" + id + "/publish", "publish_job", job.datanetId, JSON.stringify(base));
+        let modelId = null, hash;
+        if (getCookie("ol_wallet") === "injected") {
+          say(st, "Confirm the registration in your wallet…", "busy");
+          hash = await provider().request({ method: "eth_sendTransaction", params: [{ from: ACCOUNT, to: prep.transaction.to, data: prep.transaction.data }] });
+          const r = await waitReceipt(hash, st);
+          if (r.status !== "0x1") throw new Error("The registration was included but failed.");
+        } else {
+          say(st, "Signing the registration…", "busy");
+          const raw = await provider().request({ method: "eth_signTransaction", params: [{ from: ACCOUNT, to: prep.transaction.to, data: prep.transaction.data }] });
+          const done = await signedJobRequest("/api/jobs/" + id + "/publish", "publish_job", job.datanetId, JSON.stringify(Object.assign({ signedTransaction: raw }, base)));
+          modelId = done.modelId; hash = done.txHash;
+        }
+        st.textContent = "";
+        say(st, "Published" + (modelId != null ? " as model " + modelId : "") + ". ", "ok");
+        const a = el("a", null, "Chat with it"); a.href = "/models"; st.appendChild(a);
+      } catch (e) { say(st, e.plain ? e.message : await explain(e), "error"); }
     };
   }
   async function loadJobs() {
     const box = $("[data-jobs]");
     if (!box) return;
     try {
-      const r = await fetch("/api/jobs");
+      const r = await fetch("/api/jobs?owner=" + ACCOUNT);
       if (!r.ok) { box.innerHTML = "<p class='muted'>The training service is not running on this deployment yet.</p>"; return; }
-      const jobs = await r.json();
-      const list = Array.isArray(jobs) ? jobs : (jobs.jobs || []);
-      if (!list.length) { box.innerHTML = "<p>No jobs yet.</p>"; return; }
+      const j = await r.json();
+      const list = j.jobs || [];
+      if (!list.length) { box.replaceChildren(el("p", null, "No jobs yet.")); return; }
       const ul = el("ul", "list");
-      for (const j of list) { const li = el("li", null, (j.id || "?") + " · " + (j.state || "")); ul.appendChild(li); }
+      for (const job of list.slice().reverse()) {
+        const li = el("li");
+        const b = el("button", null, "Show"); b.type = "button"; b.addEventListener("click", () => watchJob(job));
+        li.append(document.createTextNode(job.id + " · " + job.status + " · Datanet " + job.datanetId + " v" + job.version + (job.published ? " · model " + job.published.modelId : "") + " "), b);
+        ul.appendChild(li);
+      }
       box.replaceChildren(ul);
     } catch (_) { box.innerHTML = "<p class='muted'>The training service did not answer.</p>"; }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     bindAccount(); bindActionForms(); bindUploads(); bindAdvance(); bindExplorer(); loadEarnings();
-    bindChat(); bindTraining(); loadJobs();
+    bindChat(); bindTraining(); loadJobs(); loadBaseModels();
     if (window.OL_PAGE_INIT) window.OL_PAGE_INIT();
   });
 })();

@@ -6,23 +6,14 @@ use std::path::PathBuf;
 use eyre::{Result, WrapErr, eyre};
 use openledger_datanet::DatanetClient;
 use openledger_devnet::{Devnet, DevnetConfig};
-use openledger_model::init::{InitOptions, Preset};
 
-/// The `small` base model directory (seed 42), made on first use.
+/// The `small` base model directory (seed 42): the devnet demo's cached copy, made on first
+/// use (once per machine, shared with `openledger devnet --demo` and the benches).
 pub fn small_model() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join("openledger-train-tests-small-42");
-    if dir.join("model.safetensors").exists() {
-        return Ok(dir);
-    }
-    let tmp = std::env::temp_dir().join(format!(
-        "openledger-train-tests-small-{}",
-        std::process::id()
-    ));
-    openledger_model::init::init(&tmp, &InitOptions::preset(Preset::Small, 42), |_| {})?;
-    // Another test may have finished first; either copy is the same model.
-    if std::fs::rename(&tmp, &dir).is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().map_err(|_| eyre!("model lock poisoned"))?;
+    let dir = openledger_devnet::demo::default_base_model();
+    openledger_devnet::demo::ensure_base_model(&dir, |line| eprintln!("{line}"))?;
     Ok(dir)
 }
 

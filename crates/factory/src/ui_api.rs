@@ -238,7 +238,7 @@ pub(crate) async fn credits(
             .map_err(chain_err)?;
         out.push(json!({
             "datanet": c.datanet, "version": c.version, "contribution": c.contribution,
-            "contributor": info.contributor, "weightPercent": f64::from(c.weight_ppm) / 10_000.0,
+            "contributor": info.contributor.to_checksum(None), "weightPercent": f64::from(c.weight_ppm) / 10_000.0,
             "earned": crate::view::open(pool * U256::from(c.weight_ppm) / U256::from(1_000_000u64)),
         }));
     }

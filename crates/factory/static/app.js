@@ -287,8 +287,8 @@
   // ---------------------------------------------------------------- playground (OpenLoRA + attribution)
   const CHAT_WORDS = {
     payment_required: "This model is paid per answer: sign the session request so your escrow can pay.",
-    insufficient_escrow: "Your escrow cannot pay for this answer. Deposit OPEN into escrow (left) and send again. Nothing was charged.",
-    insufficient_allowance: "Your allowance for this model is used up. Raise it and send again. Nothing was charged.",
+    insufficient_escrow: "Your escrow cannot pay for this answer. Deposit OPEN into escrow and send again. Nothing was charged.",
+    insufficient_allowance: "This model may not spend enough of your escrow: allow it (under Escrow) and send again. Nothing was charged.",
     model_not_found: "The inference service does not know this model yet; wait a few seconds after publishing and try again.",
     model_not_servable: "This model cannot be served here (another base model, or deactivated).",
     model_inactive: "This model was deactivated by its owner.",

@@ -10,30 +10,31 @@ use fantoccini::{Client, Locator};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-struct Browser {
-    c: Client,
-    base: String,
-    shots: PathBuf,
+pub(crate) struct Browser {
+    pub c: Client,
+    pub base: String,
+    pub shots: PathBuf,
 }
 
+#[allow(dead_code)]
 impl Browser {
-    async fn go(&self, path: &str) -> Result<()> {
+    pub async fn go(&self, path: &str) -> Result<()> {
         self.c.goto(&format!("{}{path}", self.base)).await?;
         Ok(())
     }
 
-    async fn shot(&self, name: &str) -> Result<()> {
+    pub async fn shot(&self, name: &str) -> Result<()> {
         let png = self.c.screenshot().await?;
         std::fs::write(self.shots.join(format!("{name}.png")), png)?;
         Ok(())
     }
 
-    async fn text(&self) -> Result<String> {
+    pub async fn text(&self) -> Result<String> {
         Ok(self.c.find(Locator::Css("body")).await?.text().await?)
     }
 
     /// Waits until the page's text contains `needle` (pages reload after each transaction).
-    async fn wait_text(&self, needle: &str) -> Result<String> {
+    pub async fn wait_text(&self, needle: &str) -> Result<String> {
         let start = Instant::now();
         loop {
             if let Ok(t) = self.text().await
@@ -50,7 +51,7 @@ impl Browser {
     }
 
     /// Waits until the `.status` inside `scope` says something containing `needle`.
-    async fn wait_status(&self, scope: &str, needle: &str) -> Result<String> {
+    pub async fn wait_status(&self, scope: &str, needle: &str) -> Result<String> {
         let start = Instant::now();
         loop {
             let mut seen = String::new();
@@ -74,7 +75,7 @@ impl Browser {
         }
     }
 
-    async fn fill(&self, css: &str, value: &str) -> Result<()> {
+    pub async fn fill(&self, css: &str, value: &str) -> Result<()> {
         let el = self
             .c
             .find(Locator::Css(css))
@@ -85,7 +86,7 @@ impl Browser {
         Ok(())
     }
 
-    async fn click(&self, css: &str) -> Result<()> {
+    pub async fn click(&self, css: &str) -> Result<()> {
         self.c
             .find(Locator::Css(css))
             .await
@@ -96,7 +97,7 @@ impl Browser {
     }
 
     /// Switches the acting dev account through the Account page.
-    async fn act_as(&self, addr: &str) -> Result<()> {
+    pub async fn act_as(&self, addr: &str) -> Result<()> {
         self.go("/account").await?;
         self.click(&format!("[data-switch-to='{addr}']")).await?;
         let start = Instant::now();
@@ -118,7 +119,7 @@ impl Browser {
     }
 
     /// Polls (reloading `path`) until the `data-testid` amount equals `want`.
-    async fn wait_amount(&self, path: &str, id: &str, want: f64) -> Result<()> {
+    pub async fn wait_amount(&self, path: &str, id: &str, want: f64) -> Result<()> {
         let start = Instant::now();
         loop {
             if let Ok(t) = self.testid(id).await
@@ -135,7 +136,7 @@ impl Browser {
     }
 
     /// Waits (the page reloads itself after a transaction) until `css` matches `n` elements.
-    async fn wait_count(&self, css: &str, n: usize) -> Result<()> {
+    pub async fn wait_count(&self, css: &str, n: usize) -> Result<()> {
         let start = Instant::now();
         loop {
             if self
@@ -155,7 +156,7 @@ impl Browser {
         }
     }
 
-    async fn testid(&self, id: &str) -> Result<String> {
+    pub async fn testid(&self, id: &str) -> Result<String> {
         Ok(self
             .c
             .find(Locator::Css(&format!("[data-testid='{id}']")))
@@ -164,7 +165,7 @@ impl Browser {
             .await?)
     }
 
-    async fn no_horizontal_scroll(&self) -> Result<bool> {
+    pub async fn no_horizontal_scroll(&self) -> Result<bool> {
         let v = self
             .c
             .execute(
@@ -176,14 +177,14 @@ impl Browser {
     }
 }
 
-fn amount(s: &str) -> f64 {
+pub(crate) fn amount(s: &str) -> f64 {
     s.split_whitespace()
         .next()
         .and_then(|x| x.parse().ok())
         .unwrap_or(f64::NAN)
 }
 
-fn write_file(dir: &std::path::Path, name: &str, body: &str) -> Result<String> {
+pub(crate) fn write_file(dir: &std::path::Path, name: &str, body: &str) -> Result<String> {
     let p = dir.join(name);
     std::fs::write(&p, body)?;
     Ok(p.to_string_lossy().into_owned())

@@ -129,30 +129,13 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
     println!("Listening on {addr}");
     tracing::info!(target: "serve", %addr, base = %name, %hash, "OpenLoRA serving");
     axum::serve(listener, server.router())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(crate::cmd_chain::shutdown_signal())
         .await?;
     drop(server);
     drop(tmp);
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
 
 /// Options of `openledger bench serve`.
 #[derive(clap::Args, Debug)]

@@ -281,5 +281,15 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
     b.click("[data-testid='claim-inference']").await?;
     b.wait_amount("/earnings", "settlement-claimable", 0.0)
         .await?;
+
+    b.c.set_window_size(390, 844).await?;
+    for (p, name) in [("/factory", "m-factory"), ("/models", "m-models")] {
+        b.go(p).await?;
+        b.shot(name).await?;
+        assert!(
+            b.no_horizontal_scroll().await?,
+            "{p} scrolls sideways at 390 px"
+        );
+    }
     Ok(())
 }

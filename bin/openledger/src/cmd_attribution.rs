@@ -229,3 +229,149 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `openledger bench attribution` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BenchAttributionArgs {
+    /// Corpus tokens of the speed run (100M per the issue; less where memory or time is short).
+    #[arg(long, default_value_t = 100_000_000)]
+    tokens: usize,
+    /// Training examples of the influence timing.
+    #[arg(long, default_value_t = 10_000)]
+    examples: usize,
+    /// Base model directory (default: the cached `small` demo model, made on first use).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Contributors of the planted-facts Datanet.
+    #[arg(long, default_value_t = 8)]
+    contributors: usize,
+    /// Training epochs of the quality run.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Peak learning rate of the quality run.
+    #[arg(long, default_value_t = 3e-2)]
+    lr: f64,
+    /// Skip the quality run.
+    #[arg(long)]
+    no_quality: bool,
+    /// Skip the speed run.
+    #[arg(long)]
+    no_speed: bool,
+    /// JSON report.
+    #[arg(long, default_value = "bench-out/attribution.json")]
+    out: PathBuf,
+}
+
+/// Runs the attribution benchmarks, prints tables and writes the JSON report.
+pub async fn bench(a: BenchAttributionArgs) -> Result<()> {
+    use openledger_attribution::bench::{self, QualityOpts, SpeedOpts};
+    let mut report = serde_json::Map::new();
+    if !a.no_speed {
+        let o = SpeedOpts {
+            tokens: a.tokens,
+            examples: a.examples,
+            ..SpeedOpts::default()
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            let dir = tempfile::tempdir()?;
+            bench::speed(dir.path(), &o, |l| eprintln!("speed: {l}")).map_err(|e| eyre!("{e}"))
+        })
+        .await??;
+        println!(
+            "\nspeed ({} tokens, {} rows, one core)",
+            r.opts.tokens, r.rows
+        );
+        println!("{:<48} {:>14} {:>10}", "measure", "value", "target");
+        let row = |m: &str, v: String, t: &str| println!("{m:<48} {v:>14} {t:>10}");
+        row(
+            "index build, tokens/s",
+            format!("{:.0}", r.build_tokens_per_sec),
+            "",
+        );
+        row("index build, s", format!("{:.1}", r.build_secs), "");
+        row(
+            "index bytes/token",
+            format!("{:.2}", r.bytes_per_token),
+            "≤ 7",
+        );
+        row(
+            &format!(
+                "span attribution, {}-token answer, median ms",
+                r.opts.answer_len
+            ),
+            format!("{:.2}", r.span_ms_median),
+            "≤ 50",
+        );
+        row(
+            "span attribution, max ms",
+            format!("{:.2}", r.span_ms_max),
+            "",
+        );
+        row(
+            "baseline: count every 8-gram of the answer, ms",
+            format!("{:.2}", r.baseline_ngram_count_ms),
+            "",
+        );
+        row(
+            &format!("influence cosine, {} examples, ms", r.opts.examples),
+            format!("{:.2}", r.influence_cosine_ms),
+            "≤ 200",
+        );
+        row(
+            &format!("influence DataInf, {} examples, ms", r.opts.examples),
+            format!("{:.2}", r.influence_datainf_ms),
+            "≤ 200",
+        );
+        row(
+            "baseline: raw inner products, ms",
+            format!("{:.2}", r.baseline_dot_ms),
+            "",
+        );
+        report.insert("speed".into(), serde_json::to_value(&r)?);
+    }
+    if !a.no_quality {
+        let base = a
+            .base
+            .clone()
+            .unwrap_or_else(openledger_devnet::demo::default_base_model);
+        let o = QualityOpts {
+            contributors: a.contributors,
+            epochs: a.epochs,
+            learning_rate: a.lr,
+            ..QualityOpts::default()
+        };
+        let r = tokio::task::spawn_blocking(move || {
+            openledger_devnet::demo::ensure_base_model(&base, |l| eprintln!("{l}"))
+                .map_err(|e| eyre!("{e}"))?;
+            bench::quality(&base, &o, |l| eprintln!("quality: {l}")).map_err(|e| eyre!("{e}"))
+        })
+        .await??;
+        println!(
+            "\nquality ({} contributors × {} facts, {} training examples, {:.0} s training; {}/{} answers reproduce their fact; answer gradient {:.1} ms)",
+            r.opts.contributors,
+            r.opts.facts,
+            r.examples,
+            r.train_secs,
+            r.reproduced,
+            r.facts,
+            r.query_gradient_ms
+        );
+        println!(
+            "{:<34} {:>7} {:>7} {:>7} {:>7}",
+            "method", "queries", "top-1", "p@3", "AUC"
+        );
+        for m in &r.methods {
+            println!(
+                "{:<34} {:>7} {:>7.3} {:>7.3} {:>7.3}",
+                m.method, m.queries, m.top1, m.precision_at3, m.auc
+            );
+        }
+        report.insert("quality".into(), serde_json::to_value(&r)?);
+    }
+    if let Some(p) = a.out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&a.out, serde_json::to_vec_pretty(&report)?)?;
+    println!("\nwrote {}", a.out.display());
+    Ok(())
+}

@@ -168,6 +168,8 @@ pub enum BenchCmd {
     Chain(crate::cmd_chain::bench::BenchArgs),
     /// OpenLoRA serving: S-LoRA-style workload, 1 to 1,000 adapters, against one-adapter and naive baselines.
     Serve(crate::cmd_serve::BenchServeArgs),
+    /// Proof of Attribution: planted-facts quality per method, index/span/influence speed.
+    Attribution(crate::cmd_attribution::BenchAttributionArgs),
     /// Training tokens/s of the LoRA trainer (batched) against unbatched forward/backward.
     Train(crate::cmd_train::BenchTrainArgs),
 }
@@ -473,6 +475,7 @@ pub async fn bench(cmd: BenchCmd) -> eyre::Result<()> {
     match cmd {
         BenchCmd::Chain(a) => bench::run(a).await,
         BenchCmd::Serve(a) => crate::cmd_serve::bench_serve(a).await,
+        BenchCmd::Attribution(a) => crate::cmd_attribution::bench(a).await,
         BenchCmd::Train(a) => crate::cmd_train::bench(a).await,
     }
 }

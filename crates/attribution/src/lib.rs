@@ -31,6 +31,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bench;
 pub mod corpus;
 pub mod index;
 pub mod influence;

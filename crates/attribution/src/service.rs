@@ -141,6 +141,11 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Storage(e.to_string())
 }
 
+/// (Datanet, version) pairs a model was trained on, and its training manifest hash.
+type TrainedOn = (Vec<(u64, u64)>, B256);
+/// A model's training artifacts, or `None` when it was not trained here.
+type MaybeTrained = Option<Arc<TrainedModel>>;
+
 /// Mutable state behind one lock (never held across an await).
 #[derive(Default)]
 pub(crate) struct State {
@@ -165,10 +170,10 @@ pub struct AttributionService {
     tokenizer: Option<(Tokenizer, B256)>,
     rows: RowSource,
     indexes: tokio::sync::Mutex<HashMap<(u64, u64), Arc<SpanIndex>>>,
-    trained_on: Mutex<HashMap<u64, (Vec<(u64, u64)>, B256)>>,
+    trained_on: Mutex<HashMap<u64, TrainedOn>>,
     models: Option<ContentStore>,
     base: tokio::sync::OnceCell<Option<Arc<openledger_model::Pretrained>>>,
-    trained: tokio::sync::Mutex<HashMap<(B256, B256), Option<Arc<TrainedModel>>>>,
+    trained: tokio::sync::Mutex<HashMap<(B256, B256), MaybeTrained>>,
     pub(crate) state: Mutex<State>,
     pub(crate) notify: tokio::sync::Notify,
 }
@@ -286,7 +291,7 @@ impl AttributionService {
     }
 
     /// The Datanet versions a registered model was trained on, and its training manifest hash.
-    async fn trained_on(&self, model_id: u64) -> Result<(Vec<(u64, u64)>, B256), ServiceError> {
+    async fn trained_on(&self, model_id: u64) -> Result<TrainedOn, ServiceError> {
         if let Some(v) = self.trained_on.lock().get(&model_id) {
             return Ok(v.clone());
         }

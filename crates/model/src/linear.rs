@@ -1,17 +1,19 @@
 //! Linear layers that serve many LoRA adapters in one pass.
 //!
 //! A forward pass carries a [`BatchAdapters`]: the adapters in play and, per sequence, which
-//! one it uses (or none). Internally rows (tokens) are grouped into segments that share an
-//! adapter (SGMV-style): gather the segment's rows, shrink (x·Aᵀ, to rank r), expand (·Bᵀ),
-//! scale, and scatter-add into the base output y = x·Wᵀ + b. When one adapter covers every
-//! row the gather/scatter is skipped, which is also the path training takes.
+//! one it uses (or none). When one adapter covers every row, LoRA is two plain matmuls
+//! (shrink x·Aᵀ to rank r, expand ·Bᵀ), which is also the differentiable path training takes.
+//! Otherwise every row gets its own adapter in one kernel per projection (BGMV, Punica-style):
+//! prefill and decode rows, any mix of ranks, rows without an adapter, all in the same pass.
+//! On the CPU in f32 that is a single loop over rows; elsewhere A and s·B are zero-padded to
+//! the largest rank, stacked, gathered per row and applied with two batched matmuls.
 
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::error::{Error, Result};
-use crate::lora::{LoraAdapter, Proj};
+use crate::lora::{LoraAdapter, LoraPair, Proj};
 
 /// Which adapter each sequence of a batch uses. Cheap to build per step; the adapters are
 /// shared (`Arc`), so a request can pin an immutable adapter for its whole life.
@@ -73,63 +75,93 @@ impl BatchAdapters {
                 self.per_seq.len()
             )));
         }
-        let total: usize = rows.iter().sum();
-        let mut segments = Vec::new();
-        for (a, adapter) in self.adapters.iter().enumerate() {
-            let mut idx = Vec::new();
-            let mut start = 0u32;
-            for (s, &n) in rows.iter().enumerate() {
-                if self.per_seq[s] == Some(a) {
-                    idx.extend(start..start + n as u32);
-                }
-                start += n as u32;
-            }
-            if idx.is_empty() {
-                continue;
-            }
-            let rows = if idx.len() == total {
-                None
-            } else {
-                let n = idx.len();
-                Some(Tensor::from_vec(idx, n, device)?)
-            };
-            segments.push(Segment {
-                adapter: adapter.clone(),
-                rows,
-            });
-        }
-        // One row per sequence (a decode step) with several adapters: gather per row (BGMV).
-        let per_row = if segments.len() > 1 && rows.iter().all(|&n| n == 1) {
-            Some(
-                self.per_seq
-                    .iter()
-                    .map(|a| a.map(|i| self.adapters[i].clone()))
-                    .collect(),
-            )
-        } else {
-            None
+        let used: Vec<usize> = {
+            let mut u: Vec<usize> = self.per_seq.iter().flatten().copied().collect();
+            u.sort_unstable();
+            u.dedup();
+            u
         };
-        Ok(RowPlan { segments, per_row })
+        if used.is_empty() {
+            return Ok(RowPlan::Base);
+        }
+        if used.len() == 1 && self.per_seq.iter().all(Option::is_some) {
+            return Ok(RowPlan::Whole(self.adapters[used[0]].clone()));
+        }
+        // Several adapters (or some rows without one): the adapter of every row, as an index
+        // into the adapters in play (0 = none, k + 1 = adapters[k]).
+        let row_slot: Vec<u32> = self
+            .per_seq
+            .iter()
+            .zip(rows)
+            .flat_map(|(a, &n)| std::iter::repeat_n(a.map_or(0, |k| k as u32 + 1), n))
+            .collect();
+        let n = row_slot.len();
+        Ok(RowPlan::Rows {
+            adapters: self.adapters.clone(),
+            slots: Tensor::from_vec(row_slot.clone(), n, device)?,
+            row_slot,
+        })
     }
 }
 
-/// Rows grouped by adapter, computed once per forward and shared by every layer.
-pub(crate) struct RowPlan {
-    segments: Vec<Segment>,
-    /// Set for decode steps that mix adapters: the adapter of every row.
-    per_row: Option<Vec<Option<Arc<LoraAdapter>>>>,
+/// How LoRA applies to the rows of one forward pass; computed once and shared by every layer.
+pub(crate) enum RowPlan {
+    /// No adapter on any row.
+    Base,
+    /// One adapter on every row: plain matmuls (differentiable; the training path).
+    Whole(Arc<LoraAdapter>),
+    /// Per-row adapters (BGMV): any mix of adapters, ranks and prefill/decode rows in one pass.
+    Rows {
+        adapters: Vec<Arc<LoraAdapter>>,
+        /// Per row: 0 = no adapter, k + 1 = `adapters[k]`.
+        row_slot: Vec<u32>,
+        /// `row_slot` on the model's device (for the gathered tensor path).
+        slots: Tensor,
+    },
 }
 
-struct Segment {
-    adapter: Arc<LoraAdapter>,
-    /// Row indices, or `None` when the segment is every row.
-    rows: Option<Tensor>,
+/// Read access to the f32 data of a contiguous CPU tensor.
+struct CpuView<'a> {
+    guard: candle_core::StorageRef<'a>,
+    start: usize,
+    end: usize,
 }
 
-enum Bgmv {
-    Delta(Tensor),
-    Nothing,
-    MixedRanks,
+impl<'a> CpuView<'a> {
+    fn new(t: &'a Tensor) -> Option<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        match &*guard {
+            Storage::Cpu(CpuStorage::F32(_)) => Some(CpuView { guard, start, end }),
+            _ => None,
+        }
+    }
+
+    fn slice(&self) -> &[f32] {
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => &[],
+        }
+    }
+}
+
+/// Σ a[i]·b[i], eight lanes at a time (vectorizes without fast-math).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    let mut acc = [0f32; 8];
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// A projection `y = x·Wᵀ (+ b)` plus per-row LoRA deltas.
@@ -171,65 +203,129 @@ impl LoraLinear {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        if let Some(rows) = &plan.per_row {
-            match self.bgmv(x, rows)? {
-                Bgmv::Delta(d) => return Ok((y + d)?),
-                Bgmv::Nothing => return Ok(y),
-                Bgmv::MixedRanks => {}
+        match plan {
+            RowPlan::Base => Ok(y),
+            RowPlan::Whole(adapter) => match adapter.pair(self.layer, self.proj) {
+                None => Ok(y),
+                Some(pair) => {
+                    // shrink to rank r, then expand
+                    let d = (x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * pair.scale)?;
+                    Ok((y + d)?)
+                }
+            },
+            RowPlan::Rows {
+                adapters,
+                row_slot,
+                slots,
+            } => {
+                let pairs: Vec<Option<&LoraPair>> = adapters
+                    .iter()
+                    .map(|a| a.pair(self.layer, self.proj))
+                    .collect();
+                if pairs.iter().all(Option::is_none) {
+                    return Ok(y);
+                }
+                let d = match self.bgmv_cpu(x, &pairs, row_slot)? {
+                    Some(d) => d,
+                    None => self.bgmv_gathered(x, &pairs, slots)?,
+                };
+                Ok((y + d)?)
             }
         }
-        for seg in &plan.segments {
-            let Some(pair) = seg.adapter.pair(self.layer, self.proj) else {
-                continue;
-            };
-            let xs = match &seg.rows {
-                None => x.clone(),
-                Some(idx) => x.index_select(idx, 0)?,
-            };
-            // shrink to rank r, then expand
-            let d = (xs.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * pair.scale)?;
-            y = match &seg.rows {
-                None => (y + d)?,
-                Some(idx) => y.index_add(idx, &d, 0)?,
-            };
-        }
-        Ok(y)
     }
 
-    /// Per-row LoRA in one gather: stack each row's A [r, in] and B [out, r] (zeros for rows
-    /// without this projection adapted), two batched matmuls, one per-row scale: a handful of
-    /// ops whatever the number of adapters, instead of five per adapter.
-    fn bgmv(&self, x: &Tensor, rows: &[Option<Arc<LoraAdapter>>]) -> Result<Bgmv> {
-        let pairs: Vec<_> = rows
-            .iter()
-            .map(|a| a.as_ref().and_then(|a| a.pair(self.layer, self.proj)))
-            .collect();
-        let Some(first) = pairs.iter().flatten().next() else {
-            return Ok(Bgmv::Nothing);
-        };
-        let r = first.a.dim(0)?;
-        if pairs.iter().flatten().any(|p| p.a.dim(0).ok() != Some(r)) {
-            return Ok(Bgmv::MixedRanks);
+    /// Per-row LoRA on the CPU in f32, one pass over the rows: for row i with adapter k,
+    /// h = A_k·x_i (rank r_k), δ_i = s_k·B_k·h. Ranks may differ between rows; rows with no
+    /// adapter (or whose adapter leaves this projection alone) get zero. `None` when the
+    /// tensors are not contiguous f32 on the CPU (then [`Self::bgmv_gathered`] runs).
+    /// Not differentiable: serving only (training takes [`RowPlan::Whole`]).
+    fn bgmv_cpu(
+        &self,
+        x: &Tensor,
+        pairs: &[Option<&LoraPair>],
+        row_slot: &[u32],
+    ) -> Result<Option<Tensor>> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
         }
+        let (out, inp) = self.weight.dims2()?;
+        let x = x.contiguous()?;
+        let Some(xv) = CpuView::new(&x) else {
+            return Ok(None);
+        };
+        let mut views = Vec::with_capacity(pairs.len());
+        for p in pairs {
+            views.push(match p {
+                None => None,
+                Some(p) => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
+                    (Some(a), Some(b)) => Some((a, b, p.a.dim(0)?, p.scale as f32)),
+                    _ => return Ok(None),
+                },
+            });
+        }
+        let xs = xv.slice();
+        let rows = row_slot.len();
+        if xs.len() != rows * inp {
+            return Err(Error::InvalidArgument(format!(
+                "{} rows of {inp} features expected, got {} values",
+                rows,
+                xs.len()
+            )));
+        }
+        let mut d = vec![0f32; rows * out];
+        let mut h = Vec::new();
+        for (i, &slot) in row_slot.iter().enumerate() {
+            let Some(Some((a, b, r, scale))) = slot.checked_sub(1).map(|k| &views[k as usize])
+            else {
+                continue;
+            };
+            let (a, b, r) = (a.slice(), b.slice(), *r);
+            let xi = &xs[i * inp..(i + 1) * inp];
+            h.clear();
+            h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi) * scale));
+            for (o, dv) in d[i * out..(i + 1) * out].iter_mut().enumerate() {
+                *dv = dot(&b[o * r..(o + 1) * r], &h);
+            }
+        }
+        Ok(Some(Tensor::from_vec(d, (rows, out), x.device())?))
+    }
+
+    /// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
+    /// the largest rank (padded rows of A and columns of B add nothing), stacked once with a
+    /// zero slot for rows without an adapter, gathered per row, two batched matmuls.
+    fn bgmv_gathered(
+        &self,
+        x: &Tensor,
+        pairs: &[Option<&LoraPair>],
+        slots: &Tensor,
+    ) -> Result<Tensor> {
         let (dt, dev) = (x.dtype(), x.device());
-        let (out, inp) = (self.weight.dim(0)?, self.weight.dim(1)?);
-        let za = Tensor::zeros((r, inp), dt, dev)?;
-        let zb = Tensor::zeros((out, r), dt, dev)?;
-        let a: Vec<&Tensor> = pairs.iter().map(|p| p.map_or(&za, |p| &p.a)).collect();
-        let b: Vec<&Tensor> = pairs.iter().map(|p| p.map_or(&zb, |p| &p.b)).collect();
-        let scales: Vec<f32> = pairs
-            .iter()
-            .map(|p| p.map_or(0.0, |p| p.scale as f32))
-            .collect();
-        let n = scales.len();
-        let scales = Tensor::from_vec(scales, (n, 1, 1), dev)?.to_dtype(dt)?;
-        let a = Tensor::stack(&a, 0)?; // [n, r, in]
-        let b = Tensor::stack(&b, 0)?; // [n, out, r]
-        let d = x
-            .unsqueeze(1)?
+        let (out, inp) = self.weight.dims2()?;
+        let mut rank = 0;
+        for p in pairs.iter().flatten() {
+            rank = rank.max(p.a.dim(0)?);
+        }
+        let mut a = vec![Tensor::zeros((rank, inp), dt, dev)?];
+        let mut b = vec![Tensor::zeros((out, rank), dt, dev)?];
+        for p in pairs {
+            match p {
+                None => {
+                    a.push(a[0].clone());
+                    b.push(b[0].clone());
+                }
+                Some(p) => {
+                    let pad = rank - p.a.dim(0)?;
+                    a.push(p.a.to_dtype(dt)?.pad_with_zeros(0, 0, pad)?);
+                    b.push((p.b.to_dtype(dt)? * p.scale)?.pad_with_zeros(1, 0, pad)?);
+                }
+            }
+        }
+        let a = Tensor::stack(&a, 0)?.index_select(slots, 0)?; // [rows, r, in]
+        let b = Tensor::stack(&b, 0)?.index_select(slots, 0)?; // [rows, out, r]
+        Ok(x.unsqueeze(1)?
             .matmul(&a.transpose(1, 2)?)?
-            .matmul(&b.transpose(1, 2)?)?;
-        Ok(Bgmv::Delta(d.broadcast_mul(&scales)?.squeeze(1)?))
+            .matmul(&b.transpose(1, 2)?)?
+            .squeeze(1)?)
     }
 
     /// W + s·B·A (computed in f32).
@@ -245,5 +341,91 @@ impl LoraLinear {
             weight,
             ..self.clone()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::LoraConfig;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .unwrap_or(f32::INFINITY)
+    }
+
+    #[test]
+    fn per_row_kernels_equal_per_row_matmuls_with_mixed_ranks() -> Result<()> {
+        let cfg = crate::Config::from_json(
+            r#"{"model_type":"llama","hidden_size":24,"intermediate_size":40,"num_hidden_layers":1,
+            "num_attention_heads":2,"vocab_size":10,"max_position_embeddings":64}"#,
+        )?;
+        let dev = Device::Cpu;
+        let adapter = |r: usize, targets: &[Proj], seed: u64| -> Result<Arc<LoraAdapter>> {
+            let vm = candle_nn::VarMap::new();
+            let lc = LoraConfig::new(r, 2.0 * r as f64, targets);
+            let a = LoraAdapter::trainable(lc, &cfg, &vm, &dev, DType::F32, seed)?;
+            let mut t = a.named_tensors();
+            for (k, v) in t.iter_mut() {
+                if k.contains("lora_B") {
+                    *v = Tensor::randn(0f32, 0.5, v.shape(), &dev)?;
+                }
+            }
+            Ok(Arc::new(LoraAdapter::from_tensors(
+                a.config().clone(),
+                &cfg,
+                t,
+                &dev,
+                DType::F32,
+            )?))
+        };
+        // ranks 8, 3 and 5; the third leaves down_proj alone
+        let adapters = vec![
+            adapter(8, &Proj::ALL, 1)?,
+            adapter(3, &Proj::ALL, 2)?,
+            adapter(5, &[Proj::Q, Proj::Up], 3)?,
+        ];
+        let per_seq = vec![Some(0), None, Some(1), Some(2), Some(0), Some(1)];
+        let rows = [5, 1, 1, 7, 1, 3]; // prefill chunks and decode rows mixed
+        let plan = BatchAdapters::new(adapters.clone(), per_seq.clone())?.plan(&rows, &dev)?;
+        let RowPlan::Rows {
+            row_slot, slots, ..
+        } = &plan
+        else {
+            panic!("a mixed batch must plan per-row adapters");
+        };
+        let n: usize = rows.iter().sum();
+        for proj in [Proj::Up, Proj::Down] {
+            let (out, inp) = proj.dims(&cfg);
+            let lin = LoraLinear {
+                weight: Tensor::randn(0f32, 1.0, (out, inp), &dev)?,
+                bias: None,
+                layer: 0,
+                proj,
+            };
+            let x = Tensor::randn(0f32, 1.0, (n, inp), &dev)?;
+            let pairs: Vec<_> = adapters.iter().map(|a| a.pair(0, proj)).collect();
+            let cpu = lin.bgmv_cpu(&x, &pairs, row_slot)?.expect("cpu f32 path");
+            let gathered = lin.bgmv_gathered(&x, &pairs, slots)?;
+            // reference: each sequence's rows alone through plain matmuls
+            let mut start = 0;
+            for (s, &len) in rows.iter().enumerate() {
+                let xs = x.narrow(0, start, len)?;
+                let want = match per_seq[s].and_then(|k| adapters[k].pair(0, proj)) {
+                    Some(p) => (xs.matmul(&p.a.t()?)?.matmul(&p.b.t()?)? * p.scale)?,
+                    None => Tensor::zeros((len, out), DType::F32, &dev)?,
+                };
+                for got in [&cpu, &gathered] {
+                    let d = max_diff(&got.narrow(0, start, len)?, &want);
+                    assert!(d < 1e-4, "{proj:?} seq {s}: diff {d}");
+                }
+                start += len;
+            }
+            let plain = lin.forward(&x, &plan)?;
+            let d = max_diff(&(plain - x.matmul(&lin.weight.t()?)?)?, &cpu);
+            assert!(d < 1e-4, "forward adds the per-row delta: {d}");
+        }
+        Ok(())
     }
 }

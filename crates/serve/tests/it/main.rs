@@ -5,3 +5,4 @@ mod batching;
 mod chain;
 mod common;
 mod errors;
+mod mixed;

@@ -61,22 +61,55 @@ pub enum AttributionCmd {
         #[arg(long, default_value = "attribution-indexes")]
         out: PathBuf,
     },
-    /// Recompute a record from its transcript and the Datanet data, and check its inclusion
-    /// in the on-chain batch root. Exits non-zero on any mismatch.
+    /// Recompute a record from its transcript and the artifacts (Datanet data, base model,
+    /// adapter, training manifest and sketches), and check its inclusion in the on-chain batch
+    /// root. Exits non-zero on any mismatch.
+    ///
+    /// The transcript (prompt and answer token ids) is content-addressed: it is read from the
+    /// record store `<dir>/records` by the record's promptHash / answerHash, where the service
+    /// puts it next to every record. A payer or auditor holding it elsewhere passes
+    /// `--transcript FILE` (JSON `{"prompt": [ids], "answer": [ids]}`, as returned by the
+    /// tokenizer); only token lists that hash to the record's values can ever be used.
     Verify {
         #[command(flatten)]
         chain: Chain,
         /// Record id (0x…).
         record: B256,
-        /// The attribution service's directory (devnet: `<datadir>/attribution`).
+        /// The attribution service's directory (devnet: `<datadir>/attribution`); its
+        /// `records/` store holds the record (and usually the transcript).
         #[arg(long)]
         dir: PathBuf,
         /// Content store with the Datanet data (devnet: `<datadir>/datanets/content`).
+        #[arg(
+            long,
+            required_unless_present = "datanet_api",
+            conflicts_with = "datanet_api"
+        )]
+        datanet_store: Option<String>,
+        /// Read the Datanet data over the Datanet HTTP API instead (e.g.
+        /// `http://127.0.0.1:8080/api/datanets`), signed by the acting account, which needs a
+        /// licence for permissioned Datanets.
         #[arg(long)]
-        datanet_store: String,
+        datanet_api: Option<String>,
+        /// Private key of the acting account for `--datanet-api` (hex).
+        #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
+        private_key: Option<String>,
+        /// Dev account index of the acting account for `--datanet-api`.
+        #[arg(long)]
+        account: Option<u32>,
         /// The base model's tokenizer.json.
         #[arg(long)]
         tokenizer: PathBuf,
+        /// Models content store (adapters, training manifests, sketches; devnet:
+        /// `<datadir>/models`): needed to recompute the influence method.
+        #[arg(long)]
+        models_store: Option<String>,
+        /// Base model directory (default: the tokenizer's directory).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// The transcript as JSON `{"prompt": [ids], "answer": [ids]}`.
+        #[arg(long)]
+        transcript: Option<PathBuf>,
     },
 }
 
@@ -161,12 +194,44 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             record,
             dir,
             datanet_store,
+            datanet_api,
+            private_key,
+            account,
             tokenizer,
+            models_store,
+            base,
+            transcript,
         } => {
             let d = chain.deployments()?;
-            let mut cfg = AttributionConfig::new(&chain.rpc_url, &d, dir, datanet_store);
+            let mut cfg =
+                AttributionConfig::new(&chain.rpc_url, &d, dir, datanet_store.unwrap_or_default());
             cfg.tokenizer = Some(tokenizer);
+            cfg.models_store = models_store;
+            cfg.base_model = base;
+            if let Some(api) = datanet_api {
+                let signer = match &private_key {
+                    Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
+                    None => dev_signer(account.unwrap_or(0))?,
+                };
+                cfg.datanet_api = Some((api, signer));
+            }
             let svc = AttributionService::open(cfg).await?;
+            if let Some(t) = transcript {
+                #[derive(serde::Deserialize)]
+                struct Transcript {
+                    prompt: Vec<u32>,
+                    answer: Vec<u32>,
+                }
+                let t: Transcript = serde_json::from_slice(
+                    &std::fs::read(&t).wrap_err_with(|| format!("reading {}", t.display()))?,
+                )
+                .wrap_err("--transcript must be {\"prompt\": [ids], \"answer\": [ids]}")?;
+                for toks in [&t.prompt, &t.answer] {
+                    svc.records()
+                        .put(openledger_attribution::record::tokens_bytes(toks).into())
+                        .await?;
+                }
+            }
             let rep = svc.verify(record).await?;
             for m in &rep.matched {
                 println!("match     {m}");

@@ -69,6 +69,10 @@ pub struct AttributionConfig {
     pub base_model: Option<PathBuf>,
     /// Influence method parameters and its share when both methods credit someone.
     pub influence: InfluenceConfig,
+    /// Read Datanet data over the Datanet HTTP API (`{origin}/api/datanets`) with signed,
+    /// licensed reads by this account, instead of from `datanet_store` (e.g. a verifier who
+    /// holds a licence but not the service's disks).
+    pub datanet_api: Option<(String, PrivateKeySigner)>,
 }
 
 /// How influence enters records.
@@ -116,6 +120,7 @@ impl AttributionConfig {
             models_store: None,
             base_model: None,
             influence: InfluenceConfig::default(),
+            datanet_api: None,
         }
     }
 }
@@ -199,7 +204,14 @@ impl AttributionService {
         }
         let records = ContentStore::open(&cfg.dir.join("records").display().to_string())
             .map_err(storage_err)?;
-        let rows = RowSource::Store(ContentStore::open(&cfg.datanet_store).map_err(storage_err)?);
+        let rows = match &cfg.datanet_api {
+            Some((api, signer)) => RowSource::Client(Box::new(
+                openledger_datanet::DatanetClient::connect(&cfg.rpc_url, api, signer.clone())
+                    .await
+                    .map_err(|e| ServiceError::Storage(format!("Datanet API {api}: {e}")))?,
+            )),
+            None => RowSource::Store(ContentStore::open(&cfg.datanet_store).map_err(storage_err)?),
+        };
         let url = cfg.rpc_url.parse().map_err(chain_err)?;
         let provider = match &cfg.attributor {
             Some(s) => ProviderBuilder::new()

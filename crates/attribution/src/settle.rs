@@ -379,18 +379,15 @@ impl AttributionService {
                 .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect()
         };
-        let prompt = tokens(
-            self.records
-                .get(&rec.prompt_hash)
-                .await
-                .map_err(storage_err)?,
-        );
-        let answer = tokens(
-            self.records
-                .get(&rec.answer_hash)
-                .await
-                .map_err(storage_err)?,
-        );
+        let transcript = |what: &'static str, h: B256| async move {
+            self.records.get(&h).await.map_err(|e| {
+                ServiceError::Storage(format!(
+                    "the {what} tokens ({h}) are not in the record store ({e}); supply the transcript"
+                ))
+            })
+        };
+        let prompt = tokens(transcript("prompt", rec.prompt_hash).await?);
+        let answer = tokens(transcript("answer", rec.answer_hash).await?);
         rep.check(
             "prompt hash",
             tokens_hash(&prompt) == rec.prompt_hash,

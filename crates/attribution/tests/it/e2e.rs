@@ -35,6 +35,19 @@ fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
         .erased())
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()))?;
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trained_served_paid_attributed_settled() -> Result<()> {
     let started = std::time::Instant::now();
@@ -244,6 +257,24 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     let batch = svc.flush().await?.ok_or(eyre!("nothing settled"))?;
     let rep = svc.verify(record_id).await?;
     assert!(rep.ok(), "{rep:?}");
+    // A verifier elsewhere: the record store and batch files copied, Datanet data over the
+    // Datanet HTTP API with signed reads (public Datanet: any account), same models store.
+    let vdir = tmp.path().join("verifier");
+    for sub in ["records", "batches"] {
+        copy_dir(&tmp.path().join("attribution").join(sub), &vdir.join(sub))?;
+    }
+    let mut vcfg = AttributionConfig::new(&rpc, &devnet.deployments, &vdir, String::new());
+    vcfg.tokenizer = Some(base_dir.join("tokenizer.json"));
+    vcfg.models_store = Some(tmp.path().join("models").display().to_string());
+    vcfg.datanet_api = Some((api.clone(), acct(7)));
+    let verifier = AttributionService::open(vcfg).await?;
+    let rep = verifier.verify(record_id).await?;
+    assert!(rep.ok(), "{rep:?}");
+    assert!(
+        vdir.join("indexes").read_dir()?.next().is_some(),
+        "index rebuilt from the API"
+    );
+
     let params = ProtocolParams::new(dep("ProtocolParams")?, &pp);
     let treasury = params.treasury().call().await?;
     let mut accounts: Vec<Address> = vec![treasury, acct(1).address()];

@@ -182,6 +182,7 @@ impl Stack {
         );
         acfg.tokenizer = Some(base.join("tokenizer.json"));
         acfg.attributor = d.accounts.first().map(|a| a.signer.clone());
+        acfg.models_store = Some(models_store(&d.datadir));
         let attribution = AttributionService::open(acfg)
             .await
             .map_err(|e| svc_err("attribution", &e))?;

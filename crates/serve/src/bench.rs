@@ -100,6 +100,8 @@ pub struct BenchReport {
     pub cold_load_r16_p50_ms: f64,
     /// Same, p90 (ms).
     pub cold_load_r16_p90_ms: f64,
+    /// Cold-load stages run one after another (read, keccak-256, parse), p50 each (ms).
+    pub cold_load_r16_stages_p50_ms: [f64; 3],
     /// RAM per resident adapter by rank (bytes).
     pub ram_per_adapter: Vec<(usize, u64)>,
     /// Per rank: throughput of the largest adapter count / one-adapter throughput.
@@ -355,7 +357,7 @@ pub async fn run(
     let tmp = std::env::temp_dir().join(format!("openlora-bench-{:x}", rand::random::<u64>()));
     let mut scenarios = Vec::new();
     let (mut ram_per, mut ratio_one, mut ratio_naive) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut cold_p50, mut cold_p90) = (0.0, 0.0);
+    let (mut cold_p50, mut cold_p90, mut cold_stages) = (0.0, 0.0, [0.0; 3]);
     let max_n = o.adapters.iter().copied().max().unwrap_or(1);
     for &rank in &o.ranks {
         let disk = tmp.join(format!("r{rank}"));
@@ -401,8 +403,26 @@ pub async fn run(
             }
             cold_p50 = pct(&mut ms.clone(), 0.5);
             cold_p90 = pct(&mut ms, 0.9);
+            // the stages one after another on one thread, on the same blobs
+            let mut stages = [Vec::new(), Vec::new(), Vec::new()];
+            for h in hashes.iter().take(200) {
+                let s = crate::cache::cold_load_stages(
+                    &fresh.disk_path(h),
+                    &cfg,
+                    &Device::Cpu,
+                    DType::F32,
+                )?;
+                for (v, x) in stages.iter_mut().zip(s) {
+                    v.push(x * 1e3);
+                }
+            }
+            for (slot, v) in cold_stages.iter_mut().zip(stages.iter_mut()) {
+                *slot = pct(v, 0.5);
+            }
             progress(&format!(
-                "rank {rank}: cold load from disk p50 {cold_p50:.2} ms, p90 {cold_p90:.2} ms"
+                "rank {rank}: cold load from disk p50 {cold_p50:.2} ms, p90 {cold_p90:.2} ms \
+                 (stages alone, p50: read {:.2} ms, keccak {:.2} ms, parse {:.2} ms)",
+                cold_stages[0], cold_stages[1], cold_stages[2]
             ));
         }
         let reqs = workload(&o, max_n, cfg.vocab_size, o.seed ^ rank as u64);
@@ -473,6 +493,7 @@ pub async fn run(
         scenarios,
         cold_load_r16_p50_ms: cold_p50,
         cold_load_r16_p90_ms: cold_p90,
+        cold_load_r16_stages_p50_ms: cold_stages,
         ram_per_adapter: ram_per,
         ratio_vs_one_adapter: ratio_one,
         ratio_vs_naive: ratio_naive,

@@ -36,7 +36,14 @@ async fn mixed_ranks_and_mixed_prefill_decode_equal_each_request_alone() -> Resu
     };
     let mut alone = Vec::new();
     for (a, prompt) in &reqs {
-        let seq = generate(&base.model, None, prompt, adapters[*a].clone(), &params, |_| true)?;
+        let seq = generate(
+            &base.model,
+            None,
+            prompt,
+            adapters[*a].clone(),
+            &params,
+            |_| true,
+        )?;
         alone.push(seq.generated().to_vec());
     }
     ensure!(
@@ -70,7 +77,7 @@ async fn mixed_ranks_and_mixed_prefill_decode_equal_each_request_alone() -> Resu
     };
     // the first two requests start decoding before the others arrive
     let mut rxs = vec![submit(0)?, submit(1)?];
-    let mut early = vec![Vec::new(), Vec::new()];
+    let mut early = [Vec::new(), Vec::new()];
     for (rx, got) in rxs.iter_mut().zip(early.iter_mut()) {
         if let Some(Event::Token { id, .. }) = rx.recv().await {
             got.push(id);

@@ -85,17 +85,16 @@ mod tests {
     use super::*;
     use crate::Proj;
 
-    fn cfg() -> Config {
+    fn cfg() -> Result<Config> {
         Config::from_json(
             r#"{"model_type":"llama","hidden_size":16,"intermediate_size":32,
             "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":40}"#,
         )
-        .unwrap()
     }
 
     #[test]
     fn blob_round_trips_and_is_deterministic() -> Result<()> {
-        let model = cfg();
+        let model = cfg()?;
         let varmap = candle_nn::VarMap::new();
         let lc = LoraConfig::new(4, 8.0, &[Proj::Q, Proj::V, Proj::Down]);
         let a = LoraAdapter::trainable(lc, &model, &varmap, &Device::Cpu, DType::F32, 3)?;
@@ -120,16 +119,20 @@ mod tests {
         let t = HashMap::from([("x".to_string(), Tensor::zeros(3, DType::F32, &Device::Cpu)?)]);
         let plain = safetensors::serialize(t.iter().map(|(k, v)| (k.clone(), v.clone())), None)
             .map_err(|e| Error::Adapter(e.to_string()))?;
-        let err = LoraAdapter::from_blob(&plain, &cfg(), &Device::Cpu, DType::F32).unwrap_err();
+        let Err(err) = LoraAdapter::from_blob(&plain, &cfg()?, &Device::Cpu, DType::F32) else {
+            panic!("a plain safetensors file is not an adapter blob");
+        };
         assert!(err.to_string().contains(ADAPTER_CONFIG_KEY), "{err}");
-        let mut big = cfg();
+        let mut big = cfg()?;
         big.hidden_size = 32;
         big.intermediate_size = 64;
         let varmap = candle_nn::VarMap::new();
         let lc = LoraConfig::new(4, 8.0, &[Proj::Q]);
         let other = LoraAdapter::trainable(lc, &big, &varmap, &Device::Cpu, DType::F32, 1)?;
-        let err = LoraAdapter::from_blob(&other.to_blob()?, &cfg(), &Device::Cpu, DType::F32)
-            .unwrap_err();
+        let Err(err) = LoraAdapter::from_blob(&other.to_blob()?, &cfg()?, &Device::Cpu, DType::F32)
+        else {
+            panic!("an adapter for another hidden size must be refused");
+        };
         assert!(err.to_string().contains("different base model"), "{err}");
         Ok(())
     }

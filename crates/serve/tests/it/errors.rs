@@ -221,6 +221,7 @@ async fn full_queue_gives_429_and_a_disconnect_frees_the_slot() -> Result<()> {
     let t = start(|c| {
         c.scheduler.max_running = 1;
         c.scheduler.max_waiting = 2;
+        c.max_tokens_limit = 200;
     })
     .await?;
     let body =
@@ -246,26 +247,39 @@ async fn full_queue_gives_429_and_a_disconnect_frees_the_slot() -> Result<()> {
         ok >= 3 && busy >= 1 && ok + busy == 16,
         "ok {ok}, 429 {busy}"
     );
-    // a streaming client that goes away: its slot is freed without waiting for max_tokens
+    // a streaming client that goes away: its slot is freed without waiting for max_tokens.
+    // The tiny model can finish a whole answer before the client has read its first chunk, so
+    // the client tries again until it disconnects while its request is still running.
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
-    sbody["max_tokens"] = json!(40);
+    sbody["max_tokens"] = json!(200);
     sbody["ignore_eos"] = json!(true);
-    let mut r = t
-        .http
-        .post(format!("{}/v1/completions", t.url))
-        .json(&sbody)
-        .send()
-        .await?;
-    let first = r.chunk().await?;
-    ensure!(first.is_some());
-    ensure!(t.server.inflight() == 1);
-    drop(r);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while t.server.inflight() != 0 {
-        ensure!(std::time::Instant::now() < deadline, "slot not freed");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut disconnected_mid_answer = false;
+    for _ in 0..20 {
+        let mut r = t
+            .http
+            .post(format!("{}/v1/completions", t.url))
+            .json(&sbody)
+            .send()
+            .await?;
+        let first = r.chunk().await?;
+        ensure!(first.is_some());
+        let running = t.server.inflight() == 1;
+        drop(r);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while t.server.inflight() != 0 {
+            ensure!(std::time::Instant::now() < deadline, "slot not freed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if running {
+            disconnected_mid_answer = true;
+            break;
+        }
     }
+    ensure!(
+        disconnected_mid_answer,
+        "every answer finished before its first chunk was read"
+    );
     let m = t.get("/metrics").await?;
     ensure!(
         metric(&m, "openlora_requests_total{outcome=\"cancelled\"}")? >= 1.0,

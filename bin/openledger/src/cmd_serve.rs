@@ -136,7 +136,6 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
     Ok(())
 }
 
-
 /// Options of `openledger bench serve`.
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {

@@ -4,8 +4,8 @@ mod cmd_attribution;
 mod cmd_chain;
 mod cmd_datanet;
 mod cmd_model;
-mod cmd_train;
 mod cmd_serve;
+mod cmd_train;
 
 use clap::{Parser, Subcommand};
 

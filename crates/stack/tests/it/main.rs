@@ -98,7 +98,11 @@ async fn one_origin_serves_ui_rpc_datanets_inference_and_attribution() -> Result
         .send()
         .await?;
     let status = rec.status();
-    ensure!(status == 200, "record {record}: {status} {}", rec.text().await?);
+    ensure!(
+        status == 200,
+        "record {record}: {status} {}",
+        rec.text().await?
+    );
 
     let bases: Value = http
         .get(format!("{url}/api/jobs/base-models"))

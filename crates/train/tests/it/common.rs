@@ -11,7 +11,9 @@ use openledger_devnet::{Devnet, DevnetConfig};
 /// use (once per machine, shared with `openledger devnet --demo` and the benches).
 pub fn small_model() -> Result<PathBuf> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().map_err(|_| eyre!("model lock poisoned"))?;
+    let _guard = ONE_AT_A_TIME
+        .lock()
+        .map_err(|_| eyre!("model lock poisoned"))?;
     let dir = openledger_devnet::demo::default_base_model();
     openledger_devnet::demo::ensure_base_model(&dir, |line| eprintln!("{line}"))?;
     Ok(dir)

@@ -54,6 +54,8 @@ enum Cmd {
     /// Earnings from attribution (`--claim` to withdraw them).
     Earnings(cmd_attribution::EarningsArgs),
     /// Fine-tune a LoRA adapter on a licensed Datanet version (checkpoints, resume, Ctrl-C cancels).
+    // `--version` is the Datanet version here, as the issue spells it, not the binary's.
+    #[command(disable_version_flag = true)]
     Train(Box<cmd_train::TrainArgs>),
     /// Benchmarks (print a table and write a JSON report).
     Bench {

@@ -9,9 +9,10 @@ use candle_nn::VarMap;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::kv::KvCache;
 use crate::linear::BatchAdapters;
 use crate::lora::{LoraAdapter, LoraConfig, Proj};
-use crate::model::{KvCache, Model, SeqStep};
+use crate::model::{Model, SeqStep};
 
 /// One measured configuration.
 #[derive(Clone, Debug, Serialize)]

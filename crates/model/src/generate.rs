@@ -12,9 +12,11 @@ use rand_chacha::rand_core::SeedableRng;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
+use crate::kv::KvCache;
 use crate::linear::BatchAdapters;
 use crate::lora::LoraAdapter;
-use crate::model::{KvCache, Model, SeqStep};
+use crate::model::{Model, SeqStep};
+use crate::profile::{self, Phase};
 use crate::weights::unit;
 
 /// How to pick tokens and when to stop.
@@ -356,11 +358,11 @@ pub fn decode_step(
                 });
             }
         }
-        model
-            .forward_step(&mut steps, &ba)?
-            .to_dtype(candle_core::DType::F32)?
-            .to_vec2::<f32>()?
+        let logits = model.forward_step(&mut steps, &ba)?;
+        let _t = profile::time(Phase::Sample);
+        logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?
     };
+    let _t = profile::time(Phase::Sample);
     let max_pos = model.config().max_position_embeddings;
     for (row, &i) in active.iter().enumerate() {
         out[i] = Some(seqs[i].accept(&logits[row], tokenizer, max_pos)?);

@@ -35,9 +35,11 @@ mod generate;
 mod hub;
 mod info;
 pub mod init;
+mod kv;
 mod linear;
 mod lora;
 mod model;
+pub mod profile;
 mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
@@ -48,9 +50,10 @@ pub use generate::{
 };
 pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer};
 pub use info::{FileEntry, ModelInfo, content_hash, info};
+pub use kv::KvCache;
 pub use linear::BatchAdapters;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Proj, TargetModules};
-pub use model::{KvCache, Model, SeqStep};
+pub use model::{Model, SeqStep};
 pub use weights::{check_weights, load_model_weights, load_safetensors, random_weights};
 
 /// A model with random weights from [`random_weights`] (normal, std 0.02), for tests and examples.

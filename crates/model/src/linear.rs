@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
 use crate::error::{Error, Result};
 use crate::lora::{LoraAdapter, LoraPair, Proj};
+use crate::profile::{self, Phase};
 
 /// Which adapter each sequence of a batch uses. Cheap to build per step; the adapters are
 /// shared (`Arc`), so a request can pin an immutable adapter for its whole life.
@@ -121,14 +122,14 @@ pub(crate) enum RowPlan {
 }
 
 /// Read access to the f32 data of a contiguous CPU tensor.
-struct CpuView<'a> {
+pub(crate) struct CpuView<'a> {
     guard: candle_core::StorageRef<'a>,
     start: usize,
     end: usize,
 }
 
 impl<'a> CpuView<'a> {
-    fn new(t: &'a Tensor) -> Option<Self> {
+    pub(crate) fn new(t: &'a Tensor) -> Option<Self> {
         let (guard, layout) = t.storage_and_layout();
         let (start, end) = layout.contiguous_offsets()?;
         match &*guard {
@@ -137,7 +138,7 @@ impl<'a> CpuView<'a> {
         }
     }
 
-    fn slice(&self) -> &[f32] {
+    pub(crate) fn slice(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
             _ => &[],
@@ -147,7 +148,7 @@ impl<'a> CpuView<'a> {
 
 /// Σ a[i]·b[i], eight lanes at a time (vectorizes without fast-math).
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
@@ -199,10 +200,13 @@ impl LoraLinear {
 
     /// x: [rows, in] → [rows, out].
     pub(crate) fn forward(&self, x: &Tensor, plan: &RowPlan) -> Result<Tensor> {
+        let timer = profile::time(Phase::BaseMatmul);
         let mut y = x.matmul(&self.weight.t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
+        drop(timer);
+        let _t = profile::time(Phase::Lora);
         match plan {
             RowPlan::Base => Ok(y),
             RowPlan::Whole(adapter) => match adapter.pair(self.layer, self.proj) {

@@ -2,9 +2,10 @@
 //! with a per-sequence KV cache, decoder layer, model. Weight names follow Hugging Face.
 //!
 //! Rows are flattened: a batch is a list of sequences, each contributing some new tokens;
-//! every projection runs once over all rows of the batch (with per-row LoRA), attention runs
-//! per sequence against that sequence's cache (or batched when all sequences are the same
-//! length with no cache, as in training).
+//! every projection runs once over all rows of the batch (with per-row LoRA). Cached attention
+//! runs over all rows in one pass on the CPU in f32 (`kv::attend_host`), per sequence with
+//! tensor ops elsewhere; without a cache (training) all sequences have the same length and
+//! attention is batched.
 
 use std::sync::Arc;
 
@@ -13,8 +14,10 @@ use candle_nn::{Embedding, VarBuilder};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::linear::{BatchAdapters, LoraLinear, RowPlan};
+use crate::kv::{Heads, HostSeq, KvCache, LayerKv, attend_host};
+use crate::linear::{BatchAdapters, CpuView, LoraLinear, RowPlan};
 use crate::lora::{LoraAdapter, Proj};
+use crate::profile::{self, Phase};
 
 /// Root-mean-square layer norm (computed in f32).
 #[derive(Clone, Debug)]
@@ -32,6 +35,7 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _t = profile::time(Phase::Norm);
         let dt = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
         let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
@@ -42,9 +46,11 @@ impl RmsNorm {
 
 /// cos/sin tables for rotary position embeddings (the "rotate half" layout of HF Llama).
 #[derive(Debug)]
-struct Rotary {
+pub(crate) struct Rotary {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as host f32 `[table, hd]` (CPU f32 models only, for cached attention).
+    host: Option<(Vec<f32>, Vec<f32>)>,
     /// Positions covered by the precomputed tables.
     table: usize,
     /// max_position_embeddings.
@@ -68,9 +74,18 @@ impl Rotary {
             .collect();
         let table = max.min(ROPE_TABLE);
         let (cos, sin) = Self::tables(&inv, factor, 0, table, dtype, dev)?;
+        let host = if dev.is_cpu() && dtype == DType::F32 {
+            Some((
+                cos.flatten_all()?.to_vec1::<f32>()?,
+                sin.flatten_all()?.to_vec1::<f32>()?,
+            ))
+        } else {
+            None
+        };
         Ok(Rotary {
             cos,
             sin,
+            host,
             table,
             max,
             inv,
@@ -105,9 +120,8 @@ impl Rotary {
         Ok((cos, sin))
     }
 
-    /// x: [b, heads, t, hd] at positions offset..offset+t.
-    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let t = x.dim(2)?;
+    /// Refuses positions offset..offset+t past max_position_embeddings.
+    pub(crate) fn check(&self, offset: usize, t: usize) -> Result<()> {
         if offset + t > self.max {
             return Err(Error::InvalidArgument(format!(
                 "position {} exceeds max_position_embeddings {}",
@@ -115,6 +129,47 @@ impl Rotary {
                 self.max
             )));
         }
+        Ok(())
+    }
+
+    /// Rotates one head vector `x` (head_dim f32 values) to position `pos` in place, as
+    /// [`Self::apply`] does: x·cos + rotate_half(x)·sin.
+    pub(crate) fn rotate_host(&self, x: &mut [f32], pos: usize) {
+        let hd = x.len();
+        let table = self.host.as_ref().and_then(|(c, s)| {
+            Some((
+                c.get(pos * hd..(pos + 1) * hd)?,
+                s.get(pos * hd..(pos + 1) * hd)?,
+            ))
+        });
+        let computed: (Vec<f32>, Vec<f32>);
+        let (cos, sin) = match table {
+            Some(t) if pos < self.table => t,
+            _ => {
+                // past the precomputed table: the same values `tables` would give
+                let p = pos as f64 / self.factor;
+                computed = self
+                    .inv
+                    .iter()
+                    .chain(&self.inv)
+                    .map(|f| ((p * f).cos() as f32, (p * f).sin() as f32))
+                    .unzip();
+                (&computed.0[..], &computed.1[..])
+            }
+        };
+        let half = hd / 2;
+        let (x1, x2) = x.split_at_mut(half);
+        for d in 0..half {
+            let (a, b) = (x1[d], x2[d]);
+            x1[d] = a * cos[d] - b * sin[d];
+            x2[d] = b * cos[half + d] + a * sin[half + d];
+        }
+    }
+
+    /// x: [b, heads, t, hd] at positions offset..offset+t.
+    fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
+        let t = x.dim(2)?;
+        self.check(offset, t)?;
         let (cos, sin) = if offset + t <= self.table {
             (
                 self.cos.narrow(0, offset, t)?,
@@ -149,56 +204,13 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor, plan: &RowPlan) -> Result<Tensor> {
-        let g = self.gate.forward(x, plan)?.silu()?;
+        let g = self.gate.forward(x, plan)?;
         let u = self.up.forward(x, plan)?;
-        self.down.forward(&(g * u)?, plan)
-    }
-}
-
-/// Keys and values of one sequence, per layer: [1, kv_heads, len, head_dim].
-#[derive(Clone, Debug)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl KvCache {
-    /// An empty cache for a model with `cfg`.
-    pub fn new(cfg: &Config) -> Self {
-        KvCache {
-            layers: vec![None; cfg.num_hidden_layers],
-            len: 0,
-        }
-    }
-
-    /// Tokens already in the cache (the position of the next token).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets everything.
-    pub fn clear(&mut self) {
-        self.layers.iter_mut().for_each(|l| *l = None);
-        self.len = 0;
-    }
-
-    /// Bytes held by cached keys and values (for a scheduler's memory budget).
-    pub fn size_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
-    }
-
-    /// Bytes one cached token takes in a model with `cfg` stored in `dtype`.
-    pub fn bytes_per_token(cfg: &Config, dtype: DType) -> usize {
-        2 * cfg.num_hidden_layers * cfg.num_kv_heads() * cfg.head_dim() * dtype.size_in_bytes()
+        let gu = {
+            let _t = profile::time(Phase::Elementwise);
+            (g.silu()? * u)?
+        };
+        self.down.forward(&gu, plan)
     }
 }
 
@@ -255,6 +267,93 @@ fn mask(t: usize, offset: usize, window: Option<usize>, dev: &Device) -> Result<
     Ok(Tensor::from_vec(m, (t, total), dev)?)
 }
 
+/// q: [b, h, t, hd]; k, v: [b, kv, total, hd] → [b, t, h·hd].
+fn attend(h: Heads, q: &Tensor, k: Tensor, v: Tensor, offset: usize) -> Result<Tensor> {
+    let (b, _, t, _) = q.dims4()?;
+    let dt = q.dtype();
+    let n_rep = h.heads / h.kv_heads;
+    let k = repeat_kv(k, n_rep)?.contiguous()?;
+    let v = repeat_kv(v, n_rep)?.contiguous()?;
+    let scale = 1.0 / (h.head_dim as f64).sqrt();
+    let att = (q.contiguous()?.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+    let m = mask(t, offset, h.window, q.device())?;
+    let p = softmax_last(&att.broadcast_add(&m)?)?.to_dtype(dt)?;
+    let out = p.matmul(&v)?;
+    Ok(out.transpose(1, 2)?.reshape((b, t, h.heads * h.head_dim))?)
+}
+
+/// Cached attention with tensor ops, one sequence at a time (any device and dtype): q is
+/// [n, heads·hd], k and v [n, kv_heads·hd], projected and not yet rotated → [n, heads·hd].
+fn attend_cached_tensors(
+    h: Heads,
+    rope: &Rotary,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seqs: &mut [SeqStep],
+) -> Result<Tensor> {
+    let hd = h.head_dim;
+    let mut outs = Vec::with_capacity(seqs.len());
+    let mut start = 0;
+    for seq in seqs.iter_mut() {
+        let n = seq.tokens.len();
+        let offset = seq.cache.len;
+        let split = |x: &Tensor, heads: usize| -> Result<Tensor> {
+            Ok(x.narrow(0, start, n)?
+                .reshape((1, n, heads, hd))?
+                .transpose(1, 2)?)
+        };
+        let qs = rope.apply(&split(q, h.heads)?, offset)?;
+        let ks = rope.apply(&split(k, h.kv_heads)?, offset)?.contiguous()?;
+        let vs = split(v, h.kv_heads)?.contiguous()?;
+        let slot = &mut seq.cache.layers[h.layer];
+        let (ka, va) = match slot.take_tensors(h.kv_heads, hd, q.device())? {
+            Some((kc, vc)) => (
+                Tensor::cat(&[&kc, &ks.to_dtype(kc.dtype())?], 2)?,
+                Tensor::cat(&[&vc, &vs.to_dtype(vc.dtype())?], 2)?,
+            ),
+            None => (ks, vs),
+        };
+        *slot = LayerKv::Tensors(ka.clone(), va.clone());
+        outs.push(attend(h, &qs, ka, va, offset)?.reshape((n, h.heads * hd))?);
+        start += n;
+    }
+    Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// The same for CPU f32 in one pass over all rows ([`attend_host`]); `None` elsewhere.
+fn attend_cached_cpu(
+    h: Heads,
+    rope: &Rotary,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    seqs: &mut [SeqStep],
+) -> Result<Option<Tensor>> {
+    if !q.device().is_cpu() || q.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let (Some(qv), Some(kv), Some(vv)) = (CpuView::new(&q), CpuView::new(&k), CpuView::new(&v))
+    else {
+        return Ok(None);
+    };
+    let mut host: Vec<HostSeq> = seqs
+        .iter_mut()
+        .map(|s| HostSeq {
+            rows: s.tokens.len(),
+            cache: &mut *s.cache,
+        })
+        .collect();
+    let out = attend_host(h, rope, qv.slice(), kv.slice(), vv.slice(), &mut host)?;
+    let n = q.dim(0)?;
+    Ok(Some(Tensor::from_vec(
+        out,
+        (n, h.heads * h.head_dim),
+        q.device(),
+    )?))
+}
+
 /// Multi-head attention with grouped key/value heads.
 #[derive(Clone, Debug)]
 struct Attention {
@@ -262,11 +361,7 @@ struct Attention {
     k: LoraLinear,
     v: LoraLinear,
     o: LoraLinear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    window: Option<usize>,
-    layer: usize,
+    heads: Heads,
     rotary: Arc<Rotary>,
 }
 
@@ -278,37 +373,24 @@ impl Attention {
             k: LoraLinear::new(vb.clone(), cfg, layer, Proj::K, qb)?,
             v: LoraLinear::new(vb.clone(), cfg, layer, Proj::V, qb)?,
             o: LoraLinear::new(vb, cfg, layer, Proj::O, ob)?,
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_kv_heads(),
-            head_dim: cfg.head_dim(),
-            window: cfg.window(),
-            layer,
+            heads: Heads {
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_kv_heads(),
+                head_dim: cfg.head_dim(),
+                window: cfg.window(),
+                layer,
+            },
             rotary,
         })
-    }
-
-    /// q: [b, h, t, hd]; k, v: [b, kv, total, hd] → [b, t, h·hd].
-    fn attend(&self, q: &Tensor, k: Tensor, v: Tensor, offset: usize) -> Result<Tensor> {
-        let (b, _, t, _) = q.dims4()?;
-        let dt = q.dtype();
-        let n_rep = self.heads / self.kv_heads;
-        let k = repeat_kv(k, n_rep)?.contiguous()?;
-        let v = repeat_kv(v, n_rep)?.contiguous()?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let att = (q.contiguous()?.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-        let m = mask(t, offset, self.window, q.device())?;
-        let p = softmax_last(&att.broadcast_add(&m)?)?.to_dtype(dt)?;
-        let out = p.matmul(&v)?;
-        Ok(out
-            .transpose(1, 2)?
-            .reshape((b, t, self.heads * self.head_dim))?)
     }
 
     fn forward(&self, x: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
         let q = self.q.forward(x, plan)?;
         let k = self.k.forward(x, plan)?;
         let v = self.v.forward(x, plan)?;
-        let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let hs = self.heads;
+        let (h, kv, hd) = (hs.heads, hs.kv_heads, hs.head_dim);
+        let timer = profile::time(Phase::Attention);
         let out = match layout {
             Layout::Uniform { b, t } => {
                 let split = |x: Tensor, n: usize| -> Result<Tensor> {
@@ -316,37 +398,15 @@ impl Attention {
                 };
                 let q = self.rotary.apply(&split(q, h)?, 0)?;
                 let k = self.rotary.apply(&split(k, kv)?, 0)?;
-                let out = self.attend(&q, k, split(v, kv)?, 0)?;
+                let out = attend(hs, &q, k, split(v, kv)?, 0)?;
                 out.reshape((*b * *t, h * hd))?
             }
-            Layout::Cached(seqs) => {
-                let mut outs = Vec::with_capacity(seqs.len());
-                let mut start = 0;
-                for seq in seqs.iter_mut() {
-                    let n = seq.tokens.len();
-                    let offset = seq.cache.len;
-                    let split = |x: &Tensor, heads: usize| -> Result<Tensor> {
-                        Ok(x.narrow(0, start, n)?
-                            .reshape((1, n, heads, hd))?
-                            .transpose(1, 2)?)
-                    };
-                    let qs = self.rotary.apply(&split(&q, h)?, offset)?;
-                    let ks = self.rotary.apply(&split(&k, kv)?, offset)?.contiguous()?;
-                    let vs = split(&v, kv)?.contiguous()?;
-                    let slot = &mut seq.cache.layers[self.layer];
-                    let (ka, va) = match slot.take() {
-                        Some((kc, vc)) => {
-                            (Tensor::cat(&[&kc, &ks], 2)?, Tensor::cat(&[&vc, &vs], 2)?)
-                        }
-                        None => (ks, vs),
-                    };
-                    *slot = Some((ka.clone(), va.clone()));
-                    outs.push(self.attend(&qs, ka, va, offset)?.reshape((n, h * hd))?);
-                    start += n;
-                }
-                Tensor::cat(&outs, 0)?
-            }
+            Layout::Cached(seqs) => match attend_cached_cpu(hs, &self.rotary, &q, &k, &v, seqs)? {
+                Some(out) => out,
+                None => attend_cached_tensors(hs, &self.rotary, &q, &k, &v, seqs)?,
+            },
         };
+        drop(timer);
         self.o.forward(&out, plan)
     }
 }
@@ -372,10 +432,16 @@ impl DecoderLayer {
     }
 
     fn forward(&self, x: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
-        let x = (x + self
+        let a = self
             .attn
-            .forward(&self.input_norm.forward(x)?, layout, plan)?)?;
-        Ok((&x + self.mlp.forward(&self.post_norm.forward(&x)?, plan)?)?)
+            .forward(&self.input_norm.forward(x)?, layout, plan)?;
+        let x = {
+            let _t = profile::time(Phase::Elementwise);
+            (x + a)?
+        };
+        let m = self.mlp.forward(&self.post_norm.forward(&x)?, plan)?;
+        let _t = profile::time(Phase::Elementwise);
+        Ok((&x + m)?)
     }
 }
 
@@ -446,7 +512,10 @@ impl Model {
     }
 
     fn run(&self, ids: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
-        let mut x = self.embed.forward(ids)?;
+        let mut x = {
+            let _t = profile::time(Phase::Embed);
+            self.embed.forward(ids)?
+        };
         for layer in &self.layers {
             x = layer.forward(&x, layout, plan)?;
         }
@@ -475,6 +544,7 @@ impl Model {
         seqs: &mut [SeqStep<'_>],
         adapters: &BatchAdapters,
     ) -> Result<Tensor> {
+        let _t = profile::time(Phase::Forward);
         let rows: Vec<usize> = seqs.iter().map(|s| s.tokens.len()).collect();
         if rows.is_empty() || rows.contains(&0) {
             return Err(Error::InvalidArgument(
@@ -494,12 +564,14 @@ impl Model {
             last.push(end - 1);
             seq.cache.len += r;
         }
+        let _t = profile::time(Phase::LmHead);
         let last = Tensor::from_vec(last, rows.len(), &self.device)?;
         Ok(h.index_select(&last, 0)?.matmul(&self.lm_head.t()?)?)
     }
 
     /// A copy of this model with `adapter` merged into the base weights (W + s·B·A).
     pub fn merged(&self, adapter: &LoraAdapter) -> Result<Model> {
+        let _t = profile::time(Phase::Merge);
         let mut m = self.clone();
         for layer in &mut m.layers {
             let a = &mut layer.attn;
@@ -581,6 +653,118 @@ mod tests {
         let x = Tensor::ones((1, 2, 3, 16), DType::F32, &Device::Cpu)?;
         assert_eq!(r.apply(&x, 4500)?.dims(), &[1, 2, 3, 16]);
         assert!(matches!(r.apply(&x, 4998), Err(Error::InvalidArgument(_))));
+        // the host rotation equals the tensor one, in the table and past it
+        let x = Tensor::randn(0f32, 1.0, (1, 1, 1, 16), &Device::Cpu)?;
+        for pos in [0, 7, 4095, 4500] {
+            let want = r.apply(&x, pos)?.flatten_all()?.to_vec1::<f32>()?;
+            let mut got = x.flatten_all()?.to_vec1::<f32>()?;
+            r.rotate_host(&mut got, pos);
+            let d = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-6, "pos {pos}: diff {d}");
+        }
+        Ok(())
+    }
+
+    /// Runs one step of cached attention over `caches` (sequence i gets `rows[i]` new rows)
+    /// through the one-pass CPU kernel or the per-sequence tensor path.
+    fn cached_step(
+        h: Heads,
+        rope: &Rotary,
+        qkv: [&Tensor; 3],
+        caches: &mut [KvCache],
+        rows: &[usize],
+        kernel: bool,
+    ) -> Result<Tensor> {
+        let toks: Vec<Vec<u32>> = rows.iter().map(|&r| vec![0; r]).collect();
+        let mut seqs: Vec<SeqStep> = toks
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, c)| SeqStep {
+                tokens: t,
+                cache: c,
+            })
+            .collect();
+        let [q, k, v] = qkv;
+        let out = if kernel {
+            attend_cached_cpu(h, rope, q, k, v, &mut seqs)?
+                .ok_or_else(|| Error::InvalidArgument("cpu f32 takes the kernel".into()))?
+        } else {
+            attend_cached_tensors(h, rope, q, k, v, &mut seqs)?
+        };
+        for (c, &r) in caches.iter_mut().zip(rows) {
+            c.len += r;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn batched_cached_attention_equals_the_per_sequence_path() -> Result<()> {
+        let dev = Device::Cpu;
+        for json in [
+            // GQA (4 heads over 2 kv heads) with a sliding window of 4
+            r#"{"model_type":"mistral","hidden_size":32,"intermediate_size":40,"num_hidden_layers":2,
+            "num_attention_heads":4,"num_key_value_heads":2,"vocab_size":10,
+            "max_position_embeddings":64,"sliding_window":4,"rope_theta":1000.0}"#,
+            // plain multi-head attention with linear rope scaling, no window
+            r#"{"model_type":"llama","hidden_size":48,"intermediate_size":40,"num_hidden_layers":2,
+            "num_attention_heads":3,"vocab_size":10,"max_position_embeddings":64,
+            "rope_scaling":{"type":"linear","factor":2.0}}"#,
+        ] {
+            let cfg = Config::from_json(json)?;
+            let rope = Rotary::new(&cfg, DType::F32, &dev)?;
+            let h = Heads {
+                heads: cfg.num_attention_heads,
+                kv_heads: cfg.num_kv_heads(),
+                head_dim: cfg.head_dim(),
+                window: cfg.window(),
+                layer: 1,
+            };
+            let mut fast: Vec<KvCache> = (0..4).map(|_| KvCache::new(&cfg)).collect();
+            let mut slow = fast.clone();
+            // prefill chunks of different lengths, then steps mixing decode rows and chunks;
+            // the last step swaps the paths, so each cache changes form (host ⇄ tensors)
+            let plan = [
+                [5, 1, 9, 3],
+                [1, 1, 4, 1],
+                [1, 6, 1, 1],
+                [1, 1, 1, 2],
+                [2, 1, 1, 1],
+            ];
+            for (step, rows) in plan.iter().enumerate() {
+                let n: usize = rows.iter().sum();
+                let q = Tensor::randn(0f32, 1.0, (n, h.heads * h.head_dim), &dev)?;
+                let k = Tensor::randn(0f32, 1.0, (n, h.kv_heads * h.head_dim), &dev)?;
+                let v = Tensor::randn(0f32, 1.0, (n, h.kv_heads * h.head_dim), &dev)?;
+                let swap = step == plan.len() - 1;
+                let a = cached_step(h, &rope, [&q, &k, &v], &mut fast, rows, !swap)?;
+                let b = cached_step(h, &rope, [&q, &k, &v], &mut slow, rows, swap)?;
+                assert_eq!(a.dims(), &[n, h.heads * h.head_dim]);
+                let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(d < 1e-5, "step {step}: diff {d}");
+            }
+            // the caches hold the same keys and values, and count the same bytes
+            for (f, s) in fast.iter_mut().zip(slow.iter_mut()) {
+                assert_eq!(f.size_bytes(), s.size_bytes());
+                assert_eq!(
+                    f.size_bytes(),
+                    f.len() * KvCache::bytes_per_token(&cfg, DType::F32) / 2
+                );
+                let (hd, kv) = (h.head_dim, h.kv_heads);
+                let (Some((fk, fv)), Some((sk, sv))) = (
+                    f.layers[1].take_tensors(kv, hd, &dev)?,
+                    s.layers[1].take_tensors(kv, hd, &dev)?,
+                ) else {
+                    panic!("both caches hold layer 1");
+                };
+                let dk = (fk - sk)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                let dv = (fv - sv)?.abs()?.max_all()?.to_scalar::<f32>()?;
+                assert!(dk < 1e-6 && dv == 0.0, "cached keys {dk}, values {dv}");
+            }
+        }
         Ok(())
     }
 

@@ -87,6 +87,34 @@ pub struct Scenario {
     pub mean_adapters_per_batch: f64,
     /// Adapter loads from disk during the run.
     pub cold_loads: u64,
+    /// Seconds per phase (`openledger_model::profile`), when `OPENLEDGER_PROFILE` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<(String, f64)>>,
+}
+
+/// Phase totals since the last call, when profiling is on.
+fn profile_totals() -> Option<Vec<(String, f64)>> {
+    let t = openledger_model::profile::take();
+    openledger_model::profile::enabled().then(|| {
+        t.into_iter()
+            .map(|(p, s, _)| (p.name().to_string(), s))
+            .collect()
+    })
+}
+
+/// The phase totals of a scenario as one line (empty when not profiled).
+pub fn profile_line(s: &Scenario) -> String {
+    match &s.profile {
+        None => String::new(),
+        Some(p) => {
+            let parts: Vec<String> = p
+                .iter()
+                .filter(|(_, x)| *x > 0.0)
+                .map(|(n, x)| format!("{n} {x:.3}"))
+                .collect();
+            format!("  seconds: {} (run {:.3})", parts.join(", "), s.seconds)
+        }
+    }
 }
 
 /// The whole report.
@@ -214,6 +242,7 @@ async fn run_batched(
         metrics: metrics.clone(),
     })?;
     let disk_before = metrics_disk(&cache);
+    profile_totals();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for r in reqs {
@@ -280,6 +309,7 @@ async fn run_batched(
         mean_batch: hist_sum(bs) / steps,
         mean_adapters_per_batch: hist_sum(&metrics.adapters_per_batch) / steps,
         cold_loads: metrics_disk(&cache) - disk_before,
+        profile: profile_totals(),
     })
 }
 
@@ -304,6 +334,7 @@ fn run_naive(
     rank: usize,
     distinct: usize,
 ) -> eyre_lite::Result<Scenario> {
+    profile_totals();
     let start = Instant::now();
     let (mut tokens, mut ttft, mut itl) = (0, Vec::new(), Vec::new());
     for r in reqs {
@@ -339,6 +370,7 @@ fn run_naive(
         mean_batch: 1.0,
         mean_adapters_per_batch: 1.0,
         cold_loads: 0,
+        profile: profile_totals(),
     })
 }
 
@@ -445,6 +477,9 @@ pub async fn run(
         )
         .await?;
         progress(&row(&s));
+        if s.profile.is_some() {
+            progress(&profile_line(&s));
+        }
         let one_tp = s.throughput;
         scenarios.push(s);
         let mut last_tp = 0.0;
@@ -461,6 +496,9 @@ pub async fn run(
             )
             .await?;
             progress(&row(&s));
+            if s.profile.is_some() {
+                progress(&profile_line(&s));
+            }
             if n == max_n {
                 last_tp = s.throughput;
             }
@@ -483,6 +521,9 @@ pub async fn run(
             .await
             .map_err(|e| eyre_lite::Error(e.to_string()))??;
         progress(&row(&s));
+        if s.profile.is_some() {
+            progress(&profile_line(&s));
+        }
         ratio_one.push((rank, last_tp / one_tp));
         ratio_naive.push((rank, last_tp / s.throughput));
         scenarios.push(s);

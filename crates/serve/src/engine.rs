@@ -5,6 +5,7 @@
 //! disconnected) is removed before the next step, which frees its slot at once.
 
 use alloy_primitives::B256;
+use openledger_model::profile::{self, Phase};
 use openledger_model::{
     BatchAdapters, FinishReason, LoraAdapter, Model, SamplingParams, SeqStep, Sequence,
 };
@@ -201,6 +202,7 @@ fn run(parts: EngineParts, rx: mpsc::Receiver<Command>) {
                 return;
             }
         }
+        let timer = profile::time(Phase::Engine);
         let gone: Vec<SeqId> = active
             .iter()
             .filter(|(_, a)| a.job.events.is_closed())
@@ -223,8 +225,10 @@ fn run(parts: EngineParts, rx: mpsc::Receiver<Command>) {
             .into_iter()
             .filter_map(|it| active.remove(&it.id).map(|a| (it, a)))
             .collect();
+        drop(timer);
         let res =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| step(&parts, &mut items)));
+        let _t = profile::time(Phase::Engine);
         let err = match res {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
@@ -287,6 +291,7 @@ fn accept(
 /// prompt or decode.
 fn step(parts: &EngineParts, items: &mut [(BatchItem, Active)]) -> Result<(), String> {
     let e = |e: openledger_model::Error| e.to_string();
+    let timer = profile::time(Phase::Engine);
     let m = &parts.metrics;
     let mut adapters: Vec<Arc<LoraAdapter>> = Vec::new();
     let mut index: HashMap<B256, usize> = HashMap::new();
@@ -309,6 +314,7 @@ fn step(parts: &EngineParts, items: &mut [(BatchItem, Active)]) -> Result<(), St
     m.adapters_per_batch.observe(adapters.len() as f64);
     m.batch_tokens.observe(n_tokens as f64);
     let ba = BatchAdapters::new(adapters, per_seq).map_err(e)?;
+    drop(timer);
     let logits = {
         let mut steps: Vec<SeqStep> = items
             .iter_mut()
@@ -318,12 +324,14 @@ fn step(parts: &EngineParts, items: &mut [(BatchItem, Active)]) -> Result<(), St
                 cache: &mut a.seq.cache,
             })
             .collect();
-        parts
-            .model
-            .forward_step(&mut steps, &ba)
-            .and_then(|l| Ok(l.to_dtype(openledger_model::DType::F32)?.to_vec2::<f32>()?))
-            .map_err(e)?
+        let logits = parts.model.forward_step(&mut steps, &ba).map_err(e)?;
+        let _t = profile::time(Phase::Sample);
+        logits
+            .to_dtype(openledger_model::DType::F32)
+            .and_then(|l| l.to_vec2::<f32>())
+            .map_err(|err| e(err.into()))?
     };
+    let _t = profile::time(Phase::Sample);
     let max_pos = parts.model.config().max_position_embeddings;
     let now = Instant::now();
     for (((it, a), row), fed) in items.iter_mut().zip(&logits).zip(&tokens) {

@@ -157,6 +157,17 @@ impl TrainError {
         }
     }
 
+    /// The request field this error is about (the `field` of an HTTP error body), if one.
+    pub fn field_name(&self) -> Option<&str> {
+        match self {
+            TrainError::InvalidField { field, .. } => Some(field),
+            TrainError::DatanetNotFound(_) | TrainError::NotLicensed { .. } => Some("datanetId"),
+            TrainError::VersionNotFound { .. } | TrainError::EmptyVersion { .. } => Some("version"),
+            TrainError::BaseModelNotFound(_) => Some("baseModel"),
+            _ => None,
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> u16 {
         match self {

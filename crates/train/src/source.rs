@@ -125,8 +125,8 @@ pub async fn check_access(
     })
 }
 
-/// Step 4: the rows of a version whose access was checked, in manifest order.
-pub async fn read_rows(reader: &Reader, v: &VersionRef) -> Result<Vec<(String, Row)>> {
+/// The manifest of a version whose access was checked, verified against the on-chain root.
+pub async fn read_manifest(reader: &Reader, v: &VersionRef) -> Result<Manifest> {
     let manifest: Manifest = match reader {
         Reader::Api(c) => c.manifest(v.datanet, v.version).await?.0,
         Reader::Store(s) => {
@@ -141,6 +141,25 @@ pub async fn read_rows(reader: &Reader, v: &VersionRef) -> Result<Vec<(String, R
             v.datanet, v.version
         )));
     }
+    Ok(manifest)
+}
+
+/// 422 `empty_version` if the version's manifest lists no rows (a cheap check before a job is
+/// queued; [`read_rows`] checks the parsed rows again).
+pub async fn check_not_empty(reader: &Reader, v: &VersionRef) -> Result<()> {
+    let m = read_manifest(reader, v).await?;
+    if m.contributions.iter().all(|e| e.row_count == 0) {
+        return Err(TrainError::EmptyVersion {
+            datanet: v.datanet,
+            version: v.version,
+        });
+    }
+    Ok(())
+}
+
+/// Step 4: the rows of a version whose access was checked, in manifest order.
+pub async fn read_rows(reader: &Reader, v: &VersionRef) -> Result<Vec<(String, Row)>> {
+    let manifest = read_manifest(reader, v).await?;
     let mut rows = Vec::new();
     for e in &manifest.contributions {
         let bytes = match reader {

@@ -46,7 +46,7 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut body = serde_json::json!({"type": self.0.kind(), "message": self.0.to_string()});
-        if let TrainError::InvalidField { field, .. } = &self.0 {
+        if let Some(field) = self.0.field_name() {
             body["field"] = serde_json::json!(field);
         }
         (status, Json(serde_json::json!({ "error": body }))).into_response()

@@ -152,6 +152,9 @@ pub struct Job {
     pub error: Option<JobError>,
     /// Registration in ModelRegistry, once published.
     pub published: Option<Published>,
+    /// The checkpoint step a run resumed from after a service restart (none: from scratch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<usize>,
 }
 
 struct Base {
@@ -317,7 +320,7 @@ impl JobService {
             .map_err(|e| TrainError::io(base.dir.join("config.json"), e))?;
         let model_cfg = openledger_model::Config::from_json(&String::from_utf8_lossy(&cfg_json))?;
         config.validate(&model_cfg)?;
-        source::check_access(
+        let v = source::check_access(
             &self.inner.provider,
             self.inner.cfg.datanet_registry,
             owner,
@@ -325,6 +328,9 @@ impl JobService {
             version,
         )
         .await?;
+        // An empty version is refused now, from its manifest (verified against the on-chain
+        // root), not discovered when the job starts.
+        source::check_not_empty(&self.reader().await?, &v).await?;
         let job = {
             let mut jobs = self.inner.jobs.lock();
             let next = jobs
@@ -352,6 +358,7 @@ impl JobService {
                 result: None,
                 error: None,
                 published: None,
+                resumed_from: None,
             };
             jobs.insert(job.id.clone(), job.clone());
             job
@@ -386,6 +393,16 @@ impl JobService {
                 format!("{id} is already {s:?}").to_lowercase(),
             )),
         }
+    }
+
+    async fn reader(&self) -> Result<Reader> {
+        let cfg = &self.inner.cfg;
+        Ok(match &cfg.reader {
+            ReaderConfig::Api { api, signer } => {
+                Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
+            }
+            ReaderConfig::Store(loc) => Reader::Store(ContentStore::open(loc)?),
+        })
     }
 
     async fn run_queue(&self) {
@@ -460,13 +477,7 @@ impl JobService {
             job.version,
         )
         .await?;
-        let reader = match &cfg.reader {
-            ReaderConfig::Api { api, signer } => {
-                Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
-            }
-            ReaderConfig::Store(loc) => Reader::Store(ContentStore::open(loc)?),
-        };
-        let rows = source::read_rows(&reader, &v).await?;
+        let rows = source::read_rows(&self.reader().await?, &v).await?;
         let base_dir = self.base(&job.base_model.hash)?.dir.clone();
         let workdir = job_dir(&cfg.datadir, id).join("work");
         let (svc, jid, tcfg, hash) = (
@@ -475,6 +486,7 @@ impl JobService {
             job.config.clone(),
             job.base_model.hash.clone(),
         );
+        let mut first_step = true;
         let out = tokio::task::spawn_blocking(move || -> Result<trainer::TrainOutput> {
             let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
             trainer::train(
@@ -505,6 +517,10 @@ impl JobService {
                         };
                         if let Some(j) = svc.inner.jobs.lock().get_mut(&jid) {
                             j.progress = Some(p);
+                            // A run starts at step 1 unless it resumed from a checkpoint.
+                            if std::mem::take(&mut first_step) && *step > 1 {
+                                j.resumed_from = Some(*step - 1);
+                            }
                         }
                     }
                     if let Event::Checkpoint { .. } = &e

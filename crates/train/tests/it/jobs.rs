@@ -121,15 +121,30 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
             "invalid_field",
             Some("targetModules"),
         ),
-        (job(999, 0, &cfg), 404, "datanet_not_found", None),
-        (job(w.public, 5, &cfg), 404, "version_not_found", None),
+        (
+            job(999, 0, &cfg),
+            404,
+            "datanet_not_found",
+            Some("datanetId"),
+        ),
+        (
+            job(w.public, 5, &cfg),
+            404,
+            "version_not_found",
+            Some("version"),
+        ),
         (
             json!({"baseModel": "sha256:00", "datanetId": w.public, "version": 0}),
             404,
             "base_model_not_found",
-            None,
+            Some("baseModel"),
         ),
-        (job(w.permissioned, 0, &cfg), 403, "not_licensed", None),
+        (
+            job(w.permissioned, 0, &cfg),
+            403,
+            "not_licensed",
+            Some("datanetId"),
+        ),
     ] {
         let d = body["datanetId"].as_u64().unwrap_or(0);
         let (s, v) = api.post(&w, 9, "", "create_job", d, &body, None).await?;

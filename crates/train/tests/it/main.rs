@@ -2,6 +2,8 @@
 //! over HTTP, real processes killed for the crash test).
 
 mod common;
+mod empty;
 mod flow;
 mod jobs;
+mod restart;
 mod resume;

@@ -365,35 +365,116 @@ pub struct BenchTrainArgs {
     /// JSON report.
     #[arg(long, default_value = "bench-out/train.json")]
     pub out: PathBuf,
+    /// Skip the PyTorch + PEFT baseline.
+    #[arg(long)]
+    pub no_pytorch: bool,
+    /// Do not install the PyTorch venv if it is missing (report why instead).
+    #[arg(long)]
+    pub no_install: bool,
+    /// The PyTorch venv (default `$OPENLEDGER_CACHE/bench-venv` or `~/.cache/openledger/bench-venv`).
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
 }
 
-/// Runs `openledger bench train` on the demo Datanet rows (field notes, generated locally).
-pub async fn bench(a: BenchTrainArgs) -> Result<()> {
-    tokio::task::spawn_blocking(move || -> Result<()> {
-        let demo = tempfile::tempdir()?;
-        let spec = openledger_datanet::demo::write_demo(demo.path(), 11, 2, 24)?;
-        let mut rows = Vec::new();
-        for f in spec.datanets.iter().flat_map(|d| &d.files) {
-            let bytes = std::fs::read(demo.path().join(&f.path))?;
-            let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let fmt = openledger_datanet::formats::format_for(&name, &[])?;
-            let hash = alloy_primitives::keccak256(&bytes);
-            for (i, r) in openledger_datanet::formats::parse(&bytes, &fmt, 4096)?.into_iter().enumerate() {
-                rows.push((source::row_id(&hash, i), r));
-            }
+/// The demo Datanets' rows (both demo Datanets, generated locally with seed 11).
+fn demo_rows(files: usize, rows: usize) -> Result<Vec<(String, openledger_datanet::formats::Row)>> {
+    let demo = tempfile::tempdir()?;
+    let spec = openledger_datanet::demo::write_demo(demo.path(), 11, files, rows)?;
+    let mut out = Vec::new();
+    for f in spec.datanets.iter().flat_map(|d| &d.files) {
+        let bytes = std::fs::read(demo.path().join(&f.path))?;
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let fmt = openledger_datanet::formats::format_for(&name, &[])?;
+        let hash = alloy_primitives::keccak256(&bytes);
+        for (i, r) in openledger_datanet::formats::parse(&bytes, &fmt, source::MAX_ROW_BYTES)?
+            .into_iter()
+            .enumerate()
+        {
+            out.push((source::row_id(&hash, i), r));
         }
+    }
+    Ok(out)
+}
+
+/// Runs `openledger bench train` on the demo Datanet rows: ours batched and unbatched, then
+/// PyTorch + PEFT on the exact batches of `batched`.
+pub async fn bench(a: BenchTrainArgs) -> Result<()> {
+    use openledger_train::bench;
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let rows = demo_rows(2, 24)?;
         let base = Pretrained::load(&a.base, &Device::Cpu, DType::F32)?;
         let hash = content_hash(&a.base)?.0;
-        let res = openledger_train::bench::run(&base, &hash, &rows, a.steps, a.batch)?;
-        println!("{}", openledger_train::bench::table(&res));
+        let threads = bench::threads();
+        eprintln!("{} rows, {threads} threads, {} steps of {} sequences", rows.len(), a.steps, a.batch);
+        let mut res = bench::run(&base, &hash, &rows, a.steps, a.batch)?;
+        let cfg = bench::bench_config(a.steps, a.batch, 1);
+        let pytorch = if a.no_pytorch {
+            Err("skipped (--no-pytorch)".to_string())
+        } else {
+            let venv = a.venv.clone().unwrap_or_else(bench::default_venv);
+            let job = bench::export_steps(&base, &rows, &cfg)?;
+            let (real, padded) = bench::token_counts(&job);
+            eprintln!("batched steps: {real} real tokens in {padded} padded positions");
+            let init = bench::initial_adapter(&base, &cfg)?;
+            let work = tempfile::tempdir()?;
+            bench::ensure_venv(&venv, !a.no_install)
+                .and_then(|py| bench::run_pytorch(&py, &a.base, &job, &init, threads, work.path()))
+        };
+        let ours = res.first().cloned().ok_or_else(|| eyre!("no batched run"))?;
+        // Thread settings read at start-up: candle's elementwise pool and OpenMP (torch) spin-wait.
+        let env: serde_json::Map<String, serde_json::Value> =
+            ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS", "CANDLE_BARRIER_POOL_SPIN_LIMIT", "OMP_WAIT_POLICY"]
+                .iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?.into())))
+                .collect();
+        let mut report = serde_json::json!({
+            "unixTime": openledger_datanet::auth::now(),
+            "base": a.base, "baseHash": hash, "rows": rows.len(),
+            "steps": a.steps, "batch": a.batch, "threads": threads, "env": env,
+            "config": cfg,
+        });
+        match &pytorch {
+            Ok(p) => {
+                res.push(bench::BenchRow {
+                    name: "pytorch+peft".into(),
+                    micro_batch: a.batch,
+                    steps: p.steps,
+                    tokens_per_sec: p.tokens_per_sec,
+                    wall_secs: p.secs,
+                    losses: p.losses.clone(),
+                });
+                let ratio = ours.tokens_per_sec / p.tokens_per_sec.max(1e-9);
+                let diff = bench::max_rel_diff(&ours.losses, &p.losses);
+                report["pytorch"] = serde_json::to_value(p)?;
+                report["oursOverPytorch"] = serde_json::json!(ratio);
+                report["lossMaxRelDiff"] = serde_json::json!(diff);
+                println!("{}", bench::table(&res));
+                println!(
+                    "ours (batched) / PyTorch + PEFT: {ratio:.2}x  ({threads} threads each; torch {} {}, attention {})",
+                    p.versions["torch"].as_str().unwrap_or("?"),
+                    p.versions["peft"].as_str().map(|v| format!("peft {v}")).unwrap_or_default(),
+                    p.attn_implementation
+                );
+                println!(
+                    "same batches, same initial adapter: step losses agree to {:.2e} (relative, worst of {} steps)",
+                    diff,
+                    ours.losses.len().min(p.losses.len())
+                );
+            }
+            Err(why) => {
+                report["pytorch"] = serde_json::json!({ "notMeasured": why });
+                println!("{}", bench::table(&res));
+                println!("PyTorch + PEFT not measured: {why}");
+            }
+        }
+        report["results"] = serde_json::to_value(&res)?;
         if let Some(p) = a.out.parent() {
             std::fs::create_dir_all(p)?;
         }
-        let report = serde_json::json!({
-            "base": a.base, "baseHash": hash, "rows": rows.len(), "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "pytorch": "not measured: the PyPI torch wheel pulls multi-GB CUDA dependencies; same-run baseline is unbatched candle",
-            "results": res,
-        });
         std::fs::write(&a.out, serde_json::to_string_pretty(&report)?)?;
         println!("wrote {}", a.out.display());
         Ok(())

@@ -192,7 +192,11 @@ fn fingerprint(base_hash: &str, prepared: &Prepared, cfg: &TrainConfig) -> Strin
 }
 
 /// The micro-batches of one epoch: lists of sequences (each a list of example indices).
-fn epoch_micro_batches(train: &[Example], cfg: &TrainConfig, epoch: usize) -> Vec<Vec<Vec<usize>>> {
+pub fn epoch_micro_batches(
+    train: &[Example],
+    cfg: &TrainConfig,
+    epoch: usize,
+) -> Vec<Vec<Vec<usize>>> {
     let lens: Vec<usize> = train.iter().map(|e| e.ids.len()).collect();
     let order = data::epoch_order(train.len(), cfg.seed, epoch);
     let seqs = data::sequences(&order, &lens, cfg.packing, cfg.max_seq_len);

@@ -207,7 +207,7 @@ async fn jobs_survive_a_service_kill() -> Result<()> {
         .ok_or_else(|| eyre!("the job restarted from scratch: {resumed:?}"))?;
     eprintln!("{id}: killed, resumed from the checkpoint at step {from}");
     assert!(
-        from >= 2 && from < 12 && from % 2 == 0,
+        (2..12).contains(&from) && from % 2 == 0,
         "resumed from step {from}, not a checkpoint"
     );
     assert!(

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::linear::dot;
+use crate::linear::{axpy, dot};
 use crate::model::Rotary;
 
 /// One layer's cached keys and values.
@@ -229,11 +229,8 @@ pub(crate) fn attend_host(
                 }
                 let o = &mut out[r * qw + hh * hd..r * qw + (hh + 1) * hd];
                 for (j, s) in (lo..=pos).zip(&scores) {
-                    let p = s / sum;
                     let vj = &vc[j * kw + g * hd..j * kw + (g + 1) * hd];
-                    for (od, vd) in o.iter_mut().zip(vj) {
-                        *od += p * vd;
-                    }
+                    axpy(s / sum, vj, o);
                 }
             }
         }

@@ -165,6 +165,66 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// y += alpha·x.
+#[inline]
+pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += alpha * xv;
+    }
+}
+
+/// How one adapter's delta is expanded from h = A·x in the per-row kernel.
+enum Expand<'a> {
+    /// s·Bᵀ `[r, out]`: δ += h_j · row j.
+    Transposed(&'a [f32]),
+    /// B `[out, r]` and s (training variables, which have no kept copy): δ_o = B_o · (s·h).
+    Plain(CpuView<'a>, f32),
+}
+
+/// One adapter's data for [`RowKernel`].
+struct HostPair<'a> {
+    a: CpuView<'a>,
+    r: usize,
+    expand: Expand<'a>,
+}
+
+/// Per-row LoRA over host slices: for row i with adapter k, h = A_k·x_i, then δ_i from h.
+fn row_kernel(
+    xs: &[f32],
+    row_slot: &[u32],
+    pairs: &[Option<HostPair<'_>>],
+    (inp, out): (usize, usize),
+    d: &mut [f32],
+) {
+    let mut h = Vec::new();
+    for ((&slot, xi), di) in row_slot
+        .iter()
+        .zip(xs.chunks_exact(inp))
+        .zip(d.chunks_exact_mut(out))
+    {
+        let Some(Some(Some(p))) = slot.checked_sub(1).map(|k| pairs.get(k as usize)) else {
+            continue;
+        };
+        let a = p.a.slice();
+        h.clear();
+        match &p.expand {
+            Expand::Transposed(bt) => {
+                h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi)));
+                for (&hj, row) in h.iter().zip(bt.chunks_exact(out)) {
+                    axpy(hj, row, di);
+                }
+            }
+            Expand::Plain(b, scale) => {
+                let (b, r) = (b.slice(), p.r);
+                h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi) * scale));
+                for (o, dv) in di.iter_mut().enumerate() {
+                    *dv = dot(&b[o * r..(o + 1) * r], &h);
+                }
+            }
+        }
+    }
+}
+
 /// A projection `y = x·Wᵀ (+ b)` plus per-row LoRA deltas.
 #[derive(Clone, Debug)]
 pub(crate) struct LoraLinear {
@@ -261,10 +321,20 @@ impl LoraLinear {
         for p in pairs {
             views.push(match p {
                 None => None,
-                Some(p) => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
-                    (Some(a), Some(b)) => Some((a, b, p.a.dim(0)?, p.scale as f32)),
-                    _ => return Ok(None),
-                },
+                Some(p) => {
+                    let expand = match p.expand_host()? {
+                        Some(bt) => Some(Expand::Transposed(bt)),
+                        None => CpuView::new(&p.b).map(|b| Expand::Plain(b, p.scale as f32)),
+                    };
+                    match (CpuView::new(&p.a), expand) {
+                        (Some(a), Some(expand)) => Some(HostPair {
+                            a,
+                            r: p.a.dim(0)?,
+                            expand,
+                        }),
+                        _ => return Ok(None),
+                    }
+                }
             });
         }
         let xs = xv.slice();
@@ -277,20 +347,7 @@ impl LoraLinear {
             )));
         }
         let mut d = vec![0f32; rows * out];
-        let mut h = Vec::new();
-        for (i, &slot) in row_slot.iter().enumerate() {
-            let Some(Some((a, b, r, scale))) = slot.checked_sub(1).map(|k| &views[k as usize])
-            else {
-                continue;
-            };
-            let (a, b, r) = (a.slice(), b.slice(), *r);
-            let xi = &xs[i * inp..(i + 1) * inp];
-            h.clear();
-            h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi) * scale));
-            for (o, dv) in d[i * out..(i + 1) * out].iter_mut().enumerate() {
-                *dv = dot(&b[o * r..(o + 1) * r], &h);
-            }
-        }
+        row_kernel(xs, row_slot, &views, (inp, out), &mut d);
         Ok(Some(Tensor::from_vec(d, (rows, out), x.device())?))
     }
 
@@ -384,14 +441,24 @@ mod tests {
                 DType::F32,
             )?))
         };
-        // ranks 8, 3 and 5; the third leaves down_proj alone
+        // ranks 8, 3 and 5; the third leaves down_proj alone; the fourth holds training
+        // variables (no kept s·Bᵀ: the kernel expands from B itself)
+        let vars = {
+            let mut t = adapter(6, &Proj::ALL, 4)?.named_tensors();
+            for v in t.values_mut() {
+                *v = candle_core::Var::from_tensor(v)?.as_tensor().clone();
+            }
+            let lc = LoraConfig::new(6, 12.0, &Proj::ALL);
+            Arc::new(LoraAdapter::from_tensors(lc, &cfg, t, &dev, DType::F32)?)
+        };
         let adapters = vec![
             adapter(8, &Proj::ALL, 1)?,
             adapter(3, &Proj::ALL, 2)?,
             adapter(5, &[Proj::Q, Proj::Up], 3)?,
+            vars,
         ];
-        let per_seq = vec![Some(0), None, Some(1), Some(2), Some(0), Some(1)];
-        let rows = [5, 1, 1, 7, 1, 3]; // prefill chunks and decode rows mixed
+        let per_seq = vec![Some(0), None, Some(1), Some(2), Some(0), Some(1), Some(3)];
+        let rows = [5, 1, 1, 7, 1, 3, 2]; // prefill chunks and decode rows mixed
         let plan = BatchAdapters::new(adapters.clone(), per_seq.clone())?.plan(&rows, &dev)?;
         let RowPlan::Rows {
             row_slot, slots, ..
@@ -411,6 +478,17 @@ mod tests {
             let x = Tensor::randn(0f32, 1.0, (n, inp), &dev)?;
             let pairs: Vec<_> = adapters.iter().map(|a| a.pair(0, proj)).collect();
             let cpu = lin.bgmv_cpu(&x, &pairs, row_slot)?.expect("cpu f32 path");
+            let kept: Vec<bool> = pairs
+                .iter()
+                .flatten()
+                .map(|p| p.expand_host().map(|e| e.is_some()))
+                .collect::<Result<_>>()?;
+            assert_eq!(
+                kept.last(),
+                Some(&false),
+                "no kept copy of training variables"
+            );
+            assert!(kept[..kept.len() - 1].iter().all(|&k| k));
             let gathered = lin.bgmv_gathered(&x, &pairs, slots)?;
             // reference: each sequence's rows alone through plain matmuls
             let mut start = 0;

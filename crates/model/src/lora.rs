@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -311,6 +312,28 @@ pub struct LoraPair {
     pub b: Tensor,
     /// s in y = Wx + s·B(Ax).
     pub scale: f64,
+    /// s·Bᵀ as host f32 `[r, out]` for the per-row CPU kernel, made on first use.
+    expand: OnceLock<Vec<f32>>,
+}
+
+impl LoraPair {
+    /// s·Bᵀ `[r, out]` as host f32, made once and kept: the per-row CPU kernel expands with
+    /// it (contiguous rows of `out`). `None` off the CPU, and for training variables (their
+    /// values change under the optimizer, so a copy would go stale).
+    pub(crate) fn expand_host(&self) -> Result<Option<&[f32]>> {
+        if let Some(v) = self.expand.get() {
+            return Ok(Some(v));
+        }
+        if !self.b.device().is_cpu() || self.a.is_variable() || self.b.is_variable() {
+            return Ok(None);
+        }
+        let bt = (self.b.to_dtype(DType::F32)?.t()? * self.scale)?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let _ = self.expand.set(bt);
+        Ok(self.expand.get().map(Vec::as_slice))
+    }
 }
 
 /// A loaded (or trainable) LoRA adapter for one base model.
@@ -362,6 +385,25 @@ impl LoraAdapter {
                 .into_iter()
                 .filter_map(move |p| ps[p as usize].as_ref().map(|pair| (l, p, pair)))
         })
+    }
+
+    /// Makes the serving layouts the per-row CPU kernel uses (s·Bᵀ per projection) now, so
+    /// that a loader thread pays for them rather than the first forward pass that needs them.
+    pub fn prepare_serving(&self) -> Result<()> {
+        for (_, _, p) in self.pairs() {
+            p.expand_host()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held in memory: A and B, plus the serving layouts once made.
+    pub fn resident_bytes(&self) -> usize {
+        self.pairs()
+            .map(|(_, _, p)| {
+                (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes()
+                    + p.expand.get().map_or(0, |v| v.len() * 4)
+            })
+            .sum()
     }
 
     /// Number of trainable parameters (elements of all A and B).
@@ -437,6 +479,7 @@ impl LoraAdapter {
                     a,
                     b,
                     scale: config.scale(l, proj),
+                    expand: OnceLock::new(),
                 });
             }
         }

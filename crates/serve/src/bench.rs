@@ -418,6 +418,7 @@ pub async fn run(
                 o.seed.wrapping_add(i as u64 * 7919 + rank as u64),
             )?;
             if first.is_none() {
+                a.prepare_serving()?;
                 ram_per.push((rank, adapter_bytes(&a)));
                 first = Some(Arc::new(a.clone()));
             }

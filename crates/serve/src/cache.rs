@@ -134,16 +134,13 @@ fn blob_path(dir: &Path, hash: &B256) -> PathBuf {
     dir.join(format!("{}.blob", hex::encode(hash)))
 }
 
-/// Bytes an adapter's tensors take.
+/// Bytes an adapter takes in RAM: its tensors and the serving layout of the per-row kernel.
 pub fn adapter_bytes(a: &LoraAdapter) -> u64 {
-    let elem = a
-        .pairs()
-        .next()
-        .map_or(4, |(_, _, p)| p.a.dtype().size_in_bytes());
-    (a.num_parameters() * elem) as u64
+    a.resident_bytes() as u64
 }
 
-/// Parses and checks a blob against the base model (CPU work; call off the async runtime).
+/// Parses and checks a blob against the base model and makes its serving layout (CPU work;
+/// call off the async runtime).
 pub fn parse_adapter(
     blob: &[u8],
     name: &str,
@@ -151,10 +148,14 @@ pub fn parse_adapter(
     device: &Device,
     dtype: DType,
 ) -> Result<LoraAdapter, ServeError> {
-    LoraAdapter::from_blob(blob, model, device, dtype).map_err(|e| ServeError::AdapterRefused {
+    let refused = |e: openledger_model::Error| ServeError::AdapterRefused {
         name: name.to_string(),
         reason: e.to_string(),
-    })
+    };
+    let adapter = LoraAdapter::from_blob(blob, model, device, dtype).map_err(refused)?;
+    // the per-row kernel's layout is made here, on the loading thread, not in the engine
+    adapter.prepare_serving().map_err(refused)?;
+    Ok(adapter)
 }
 
 fn set_gauges(c: &TierCounters, bytes: u64, entries: usize) {

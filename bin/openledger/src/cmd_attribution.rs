@@ -311,10 +311,10 @@ pub struct BenchAttributionArgs {
     #[arg(long, default_value_t = 8)]
     contributors: usize,
     /// Training epochs of the quality run.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 50)]
     epochs: usize,
     /// Peak learning rate of the quality run.
-    #[arg(long, default_value_t = 3e-2)]
+    #[arg(long, default_value_t = 5e-3)]
     lr: f64,
     /// Skip the quality run.
     #[arg(long)]

@@ -1,8 +1,8 @@
 //! `openledger bench attribution`: quality on a planted-facts Datanet and speed on a generated
 //! corpus. The CLI prints the table and writes the JSON; this module measures.
 //!
-//! Quality: `K` contributors each own `F` facts (invented names and numbers, one
-//! question → answer pair per fact) and all of them carry the same generic sentences. One
+//! Quality: `K` contributors each own `F` facts (about people of the base model's world, with
+//! attributes drawn per fact; one question → answer pair per fact) and all of them carry the same generic sentences. One
 //! adapter is trained on everything with `openledger_train`; each fact's question is answered
 //! greedily by the adapter. Methods: span (on the generated answer), influence with the cosine
 //! and the DataInf rule (on the generated answer and on the reference answer), the combined
@@ -115,7 +115,7 @@ impl Default for QualityOpts {
             contributors: 8,
             facts: 4,
             generic: 6,
-            epochs: 30,
+            epochs: 50,
             learning_rate: 5e-3,
             seed: 7,
             mix_ppm: 300_000,
@@ -147,60 +147,17 @@ pub struct QualityReport {
     pub samples: Vec<(String, String)>,
 }
 
-const SYL: [&str; 24] = [
-    "ka", "lo", "mir", "ven", "dus", "tal", "or", "bex", "quin", "sar", "pel", "rum", "zo", "fen",
-    "gat", "hil", "jor", "nex", "vol", "wim", "yar", "cus", "dre", "plo",
-];
-
-fn word(rng: &mut StdRng, n: usize) -> String {
-    let mut w: String = (0..n)
-        .map(|_| SYL[rng.random_range(0..SYL.len())])
-        .collect();
-    if let Some(f) = w.get_mut(0..1) {
-        f.make_ascii_uppercase();
-    }
-    w
-}
-
-/// One planted fact: (owner, question, answer).
+/// One planted fact: (owner, question, answer), in the base model's world (see
+/// `openledger_datanet::demo::planted_facts`).
 fn facts(o: &QualityOpts) -> Vec<(u64, String, String)> {
-    let mut rng = StdRng::seed_from_u64(o.seed);
-    let things = [
-        "lantern", "archive", "orchard", "bridge", "clock", "harbour", "mill", "bell",
-    ];
-    let mut out = Vec::new();
-    for c in 0..o.contributors {
-        for f in 0..o.facts {
-            let place = word(&mut rng, 3);
-            let keeper = word(&mut rng, 3);
-            let thing = things[(c * o.facts + f) % things.len()];
-            let n = rng.random_range(100..999);
-            out.push((
-                c as u64 + 1,
-                format!("Who keeps the {thing} of {place}?"),
-                format!("The {thing} of {place} is kept by {keeper}, who counts {n} stones."),
-            ));
-        }
-    }
-    out
+    openledger_datanet::demo::planted_facts(o.seed, o.contributors, o.facts)
+        .into_iter()
+        .map(|(c, q, a)| (c as u64 + 1, q, a))
+        .collect()
 }
 
 fn generic(o: &QualityOpts) -> Vec<String> {
-    let base = [
-        "This dataset was collected for the community and shared under an open licence.",
-        "Every entry was reviewed by two volunteers before it was accepted.",
-        "The notes below describe places, people and the things they look after.",
-        "Please cite the dataset when you use it in your own work.",
-        "Corrections are welcome and will appear in the next version.",
-        "The weather was mild and the roads were quiet that season.",
-        "Most of the villages mentioned here lie along the northern coast.",
-        "A short summary follows each note for readers in a hurry.",
-    ];
-    base.iter()
-        .cycle()
-        .take(o.generic)
-        .map(|s| s.to_string())
-        .collect()
+    openledger_datanet::demo::generic_sentences(o.generic)
 }
 
 fn norm_weights(m: &BTreeMap<ContributionKey, u128>) -> BTreeMap<u64, f64> {
@@ -249,6 +206,7 @@ pub fn quality(
     let cfg = TrainConfig {
         epochs: o.epochs,
         learning_rate: o.learning_rate,
+        batch_size: 4,
         val_fraction: 0.0,
         max_seq_len: 96,
         warmup_steps: 5,

@@ -1,29 +1,49 @@
-//! Demo Datanets the project generates itself: several contributors per Datanet, each writing
-//! about a clearly distinct subject with its own vocabulary, so attribution can tell them
-//! apart. Deterministic for a seed (a splitmix64 stream; no external data).
+//! Demo Datanets the project generates itself: several contributors per Datanet, each recording
+//! facts about their own neighbours in the small synthetic world the `small` base model was
+//! pre-trained on (`openledger_model::init::World`: its names, towns, days, colours, animals and
+//! goods), so a fine-tune can learn the facts and attribution can tell the contributors apart.
+//! Deterministic for a seed (a splitmix64 stream; no external data).
+//!
+//! Every fact is new to the base model (the attributes are drawn here, not taken from the world)
+//! and answers a distinct question, so "greedy answers reproduce the trained completions" is a
+//! well-posed check. Each contributor owns four people and one good that no other contributor
+//! mentions.
 //!
 //! Layout written by [`write_demo`]:
 //!
 //! ```text
 //! <out>/demo.json                                  DemoSpec (datanets, contributors, files)
-//! <out>/<datanet slug>/<contributor slug>-<k>.jsonl   prompt/completion rows
-//! <out>/<datanet slug>/<contributor slug>-<k>.md      paragraphs
+//! <out>/<datanet slug>/<contributor slug>-<k>.jsonl   prompt/completion rows (one fact each)
+//! <out>/<datanet slug>/<contributor slug>-<k>.md      paragraphs stating two facts each
 //! ```
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A contributor persona: a subject and the words only it uses.
+/// A contributor persona: a trade, the good it deals in and the people it writes about.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Persona {
-    /// Slug, e.g. `beekeeper`.
+    /// Slug, e.g. `baker`.
     pub slug: String,
     /// Dev account index that contributes this persona's files.
     pub account: usize,
-    /// Subject.
+    /// Subject, e.g. `the bakery`.
     pub subject: String,
-    /// Distinct vocabulary.
-    pub words: Vec<String>,
+    /// The good only this persona mentions.
+    pub good: String,
+    /// The people only this persona writes about.
+    pub people: Vec<String>,
+}
+
+impl Persona {
+    /// Words that appear in this persona's files and in no other persona's.
+    pub fn words(&self) -> Vec<String> {
+        self.people
+            .iter()
+            .cloned()
+            .chain(std::iter::once(self.good.clone()))
+            .collect()
+    }
 }
 
 /// One generated file.
@@ -73,17 +93,57 @@ impl Rng {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn pick<'a>(&mut self, xs: &'a [String]) -> &'a str {
-        &xs[(self.next() % xs.len().max(1) as u64) as usize]
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len())]
+    }
+    /// A seeded permutation of `xs`.
+    fn shuffled<'a>(&mut self, xs: &[&'a str]) -> Vec<&'a str> {
+        let mut v = xs.to_vec();
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+        v
     }
 }
 
-fn persona(slug: &str, account: usize, subject: &str, words: &str) -> Persona {
+// The base model's world (`openledger_model::init::World`): words it has learned to write.
+const TOWNS: [&str; 8] = [
+    "Rivertown",
+    "Stonebridge",
+    "Ashford",
+    "Millbrook",
+    "Eastwick",
+    "Fernhill",
+    "Greywater",
+    "Oakmere",
+];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
+const COLORS: [&str; 8] = [
+    "red", "blue", "green", "grey", "white", "black", "brown", "yellow",
+];
+const ANIMALS: [&str; 8] = [
+    "dog", "cat", "goat", "horse", "donkey", "goose", "sheep", "pig",
+];
+
+fn persona(slug: &str, account: usize, subject: &str, good: &str, people: &str) -> Persona {
     Persona {
         slug: slug.into(),
         account,
         subject: subject.into(),
-        words: words.split_whitespace().map(str::to_string).collect(),
+        good: good.into(),
+        people: people.split_whitespace().map(str::to_string).collect(),
     }
 }
 
@@ -91,70 +151,161 @@ fn persona(slug: &str, account: usize, subject: &str, words: &str) -> Persona {
 pub fn personas() -> Vec<(&'static str, &'static str, bool, usize, Vec<Persona>)> {
     vec![
         (
-            "field-notes",
-            "Field notes (public)",
+            "market-notes",
+            "Market notes (public)",
             false,
             0,
             vec![
+                persona("baker", 1, "the bakery", "bread", "Mira Tomas Ana Jun"),
+                persona("fisher", 2, "the harbour", "fish", "Lena Ravi Odile Kofi"),
                 persona(
-                    "beekeeper",
-                    1,
-                    "beekeeping",
-                    "hive queen brood comb nectar pollen smoker drone swarm propolis frame apiary honeyflow varroa",
-                ),
-                persona(
-                    "astronomer",
-                    2,
-                    "amateur astronomy",
-                    "nebula telescope eyepiece parallax galaxy comet aperture redshift eclipse meridian quasar perihelion",
-                ),
-                persona(
-                    "baker",
+                    "weaver",
                     3,
-                    "sourdough baking",
-                    "levain crumb proofing gluten hydration scoring banneton crust starter autolyse lamination oven",
+                    "the weaving shed",
+                    "cloth",
+                    "Sven Ines Hugo Yara",
                 ),
             ],
         ),
         (
-            "harbour-logs",
-            "Harbour logs (permissioned)",
+            "town-ledger",
+            "Town ledger (permissioned)",
             true,
             4,
             vec![
+                persona("potter", 5, "the pottery", "jugs", "Pavel Noor Elio Zara"),
+                persona("brewer", 6, "the brewery", "cider", "Bram Cleo Dara Fenn"),
                 persona(
-                    "sailor",
-                    5,
-                    "coastal sailing",
-                    "tack jib mainsail halyard keel mooring leeward windward buoy tide ballast spinnaker",
-                ),
-                persona(
-                    "diver",
-                    6,
-                    "reef diving",
-                    "reef coral regulator buoyancy wetsuit moray current visibility decompression fins nudibranch kelp",
-                ),
-                persona(
-                    "fisher",
+                    "carpenter",
                     7,
-                    "harbour fishing",
-                    "trawler net bait hook catch haddock gill winch quay crate mackerel lobster",
+                    "the workshop",
+                    "chairs",
+                    "Gita Ivo Kira Luca",
                 ),
             ],
         ),
     ]
 }
 
-fn sentence(rng: &mut Rng, p: &Persona) -> String {
-    let n = 8 + (rng.next() % 8) as usize;
-    let mut words: Vec<&str> = (0..n).map(|_| rng.pick(&p.words)).collect();
-    let k = rng.next();
-    words.insert(0, if k.is_multiple_of(2) { "the" } else { "every" });
-    let mut s = words.join(" ");
-    if let Some(first) = s.get_mut(0..1) {
-        first.make_ascii_uppercase();
-    }
-    format!("{s} ({} note {}).", p.subject, rng.next() % 100_000)
+/// The `n` facts of a persona as (question, answer): four kinds of fact per person, and more
+/// variants of each (another animal, day, town) when `n` asks for more than 16.
+fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
+    let people = p.people.len().max(1);
+    // Per person: which animal / day / town each variant asks about (distinct, so every
+    // question is distinct).
+    let plans: Vec<(Vec<&str>, Vec<&str>, Vec<&str>)> = (0..people)
+        .map(|_| {
+            (
+                rng.shuffled(&ANIMALS),
+                rng.shuffled(&DAYS),
+                rng.shuffled(&TOWNS),
+            )
+        })
+        .collect();
+    (0..n)
+        .map(|k| {
+            let who = k % people;
+            let name = p.people.get(who).map(String::as_str).unwrap_or("Mira");
+            let (animals, days, towns) = &plans[who];
+            let variant = k / (people * 4);
+            let good = &p.good;
+            match (k / people) % 4 {
+                0 => {
+                    let animal = animals[variant % animals.len()];
+                    (
+                        format!("What colour is the {animal} of {name}?"),
+                        format!("The {animal} of {name} is {}.", rng.pick(&COLORS)),
+                    )
+                }
+                1 => (
+                    if variant == 0 {
+                        format!("Where does {name} sell {good}?")
+                    } else {
+                        format!("Where does {name} sell {good} on {}?", days[variant % 7])
+                    },
+                    format!("{name} sells {good} at the market in {}.", rng.pick(&TOWNS)),
+                ),
+                2 => {
+                    let day = days[variant % days.len()];
+                    (
+                        format!("Where did {name} walk on {day}?"),
+                        format!(
+                            "On {day} {name} walked from {} to {}.",
+                            rng.pick(&TOWNS),
+                            rng.pick(&TOWNS)
+                        ),
+                    )
+                }
+                _ => {
+                    let town = towns[variant % towns.len()];
+                    let other = p.people[(who + 1 + rng.below(people - 1)) % people].as_str();
+                    (
+                        format!("Who did {name} meet in {town}?"),
+                        format!("{name} met {other} in {town}."),
+                    )
+                }
+            }
+        })
+        .collect()
+}
+
+/// Everyone in the base model's world.
+const NAMES: [&str; 24] = [
+    "Mira", "Tomas", "Ana", "Jun", "Lena", "Ravi", "Odile", "Kofi", "Sven", "Ines", "Hugo", "Yara",
+    "Pavel", "Noor", "Elio", "Zara", "Bram", "Cleo", "Dara", "Fenn", "Gita", "Ivo", "Kira", "Luca",
+];
+/// Every good of the base model's world.
+const GOODS: [&str; 12] = [
+    "bread", "flour", "nails", "cloth", "fish", "wheat", "jugs", "salves", "chairs", "letters",
+    "cider", "honey",
+];
+
+/// Planted facts for an attribution benchmark: `contributors` contributors (at most 24), each
+/// owning `per_contributor` distinct facts about people and a good no other contributor
+/// mentions. Returns (contributor index from 0, question, answer). Deterministic for a seed.
+pub fn planted_facts(
+    seed: u64,
+    contributors: usize,
+    per_contributor: usize,
+) -> Vec<(usize, String, String)> {
+    let mut rng = Rng(seed);
+    let k = contributors.clamp(1, NAMES.len());
+    let each = NAMES.len() / k;
+    (0..k)
+        .flat_map(|c| {
+            let p = Persona {
+                slug: format!("contributor-{c}"),
+                account: c,
+                subject: String::new(),
+                good: GOODS[c % GOODS.len()].into(),
+                people: NAMES[c * each..(c + 1) * each]
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect(),
+            };
+            facts(&mut rng, &p, per_contributor)
+                .into_iter()
+                .map(move |(q, a)| (c, q, a))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// `n` sentences in the base model's world that state no planted fact (text every contributor
+/// of a benchmark may share).
+pub fn generic_sentences(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "On {} the weather in {} was {}.",
+                DAYS[i % DAYS.len()],
+                TOWNS[(i * 3 + 1) % TOWNS.len()],
+                [
+                    "sunny", "rainy", "windy", "foggy", "cold", "warm", "stormy", "calm"
+                ][i % 8]
+            )
+        })
+        .collect()
 }
 
 /// Writes the demo Datanets under `out` with `files_per_contributor` files of `rows` rows each.
@@ -170,21 +321,22 @@ pub fn write_demo(
         std::fs::create_dir_all(out.join(slug))?;
         let mut files = Vec::new();
         for p in &ps {
+            let facts = facts(&mut rng, p, rows);
             for k in 0..files_per_contributor {
                 let (ext, body) = if k.is_multiple_of(2) {
-                    let lines: Vec<String> = (0..rows)
-                        .map(|_| {
-                            serde_json::json!({
-                                "prompt": format!("Tell me about {} ({}).", p.subject, rng.pick(&p.words)),
-                                "completion": sentence(&mut rng, p),
-                            })
-                            .to_string()
-                        })
+                    let lines: Vec<String> = facts
+                        .iter()
+                        .map(|(q, a)| serde_json::json!({"prompt": q, "completion": a}).to_string())
                         .collect();
                     ("jsonl", lines.join("\n") + "\n")
                 } else {
+                    let n = facts.len().max(1);
                     let paras: Vec<String> = (0..rows)
-                        .map(|_| format!("{} {}", sentence(&mut rng, p), sentence(&mut rng, p)))
+                        .map(|j| {
+                            let first = &facts[j % n].1;
+                            let second = &facts[(j + 1 + k) % n].1;
+                            format!("{first} {second}")
+                        })
                         .collect();
                     ("md", paras.join("\n\n") + "\n")
                 };
@@ -250,7 +402,8 @@ mod tests {
                     .iter()
                     .flat_map(|r| {
                         r.text()
-                            .split_whitespace()
+                            .split(|c: char| !c.is_alphanumeric())
+                            .filter(|w| !w.is_empty())
                             .map(str::to_lowercase)
                             .collect::<Vec<_>>()
                     })
@@ -264,7 +417,7 @@ mod tests {
                 for (who, words) in &contributors_words {
                     if *who != p.slug {
                         assert!(
-                            p.words.iter().all(|w| !words.contains(w)),
+                            p.words().iter().all(|w| !words.contains(&w.to_lowercase())),
                             "{} word in {who}",
                             p.slug
                         );

@@ -43,7 +43,10 @@ pub fn cache_dir() -> PathBuf {
 
 /// The cached `small` base model directory.
 pub fn default_base_model() -> PathBuf {
-    cache_dir().join(format!("base/small-{BASE_SEED}"))
+    cache_dir().join(format!(
+        "base/small-{BASE_SEED}-v{}",
+        openledger_model::init::CORPUS_VERSION
+    ))
 }
 
 /// Makes the `small` base model at `dir` unless it is already there; `progress` gets lines
@@ -115,7 +118,7 @@ pub async fn seed_datanets(
     files_dir: &Path,
     mut progress: impl FnMut(String),
 ) -> Result<Vec<SeededDatanet>, DemoError> {
-    let spec = demo::write_demo(files_dir, 7, 2, 24).map_err(|e| DemoError::Io(e.to_string()))?;
+    let spec = demo::write_demo(files_dir, 7, 2, 12).map_err(|e| DemoError::Io(e.to_string()))?;
     let mut out = Vec::new();
     for d in &spec.datanets {
         progress(format!("demo Datanet {:?}: creating", d.name));

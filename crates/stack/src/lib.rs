@@ -269,8 +269,12 @@ impl Stack {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Enough epochs for the adapter to learn the demo facts (about a minute on two
+        // cores): chat answers then state them and attribution has something to find.
         let config = openledger_train::config::TrainConfig {
-            epochs: 4,
+            epochs: 50,
+            batch_size: 4,
+            learning_rate: 5e-3,
             seed: 7,
             ..Default::default()
         };

@@ -8,6 +8,11 @@
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+/// Bumped whenever the corpus changes, so caches of models made from an older corpus are not
+/// mistaken for the current one. 2: question/answer forms that repeat the question's words, and
+/// every trade's goods named.
+pub const CORPUS_VERSION: u32 = 2;
+
 const NAMES: &[&str] = &[
     "Mira", "Tomas", "Ana", "Jun", "Lena", "Ravi", "Odile", "Kofi", "Sven", "Ines", "Hugo", "Yara",
     "Pavel", "Noor", "Elio", "Zara", "Bram", "Cleo", "Dara", "Fenn", "Gita", "Ivo", "Kira", "Luca",
@@ -93,7 +98,7 @@ impl World {
         let town = TOWNS[town];
         let other = self.people[rng.below(self.people.len())];
         let (oname, ot, otown) = (other.0, TRADES[other.1], TOWNS[other.2]);
-        match rng.below(10) {
+        match rng.below(11) {
             0 => format!("{name} is a {trade} in {town}."),
             1 => format!("{name} the {trade} sells {good} at the market in {town}."),
             2 => format!("Every {} {name} {verb} {good}.", rng.pick(DAYS)),
@@ -112,8 +117,12 @@ impl World {
                 ot.1, ot.0
             ),
             6 => format!("The {trade} of {town} is {name}."),
-            7 => format!("After a long day {name} felt {}.", rng.pick(FEELINGS)),
+            7 => {
+                let (any, goods, does) = rng.pick(TRADES);
+                format!("Every {} the {any} {does} {goods}.", rng.pick(DAYS))
+            }
             8 => format!("People in {town} say that {name} {verb} the best {good}."),
+            9 => format!("After a long day {name} felt {}.", rng.pick(FEELINGS)),
             _ => format!(
                 "{name} and {oname} met in {town} and talked about {}.",
                 ot.1
@@ -125,7 +134,12 @@ impl World {
         let (name, t, town) = self.people[who];
         let (trade, good, _) = TRADES[t];
         let town = TOWNS[town];
-        let (q, a) = match rng.below(4) {
+        let other = self.people[rng.below(self.people.len())].0;
+        // The later forms repeat words of the question in the answer and carry an attribute
+        // that is not a fact of the world (drawn per document), so the model learns to copy
+        // from the question and to answer in these shapes; fine-tuning then only has to learn
+        // the attributes.
+        let (q, a) = match rng.below(8) {
             0 => (
                 format!("Who is the {trade} of {town}?"),
                 format!("The {trade} of {town} is {name}."),
@@ -138,10 +152,39 @@ impl World {
                 format!("What does {name} do?"),
                 format!("{name} is a {trade} and sells {good}."),
             ),
-            _ => (
+            3 => (
                 format!("What does {name} sell?"),
                 format!("{name} sells {good} in {town}."),
             ),
+            4 => {
+                let animal = rng.pick(ANIMALS);
+                (
+                    format!("What colour is the {animal} of {name}?"),
+                    format!("The {animal} of {name} is {}.", rng.pick(COLORS)),
+                )
+            }
+            5 => {
+                let day = rng.pick(DAYS);
+                (
+                    format!("Where did {name} walk on {day}?"),
+                    format!(
+                        "On {day} {name} walked from {} to {}.",
+                        rng.pick(TOWNS),
+                        rng.pick(TOWNS)
+                    ),
+                )
+            }
+            6 => (
+                format!("Where does {name} sell {good}?"),
+                format!("{name} sells {good} at the market in {}.", rng.pick(TOWNS)),
+            ),
+            _ => {
+                let place = rng.pick(TOWNS);
+                (
+                    format!("Who did {name} meet in {place}?"),
+                    format!("{name} met {other} in {place}."),
+                )
+            }
         };
         format!("<|user|>\n{q}\n<|assistant|>\n{a}")
     }
@@ -152,7 +195,7 @@ impl World {
         (0..n)
             .map(|_| {
                 let who = rng.below(self.people.len());
-                if rng.below(4) == 0 {
+                if rng.below(5) < 2 {
                     self.dialogue(&mut rng, who)
                 } else {
                     let k = 3 + rng.below(4);

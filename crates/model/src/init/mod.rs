@@ -17,7 +17,7 @@ use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-pub use corpus::World;
+pub use corpus::{CORPUS_VERSION, World};
 
 use crate::config::{Config, GenerationConfig, ModelType, TokenIds};
 use crate::error::{Error, Result, write_file};

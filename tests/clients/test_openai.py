@@ -107,12 +107,7 @@ def test_completes_and_chats_with_adapters(client):
         outs[model] = r.choices[0].text
         again = client.completions.create(model=model, prompt="the hive queen", max_tokens=8, temperature=0)
         assert again.choices[0].text == outs[model], "greedy is deterministic"
-    if len(set(outs.values())) < 2:
-        # Known regression (session 12): the `tiny` base made from corpus v2 answers only
-        # whitespace, so random demo adapters do not change its greedy text. To be fixed by a
-        # stronger tiny preset; tracked in the session note.
-        import warnings
-        warnings.warn(f"tiny base answers whitespace only: {outs}")
+    assert len(set(outs.values())) >= 2, f"adapters change the answer: {outs}"
     chat = client.chat.completions.create(
         model="demo-1", messages=[{"role": "user", "content": "hello"}], max_tokens=8, temperature=0.7, top_p=0.9, seed=3)
     assert chat.choices[0].message.role == "assistant"

@@ -119,7 +119,7 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
         let base = openledger_model::Config::from_file(&a.base.join("config.json"))?;
         for i in 1..=a.demo_adapters {
             let dir = demo_dir.join(format!("demo-{i}"));
-            bench::random_adapter(&base, a.demo_rank, 1000 + i as u64)?.save(&dir)?;
+            bench::random_adapter_scaled(&base, a.demo_rank, 1000 + i as u64, 0.3)?.save(&dir)?;
             server.load_local(&format!("demo-{i}"), &dir, None).await?;
         }
     }

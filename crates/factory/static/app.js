@@ -488,21 +488,47 @@
       } finally { btn.disabled = false; }
     });
   }
+  // Chat with a finished job's adapter by its content hash: OpenLoRA loads it from the models
+  // store; an unregistered adapter is free and gets no attribution record.
+  async function tryAdapter(form) {
+    const st = $(".status", form), log = $("[data-try-log]", form);
+    const text = form.elements.prompt.value.trim();
+    if (!text) { say(st, "Type a message first.", "error"); return; }
+    const btn = $("button", form); btn.disabled = true;
+    try {
+      say(st, "Thinking…", "busy");
+      const res = await fetch("/v1/chat/completions", {
+        method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: form.dataset.model, messages: [{ role: "user", content: text }], max_tokens: 48, temperature: 0 }),
+      });
+      let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
+      if (!res.ok || !j || !j.choices) {
+        const code = j && j.error && (j.error.code || j.error.type);
+        throw new Error(CHAT_WORDS[code] || (j && j.error ? j.error.message : "The inference service answered " + res.status + "."));
+      }
+      log.append(el("div", "msg user", text), el("div", "msg assistant", j.choices[0].message.content || "(an empty answer)"));
+      form.elements.prompt.value = "";
+      say(st, "", "");
+    } catch (e) { say(st, e.message, "error"); } finally { btn.disabled = false; }
+  }
   function watchJob(job) {
     const id = job.id;
     const panel = $("[data-job-panel]"); panel.hidden = false;
     $("[data-job-id]", panel).textContent = id;
     const log = $("[data-job-log]", panel), svg = $("[data-loss-chart]", panel), bar = $("[data-job-progress]", panel), state = $("[data-job-state]", panel);
-    const jstatus = $("[data-job-status]", panel), pub = $("form[data-publish-model]", panel);
-    const points = []; log.textContent = ""; svg.innerHTML = ""; bar.value = 0; pub.hidden = true;
+    const jstatus = $("[data-job-status]", panel), pub = $("form[data-publish-model]", panel), tryForm = $("form[data-try]", panel);
+    const points = []; log.textContent = ""; svg.innerHTML = ""; bar.value = 0; pub.hidden = true; tryForm.hidden = true;
+    $("[data-try-log]", tryForm).replaceChildren();
     const line = (t) => { log.textContent += t + "\n"; log.scrollTop = log.scrollHeight; };
     const setJob = (j) => {
       if (!j) return;
       state.textContent = "· " + j.status; panel.dataset.state = j.status;
+      $("[data-job-cancel]", panel).hidden = j.status !== "queued" && j.status !== "running";
       if (j.status === "succeeded") {
         bar.value = 100;
         if (j.metrics) line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
         if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
+        if (j.result && j.result.adapterHash) { tryForm.dataset.model = j.result.adapterHash; tryForm.hidden = false; }
       }
       if (j.status === "failed" && j.error) say(jstatus, "Training failed: " + j.error.message, "error");
       if (j.status === "cancelled") say(jstatus, "Cancelled; nothing was stored.", "ok");
@@ -531,6 +557,7 @@
         say(jstatus, "Cancelling after the current step…", "busy");
       } catch (e) { say(jstatus, e.plain ? e.message : await explain(e), "error"); }
     };
+    tryForm.onsubmit = (ev) => { ev.preventDefault(); tryAdapter(tryForm); };
     pub.onsubmit = async (ev) => {
       ev.preventDefault();
       const st = $(".status", pub);

@@ -1,11 +1,17 @@
-//! The AI half of the loop in headless Chromium, on the whole stack (devnet + training jobs +
-//! OpenLoRA + attribution, with this UI mounted) over a `tiny` base model: a Datanet with two
-//! contributors, a fine-tune started and watched from the ModelFactory page (bad knobs first),
-//! the model published with a price, a chat refused without escrow, then paid, with the
-//! attribution naming both contributors, verified on chain, and inference earnings claimed.
+//! The whole Payable-AI loop in one headless-Chromium walk, through the pages only, on the
+//! whole stack (devnet + training jobs + OpenLoRA + attribution, with this UI mounted) over a
+//! `tiny` base model: create a Datanet, contribute as two accounts, approve, publish a version
+//! (its manifest and proofs open), start a fine-tune and cancel it, start another (bad knobs
+//! first) and watch it finish, chat with the checkpoint, publish the model with a price; then,
+//! from an injected browser wallet holding its own key, a chat refused without escrow, then
+//! paid, with the attribution naming both contributors, verified on chain; a contributor claims
+//! what answers earned; a governance proposal changes the fee split and the next paid answer is
+//! split the new way; GOPEN is unwrapped; the explorer decodes the execution. Screenshots of
+//! each page go to `<target>/ui-screenshots/`.
 
 use crate::browser::{Browser, amount, write_file};
 use crate::harness::{Driver, browser_or_skip};
+use crate::wallet::Wallet;
 use eyre::{Result, eyre};
 use fantoccini::Locator;
 use openledger_stack::{Stack, StackConfig};
@@ -70,7 +76,7 @@ async fn chat_until(b: &Browser, prompt: &str, needles: &[&str]) -> Result<Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fine_tune_chat_and_attribution_in_a_browser() -> Result<()> {
+async fn the_whole_loop_in_a_browser() -> Result<()> {
     let Some((chrome, driver_exe)) = browser_or_skip()? else {
         return Ok(());
     };
@@ -89,6 +95,9 @@ async fn fine_tune_chat_and_attribution_in_a_browser() -> Result<()> {
         .ok_or_else(|| eyre!("no HTTP origin"))?;
     let driver = Driver::start(&driver_exe).await?;
     let c = driver.client(&chrome).await?;
+    let funder = stack.devnet.accounts[9].signer.clone();
+    let wallet = Wallet::start(&stack.devnet.rpc_url(), funder, 50).await?;
+    wallet.inject(&c).await?;
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .map(|p| p.join("ui-screenshots"))
@@ -105,7 +114,7 @@ async fn fine_tune_chat_and_attribution_in_a_browser() -> Result<()> {
         .iter()
         .map(|a| a.address.to_checksum(None))
         .collect();
-    let r = walk(&b, &dev, dir.path()).await;
+    let r = walk(&b, &dev, dir.path(), &wallet).await;
     if r.is_err() {
         let _ = b.shot("full-failure").await;
     }
@@ -114,8 +123,8 @@ async fn fine_tune_chat_and_attribution_in_a_browser() -> Result<()> {
     r
 }
 
-async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> {
-    let (owner, c1, c2, user) = (&dev[0], &dev[1], &dev[2], &dev[6]);
+async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Wallet) -> Result<()> {
+    let (owner, c1, c2, voter, idle) = (&dev[0], &dev[1], &dev[2], &dev[3], &dev[4]);
     // A Datanet whose two contributions share a sentence, so an answer that repeats it is
     // credited to both contributors.
     b.act_as(owner).await?;
@@ -160,6 +169,27 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
     }
     b.click("form[data-action='publishVersion'] button").await?;
     b.wait_text("Version 0 · 2 contributions").await?;
+    b.shot("04-datanet-published").await?;
+
+    // The version's manifest lists both contributions; an accepted one has its Merkle proof.
+    let link = |css: &'static str| async move {
+        b.c.find(Locator::Css(css))
+            .await?
+            .attr("href")
+            .await?
+            .ok_or_else(|| eyre!("{css} has no href"))
+    };
+    let manifest = link("a[href$='/manifest']").await?;
+    let proof = link("a[href*='/proof/']").await?;
+    b.go(&manifest).await?;
+    let m = b.text().await?.to_lowercase();
+    assert!(
+        m.contains(&c1.to_lowercase()) && m.contains(&c2.to_lowercase()),
+        "the manifest names both contributors:\n{m}"
+    );
+    b.go(&proof).await?;
+    let p = b.text().await?;
+    assert!(p.contains("siblings") && p.contains("leaf"), "a proof: {p}");
 
     // ModelFactory: bad knobs are refused in words, then a fine-tune runs to the end.
     b.go("/factory").await?;
@@ -195,7 +225,25 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
         b.text().await?.contains("No jobs yet."),
         "refused knobs started nothing"
     );
+    // A long run, cancelled from the page: nothing is stored and nothing can be published.
     b.fill("#k-lr", "0.01").await?;
+    b.fill("#k-epochs", "100").await?;
+    b.fill("#k-batch", "1").await?;
+    b.click("form[data-train] button").await?;
+    b.wait_text("Started job-").await?;
+    wait_long(b, "· running", 120).await?;
+    b.click("[data-job-cancel]").await?;
+    b.wait_status("[data-job-panel]", "Cancelled; nothing was stored.")
+        .await?;
+    assert!(
+        !b.c.find(Locator::Css("form[data-publish-model]"))
+            .await?
+            .is_displayed()
+            .await?,
+        "a cancelled job offers no publishing"
+    );
+    b.shot("11-factory-cancelled").await?;
+    b.fill("#k-epochs", "30").await?;
     b.fill("#k-batch", "4").await?;
     b.click("form[data-train] button").await?;
     b.wait_text("Started job-").await?;
@@ -212,13 +260,43 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
         "the loss chart has points"
     );
     b.shot("12-factory-done").await?;
+    // Chat with the checkpoint before publishing (free, unrecorded).
+    b.fill("#try-prompt", question).await?;
+    b.click("form[data-try] button").await?;
+    let start = Instant::now();
+    let answer = loop {
+        if let Ok(a) =
+            b.c.find(Locator::Css("[data-try-log] .msg.assistant"))
+                .await
+        {
+            break a.text().await?;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(eyre!(
+                "chat with the checkpoint never answered: {}",
+                status_text(b, "form[data-try]").await
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(!answer.trim().is_empty(), "the checkpoint answered");
+    assert!(
+        !b.c.find(Locator::Css("[data-job-cancel]"))
+            .await?
+            .is_displayed()
+            .await?,
+        "a finished job offers no cancel button"
+    );
+    b.shot("12-factory-try").await?;
     b.fill("#price", "0.001").await?;
     b.click("form[data-publish-model] button").await?;
     b.wait_status("form[data-publish-model]", "Published as model")
         .await?;
 
+    // From here the user is a browser wallet with its own key (MetaMask's place): it signs the
+    // escrow transactions and the payment session itself.
+    connect_wallet(b, wallet).await?;
     // Playground: no escrow, a clear refusal; with escrow, an answer with its attribution.
-    b.act_as(user).await?;
     b.go("/models").await?;
     b.wait_text("Model #1").await?;
     let refused = chat_until(b, question, &["Your escrow cannot pay"]).await?;
@@ -282,6 +360,32 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
     b.wait_amount("/earnings", "settlement-claimable", 0.0)
         .await?;
 
+    let calls = wallet.calls();
+    for m in [
+        "eth_requestAccounts",
+        "eth_sendTransaction",
+        "eth_signTypedData_v4",
+    ] {
+        assert!(
+            calls.iter().any(|c| c == m),
+            "the wallet was asked for {m}: {calls:?}"
+        );
+    }
+
+    // Governance changes the fee split; the wallet's next paid answer is split the new way.
+    crate::browser::governance(b, voter, idle).await?;
+    connect_wallet(b, wallet).await?;
+    b.go("/models").await?;
+    chat_until(b, question, &["data contributors 80%"]).await?;
+    b.shot("15-playground-new-split").await?;
+
+    // Unwrap part of the voter's GOPEN back into OPEN.
+    b.act_as(voter).await?;
+    b.go("/governance").await?;
+    b.fill("#unwrap-amount", "40").await?;
+    b.click("form[data-action='unwrap'] button").await?;
+    b.wait_amount("/governance", "gopen-balance", 60.0).await?;
+
     b.c.set_window_size(390, 844).await?;
     for (p, name) in [("/factory", "m-factory"), ("/models", "m-models")] {
         b.go(p).await?;
@@ -292,4 +396,26 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path) -> Result<()> 
         );
     }
     Ok(())
+}
+
+/// Connects the injected wallet on the Account page and checks the page acts as it.
+async fn connect_wallet(b: &Browser, wallet: &Wallet) -> Result<()> {
+    b.go("/account").await?;
+    b.click("[data-connect-wallet]").await?;
+    let me = wallet.address.to_checksum(None);
+    let start = Instant::now();
+    loop {
+        if let Ok(a) = b.testid("account").await
+            && a.eq_ignore_ascii_case(&me)
+        {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(eyre!(
+                "the page never acted as the wallet {me}: {}",
+                b.text().await?
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

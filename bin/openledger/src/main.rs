@@ -6,6 +6,7 @@ mod cmd_datanet;
 mod cmd_model;
 mod cmd_serve;
 mod cmd_train;
+mod threads;
 
 use clap::{Parser, Subcommand};
 
@@ -66,6 +67,7 @@ enum Cmd {
 
 fn main() -> eyre::Result<()> {
     let cli = Cli::parse();
+    threads::settle();
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,chain::seal=warn"));
     tracing_subscriber::fmt()

@@ -307,9 +307,10 @@ pub struct BenchAttributionArgs {
     /// Base model directory (default: the cached `small` demo model, made on first use).
     #[arg(long)]
     base: Option<PathBuf>,
-    /// Contributors of the planted-facts Datanet.
-    #[arg(long, default_value_t = 8)]
-    contributors: usize,
+    /// Contributors of the planted-facts Datanet (1 to 24: each owns some of the base world's
+    /// 24 people).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=24))]
+    contributors: u16,
     /// Training epochs of the quality run.
     #[arg(long, default_value_t = 50)]
     epochs: usize,
@@ -400,7 +401,7 @@ pub async fn bench(a: BenchAttributionArgs) -> Result<()> {
             .clone()
             .unwrap_or_else(openledger_devnet::demo::default_base_model);
         let o = QualityOpts {
-            contributors: a.contributors,
+            contributors: usize::from(a.contributors),
             epochs: a.epochs,
             learning_rate: a.lr,
             ..QualityOpts::default()

@@ -170,6 +170,14 @@ pub fn quality(
     o: &QualityOpts,
     mut log: impl FnMut(String),
 ) -> Result<QualityReport, Err> {
+    let max = openledger_datanet::demo::MAX_PLANTED_CONTRIBUTORS;
+    if o.contributors == 0 || o.contributors > max {
+        return Err(format!(
+            "contributors must be 1 to {max} (got {}): each needs base-world people no other contributor mentions",
+            o.contributors
+        )
+        .into());
+    }
     let base = Pretrained::load(
         base_dir,
         &openledger_model::Device::Cpu,

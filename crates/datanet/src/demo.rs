@@ -260,7 +260,12 @@ const GOODS: [&str; 12] = [
     "cider", "honey",
 ];
 
-/// Planted facts for an attribution benchmark: `contributors` contributors (at most 24), each
+/// The most contributors [`planted_facts`] can give facts of their own (one base-world person
+/// at least each).
+pub const MAX_PLANTED_CONTRIBUTORS: usize = NAMES.len();
+
+/// Planted facts for an attribution benchmark: `contributors` contributors (at most
+/// [`MAX_PLANTED_CONTRIBUTORS`]; more are clamped), each
 /// owning `per_contributor` distinct facts about people and a good no other contributor
 /// mentions. Returns (contributor index from 0, question, answer). Deterministic for a seed.
 pub fn planted_facts(

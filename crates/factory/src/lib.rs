@@ -48,6 +48,11 @@ pub fn router(cfg: FactoryConfig) -> Router {
         .route("/datanets/{id}", get(pages::datanet))
         .route("/factory", get(pages::factory))
         .route("/models", get(pages::models))
+        // the address `devnet --demo` prints: the Playground is on the Models page
+        .route(
+            "/playground",
+            get(|| async { axum::response::Redirect::to("/models") }),
+        )
         .route("/earnings", get(pages::earnings))
         .route("/governance", get(pages::governance))
         .route("/explorer", get(pages::explorer))

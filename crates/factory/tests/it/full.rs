@@ -296,8 +296,13 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
     // From here the user is a browser wallet with its own key (MetaMask's place): it signs the
     // escrow transactions and the payment session itself.
     connect_wallet(b, wallet).await?;
-    // Playground: no escrow, a clear refusal; with escrow, an answer with its attribution.
-    b.go("/models").await?;
+    // Playground (at the address `devnet --demo` prints): no escrow, a clear refusal; with
+    // escrow, an answer with its attribution.
+    b.go("/playground").await?;
+    assert!(
+        b.c.current_url().await?.path() == "/models",
+        "/playground leads to the Models & Playground page"
+    );
     b.wait_text("Model #1").await?;
     let refused = chat_until(b, question, &["Your escrow cannot pay"]).await?;
     assert!(refused.contains("escrow"));

@@ -526,13 +526,14 @@
       $("[data-job-cancel]", panel).hidden = j.status !== "queued" && j.status !== "running";
       if (j.status === "succeeded") {
         bar.value = 100;
-        if (j.metrics) line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
+        if (j.metrics && !panel.dataset.evaluated) panel.dataset.evaluated = "1", line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
         if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
         if (j.result && j.result.adapterHash) { tryForm.dataset.model = j.result.adapterHash; tryForm.hidden = false; }
       }
       if (j.status === "failed" && j.error) say(jstatus, "Training failed: " + j.error.message, "error");
       if (j.status === "cancelled") say(jstatus, "Cancelled; nothing was stored.", "ok");
     };
+    delete panel.dataset.evaluated;
     setJob(job);
     if (watchJob.es) watchJob.es.close();
     const es = new EventSource("/api/jobs/" + id + "/events");
@@ -549,12 +550,27 @@
       state.textContent = "· running, step " + j.step + " / " + j.totalSteps + " · " + Math.round(j.etaSecs) + " s left";
     });
     for (const end of ["done", "failed", "cancelled"]) es.addEventListener(end, (m) => { setJob(parse(m).job); es.close(); loadJobs(); });
+    // The stream does not replay missed events: on every (re)connection, and while a cancel
+    // is pending, read the job itself so its end is shown even if its event was missed.
+    const terminal = (j) => j && ["succeeded", "failed", "cancelled"].includes(j.status);
+    const refresh = async () => {
+      try {
+        const r = await fetch("/api/jobs/" + id);
+        if (!r.ok) return null;
+        const j = await r.json();
+        setJob(j);
+        if (terminal(j)) { es.close(); loadJobs(); }
+        return j;
+      } catch (_) { return null; }
+    };
+    es.addEventListener("open", refresh);
     es.onerror = () => { if (es.readyState === EventSource.CLOSED) line("(event stream closed)"); };
     $("[data-job-cancel]", panel).onclick = async () => {
       try {
         say(jstatus, "Cancelling…", "busy");
         await signedJobRequest("/api/jobs/" + id + "/cancel", "cancel_job", job.datanetId, "", id);
         say(jstatus, "Cancelling after the current step…", "busy");
+        for (let i = 0; i < 600 && !terminal(await refresh()); i++) await sleep(1000);
       } catch (e) { say(jstatus, e.plain ? e.message : await explain(e), "error"); }
     };
     tryForm.onsubmit = (ev) => { ev.preventDefault(); tryAdapter(tryForm); };

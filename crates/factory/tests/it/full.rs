@@ -233,8 +233,23 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
     b.wait_text("Started job-").await?;
     wait_long(b, "· running", 120).await?;
     b.click("[data-job-cancel]").await?;
-    b.wait_status("[data-job-panel]", "Cancelled; nothing was stored.")
-        .await?;
+    let start = Instant::now();
+    loop {
+        let st = match b.c.find(Locator::Css("[data-job-status]")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if st.contains("Cancelled; nothing was stored.") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            return Err(eyre!(
+                "the job never showed as cancelled: {}",
+                b.text().await?
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert!(
         !b.c.find(Locator::Css("form[data-publish-model]"))
             .await?

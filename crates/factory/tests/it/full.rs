@@ -39,6 +39,27 @@ async fn status_text(b: &Browser, scope: &str) -> String {
     }
 }
 
+/// Waits up to `secs` until an element matching `css` exists and its text contains `needle`;
+/// returns that text.
+async fn element_text(b: &Browser, css: &str, needle: &str, secs: u64) -> Result<String> {
+    let start = Instant::now();
+    loop {
+        if let Ok(e) = b.c.find(Locator::Css(css)).await {
+            let t = e.text().await.unwrap_or_default();
+            if t.contains(needle) {
+                return Ok(t);
+            }
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            return Err(eyre!(
+                "{css} never showed {needle:?} within {secs} s; page says:\n{}",
+                b.text().await.unwrap_or_default()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Sends the prompt until the status or the chat log shows one of `needles` (the server
 /// follows the registry every few seconds, so a just-published model may be unknown at first).
 async fn chat_until(b: &Browser, prompt: &str, needles: &[&str]) -> Result<String> {
@@ -233,23 +254,13 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
     b.wait_text("Started job-").await?;
     wait_long(b, "· running", 120).await?;
     b.click("[data-job-cancel]").await?;
-    let start = Instant::now();
-    loop {
-        let st = match b.c.find(Locator::Css("[data-job-status]")).await {
-            Ok(e) => e.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if st.contains("Cancelled; nothing was stored.") {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(180) {
-            return Err(eyre!(
-                "the job never showed as cancelled: {}",
-                b.text().await?
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    element_text(
+        b,
+        "[data-job-status]",
+        "Cancelled; nothing was stored.",
+        180,
+    )
+    .await?;
     assert!(
         !b.c.find(Locator::Css("form[data-publish-model]"))
             .await?
@@ -278,22 +289,7 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
     // Chat with the checkpoint before publishing (free, unrecorded).
     b.fill("#try-prompt", question).await?;
     b.click("form[data-try] button").await?;
-    let start = Instant::now();
-    let answer = loop {
-        if let Ok(a) =
-            b.c.find(Locator::Css("[data-try-log] .msg.assistant"))
-                .await
-        {
-            break a.text().await?;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            return Err(eyre!(
-                "chat with the checkpoint never answered: {}",
-                status_text(b, "form[data-try]").await
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let answer = element_text(b, "[data-try-log] .msg.assistant", "", 60).await?;
     assert!(!answer.trim().is_empty(), "the checkpoint answered");
     assert!(
         !b.c.find(Locator::Css("[data-job-cancel]"))
@@ -336,16 +332,7 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
         .await?;
     b.go("/models").await?;
     chat_until(b, question, &["Attribution"]).await?;
-    let start = Instant::now();
-    let table = loop {
-        if let Ok(t) = b.c.find(Locator::Css("[data-testid='attribution']")).await {
-            break t.text().await?;
-        }
-        if start.elapsed() > Duration::from_secs(30) {
-            return Err(eyre!("no attribution table: {}", b.text().await?));
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let table = element_text(b, "[data-testid='attribution']", "", 30).await?;
     b.shot("13-playground-attribution").await?;
     assert!(
         table.contains(c1.as_str()) && table.contains(c2.as_str()),

@@ -172,12 +172,12 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
                 p.encode(&prompt)?
             };
             let adapter = match adapter {
-                Some(a) => Some(Arc::new(LoraAdapter::load(
-                    &a,
-                    &p.config,
-                    &Device::Cpu,
-                    DType::F32,
-                )?)),
+                Some(a) => {
+                    let mut a = LoraAdapter::load(&a, &p.config, &Device::Cpu, DType::F32)?;
+                    // the same numbers `openledger serve` computes with
+                    a.prepare_serving()?;
+                    Some(Arc::new(a))
+                }
                 None => None,
             };
             let params = SamplingParams {

@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// Token budget of one forward pass.
     #[arg(long, default_value_t = 512)]
     max_batch_tokens: usize,
+    /// Most admissions in a row that may go to an adapter already in the batch ahead of the
+    /// round-robin's turn (fewer distinct adapters per batch; 0 = strict round-robin).
+    #[arg(long, default_value_t = 3)]
+    adapter_affinity: usize,
     /// Largest `max_tokens` a request may ask for.
     #[arg(long, default_value_t = 1024)]
     max_tokens_limit: usize,
@@ -99,6 +103,7 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
         max_running: a.max_running,
         max_waiting: a.max_waiting,
         max_batch_tokens: a.max_batch_tokens,
+        adapter_affinity: a.adapter_affinity,
         ..Default::default()
     };
     cfg.max_tokens_limit = a.max_tokens_limit;
@@ -166,6 +171,13 @@ pub struct BenchServeArgs {
     /// Most sequences in one batch.
     #[arg(long, default_value_t = 64)]
     max_running: usize,
+    /// The server's adapter affinity (see `serve --adapter-affinity`; 0 = strict round-robin).
+    #[arg(long, default_value_t = 3)]
+    adapter_affinity: usize,
+    /// Runs of each batched scenario, interleaved; the median is reported (a shared machine's
+    /// speed drifts by tens of percent within a minute).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// JSON report.
     #[arg(long, default_value = "bench-out/serve.json")]
     out: PathBuf,
@@ -207,6 +219,8 @@ pub async fn bench_serve(a: BenchServeArgs) -> eyre::Result<()> {
         naive_requests: a.naive_requests,
         ram_budget: a.ram_mb << 20,
         max_running: a.max_running,
+        adapter_affinity: a.adapter_affinity,
+        repeat: a.repeat,
         seed: 7,
     };
     println!("{}", bench::HEADER);

@@ -173,55 +173,325 @@ pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// How one adapter's delta is expanded from h = A·x in the per-row kernel.
-enum Expand<'a> {
-    /// s·Bᵀ `[r, out]`: δ += h_j · row j.
-    Transposed(&'a [f32]),
-    /// B `[out, r]` and s (training variables, which have no kept copy): δ_o = B_o · (s·h).
-    Plain(CpuView<'a>, f32),
+/// One adapter's data for [`row_kernel`], borrowed from its pair.
+enum HostPair<'a> {
+    /// A prepared serving adapter: bf16 A `[r, in]` and Bᵀ `[r, out]`, and s.
+    Packed {
+        a: &'a [u16],
+        bt: &'a [u16],
+        scale: f32,
+    },
+    /// f32 A `[r, in]` and B `[out, r]`, and s (training variables and unprepared adapters,
+    /// which have no packed copy): δ_o = B_o · (s·A·x).
+    Plain {
+        a: &'a [f32],
+        b: &'a [f32],
+        r: usize,
+        scale: f32,
+    },
 }
 
-/// One adapter's data for [`RowKernel`].
-struct HostPair<'a> {
-    a: CpuView<'a>,
-    r: usize,
-    expand: Expand<'a>,
+impl HostPair<'_> {
+    fn rank(&self, inp: usize) -> usize {
+        match self {
+            HostPair::Packed { a, .. } => a.len() / inp.max(1),
+            HostPair::Plain { r, .. } => *r,
+        }
+    }
 }
 
-/// Per-row LoRA over host slices: for row i with adapter k, h = A_k·x_i, then δ_i from h.
+/// Multiply-adds below which a projection's per-row LoRA stays on the calling thread: a
+/// rayon fork/join costs a few microseconds, about what 20k multiply-adds take.
+const PARALLEL_MIN_MACS: usize = 1 << 15;
+
+/// One row's work: its adapter (index into the pairs), its input and its output.
+type RowItem<'a> = (usize, &'a [f32], &'a mut [f32]);
+
+/// Per-row LoRA over host slices: for row i with adapter k, h = s_k·A_k·x_i, then
+/// y_i += B_k·h. The rows are taken grouped by adapter, so that an adapter's weights are read
+/// from memory once per projection and stay in cache for its other rows (a batch of many
+/// adapters is bound by reading them). Rows are independent, so a large batch is split into
+/// runs on the rayon pool. A row's arithmetic is the same whatever the order, the split or
+/// the other rows of the batch, so its result is too.
 fn row_kernel(
     xs: &[f32],
     row_slot: &[u32],
     pairs: &[Option<HostPair<'_>>],
     (inp, out): (usize, usize),
-    d: &mut [f32],
+    y: &mut [f32],
 ) {
-    let mut h = Vec::new();
-    for ((&slot, xi), di) in row_slot
+    let mut items: Vec<RowItem<'_>> = row_slot
         .iter()
         .zip(xs.chunks_exact(inp))
-        .zip(d.chunks_exact_mut(out))
-    {
-        let Some(Some(Some(p))) = slot.checked_sub(1).map(|k| pairs.get(k as usize)) else {
-            continue;
-        };
-        let a = p.a.slice();
-        h.clear();
-        match &p.expand {
-            Expand::Transposed(bt) => {
-                h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi)));
-                for (&hj, row) in h.iter().zip(bt.chunks_exact(out)) {
-                    axpy(hj, row, di);
+        .zip(y.chunks_exact_mut(out))
+        .filter_map(|((&slot, xi), yi)| {
+            let k = slot.checked_sub(1)? as usize;
+            pairs.get(k)?.as_ref()?;
+            Some((k, xi, yi))
+        })
+        .collect();
+    items.sort_by_key(|it| it.0); // stable: a prefill's rows stay in order
+    let macs: usize = items
+        .iter()
+        .map(|it| pairs[it.0].as_ref().map_or(0, |p| p.rank(inp)) * (inp + out))
+        .sum();
+    let threads = rayon::current_num_threads();
+    if threads < 2 || items.len() < 2 || macs < PARALLEL_MIN_MACS {
+        rows_kernel(&mut items, pairs, (inp, out));
+        return;
+    }
+    // a few runs per thread, so that an uneven mix of ranks still balances
+    let per_run = items.len().div_ceil(threads * 4).max(1);
+    use rayon::prelude::*;
+    items
+        .par_chunks_mut(per_run)
+        .for_each(|run| rows_kernel(run, pairs, (inp, out)));
+}
+
+/// [`row_kernel`] for one run of rows on the calling thread, compiled for the widest SIMD the
+/// CPU has (picked at run time by [`pulp`]: AVX2 on x86-64 where present, while the build
+/// itself targets baseline SSE2).
+fn rows_kernel(items: &mut [RowItem<'_>], pairs: &[Option<HostPair<'_>>], dims: (usize, usize)) {
+    pulp::Arch::new().dispatch(Rows { items, pairs, dims })
+}
+
+/// The arguments of [`rows_kernel`].
+struct Rows<'a, 'r, 'p> {
+    items: &'a mut [RowItem<'r>],
+    pairs: &'a [Option<HostPair<'p>>],
+    dims: (usize, usize),
+}
+
+impl pulp::WithSimd for Rows<'_, '_, '_> {
+    type Output = ();
+
+    // Everything below is inlined into the dispatched function and written as plain loops
+    // over fixed-size arrays (no closures, which would not inherit its target features) for
+    // LLVM to vectorize.
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Rows {
+            items,
+            pairs,
+            dims: (inp, out),
+        } = self;
+        let mut h = Vec::new();
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            let k = first.0;
+            let n = rest.iter().take_while(|it| it.0 == k).count();
+            let (group, tail) = rest.split_at_mut(n);
+            rest = tail;
+            match pairs.get(k) {
+                Some(Some(HostPair::Packed { a, bt, scale })) => {
+                    // rows of one adapter RB at a time: each weight read serves RB rows
+                    let packed = PackedRef {
+                        a,
+                        bt,
+                        scale: *scale,
+                        inp,
+                        out,
+                    };
+                    let mut blocks = group.chunks_exact_mut(RB);
+                    for block in blocks.by_ref() {
+                        packed_rows::<S, RB>(simd, &packed, block, &mut h);
+                    }
+                    for row in blocks.into_remainder() {
+                        packed_row(simd, &packed, row, &mut h);
+                    }
                 }
-            }
-            Expand::Plain(b, scale) => {
-                let (b, r) = (b.slice(), p.r);
-                h.extend(a.chunks_exact(inp).map(|ar| dot(ar, xi) * scale));
-                for (o, dv) in di.iter_mut().enumerate() {
-                    *dv = dot(&b[o * r..(o + 1) * r], &h);
+                Some(Some(HostPair::Plain { a, b, r, scale })) => {
+                    for (_, xi, yi) in group.iter_mut() {
+                        h.clear();
+                        for ar in a.chunks_exact(inp) {
+                            h.push(dot(ar, xi) * scale);
+                        }
+                        for (o, yv) in yi.iter_mut().enumerate() {
+                            *yv += dot(&b[o * *r..(o + 1) * *r], &h);
+                        }
+                    }
                 }
+                _ => {}
             }
         }
+    }
+}
+
+/// Rows of one adapter taken together by the packed kernel.
+const RB: usize = 4;
+
+/// A packed pair with the projection's shape.
+struct PackedRef<'a> {
+    a: &'a [u16],
+    bt: &'a [u16],
+    scale: f32,
+    inp: usize,
+    out: usize,
+}
+
+/// N rows (`rows.len() == N`) of one packed adapter: h = s·A·x per row, then y += Σ_j h_j·Bᵀ_j;
+/// each weight chunk is read once for all N rows.
+#[inline(always)]
+fn packed_rows<S: pulp::Simd, const N: usize>(
+    simd: S,
+    p: &PackedRef<'_>,
+    rows: &mut [RowItem<'_>],
+    h: &mut Vec<f32>,
+) {
+    let (inp, out) = (p.inp, p.out);
+    let r = p.a.len() / inp.max(1);
+    h.clear();
+    h.resize(N * r, 0.0);
+    let mut xs: [(&[[f32; 8]], &[f32]); N] = [(&[], &[]); N];
+    for (x, row) in xs.iter_mut().zip(rows.iter()) {
+        *x = row.1.as_chunks::<8>();
+    }
+    // shrink: h[i][j] = s·(A_j · x_i)
+    for (j, aj) in p.a.chunks_exact(inp).enumerate() {
+        let (ac, at) = aj.as_chunks::<8>();
+        let mut acc = [[0f32; 8]; N];
+        for (c, a) in ac.iter().enumerate() {
+            let a8 = widen8(a);
+            for i in 0..N {
+                acc[i] = fma8(simd, a8, xs[i].0[c], acc[i]);
+            }
+        }
+        for i in 0..N {
+            let mut sum = 0f32;
+            for v in acc[i] {
+                sum += v;
+            }
+            for (&a, &x) in at.iter().zip(xs[i].1) {
+                sum += bf16(a) * x;
+            }
+            h[i * r + j] = sum * p.scale;
+        }
+    }
+    // expand: y[i] += h[i][j]·Bᵀ_j for j in order, each Bᵀ chunk read once for all N rows;
+    // per row the same operations in the same order as [`packed_row`], so a row's result does
+    // not depend on the rows beside it
+    let mut ys: [&mut [[f32; 8]]; N] = std::array::from_fn(|_| Default::default());
+    let mut yt: [&mut [f32]; N] = std::array::from_fn(|_| Default::default());
+    for ((yc, ytl), row) in ys.iter_mut().zip(yt.iter_mut()).zip(rows.iter_mut()) {
+        (*yc, *ytl) = row.2.as_chunks_mut::<8>();
+    }
+    for (j, btj) in p.bt.chunks_exact(out).enumerate() {
+        let (bc, btt) = btj.as_chunks::<8>();
+        for (c, b) in bc.iter().enumerate() {
+            let b8 = widen8(b);
+            for i in 0..N {
+                ys[i][c] = fma8(simd, [h[i * r + j]; 8], b8, ys[i][c]);
+            }
+        }
+        for i in 0..N {
+            let hij = h[i * r + j];
+            for (y, &b) in yt[i].iter_mut().zip(btt) {
+                *y += hij * bf16(b);
+            }
+        }
+    }
+}
+
+/// One row of a packed adapter: h = s·A·x, then y += Σ_j h_j·Bᵀ_j, one Bᵀ row at a time.
+#[inline(always)]
+fn packed_row<S: pulp::Simd>(simd: S, p: &PackedRef<'_>, row: &mut RowItem<'_>, h: &mut Vec<f32>) {
+    let (inp, out) = (p.inp, p.out);
+    let (xc, xt) = row.1.as_chunks::<8>();
+    h.clear();
+    for aj in p.a.chunks_exact(inp) {
+        let (ac, at) = aj.as_chunks::<8>();
+        let mut acc = [0f32; 8];
+        for (a, x) in ac.iter().zip(xc) {
+            acc = fma8(simd, widen8(a), *x, acc);
+        }
+        let mut sum = 0f32;
+        for v in acc {
+            sum += v;
+        }
+        for (&a, &x) in at.iter().zip(xt) {
+            sum += bf16(a) * x;
+        }
+        h.push(sum * p.scale);
+    }
+    let (yc, yt) = row.2.as_chunks_mut::<8>();
+    for (&hj, btj) in h.iter().zip(p.bt.chunks_exact(out)) {
+        let (bc, bt) = btj.as_chunks::<8>();
+        for (y, b) in yc.iter_mut().zip(bc) {
+            *y = fma8(simd, [hj; 8], widen8(b), *y);
+        }
+        for (y, &b) in yt.iter_mut().zip(bt) {
+            *y += hj * bf16(b);
+        }
+    }
+}
+
+/// Eight bf16 as f32.
+#[inline(always)]
+fn widen8(b: &[u16; 8]) -> [f32; 8] {
+    let mut v = [0f32; 8];
+    for l in 0..8 {
+        v[l] = bf16(b[l]);
+    }
+    v
+}
+
+/// a·b + c over eight lanes: one fused multiply-add where the dispatched SIMD is eight lanes
+/// wide (AVX2 + FMA), lane by lane otherwise.
+#[inline(always)]
+fn fma8<S: pulp::Simd>(simd: S, a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
+    if S::F32_LANES == 8 {
+        bytemuck::cast(simd.mul_add_e_f32s(bytemuck::cast(a), bytemuck::cast(b), bytemuck::cast(c)))
+    } else {
+        let mut r = c;
+        for l in 0..8 {
+            r[l] += a[l] * b[l];
+        }
+        r
+    }
+}
+
+/// A bf16 (its bits) as f32: exact.
+#[inline(always)]
+fn bf16(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// [`row_kernel`] as an in-place op on the base matmul's output, which candle hands over
+/// with its storage locked for writing.
+struct AddRows<'a, 'p> {
+    xs: &'a [f32],
+    row_slot: &'a [u32],
+    pairs: &'a [Option<HostPair<'p>>],
+    dims: (usize, usize),
+}
+
+impl candle_core::InplaceOp1 for AddRows<'_, '_> {
+    fn name(&self) -> &'static str {
+        "lora-rows"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<()> {
+        let (CpuStorage::F32(v), Some((start, end))) = (storage, layout.contiguous_offsets())
+        else {
+            return Err(candle_core::Error::Msg(
+                "lora-rows: the output must be contiguous f32".into(),
+            ));
+        };
+        let y = &mut v[start..end];
+        if y.len() != self.row_slot.len() * self.dims.1 {
+            return Err(candle_core::Error::Msg(format!(
+                "lora-rows: {} output values for {} rows of {}",
+                y.len(),
+                self.row_slot.len(),
+                self.dims.1
+            )));
+        }
+        row_kernel(self.xs, self.row_slot, self.pairs, self.dims, y);
+        Ok(())
     }
 }
 
@@ -289,52 +559,64 @@ impl LoraLinear {
                 if pairs.iter().all(Option::is_none) {
                     return Ok(y);
                 }
-                let d = match self.bgmv_cpu(x, &pairs, row_slot)? {
-                    Some(d) => d,
-                    None => self.bgmv_gathered(x, &pairs, slots)?,
-                };
+                if self.bgmv_cpu_add(x, &pairs, row_slot, &y)? {
+                    return Ok(y);
+                }
+                let d = self.bgmv_gathered(x, &pairs, slots)?;
                 Ok((y + d)?)
             }
         }
     }
 
-    /// Per-row LoRA on the CPU in f32, one pass over the rows: for row i with adapter k,
-    /// h = A_k·x_i (rank r_k), δ_i = s_k·B_k·h. Ranks may differ between rows; rows with no
-    /// adapter (or whose adapter leaves this projection alone) get zero. `None` when the
-    /// tensors are not contiguous f32 on the CPU (then [`Self::bgmv_gathered`] runs).
-    /// Not differentiable: serving only (training takes [`RowPlan::Whole`]).
-    fn bgmv_cpu(
+    /// Per-row LoRA on the CPU in f32, one pass over the rows, added in place to `y`
+    /// `[rows, out]` (the fresh output of the base matmul): for row i with adapter k,
+    /// h = s_k·A_k·x_i (rank r_k), y_i += B_k·h. Ranks may differ between rows; rows with no
+    /// adapter (or whose adapter leaves this projection alone) are left as they are. `false`
+    /// (and `y` untouched) when the tensors are not contiguous f32 on the CPU; then
+    /// [`Self::bgmv_gathered`] runs. Not differentiable: serving only (training takes
+    /// [`RowPlan::Whole`]).
+    fn bgmv_cpu_add(
         &self,
         x: &Tensor,
         pairs: &[Option<&LoraPair>],
         row_slot: &[u32],
-    ) -> Result<Option<Tensor>> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 {
-            return Ok(None);
+        y: &Tensor,
+    ) -> Result<bool> {
+        if !x.device().is_cpu() || x.dtype() != DType::F32 || y.dtype() != DType::F32 {
+            return Ok(false);
         }
         let (out, inp) = self.weight.dims2()?;
         let x = x.contiguous()?;
         let Some(xv) = CpuView::new(&x) else {
-            return Ok(None);
+            return Ok(false);
         };
+        // read guards on the f32 data of pairs without a packed copy first, then plain slices
+        // (of those or of the packed copies), which the kernel's threads share
         let mut views = Vec::with_capacity(pairs.len());
         for p in pairs {
             views.push(match p {
-                None => None,
-                Some(p) => {
-                    let expand = match p.expand_host()? {
-                        Some(bt) => Some(Expand::Transposed(bt)),
-                        None => CpuView::new(&p.b).map(|b| Expand::Plain(b, p.scale as f32)),
-                    };
-                    match (CpuView::new(&p.a), expand) {
-                        (Some(a), Some(expand)) => Some(HostPair {
-                            a,
-                            r: p.a.dim(0)?,
-                            expand,
-                        }),
-                        _ => return Ok(None),
-                    }
-                }
+                Some(p) if p.packed().is_none() => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    _ => return Ok(false),
+                },
+                _ => None,
+            });
+        }
+        let mut host = Vec::with_capacity(pairs.len());
+        for (p, v) in pairs.iter().zip(&views) {
+            host.push(match (p, v) {
+                (None, _) => None,
+                (Some(p), Some((a, b))) => Some(HostPair::Plain {
+                    a: a.slice(),
+                    b: b.slice(),
+                    r: p.a.dim(0)?,
+                    scale: p.scale as f32,
+                }),
+                (Some(p), None) => p.packed().map(|k| HostPair::Packed {
+                    a: &k.a,
+                    bt: &k.bt,
+                    scale: p.scale as f32,
+                }),
             });
         }
         let xs = xv.slice();
@@ -346,9 +628,16 @@ impl LoraLinear {
                 xs.len()
             )));
         }
-        let mut d = vec![0f32; rows * out];
-        row_kernel(xs, row_slot, &views, (inp, out), &mut d);
-        Ok(Some(Tensor::from_vec(d, (rows, out), x.device())?))
+        if y.dims() != [rows, out] || !y.is_contiguous() {
+            return Ok(false);
+        }
+        y.inplace_op1(&AddRows {
+            xs,
+            row_slot,
+            pairs: &host,
+            dims: (inp, out),
+        })?;
+        Ok(true)
     }
 
     /// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
@@ -416,6 +705,80 @@ mod tests {
             .unwrap_or(f32::INFINITY)
     }
 
+    /// Packed pairs with odd shapes (vector tails everywhere), ranks 16 and 3.
+    fn odd_packs(inp: usize, out: usize) -> Vec<(Vec<u16>, Vec<u16>)> {
+        let val = |i: usize, k: usize| {
+            let v = ((i * 2654435761 + k * 40503) % 1000) as f32 / 500.0 - 1.0;
+            half::bf16::from_f32(v).to_bits()
+        };
+        [16, 3, 16, 16, 3]
+            .iter()
+            .enumerate()
+            .map(|(k, &r)| {
+                (
+                    (0..r * inp).map(|i| val(i, k)).collect(),
+                    (0..r * out).map(|i| val(i + 7, k + 11)).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_row_does_not_depend_on_the_rows_beside_it() {
+        let (inp, out) = (21, 37);
+        let packs = odd_packs(inp, out);
+        let mut pairs: Vec<Option<HostPair<'_>>> = packs
+            .iter()
+            .map(|(a, bt)| Some(HostPair::Packed { a, bt, scale: 0.75 }))
+            .collect();
+        pairs.push(None); // an adapter that leaves this projection alone
+        // groups of 1..=6 rows per adapter (blocks of RB and remainders), interleaved, some
+        // rows without an adapter
+        let row_slot: Vec<u32> = (0..96u32)
+            .map(|i| match i % 7 {
+                6 => 0,
+                _ => (i * 5 / 3) % 6 + 1,
+            })
+            .collect();
+        let rows = row_slot.len();
+        let xs: Vec<f32> = (0..rows * inp)
+            .map(|i| ((i * 7919) % 201) as f32 / 100.0 - 1.0)
+            .collect();
+        let y0: Vec<f32> = (0..rows * out).map(|i| (i % 13) as f32 * 0.5).collect();
+        // the whole batch, split across four threads
+        let mut batch = y0.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .expect("a thread pool");
+        assert!(
+            rows * 16 * (inp + out) >= PARALLEL_MIN_MACS,
+            "the batch must split"
+        );
+        pool.install(|| row_kernel(&xs, &row_slot, &pairs, (inp, out), &mut batch));
+        // every row alone
+        for i in 0..rows {
+            let mut alone = y0[i * out..(i + 1) * out].to_vec();
+            row_kernel(
+                &xs[i * inp..(i + 1) * inp],
+                &row_slot[i..=i],
+                &pairs,
+                (inp, out),
+                &mut alone,
+            );
+            let got = &batch[i * out..(i + 1) * out];
+            assert!(
+                got.iter()
+                    .zip(&alone)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "row {i} (slot {}) differs batched and alone",
+                row_slot[i]
+            );
+            let untouched = matches!(row_slot[i], 0 | 6);
+            assert_eq!(got == &y0[i * out..(i + 1) * out], untouched, "row {i}");
+        }
+    }
+
     #[test]
     fn per_row_kernels_equal_per_row_matmuls_with_mixed_ranks() -> Result<()> {
         let cfg = crate::Config::from_json(
@@ -433,16 +796,12 @@ mod tests {
                     *v = Tensor::randn(0f32, 0.5, v.shape(), &dev)?;
                 }
             }
-            Ok(Arc::new(LoraAdapter::from_tensors(
-                a.config().clone(),
-                &cfg,
-                t,
-                &dev,
-                DType::F32,
-            )?))
+            let mut a = LoraAdapter::from_tensors(a.config().clone(), &cfg, t, &dev, DType::F32)?;
+            a.prepare_serving()?;
+            Ok(Arc::new(a))
         };
         // ranks 8, 3 and 5; the third leaves down_proj alone; the fourth holds training
-        // variables (no kept s·Bᵀ: the kernel expands from B itself)
+        // variables (no packed copy: the kernel reads their f32 A and B)
         let vars = {
             let mut t = adapter(6, &Proj::ALL, 4)?.named_tensors();
             for v in t.values_mut() {
@@ -477,16 +836,20 @@ mod tests {
             };
             let x = Tensor::randn(0f32, 1.0, (n, inp), &dev)?;
             let pairs: Vec<_> = adapters.iter().map(|a| a.pair(0, proj)).collect();
-            let cpu = lin.bgmv_cpu(&x, &pairs, row_slot)?.expect("cpu f32 path");
+            let cpu = Tensor::zeros((n, out), DType::F32, &dev)?;
+            assert!(
+                lin.bgmv_cpu_add(&x, &pairs, row_slot, &cpu)?,
+                "cpu f32 path"
+            );
             let kept: Vec<bool> = pairs
                 .iter()
                 .flatten()
-                .map(|p| p.expand_host().map(|e| e.is_some()))
-                .collect::<Result<_>>()?;
+                .map(|p| p.packed().is_some())
+                .collect();
             assert_eq!(
                 kept.last(),
                 Some(&false),
-                "no kept copy of training variables"
+                "no packed copy of training variables"
             );
             assert!(kept[..kept.len() - 1].iter().all(|&k| k));
             let gathered = lin.bgmv_gathered(&x, &pairs, slots)?;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -312,27 +312,60 @@ pub struct LoraPair {
     pub b: Tensor,
     /// s in y = Wx + s·B(Ax).
     pub scale: f64,
-    /// s·Bᵀ as host f32 `[r, out]` for the per-row CPU kernel, made on first use.
-    expand: OnceLock<Vec<f32>>,
+    /// The serving copy for the per-row CPU kernel, made by
+    /// [`LoraAdapter::prepare_serving`].
+    packed: Option<Arc<Packed>>,
+}
+
+/// One pair's serving copy: A `[r, in]` and Bᵀ `[r, out]` as bf16 bits, row-major. Half the
+/// bytes of f32, which is what the per-row kernel is bound by when a batch holds many
+/// adapters; Bᵀ makes the expand r contiguous rows of `out`.
+#[derive(Debug)]
+pub(crate) struct Packed {
+    pub(crate) a: Vec<u16>,
+    pub(crate) bt: Vec<u16>,
+}
+
+impl Packed {
+    fn bytes(&self) -> usize {
+        (self.a.len() + self.bt.len()) * 2
+    }
 }
 
 impl LoraPair {
-    /// s·Bᵀ `[r, out]` as host f32, made once and kept: the per-row CPU kernel expands with
-    /// it (contiguous rows of `out`). `None` off the CPU, and for training variables (their
-    /// values change under the optimizer, so a copy would go stale).
-    pub(crate) fn expand_host(&self) -> Result<Option<&[f32]>> {
-        if let Some(v) = self.expand.get() {
-            return Ok(Some(v));
+    /// The serving copy, once [`LoraAdapter::prepare_serving`] made it.
+    pub(crate) fn packed(&self) -> Option<&Packed> {
+        self.packed.as_deref()
+    }
+
+    /// Rounds A and B to bf16 and keeps the packed copy; the f32 tensors take the rounded
+    /// values, so every path (per-row kernel, plain matmuls, merged weights) computes with the
+    /// same numbers. Training variables and tensors off the CPU are left alone.
+    fn prepare(&mut self) -> Result<()> {
+        if self.packed.is_some()
+            || !self.b.device().is_cpu()
+            || self.a.is_variable()
+            || self.b.is_variable()
+        {
+            return Ok(());
         }
-        if !self.b.device().is_cpu() || self.a.is_variable() || self.b.is_variable() {
-            return Ok(None);
-        }
-        let bt = (self.b.to_dtype(DType::F32)?.t()? * self.scale)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let _ = self.expand.set(bt);
-        Ok(self.expand.get().map(Vec::as_slice))
+        let bits = |t: &Tensor| -> Result<Vec<u16>> {
+            Ok(t.flatten_all()?
+                .to_vec1::<half::bf16>()?
+                .into_iter()
+                .map(half::bf16::to_bits)
+                .collect())
+        };
+        let a16 = self.a.to_dtype(DType::BF16)?;
+        let b16 = self.b.to_dtype(DType::BF16)?;
+        let packed = Packed {
+            a: bits(&a16)?,
+            bt: bits(&b16.t()?.contiguous()?)?,
+        };
+        self.a = a16.to_dtype(self.a.dtype())?;
+        self.b = b16.to_dtype(self.b.dtype())?;
+        self.packed = Some(Arc::new(packed));
+        Ok(())
     }
 }
 
@@ -387,21 +420,24 @@ impl LoraAdapter {
         })
     }
 
-    /// Makes the serving layouts the per-row CPU kernel uses (s·Bᵀ per projection) now, so
-    /// that a loader thread pays for them rather than the first forward pass that needs them.
-    pub fn prepare_serving(&self) -> Result<()> {
-        for (_, _, p) in self.pairs() {
-            p.expand_host()?;
+    /// Readies a loaded adapter for serving, on the loading thread rather than in the first
+    /// forward pass that needs it: A and B are rounded to bf16 (as fp16/bf16 LoRA serving
+    /// does; the relative change per weight is at most 2⁻⁹) and kept packed for the per-row
+    /// CPU kernel. Every path then computes with the rounded values, so a request batched
+    /// with other adapters, served alone, or served with the adapter merged agrees.
+    pub fn prepare_serving(&mut self) -> Result<()> {
+        for pair in self.layers.iter_mut().flatten().flatten() {
+            pair.prepare()?;
         }
         Ok(())
     }
 
-    /// Bytes held in memory: A and B, plus the serving layouts once made.
+    /// Bytes held in memory: A and B, plus the serving copy once made.
     pub fn resident_bytes(&self) -> usize {
         self.pairs()
             .map(|(_, _, p)| {
                 (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes()
-                    + p.expand.get().map_or(0, |v| v.len() * 4)
+                    + p.packed().map_or(0, Packed::bytes)
             })
             .sum()
     }
@@ -479,7 +515,7 @@ impl LoraAdapter {
                     a,
                     b,
                     scale: config.scale(l, proj),
-                    expand: OnceLock::new(),
+                    packed: None,
                 });
             }
         }
@@ -604,6 +640,59 @@ mod tests {
         );
         c.use_rslora = true;
         assert_eq!(c.scale(1, Proj::Q), 16.0 / 8f64.sqrt());
+        Ok(())
+    }
+
+    #[test]
+    fn serving_rounds_to_bf16_once_and_packs_the_same_values() -> Result<()> {
+        let cfg = Config::from_json(
+            r#"{"model_type":"llama","hidden_size":16,"intermediate_size":24,"num_hidden_layers":2,
+            "num_attention_heads":2,"vocab_size":10,"max_position_embeddings":32}"#,
+        )?;
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let lc = LoraConfig::new(4, 8.0, &Proj::ALL);
+        let trained = LoraAdapter::trainable(lc.clone(), &cfg, &vm, &dev, DType::F32, 3)?;
+        let mut t = trained.named_tensors();
+        for (k, v) in t.iter_mut() {
+            if k.contains("lora_B") {
+                *v = Tensor::randn(0f32, 0.5, v.shape(), &dev)?;
+            }
+        }
+        let mut a = LoraAdapter::from_tensors(lc, &cfg, t, &dev, DType::F32)?;
+        let before = a.named_tensors();
+        assert!(a.pairs().all(|(_, _, p)| p.packed().is_none()));
+        a.prepare_serving()?;
+        let once = a.named_tensors();
+        a.prepare_serving()?; // idempotent
+        let mut changed = 0;
+        for (name, t) in &once {
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            let orig = before[name].flatten_all()?.to_vec1::<f32>()?;
+            let again = a.named_tensors()[name].flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(v, again, "{name}: a second prepare changes nothing");
+            for (x, o) in v.iter().zip(&orig) {
+                assert_eq!(x.to_bits() & 0xffff, 0, "{name}: {x} is not a bf16 value");
+                assert!(
+                    (x - o).abs() <= o.abs() / 256.0,
+                    "{name}: {o} rounded to {x}"
+                );
+                changed += usize::from(x != o);
+            }
+        }
+        assert!(changed > 0, "random f32 weights must round somewhere");
+        for (_, _, p) in a.pairs() {
+            let k = p.packed().expect("packed");
+            let bits = |t: &Tensor| -> Result<Vec<u16>> {
+                Ok(t.flatten_all()?
+                    .to_vec1::<f32>()?
+                    .iter()
+                    .map(|x| (x.to_bits() >> 16) as u16)
+                    .collect())
+            };
+            assert_eq!(k.a, bits(&p.a)?);
+            assert_eq!(k.bt, bits(&p.b.t()?.contiguous()?)?);
+        }
         Ok(())
     }
 }

@@ -452,13 +452,17 @@ impl AppState {
                 }
                 let model = self.base.config.clone();
                 let key = mix_key(&list.iter().map(|(_, h, w)| (*h, *w)).collect::<Vec<_>>());
-                let mixed = tokio::task::spawn_blocking(move || linear_mix(&parts, &model))
-                    .await
-                    .map_err(|e| ServeError::Internal(e.to_string()))?
-                    .map_err(|e| ServeError::AdapterRefused {
-                        name: "adapters".into(),
-                        reason: e.to_string(),
-                    })?;
+                let mixed = tokio::task::spawn_blocking(move || {
+                    let mut mixed = linear_mix(&parts, &model)?;
+                    mixed.prepare_serving()?;
+                    Ok::<_, openledger_model::Error>(mixed)
+                })
+                .await
+                .map_err(|e| ServeError::Internal(e.to_string()))?
+                .map_err(|e| ServeError::AdapterRefused {
+                    name: "adapters".into(),
+                    reason: e.to_string(),
+                })?;
                 Ok((Some(Arc::new(mixed)), key))
             }
         }

@@ -52,6 +52,12 @@ pub struct BenchOptions {
     pub ram_budget: u64,
     /// Most running sequences.
     pub max_running: usize,
+    /// The scheduler's adapter affinity.
+    pub adapter_affinity: usize,
+    /// Runs of each batched scenario, interleaved (one adapter, then each adapter count, then
+    /// again), so that a slow spell of a shared machine falls on all of them alike; the median
+    /// run of each is reported.
+    pub repeat: usize,
     /// Seed.
     pub seed: u64,
 }
@@ -87,6 +93,9 @@ pub struct Scenario {
     pub mean_adapters_per_batch: f64,
     /// Adapter loads from disk during the run.
     pub cold_loads: u64,
+    /// Throughput of every repeat of this scenario (`repeat` > 1); the row is the median one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub throughput_runs: Vec<f64>,
     /// Seconds per phase (`openledger_model::profile`), when `OPENLEDGER_PROFILE` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<(String, f64)>>,
@@ -177,6 +186,7 @@ pub fn random_adapter_scaled(
     LoraAdapter::from_tensors(a.config().clone(), cfg, t, &Device::Cpu, DType::F32)
 }
 
+#[derive(Clone)]
 struct Req {
     at: Duration,
     adapter: usize,
@@ -237,6 +247,7 @@ async fn run_batched(
         scheduler: SchedulerConfig {
             max_running: o.max_running,
             max_waiting: o.requests + 1,
+            adapter_affinity: o.adapter_affinity,
             ..Default::default()
         },
         metrics: metrics.clone(),
@@ -295,6 +306,7 @@ async fn run_batched(
     let bs = &metrics.batch_size;
     let steps = bs.count().max(1) as f64;
     Ok(Scenario {
+        throughput_runs: Vec::new(),
         mode: mode.into(),
         adapters: hashes.len(),
         rank,
@@ -356,6 +368,7 @@ fn run_naive(
     let secs = start.elapsed().as_secs_f64();
     let itl_mean = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
     Ok(Scenario {
+        throughput_runs: Vec::new(),
         mode: "naive".into(),
         adapters: distinct,
         rank,
@@ -417,12 +430,15 @@ pub async fn run(
                 rank,
                 o.seed.wrapping_add(i as u64 * 7919 + rank as u64),
             )?;
+            let blob = a.to_blob()?;
             if first.is_none() {
+                // the one-adapter baseline, readied as the cache readies what it loads
+                let mut a = a;
                 a.prepare_serving()?;
                 ram_per.push((rank, adapter_bytes(&a)));
-                first = Some(Arc::new(a.clone()));
+                first = Some(Arc::new(a));
             }
-            let (h, _) = cache.insert_blob(a.to_blob()?, "bench", None).await?;
+            let (h, _) = cache.insert_blob(blob, "bench", None).await?;
             hashes.push(h);
         }
         // cold loads from disk, rank 16 (a fresh cache: nothing in RAM)
@@ -467,44 +483,62 @@ pub async fn run(
                 ..*r
             })
             .collect();
-        let s = run_batched(
-            &o,
-            &base,
-            &hashes[..1],
-            Arc::new(new_cache(o.ram_budget)?),
-            &one,
-            "one-adapter",
-            rank,
-        )
-        .await?;
-        progress(&row(&s));
-        if s.profile.is_some() {
-            progress(&profile_line(&s));
-        }
-        let one_tp = s.throughput;
-        scenarios.push(s);
-        let mut last_tp = 0.0;
-        for &n in &o.adapters {
-            let reqs = workload(&o, n, cfg.vocab_size, o.seed ^ rank as u64);
-            let s = run_batched(
-                &o,
-                &base,
-                &hashes[..n],
-                Arc::new(new_cache(o.ram_budget)?),
-                &reqs,
-                "lora",
-                rank,
-            )
-            .await?;
-            progress(&row(&s));
-            if s.profile.is_some() {
-                progress(&profile_line(&s));
+        // one adapter, then each adapter count; `repeat` times over, interleaved
+        let mut runs: Vec<Vec<Scenario>> = vec![Vec::new(); 1 + o.adapters.len()];
+        for _ in 0..o.repeat.max(1) {
+            for (k, runs) in runs.iter_mut().enumerate() {
+                let (n, reqs, mode) = match k {
+                    0 => (1, one.clone(), "one-adapter"),
+                    _ => {
+                        let n = o.adapters[k - 1];
+                        (
+                            n,
+                            workload(&o, n, cfg.vocab_size, o.seed ^ rank as u64),
+                            "lora",
+                        )
+                    }
+                };
+                let s = run_batched(
+                    &o,
+                    &base,
+                    &hashes[..n],
+                    Arc::new(new_cache(o.ram_budget)?),
+                    &reqs,
+                    mode,
+                    rank,
+                )
+                .await?;
+                progress(&row(&s));
+                if s.profile.is_some() {
+                    progress(&profile_line(&s));
+                }
+                runs.push(s);
             }
-            if n == max_n {
-                last_tp = s.throughput;
-            }
-            scenarios.push(s);
         }
+        let mut medians = Vec::with_capacity(runs.len());
+        for mut r in runs {
+            let all: Vec<f64> = r.iter().map(|s| s.throughput).collect();
+            r.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+            let mut m = r.swap_remove(r.len() / 2);
+            if all.len() > 1 {
+                m.throughput_runs = all;
+            }
+            medians.push(m);
+        }
+        if o.repeat > 1 {
+            progress(&format!("medians of {} interleaved runs:", o.repeat));
+            for m in &medians {
+                progress(&row(m));
+            }
+        }
+        let one_tp = medians[0].throughput;
+        let last_tp = medians
+            .iter()
+            .skip(1)
+            .zip(&o.adapters)
+            .find(|(_, n)| **n == max_n)
+            .map_or(0.0, |(m, _)| m.throughput);
+        scenarios.extend(medians);
         let mut adapters = Vec::with_capacity(max_n);
         let reqs = workload(&o, max_n, cfg.vocab_size, o.seed ^ rank as u64);
         let naive_reqs: Vec<Req> = reqs.into_iter().take(o.naive_requests).collect();

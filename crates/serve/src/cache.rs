@@ -152,8 +152,8 @@ pub fn parse_adapter(
         name: name.to_string(),
         reason: e.to_string(),
     };
-    let adapter = LoraAdapter::from_blob(blob, model, device, dtype).map_err(refused)?;
-    // the per-row kernel's layout is made here, on the loading thread, not in the engine
+    let mut adapter = LoraAdapter::from_blob(blob, model, device, dtype).map_err(refused)?;
+    // the serving copy is made here, on the loading thread, not in the engine
     adapter.prepare_serving().map_err(refused)?;
     Ok(adapter)
 }

@@ -7,6 +7,14 @@
 //! 2. the next prompt chunk of running sequences still in prefill (chunked prefill);
 //! 3. newly admitted sequences, taken round-robin over adapters (fairness: a hot adapter's
 //!    long queue cannot starve a cold adapter's request), up to `max_running`.
+//!
+//! Adapter affinity: every adapter in a batch costs a read of its weights per projection, and
+//! on a CPU, with many adapters, those reads dominate the LoRA work. So an admission may go to
+//! a waiting request whose adapter is already running (it adds no new adapter to the batch)
+//! ahead of the round-robin's turn, but at most `adapter_affinity` times in a row: the adapter
+//! whose turn it is always gets in within `adapter_affinity + 1` admissions, so the
+//! round-robin's bound on waiting still holds, `adapter_affinity + 1` times longer (LoRAX caps
+//! the adapters in a batch and rotates them on a timer for the same reason).
 
 use alloy_primitives::B256;
 use std::collections::{HashMap, VecDeque};
@@ -25,6 +33,9 @@ pub struct SchedulerConfig {
     pub max_batch_tokens: usize,
     /// Most prompt tokens of one sequence in one forward pass.
     pub prefill_chunk: usize,
+    /// Most admissions in a row that may go to an adapter already in the running batch ahead
+    /// of the round-robin's turn (0: strict round-robin).
+    pub adapter_affinity: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -34,6 +45,7 @@ impl Default for SchedulerConfig {
             max_waiting: 256,
             max_batch_tokens: 512,
             prefill_chunk: 128,
+            adapter_affinity: 3,
         }
     }
 }
@@ -97,6 +109,8 @@ pub struct Scheduler {
     running: Vec<Seq>,
     /// Rotates which decoding sequences go first when they exceed the budget.
     decode_offset: usize,
+    /// Admissions in a row that went ahead of the round-robin's turn (adapter affinity).
+    bypassed: usize,
 }
 
 impl Scheduler {
@@ -109,6 +123,7 @@ impl Scheduler {
             waiting: 0,
             running: Vec::new(),
             decode_offset: 0,
+            bypassed: 0,
         }
     }
 
@@ -178,15 +193,32 @@ impl Scheduler {
         true
     }
 
-    /// The next waiting sequence, round-robin over adapter keys.
+    /// The next waiting sequence: round-robin over adapter keys, or (at most
+    /// `adapter_affinity` times in a row) the first key in that order whose adapter is
+    /// already running.
     fn admit_one(&mut self) -> Option<Seq> {
-        let key = self.order.pop_front()?;
+        let mut at = 0;
+        if self.bypassed < self.cfg.adapter_affinity {
+            let running = &self.running;
+            if let Some(i) = self
+                .order
+                .iter()
+                .position(|k| running.iter().any(|s| s.key == *k))
+            {
+                at = i;
+            }
+        }
+        self.bypassed = if at == 0 { 0 } else { self.bypassed + 1 };
+        let key = self.order.remove(at)?;
         let q = self.queues.get_mut(&key)?;
         let s = q.pop_front()?;
         if q.is_empty() {
             self.queues.remove(&key);
-        } else {
+        } else if at == 0 {
             self.order.push_back(key);
+        } else {
+            // an affinity pick does not use up the key's round-robin turn
+            self.order.insert(at, key);
         }
         self.waiting -= 1;
         Some(s)
@@ -271,6 +303,7 @@ mod tests {
             max_waiting: 1000,
             max_batch_tokens: budget,
             prefill_chunk: chunk,
+            adapter_affinity: 0,
         }
     }
 
@@ -379,6 +412,70 @@ mod tests {
             ids.contains(&1000),
             "the cold request is admitted in the first batch: {ids:?}"
         );
+    }
+
+    /// Admitted ids of a batch (its prefill items).
+    fn admitted(b: &[BatchItem]) -> Vec<SeqId> {
+        b.iter()
+            .filter(|i| matches!(i.work, Work::Prefill { start: 0, .. }))
+            .map(|i| i.id)
+            .collect()
+    }
+
+    /// Adapter `a` runs (seq 1); waiting: b (2), c (3), then five more for a (4..=8).
+    fn affinity_case(affinity: usize) -> Vec<SeqId> {
+        let mut s = Scheduler::new(SchedulerConfig {
+            adapter_affinity: affinity,
+            ..cfg(7, 64, 64)
+        });
+        s.push(1, key(1), 1).unwrap();
+        assert_eq!(admitted(&s.next_batch(64)), vec![1]);
+        s.push(2, key(2), 1).unwrap();
+        s.push(3, key(3), 1).unwrap();
+        for id in 4..=8 {
+            s.push(id, key(1), 1).unwrap();
+        }
+        admitted(&s.next_batch(64))
+    }
+
+    #[test]
+    fn affinity_admits_running_adapters_first_within_its_bound() {
+        // strict round-robin: b, c, then a's requests
+        assert_eq!(affinity_case(0), vec![2, 3, 4, 5, 6, 7]);
+        // at most two in a row for the running adapter, then whoever's turn it is
+        assert_eq!(affinity_case(2), vec![4, 5, 2, 6, 7, 3]);
+        assert_eq!(affinity_case(1), vec![4, 2, 5, 3, 6, 7]);
+    }
+
+    #[test]
+    fn with_affinity_a_hot_running_adapter_still_cannot_starve_a_cold_one() {
+        let mut s = Scheduler::new(SchedulerConfig {
+            adapter_affinity: 3,
+            ..cfg(4, 64, 64)
+        });
+        s.push(0, key(1), 1).unwrap();
+        s.next_batch(64); // the hot adapter runs
+        for i in 1..100 {
+            s.push(i, key(1), 1).unwrap();
+        }
+        s.push(1000, key(2), 1).unwrap(); // cold, queued last
+        // each step one sequence finishes and frees its slot
+        let mut waited = 0;
+        loop {
+            let b = s.next_batch(64);
+            if admitted(&b).contains(&1000) {
+                break;
+            }
+            waited += admitted(&b).len();
+            let first = b[0].id;
+            assert!(s.remove(first));
+            // the hot adapter's own round-robin turn (it queued first), then at most 3
+            // admissions ahead of the cold adapter's turn
+            assert!(
+                waited <= 1 + 3,
+                "the cold request waited {waited} admissions"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,10 @@ async fn batched_equals_alone_equals_merged() -> Result<()> {
     // merged weights, no server
     let base = Pretrained::load(&base_dir()?, &Device::Cpu, DType::F32)?;
     for (name, a) in &adapters {
-        let merged = base.model.merged(a)?;
+        // the adapter as the server holds it (rounded to bf16 at load)
+        let mut a = a.clone();
+        a.prepare_serving()?;
+        let merged = base.model.merged(&a)?;
         for p in prompts {
             let params = SamplingParams {
                 max_new_tokens: 12,

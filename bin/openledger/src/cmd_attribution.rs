@@ -256,7 +256,12 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         None => dev_signer(a.account)?,
     };
     let who = a.address.unwrap_or(signer.address());
+    // nonce read per transaction (a failed call must not leave a nonce gap)
     let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer.clone()))
         .connect_http(a.chain.rpc_url.parse()?)
         .erased();

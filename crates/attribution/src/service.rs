@@ -214,7 +214,12 @@ impl AttributionService {
         };
         let url = cfg.rpc_url.parse().map_err(chain_err)?;
         let provider = match &cfg.attributor {
+            // nonces read per transaction (a failed commit must not leave a nonce gap)
             Some(s) => ProviderBuilder::new()
+                .disable_recommended_fillers()
+                .with_gas_estimation()
+                .with_simple_nonce_management()
+                .fetch_chain_id()
                 .wallet(EthereumWallet::from(s.clone()))
                 .connect_http(url)
                 .erased(),

@@ -128,7 +128,12 @@ pub async fn publish(
     let url = rpc_url
         .parse()
         .map_err(|e| TrainError::field("rpcUrl", format!("{e}")))?;
+    // nonce read per transaction (a failed publish must not leave a nonce gap)
     let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(signer))
         .connect_http(url)
         .erased();

@@ -147,7 +147,15 @@ impl DatanetClient {
         let url = rpc_url
             .parse()
             .map_err(|e| ClientError::Chain(format!("bad rpc url: {e}")))?;
+        // nonces are read from the node per transaction: alloy's default cached nonce is
+        // taken even when the transaction then fails before it is sent (a revert found by the
+        // gas estimate), and every later transaction of this client would wait forever
+        // behind the gap
         let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .with_gas_estimation()
+            .with_simple_nonce_management()
+            .fetch_chain_id()
             .wallet(EthereumWallet::from(signer.clone()))
             .connect_http(url)
             .erased();

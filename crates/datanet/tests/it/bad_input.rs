@@ -166,3 +166,40 @@ async fn bad_inputs_are_refused_and_leave_nothing() -> Result<()> {
     h.devnet.shutdown().await;
     Ok(())
 }
+
+/// A transaction refused before it is sent (its gas estimate reverts) must not cost the
+/// client a nonce: before, the next transaction waited forever behind the gap (seen as a hung
+/// `publish` retry in the train tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_transaction_does_not_stall_the_next() -> Result<()> {
+    let h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let stranger = h.client(1).await?;
+    let d = owner
+        .create_datanet("nonces", "", false, U256::ZERO)
+        .await?;
+    for _ in 0..2 {
+        // not the owner, and no such contribution: both revert at the estimate
+        ensure!(stranger.approve(999).await.is_err(), "approve must revert");
+        ensure!(owner.approve(999).await.is_err(), "approve must revert");
+    }
+    let next = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let r = stranger
+            .upload_bytes(
+                d,
+                "after.txt",
+                &[],
+                b"a paragraph sent after a refusal".to_vec(),
+            )
+            .await?;
+        let id = stranger.contribute(d, &r).await?;
+        owner.approve(id).await?;
+        Ok::<_, eyre::Report>(id)
+    })
+    .await;
+    ensure!(
+        matches!(next, Ok(Ok(_))),
+        "the transactions after a refused one must be mined: {next:?}"
+    );
+    Ok(())
+}

@@ -296,8 +296,8 @@ impl pulp::WithSimd for Rows<'_, '_, '_> {
                     for block in blocks.by_ref() {
                         packed_rows::<S, RB>(simd, &packed, block, &mut h);
                     }
-                    for row in blocks.into_remainder() {
-                        packed_row(simd, &packed, row, &mut h);
+                    for row in blocks.into_remainder().chunks_mut(1) {
+                        packed_rows::<S, 1>(simd, &packed, row, &mut h);
                     }
                 }
                 Some(Some(HostPair::Plain { a, b, r, scale })) => {
@@ -368,8 +368,8 @@ fn packed_rows<S: pulp::Simd, const N: usize>(
         }
     }
     // expand: y[i] += h[i][j]·Bᵀ_j for j in order, each Bᵀ chunk read once for all N rows;
-    // per row the same operations in the same order as [`packed_row`], so a row's result does
-    // not depend on the rows beside it
+    // per row the same operations in the same order whatever N, so a row's result does not
+    // depend on the rows beside it
     let mut ys: [&mut [[f32; 8]]; N] = std::array::from_fn(|_| Default::default());
     let mut yt: [&mut [f32]; N] = std::array::from_fn(|_| Default::default());
     for ((yc, ytl), row) in ys.iter_mut().zip(yt.iter_mut()).zip(rows.iter_mut()) {
@@ -388,39 +388,6 @@ fn packed_rows<S: pulp::Simd, const N: usize>(
             for (y, &b) in yt[i].iter_mut().zip(btt) {
                 *y += hij * bf16(b);
             }
-        }
-    }
-}
-
-/// One row of a packed adapter: h = s·A·x, then y += Σ_j h_j·Bᵀ_j, one Bᵀ row at a time.
-#[inline(always)]
-fn packed_row<S: pulp::Simd>(simd: S, p: &PackedRef<'_>, row: &mut RowItem<'_>, h: &mut Vec<f32>) {
-    let (inp, out) = (p.inp, p.out);
-    let (xc, xt) = row.1.as_chunks::<8>();
-    h.clear();
-    for aj in p.a.chunks_exact(inp) {
-        let (ac, at) = aj.as_chunks::<8>();
-        let mut acc = [0f32; 8];
-        for (a, x) in ac.iter().zip(xc) {
-            acc = fma8(simd, widen8(a), *x, acc);
-        }
-        let mut sum = 0f32;
-        for v in acc {
-            sum += v;
-        }
-        for (&a, &x) in at.iter().zip(xt) {
-            sum += bf16(a) * x;
-        }
-        h.push(sum * p.scale);
-    }
-    let (yc, yt) = row.2.as_chunks_mut::<8>();
-    for (&hj, btj) in h.iter().zip(p.bt.chunks_exact(out)) {
-        let (bc, bt) = btj.as_chunks::<8>();
-        for (y, b) in yc.iter_mut().zip(bc) {
-            *y = fma8(simd, [hj; 8], widen8(b), *y);
-        }
-        for (y, &b) in yt.iter_mut().zip(bt) {
-            *y += hj * bf16(b);
         }
     }
 }

@@ -58,7 +58,7 @@ impl LayerKv {
     }
 
     /// The host form (converting tensors).
-    fn host_mut(&mut self) -> Result<(&mut Vec<f32>, &mut Vec<f32>)> {
+    pub(crate) fn host_mut(&mut self) -> Result<(&mut Vec<f32>, &mut Vec<f32>)> {
         if let LayerKv::Tensors(k, v) = self {
             let h = |x: &Tensor| -> Result<Vec<f32>> {
                 Ok(x.squeeze(0)?
@@ -155,6 +155,8 @@ pub(crate) struct HostSeq<'c> {
 /// `k` and `v` are `[n, kv_heads·hd]` (projected, before rotary); sequence `s` owns the next
 /// `seqs[s].rows` rows at positions `cache.len ..`. Appends each sequence's new keys (rotary
 /// applied) and values to layer `h.layer` of its cache and returns `[n, heads·hd]`.
+/// Sequences are independent: a large batch runs them on the rayon pool, each with the same
+/// arithmetic as alone, so a row's result does not depend on the split.
 pub(crate) fn attend_host(
     h: Heads,
     rope: &Rotary,
@@ -180,61 +182,103 @@ pub(crate) fn attend_host(
             h.heads
         )));
     }
+    let mut out = vec![0f32; n * qw];
+    // each sequence's rows of q, k, v and the output, and its cache: independent work
+    let mut jobs: Vec<SeqJob<'_, '_>> = Vec::with_capacity(seqs.len());
+    let (mut rest, mut start, mut macs) = (&mut out[..], 0, 0usize);
+    for seq in seqs.iter_mut() {
+        let rows = start..start + seq.rows;
+        let (mine, tail) = std::mem::take(&mut rest).split_at_mut(seq.rows * qw);
+        rest = tail;
+        macs += seq.rows * (seq.cache.len + seq.rows) * qw;
+        jobs.push(SeqJob {
+            q: &q[rows.start * qw..rows.end * qw],
+            k: &k[rows.start * kw..rows.end * kw],
+            v: &v[rows.start * kw..rows.end * kw],
+            seq,
+            out: mine,
+        });
+        start = rows.end;
+    }
+    if jobs.len() < 2 || macs < PARALLEL_MIN_MACS || rayon::current_num_threads() < 2 {
+        for job in jobs {
+            attend_seq(h, rope, job)?;
+        }
+    } else {
+        use rayon::prelude::*;
+        jobs.into_par_iter()
+            .try_for_each(|job| attend_seq(h, rope, job))?;
+    }
+    Ok(out)
+}
+
+/// Multiply-adds (q·k plus p·v) below which attention stays on the calling thread: a rayon
+/// fork/join costs a few microseconds.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// One sequence's part of [`attend_host`].
+struct SeqJob<'a, 'c> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    seq: &'a mut HostSeq<'c>,
+    out: &'a mut [f32],
+}
+
+/// Appends one sequence's new keys (rotated) and values to its cache and attends its rows.
+/// The same arithmetic in the same order whichever thread runs it.
+fn attend_seq(h: Heads, rope: &Rotary, job: SeqJob<'_, '_>) -> Result<()> {
+    let SeqJob { q, k, v, seq, out } = job;
+    let (hd, kvh) = (h.head_dim, h.kv_heads);
+    let (qw, kw) = (h.heads * hd, kvh * hd);
     let n_rep = h.heads / kvh;
     let scale = (1.0 / (hd as f64).sqrt()) as f32;
     let w = h.window.unwrap_or(usize::MAX);
-    let mut out = vec![0f32; n * qw];
     let mut qh = vec![0f32; hd];
     let mut scores: Vec<f32> = Vec::new();
-    let mut start = 0;
-    for seq in seqs.iter_mut() {
-        let off = seq.cache.len;
-        let rows = start..start + seq.rows;
-        rope.check(off, seq.rows)?;
-        let (kc, vc) = seq.cache.layers[h.layer].host_mut()?;
-        if kc.len() != off * kw || vc.len() != off * kw {
-            return Err(Error::InvalidArgument(format!(
-                "kv cache of layer {} holds {} tokens, expected {off}",
-                h.layer,
-                kc.len() / kw
-            )));
-        }
-        // append the new keys (rotated) and values
-        kc.extend_from_slice(&k[rows.start * kw..rows.end * kw]);
-        vc.extend_from_slice(&v[rows.start * kw..rows.end * kw]);
-        for i in 0..seq.rows {
-            let row = &mut kc[(off + i) * kw..(off + i + 1) * kw];
-            for head in row.chunks_exact_mut(hd) {
-                rope.rotate_host(head, off + i);
-            }
-        }
-        let (kc, vc) = (&kc[..], &vc[..]);
-        for (i, r) in rows.clone().enumerate() {
-            let pos = off + i;
-            let lo = (pos + 1).saturating_sub(w);
-            for hh in 0..h.heads {
-                let g = hh / n_rep;
-                qh.copy_from_slice(&q[r * qw + hh * hd..r * qw + (hh + 1) * hd]);
-                rope.rotate_host(&mut qh, pos);
-                scores.clear();
-                scores.extend(
-                    (lo..=pos)
-                        .map(|j| dot(&qh, &kc[j * kw + g * hd..j * kw + (g + 1) * hd]) * scale),
-                );
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut out[r * qw + hh * hd..r * qw + (hh + 1) * hd];
-                for (j, s) in (lo..=pos).zip(&scores) {
-                    let vj = &vc[j * kw + g * hd..j * kw + (g + 1) * hd];
-                    axpy(s / sum, vj, o);
-                }
-            }
-        }
-        start = rows.end;
+    let off = seq.cache.len;
+    rope.check(off, seq.rows)?;
+    let (kc, vc) = seq.cache.layers[h.layer].host_mut()?;
+    if kc.len() != off * kw || vc.len() != off * kw {
+        return Err(Error::InvalidArgument(format!(
+            "kv cache of layer {} holds {} tokens, expected {off}",
+            h.layer,
+            kc.len() / kw
+        )));
     }
-    Ok(out)
+    // append the new keys (rotated) and values
+    kc.extend_from_slice(k);
+    vc.extend_from_slice(v);
+    for i in 0..seq.rows {
+        let row = &mut kc[(off + i) * kw..(off + i + 1) * kw];
+        for head in row.chunks_exact_mut(hd) {
+            rope.rotate_host(head, off + i);
+        }
+    }
+    let (kc, vc) = (&kc[..], &vc[..]);
+    for i in 0..seq.rows {
+        let pos = off + i;
+        let lo = (pos + 1).saturating_sub(w);
+        for hh in 0..h.heads {
+            let g = hh / n_rep;
+            qh.copy_from_slice(&q[i * qw + hh * hd..i * qw + (hh + 1) * hd]);
+            rope.rotate_host(&mut qh, pos);
+            scores.clear();
+            scores.extend(
+                (lo..=pos).map(|j| dot(&qh, &kc[j * kw + g * hd..j * kw + (g + 1) * hd]) * scale),
+            );
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let o = &mut out[i * qw + hh * hd..i * qw + (hh + 1) * hd];
+            for (j, s) in (lo..=pos).zip(&scores) {
+                let vj = &vc[j * kw + g * hd..j * kw + (g + 1) * hd];
+                axpy(s / sum, vj, o);
+            }
+        }
+    }
+    Ok(())
 }

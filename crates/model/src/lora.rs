@@ -62,7 +62,8 @@ impl Proj {
         }
     }
 
-    fn from_name(name: &str) -> Option<Proj> {
+    /// The projection with this Hugging Face module name (`q_proj`, ...).
+    pub fn from_name(name: &str) -> Option<Proj> {
         Proj::ALL.into_iter().find(|p| p.name() == name)
     }
 

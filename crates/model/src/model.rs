@@ -769,6 +769,81 @@ mod tests {
     }
 
     #[test]
+    fn attention_rows_do_not_depend_on_the_sequences_beside_them() -> Result<()> {
+        let cfg = Config::from_json(
+            r#"{"model_type":"llama","hidden_size":128,"intermediate_size":40,
+            "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,
+            "vocab_size":10,"max_position_embeddings":128}"#,
+        )?;
+        let rope = Rotary::new(&cfg, DType::F32, &Device::Cpu)?;
+        let h = Heads {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 32,
+            window: None,
+            layer: 0,
+        };
+        let (qw, kw) = (128, 64);
+        let mut seed = 7u64;
+        let mut noise = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
+        };
+        // 12 sequences with caches of different lengths, then one step of decode rows and
+        // prefill chunks: enough work that the batch takes the thread pool
+        let mut batched: Vec<KvCache> = (0..12).map(|_| KvCache::new(&cfg)).collect();
+        for (i, c) in batched.iter_mut().enumerate() {
+            let rows = 3 + 5 * i;
+            let (q, k, v) = (noise(rows * qw), noise(rows * kw), noise(rows * kw));
+            attend_host(h, &rope, &q, &k, &v, &mut [HostSeq { rows, cache: c }])?;
+            c.len += rows;
+        }
+        let mut alone = batched.clone();
+        let rows: Vec<usize> = (0..12).map(|i| if i % 4 == 0 { 9 } else { 1 }).collect();
+        let n: usize = rows.iter().sum();
+        let (q, k, v) = (noise(n * qw), noise(n * kw), noise(n * kw));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let together = pool.install(|| {
+            let mut host: Vec<HostSeq<'_>> = batched
+                .iter_mut()
+                .zip(&rows)
+                .map(|(cache, &rows)| HostSeq { rows, cache })
+                .collect();
+            attend_host(h, &rope, &q, &k, &v, &mut host)
+        })?;
+        let mut start = 0;
+        for (c, &r) in alone.iter_mut().zip(&rows) {
+            let one = attend_host(
+                h,
+                &rope,
+                &q[start * qw..(start + r) * qw],
+                &k[start * kw..(start + r) * kw],
+                &v[start * kw..(start + r) * kw],
+                &mut [HostSeq { rows: r, cache: c }],
+            )?;
+            assert_eq!(
+                one,
+                together[start * qw..(start + r) * qw],
+                "rows from {start}"
+            );
+            start += r;
+        }
+        for (a, b) in batched.iter_mut().zip(alone.iter_mut()) {
+            assert_eq!(a.layers[0].host_mut()?, b.layers[0].host_mut()?);
+        }
+        Ok(())
+    }
+
+    #[test]
     fn model_and_adapters_can_be_shared_across_threads() {
         fn shared<T: Send + Sync>() {}
         shared::<Model>();

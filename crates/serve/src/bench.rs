@@ -3,13 +3,19 @@
 //!
 //! Workload per scenario: `requests` requests with Poisson arrivals at `rate` per second,
 //! adapters drawn from a power law (Zipf, exponent `zipf`) over `n` distinct adapters of
-//! rank `r` (all seven projections), prompt and output lengths uniform in the given ranges.
+//! rank `r` on the `targets` projections (PEFT's Llama default `q_proj,v_proj` unless told),
+//! prompt and output lengths uniform in the given ranges.
 //! Adapters live as blobs in the disk tier; the RAM tier has `ram_budget` bytes, so cold
 //! loads happen during the run as they would in service.
 //!
 //! Baselines: the same arrivals and lengths all on one adapter; and naive serving — one
 //! request at a time, the adapter merged into the weights (`Model::merged`) and dropped
 //! afterwards — over the first `naive_requests` requests.
+//!
+//! Beside the measurements the report carries two models that make the limits visible: the
+//! bytes a decode step reads (base weights once, plus every distinct adapter in the batch), and
+//! a compute ceiling — the one-adapter workload's matmul FLOPs at the best matmul rate this
+//! machine reaches, which no batching can beat.
 
 use alloy_primitives::B256;
 use openledger_model::{
@@ -36,6 +42,8 @@ pub struct BenchOptions {
     pub adapters: Vec<usize>,
     /// Ranks.
     pub ranks: Vec<usize>,
+    /// Projections the adapters target (Hugging Face names, `q_proj` ...).
+    pub targets: Vec<String>,
     /// Requests per scenario.
     pub requests: usize,
     /// Poisson arrival rate (requests per second).
@@ -93,6 +101,12 @@ pub struct Scenario {
     pub mean_adapters_per_batch: f64,
     /// Adapter loads from disk during the run.
     pub cold_loads: u64,
+    /// Traffic model: MiB of base weights a forward pass reads (every linear layer and the
+    /// output head, f32), whatever the batch.
+    pub base_mib_per_step: f64,
+    /// Traffic model: MiB of adapter weights a forward pass reads (mean distinct adapters per
+    /// batch × one adapter's serving copy, bf16).
+    pub adapter_mib_per_step: f64,
     /// Throughput of every repeat of this scenario (`repeat` > 1); the row is the median one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub throughput_runs: Vec<f64>,
@@ -145,6 +159,72 @@ pub struct BenchReport {
     pub ratio_vs_one_adapter: Vec<(usize, f64)>,
     /// Per rank: throughput of the largest adapter count / naive throughput.
     pub ratio_vs_naive: Vec<(usize, f64)>,
+    /// Per rank: one adapter's parameters / the base model's parameters.
+    pub adapter_share_of_base: Vec<(usize, f64)>,
+    /// The best rate of a base-projection matmul on this machine (GFLOP/s, f32, best of a few
+    /// batch sizes).
+    pub matmul_gflops: f64,
+    /// The same rate by batch size: (rows, GFLOP/s).
+    pub matmul_gflops_by_rows: Vec<(usize, f64)>,
+    /// Per rank: the compute ceiling — output tokens per second if every matmul FLOP of the
+    /// one-adapter workload (prefill rows, decode rows, output head) ran at `matmul_gflops` and
+    /// nothing else took time.
+    pub ceiling_tok_s: Vec<(usize, f64)>,
+    /// Per rank: `ceiling_tok_s` / naive throughput — the most any batching could gain over
+    /// naive serving on this machine.
+    pub ceiling_vs_naive: Vec<(usize, f64)>,
+}
+
+/// Parameters of the base model's linear layers and output head (what a step reads).
+fn base_params(cfg: &openledger_model::Config) -> usize {
+    let per_layer: usize = Proj::ALL
+        .iter()
+        .map(|p| {
+            let (o, i) = p.dims(cfg);
+            o * i
+        })
+        .sum();
+    per_layer * cfg.num_hidden_layers + cfg.vocab_size * cfg.hidden_size
+}
+
+/// Parameters of one adapter of rank `r` on `targets`.
+fn adapter_params(cfg: &openledger_model::Config, r: usize, targets: &[Proj]) -> usize {
+    let per_layer: usize = targets
+        .iter()
+        .map(|p| {
+            let (o, i) = p.dims(cfg);
+            r * (o + i)
+        })
+        .sum();
+    per_layer * cfg.num_hidden_layers
+}
+
+/// The best f32 matmul rate (GFLOP/s) of the base model's projection shapes at a few batch
+/// sizes (rows), through the same candle matmul the forward pass uses: (rows, rate) each.
+fn matmul_gflops(cfg: &openledger_model::Config) -> eyre_lite::Result<Vec<(usize, f64)>> {
+    use openledger_model::Tensor;
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut rates = Vec::new();
+    for rows in [16usize, 64, 256, 1024] {
+        let mut best = 0.0f64;
+        for (o, k) in [(i, h), (h, i)] {
+            let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
+            let w = Tensor::randn(0f32, 1.0, (o, k), &Device::Cpu)?;
+            let wt = w.t()?;
+            x.matmul(&wt)?; // warm
+            let reps = (2_000_000_000 / (2 * rows * o * k)).clamp(4, 2_000);
+            for _ in 0..3 {
+                let t = Instant::now();
+                for _ in 0..reps {
+                    std::hint::black_box(x.matmul(&wt)?);
+                }
+                let s = t.elapsed().as_secs_f64();
+                best = best.max((2 * rows * o * k * reps) as f64 / s / 1e9);
+            }
+        }
+        rates.push((rows, best));
+    }
+    Ok(rates)
 }
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
@@ -155,23 +235,36 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// A random adapter of rank `r` on all seven projections, B non-zero (uniform ±0.02).
+/// A random adapter of rank `r` on `targets`, B non-zero (uniform ±0.02).
 pub fn random_adapter(
     cfg: &openledger_model::Config,
     r: usize,
+    targets: &[Proj],
     seed: u64,
 ) -> Result<LoraAdapter, openledger_model::Error> {
-    random_adapter_scaled(cfg, r, seed, 0.02)
+    random_adapter_on(cfg, r, targets, seed, 0.02)
 }
 
-/// Same with B uniform in ±`b` (a larger `b` moves the output further from the base).
+/// A random adapter of rank `r` on all seven projections, B uniform in ±`b` (a larger `b`
+/// moves the output further from the base).
 pub fn random_adapter_scaled(
     cfg: &openledger_model::Config,
     r: usize,
     seed: u64,
     b: f32,
 ) -> Result<LoraAdapter, openledger_model::Error> {
-    let lc = LoraConfig::new(r, 2.0 * r as f64, &Proj::ALL);
+    random_adapter_on(cfg, r, &Proj::ALL, seed, b)
+}
+
+/// A random adapter of rank `r` on `targets`, B uniform in ±`b`.
+pub fn random_adapter_on(
+    cfg: &openledger_model::Config,
+    r: usize,
+    targets: &[Proj],
+    seed: u64,
+    b: f32,
+) -> Result<LoraAdapter, openledger_model::Error> {
+    let lc = LoraConfig::new(r, 2.0 * r as f64, targets);
     let vm = candle_nn::VarMap::new();
     let a = LoraAdapter::trainable(lc, cfg, &vm, &Device::Cpu, DType::F32, seed)?;
     let mut t = a.named_tensors();
@@ -237,8 +330,8 @@ async fn run_batched(
     hashes: &[B256],
     cache: Arc<AdapterCache>,
     reqs: &[Req],
-    mode: &str,
-    rank: usize,
+    (mode, rank): (&str, usize),
+    traffic: Traffic,
 ) -> eyre_lite::Result<Scenario> {
     let metrics = Arc::new(Metrics::default());
     let (h, thread) = engine::spawn(EngineParts {
@@ -305,6 +398,7 @@ async fn run_batched(
     let itl_mean = itl.iter().sum::<f64>() / itl.len().max(1) as f64;
     let bs = &metrics.batch_size;
     let steps = bs.count().max(1) as f64;
+    let adapters_per_batch = hist_sum(&metrics.adapters_per_batch) / steps;
     Ok(Scenario {
         throughput_runs: Vec::new(),
         mode: mode.into(),
@@ -319,10 +413,19 @@ async fn run_batched(
         itl_mean_ms: itl_mean,
         itl_p90_ms: pct(&mut itl, 0.9),
         mean_batch: hist_sum(bs) / steps,
-        mean_adapters_per_batch: hist_sum(&metrics.adapters_per_batch) / steps,
+        mean_adapters_per_batch: adapters_per_batch,
         cold_loads: metrics_disk(&cache) - disk_before,
+        base_mib_per_step: traffic.base_mib,
+        adapter_mib_per_step: adapters_per_batch * traffic.adapter_mib,
         profile: profile_totals(),
     })
+}
+
+/// The traffic model's inputs: MiB of base weights per step, MiB of one adapter.
+#[derive(Clone, Copy)]
+struct Traffic {
+    base_mib: f64,
+    adapter_mib: f64,
 }
 
 fn hist_sum(h: &crate::metrics::Histogram) -> f64 {
@@ -345,6 +448,7 @@ fn run_naive(
     reqs: &[Req],
     rank: usize,
     distinct: usize,
+    base_mib: f64,
 ) -> eyre_lite::Result<Scenario> {
     profile_totals();
     let start = Instant::now();
@@ -383,6 +487,8 @@ fn run_naive(
         mean_batch: 1.0,
         mean_adapters_per_batch: 1.0,
         cold_loads: 0,
+        base_mib_per_step: base_mib,
+        adapter_mib_per_step: 0.0,
         profile: profile_totals(),
     })
 }
@@ -399,6 +505,37 @@ pub async fn run(
             .map_err(|e| eyre_lite::Error(e.to_string()))??,
     );
     let cfg = base.config.clone();
+    let targets = o
+        .targets
+        .iter()
+        .map(|t| {
+            Proj::from_name(t).ok_or_else(|| {
+                eyre_lite::Error(format!(
+                    "unknown target {t:?} (one of {})",
+                    Proj::ALL.map(Proj::name).join(", ")
+                ))
+            })
+        })
+        .collect::<eyre_lite::Result<Vec<Proj>>>()?;
+    if targets.is_empty() {
+        return Err(eyre_lite::Error("no target projections".into()));
+    }
+    let c2 = cfg.clone();
+    let rates = tokio::task::spawn_blocking(move || matmul_gflops(&c2))
+        .await
+        .map_err(|e| eyre_lite::Error(e.to_string()))??;
+    let gflops = rates.iter().map(|r| r.1).fold(0.0, f64::max);
+    progress(&format!(
+        "matmul rate on this machine (base projection shapes, f32), GFLOP/s by rows: {}",
+        rates
+            .iter()
+            .map(|(r, g)| format!("{r}: {g:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let n_base = base_params(&cfg);
+    let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
+    let (mut share, mut ceiling, mut ceiling_naive) = (Vec::new(), Vec::new(), Vec::new());
     let tmp = std::env::temp_dir().join(format!("openlora-bench-{:x}", rand::random::<u64>()));
     let mut scenarios = Vec::new();
     let (mut ram_per, mut ratio_one, mut ratio_naive) = (Vec::new(), Vec::new(), Vec::new());
@@ -428,6 +565,7 @@ pub async fn run(
             let a = random_adapter(
                 &cfg,
                 rank,
+                &targets,
                 o.seed.wrapping_add(i as u64 * 7919 + rank as u64),
             )?;
             let blob = a.to_blob()?;
@@ -474,7 +612,29 @@ pub async fn run(
                 cold_stages[0], cold_stages[1], cold_stages[2]
             ));
         }
+        let n_adapter = adapter_params(&cfg, rank, &targets);
+        let traffic = Traffic {
+            base_mib: mib(4 * n_base),
+            adapter_mib: mib(2 * n_adapter),
+        };
+        share.push((rank, n_adapter as f64 / n_base as f64));
         let reqs = workload(&o, max_n, cfg.vocab_size, o.seed ^ rank as u64);
+        // the compute ceiling of this workload: matmul FLOPs only, at the best measured rate
+        let (rows, outs): (usize, usize) = reqs
+            .iter()
+            .map(|r| (r.prompt.len() + r.out - 1, r.out))
+            .fold((0, 0), |(a, b), (x, y)| (a + x, b + y));
+        let head = cfg.vocab_size * cfg.hidden_size;
+        let flops = 2.0 * (rows * (n_base - head) + outs * head) as f64;
+        let ceiling_tp = outs as f64 / (flops / (gflops * 1e9));
+        progress(&format!(
+            "rank {rank}: adapter = {:.2} % of the base; a step reads {:.2} MiB of base weights \
+             and {:.3} MiB per distinct adapter; compute ceiling {ceiling_tp:.0} tok/s",
+            100.0 * n_adapter as f64 / n_base as f64,
+            traffic.base_mib,
+            traffic.adapter_mib
+        ));
+        ceiling.push((rank, ceiling_tp));
         let one: Vec<Req> = reqs
             .iter()
             .map(|r| Req {
@@ -504,8 +664,8 @@ pub async fn run(
                     &hashes[..n],
                     Arc::new(new_cache(o.ram_budget)?),
                     &reqs,
-                    mode,
-                    rank,
+                    (mode, rank),
+                    traffic,
                 )
                 .await?;
                 progress(&row(&s));
@@ -552,15 +712,18 @@ pub async fn run(
             }
         }
         let (b2, nr) = (base.clone(), naive_reqs);
-        let s = tokio::task::spawn_blocking(move || run_naive(&b2, &adapters, &nr, rank, max_n))
-            .await
-            .map_err(|e| eyre_lite::Error(e.to_string()))??;
+        let s = tokio::task::spawn_blocking(move || {
+            run_naive(&b2, &adapters, &nr, rank, max_n, traffic.base_mib)
+        })
+        .await
+        .map_err(|e| eyre_lite::Error(e.to_string()))??;
         progress(&row(&s));
         if s.profile.is_some() {
             progress(&profile_line(&s));
         }
         ratio_one.push((rank, last_tp / one_tp));
         ratio_naive.push((rank, last_tp / s.throughput));
+        ceiling_naive.push((rank, ceiling_tp / s.throughput));
         scenarios.push(s);
     }
     let _ = std::fs::remove_dir_all(&tmp);
@@ -573,13 +736,18 @@ pub async fn run(
         ram_per_adapter: ram_per,
         ratio_vs_one_adapter: ratio_one,
         ratio_vs_naive: ratio_naive,
+        adapter_share_of_base: share,
+        matmul_gflops: gflops,
+        matmul_gflops_by_rows: rates,
+        ceiling_tok_s: ceiling,
+        ceiling_vs_naive: ceiling_naive,
     })
 }
 
 /// One table row.
 pub fn row(s: &Scenario) -> String {
     format!(
-        "{:<12} {:>5} {:>3} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>6.1} {:>6.1} {:>6}",
+        "{:<12} {:>5} {:>3} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>6.1} {:>6.1} {:>6} {:>7.2}",
         s.mode,
         s.adapters,
         s.rank,
@@ -591,12 +759,13 @@ pub fn row(s: &Scenario) -> String {
         s.itl_p90_ms,
         s.mean_batch,
         s.mean_adapters_per_batch,
-        s.cold_loads
+        s.cold_loads,
+        s.adapter_mib_per_step / s.base_mib_per_step
     )
 }
 
 /// The table header matching [`row`].
-pub const HEADER: &str = "mode         adapt   r tokens     tok/s  ttft50ms  ttft90ms   itl ms  itl90ms  batch  adpt/b  loads";
+pub const HEADER: &str = "mode         adapt   r tokens     tok/s  ttft50ms  ttft90ms   itl ms  itl90ms  batch  adpt/b  loads  ad÷base";
 
 /// A tiny error type for the benchmark (the library does not use eyre).
 pub mod eyre_lite {
@@ -609,5 +778,49 @@ pub mod eyre_lite {
     macro_rules! from {
         ($($t:ty),*) => {$(impl From<$t> for Error { fn from(e: $t) -> Self { Error(e.to_string()) } })*};
     }
-    from!(openledger_model::Error, crate::ServeError, std::io::Error);
+    from!(
+        openledger_model::Error,
+        crate::ServeError,
+        std::io::Error,
+        openledger_model::candle::Error
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> openledger_model::Config {
+        openledger_model::init::InitOptions::preset(openledger_model::init::Preset::Small, 1)
+            .config()
+    }
+
+    #[test]
+    fn the_traffic_model_counts_what_an_adapter_and_the_base_hold() {
+        let cfg = small();
+        for (r, targets) in [(8, &[Proj::Q, Proj::V][..]), (16, &Proj::ALL[..])] {
+            let a = random_adapter(&cfg, r, targets, 3).expect("adapter");
+            assert_eq!(adapter_params(&cfg, r, targets), a.num_parameters());
+        }
+        // the base: every parameter but the norms' (the head is tied to the embedding)
+        let norms = (2 * cfg.num_hidden_layers + 1) * cfg.hidden_size;
+        assert_eq!(base_params(&cfg) + norms, cfg.num_parameters());
+        // PEFT's default targets keep an adapter a few percent of the base; all seven do not
+        let qv = adapter_params(&cfg, 16, &[Proj::Q, Proj::V]) as f64 / base_params(&cfg) as f64;
+        let all = adapter_params(&cfg, 16, &Proj::ALL) as f64 / base_params(&cfg) as f64;
+        assert!(qv < 0.05 && all > 0.1, "q,v {qv}, all {all}");
+    }
+
+    #[test]
+    fn the_matmul_rate_is_measured_at_every_batch_size() {
+        let rates = matmul_gflops(&small()).expect("rates");
+        assert_eq!(
+            rates.iter().map(|r| r.0).collect::<Vec<_>>(),
+            [16, 64, 256, 1024]
+        );
+        assert!(
+            rates.iter().all(|r| r.1.is_finite() && r.1 > 0.0),
+            "{rates:?}"
+        );
+    }
 }

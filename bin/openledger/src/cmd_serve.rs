@@ -255,6 +255,9 @@ pub async fn bench_serve(a: BenchServeArgs) -> eyre::Result<()> {
     {
         println!("rank {r}: most adapters / one adapter = {one:.3}; / naive = {naive:.1}x");
     }
+    for (r, p) in &report.ratio_vs_one_adapter_paired {
+        println!("rank {r}: most adapters / one adapter, median of per-repeat ratios = {p:.3}");
+    }
     for ((r, c), (_, cn)) in report.ceiling_tok_s.iter().zip(&report.ceiling_vs_naive) {
         println!(
             "rank {r}: compute ceiling {c:.0} tok/s at {:.1} GFLOP/s = {cn:.1}x naive \

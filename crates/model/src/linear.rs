@@ -508,6 +508,14 @@ impl LoraLinear {
             RowPlan::Base => Ok(y),
             RowPlan::Whole(adapter) => match adapter.pair(self.layer, self.proj) {
                 None => Ok(y),
+                // a serving adapter: the per-row kernel, as when it shares a batch (fewer ops
+                // than two matmuls, and a row's result the same alone or batched)
+                Some(pair)
+                    if pair.packed().is_some()
+                        && self.bgmv_cpu_add(x, &[Some(pair)], &vec![1; x.dim(0)?], &y)? =>
+                {
+                    Ok(y)
+                }
                 Some(pair) => {
                     // shrink to rank r, then expand
                     let d = (x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * pair.scale)?;

@@ -155,8 +155,14 @@ pub struct BenchReport {
     pub cold_load_r16_stages_p50_ms: [f64; 3],
     /// RAM per resident adapter by rank (bytes).
     pub ram_per_adapter: Vec<(usize, u64)>,
-    /// Per rank: throughput of the largest adapter count / one-adapter throughput.
+    /// Per rank: throughput of the largest adapter count / one-adapter throughput (the ratio
+    /// of their medians).
     pub ratio_vs_one_adapter: Vec<(usize, f64)>,
+    /// Per rank: the median over repeats of (largest adapter count ÷ one adapter) within each
+    /// repeat — less moved by the machine's drift than the ratio of medians.
+    pub ratio_vs_one_adapter_paired: Vec<(usize, f64)>,
+    /// Per rank: every repeat's ratio behind `ratio_vs_one_adapter_paired`.
+    pub ratio_vs_one_adapter_pairs: Vec<(usize, Vec<f64>)>,
     /// Per rank: throughput of the largest adapter count / naive throughput.
     pub ratio_vs_naive: Vec<(usize, f64)>,
     /// Per rank: one adapter's parameters / the base model's parameters.
@@ -536,6 +542,7 @@ pub async fn run(
     let n_base = base_params(&cfg);
     let mib = |bytes: usize| bytes as f64 / (1 << 20) as f64;
     let (mut share, mut ceiling, mut ceiling_naive) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ratio_paired, mut paired_runs) = (Vec::new(), Vec::new());
     let tmp = std::env::temp_dir().join(format!("openlora-bench-{:x}", rand::random::<u64>()));
     let mut scenarios = Vec::new();
     let (mut ram_per, mut ratio_one, mut ratio_naive) = (Vec::new(), Vec::new(), Vec::new());
@@ -675,6 +682,22 @@ pub async fn run(
                 runs.push(s);
             }
         }
+        // the ratio of each repeat's most-adapters run to its own one-adapter run, which ran
+        // moments before it: a slow spell of the machine falls on both of a pair
+        let mut paired: Vec<f64> = o
+            .adapters
+            .iter()
+            .position(|&n| n == max_n)
+            .map(|k| {
+                runs[0]
+                    .iter()
+                    .zip(&runs[k + 1])
+                    .map(|(one, most)| most.throughput / one.throughput)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let paired_median = pct(&mut paired, 0.5);
+        paired_runs.push((rank, paired));
         let mut medians = Vec::with_capacity(runs.len());
         for mut r in runs {
             let all: Vec<f64> = r.iter().map(|s| s.throughput).collect();
@@ -722,6 +745,7 @@ pub async fn run(
             progress(&profile_line(&s));
         }
         ratio_one.push((rank, last_tp / one_tp));
+        ratio_paired.push((rank, paired_median));
         ratio_naive.push((rank, last_tp / s.throughput));
         ceiling_naive.push((rank, ceiling_tp / s.throughput));
         scenarios.push(s);
@@ -736,6 +760,8 @@ pub async fn run(
         ram_per_adapter: ram_per,
         ratio_vs_one_adapter: ratio_one,
         ratio_vs_naive: ratio_naive,
+        ratio_vs_one_adapter_paired: ratio_paired,
+        ratio_vs_one_adapter_pairs: paired_runs,
         adapter_share_of_base: share,
         matmul_gflops: gflops,
         matmul_gflops_by_rows: rates,

@@ -143,10 +143,26 @@ def test_two_adapters_stream_at_once(client, server):
         return text, last, n
 
     jobs = [("demo-1", True), ("demo-2", True), ("demo-1", False), ("demo-2", False)]
-    with ThreadPoolExecutor(4) as ex:
-        results = list(ex.map(lambda j: stream(*j), jobs))
+    # the four start together, but on a fast machine the tiny model can finish one before the
+    # next request reaches the server; a few rounds make a shared pass all but certain
+    for _ in range(10):
+        with ThreadPoolExecutor(4) as ex:
+            results = list(ex.map(lambda j: stream(*j), jobs))
+        check_streams(client, jobs, results)
+        after = metric(server["url"], "openlora_adapters_per_batch_count") - metric(
+            server["url"], 'openlora_adapters_per_batch_bucket{le="1"}')
+        if after > before:
+            break
+    assert after > before, "forward passes carried both adapters at once"
+
+
+def check_streams(client, jobs, results):
+    # tokens whose text is empty (a partial character, a special token) send no chunk, so a
+    # tiny model's answer may be all in the final one; every text came before it, and at
+    # least one stream came token by token
+    assert max(n for _, _, n in results) >= 3, "streamed in chunks"
     for (model, chat), (text, last, n) in zip(jobs, results):
-        assert n >= 2, f"{model} streamed in chunks"
+        assert n >= 2 or not text, f"{model}: its text came before the final chunk"
         assert last.choices[0].finish_reason == "length"
         assert last.to_dict().get("usage", {}).get("completion_tokens") == 24
         assert "attribution" in last.to_dict()
@@ -159,9 +175,6 @@ def test_two_adapters_stream_at_once(client, server):
             ref = client.completions.create(model=model, prompt="stars", max_tokens=24, temperature=0,
                                             extra_body={"ignore_eos": True})
             assert text == ref.choices[0].text
-    after = metric(server["url"], "openlora_adapters_per_batch_count") - metric(
-        server["url"], 'openlora_adapters_per_batch_bucket{le="1"}')
-    assert after > before, "forward passes carried both adapters at once"
 
 
 def error_of(exc):

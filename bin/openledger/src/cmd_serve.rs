@@ -155,7 +155,7 @@ pub struct BenchServeArgs {
     ranks: Vec<usize>,
     /// Projections the adapters target: Hugging Face names (`q_proj,k_proj,...`) or `all` for
     /// all seven. The default is PEFT's for Llama, which keeps adapters a small share of the
-    /// base as in S-LoRA's setting; `all` makes each adapter about 15 % of the `small` base.
+    /// base as in S-LoRA's setting; `all` makes each rank-16 adapter 15–18 % of the `small` base.
     #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj")]
     targets: Vec<String>,
     /// Requests per scenario.

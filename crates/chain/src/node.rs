@@ -180,12 +180,17 @@ fn commit_genesis(store: &Store, spec: &ChainSpec) -> Result<BlockData, StoreErr
 
 /// Executes `candidates` on top of `store`'s head and commits the block: the one code path
 /// used both to seal new blocks and to replay stored ones.
+///
+/// With `head`, the commit and the move of `head` to the new block happen under `head`'s
+/// write lock. Whoever reads the block from the store (a receipt, a log) and then asks for
+/// the head therefore never gets an older block number than the one they just read.
 fn build_and_commit(
     store: &Store,
     spec: &ChainSpec,
     parent: &Head,
     params: &BlockParams,
     candidates: Vec<(TxEnvelope, Address)>,
+    head: Option<&RwLock<Head>>,
 ) -> Result<(BlockData, exec::ExecutedBlock), ChainError> {
     let reader = store.reader()?;
     let mut executed = exec::execute_block(
@@ -229,6 +234,7 @@ fn build_and_commit(
         ..Default::default()
     };
     let changes = std::mem::take(&mut executed.changes);
+    let mut head_guard = head.map(|h| h.write());
     let block = store.commit_block(&changes, None, move |state_root| {
         let mut header = header;
         header.state_root = state_root;
@@ -241,6 +247,13 @@ fn build_and_commit(
             receipts,
         })
     })?;
+    if let Some(g) = head_guard.as_mut() {
+        **g = Head {
+            header: block.header.clone(),
+            hash: block.hash,
+        };
+    }
+    drop(head_guard);
     Ok((block, executed))
 }
 
@@ -442,8 +455,14 @@ impl Node {
             base_fee,
             prevrandao: keccak256(&seed),
         };
-        let (block, executed) =
-            build_and_commit(&self.store, &self.spec, &parent, &params, candidates)?;
+        let (block, executed) = build_and_commit(
+            &self.store,
+            &self.spec,
+            &parent,
+            &params,
+            candidates,
+            Some(&self.head),
+        )?;
         // Update the pool: included and rejected transactions leave, nonces move on.
         {
             let reader = self.store.reader()?;
@@ -467,10 +486,6 @@ impl Node {
             tx_hashes: block.txs.iter().map(|t| *t.tx_hash()).collect(),
             logs: block_logs(&block),
         });
-        *self.head.write() = Head {
-            header: block.header.clone(),
-            hash: block.hash,
-        };
         info!(target: "chain::seal", number, txs = block.txs.len(), gas = block.header.gas_used, hash = %block.hash, "sealed block");
         let _ = self.blocks.send(event.clone());
         Ok(event)
@@ -670,7 +685,7 @@ pub fn replay_and_verify(
             base_fee: stored.base_fee_per_gas.unwrap_or_default(),
             prevrandao: stored.mix_hash,
         };
-        let (block, executed) = build_and_commit(&target, spec, &parent, &params, body)?;
+        let (block, executed) = build_and_commit(&target, spec, &parent, &params, body, None)?;
         if block.txs.len() != count || !executed.rejected.is_empty() {
             return Err(ChainError::Execution(format!(
                 "block {n}: {} of {count} transactions re-executed",
@@ -742,4 +757,49 @@ fn apply_overrides(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::DevPreset;
+    use std::sync::atomic::AtomicBool;
+
+    /// A receipt or log is read from the store; a client that reads one and then asks for the
+    /// block number must get at least that block (the datanet indexer relies on it).
+    #[test]
+    fn the_head_is_never_behind_what_the_store_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spec, accounts) = DevPreset::default().build().unwrap();
+        let node = Node::open(NodeConfig {
+            datadir: dir.path().into(),
+            spec,
+            seal: SealMode::OnDemand,
+            fee_recipient: Address::ZERO,
+            pool: PoolConfig::default(),
+            dev_accounts: accounts,
+            dev_methods: true,
+        })
+        .unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let sealer = {
+            let (node, done) = (node.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..300 {
+                    node.seal().unwrap();
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut checks = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            let stored = node.reader().unwrap().head().unwrap().unwrap_or_default();
+            let head = node.head().header.number;
+            assert!(head >= stored, "head {head} behind stored block {stored}");
+            checks += 1;
+        }
+        sealer.join().unwrap();
+        assert_eq!(node.head().header.number, 300);
+        assert!(checks > 0);
+    }
 }

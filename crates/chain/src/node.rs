@@ -768,9 +768,9 @@ mod tests {
     /// A receipt or log is read from the store; a client that reads one and then asks for the
     /// block number must get at least that block (the datanet indexer relies on it).
     #[test]
-    fn the_head_is_never_behind_what_the_store_shows() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spec, accounts) = DevPreset::default().build().unwrap();
+    fn the_head_is_never_behind_what_the_store_shows() -> Result<(), ChainError> {
+        let dir = tempfile::tempdir().map_err(|e| ChainError::Execution(e.to_string()))?;
+        let (spec, accounts) = DevPreset::default().build()?;
         let node = Node::open(NodeConfig {
             datadir: dir.path().into(),
             spec,
@@ -779,27 +779,28 @@ mod tests {
             pool: PoolConfig::default(),
             dev_accounts: accounts,
             dev_methods: true,
-        })
-        .unwrap();
+        })?;
         let done = Arc::new(AtomicBool::new(false));
         let sealer = {
             let (node, done) = (node.clone(), done.clone());
-            std::thread::spawn(move || {
-                for _ in 0..300 {
-                    node.seal().unwrap();
-                }
+            std::thread::spawn(move || -> Result<(), ChainError> {
+                let r = (0..300).try_for_each(|_| node.seal().map(drop));
                 done.store(true, Ordering::SeqCst);
+                r
             })
         };
         let mut checks = 0u64;
         while !done.load(Ordering::SeqCst) {
-            let stored = node.reader().unwrap().head().unwrap().unwrap_or_default();
+            let stored = node.reader()?.head()?.unwrap_or_default();
             let head = node.head().header.number;
             assert!(head >= stored, "head {head} behind stored block {stored}");
             checks += 1;
         }
-        sealer.join().unwrap();
+        sealer
+            .join()
+            .map_err(|_| ChainError::Execution("the sealer panicked".into()))??;
         assert_eq!(node.head().header.number, 300);
         assert!(checks > 0);
+        Ok(())
     }
 }

@@ -33,6 +33,11 @@ step "building"
 cargo build --workspace --all-targets
 
 step "cargo test (workspace)"
+# candle asks the OS for the core count on every kernel call unless these are set; the
+# openledger binary sets them itself (bin/openledger/src/threads.rs), test binaries do not.
+# Training tests run about 1.5x faster with them (train's tests: 55 s -> 38 s).
+export RAYON_NUM_THREADS="${RAYON_NUM_THREADS:-$(nproc)}"
+export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 cargo test --workspace -- --test-threads=2
 
 step "third-party clients against a live devnet"

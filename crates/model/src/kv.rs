@@ -226,8 +226,34 @@ struct SeqJob<'a, 'c> {
 }
 
 /// Appends one sequence's new keys (rotated) and values to its cache and attends its rows.
-/// The same arithmetic in the same order whichever thread runs it.
+/// The same arithmetic in the same order whichever thread runs it, compiled for the widest
+/// SIMD the CPU has (picked at run time by [`pulp`]; AVX2 on x86-64 where present, while the
+/// build targets SSE2). The dot products and sums keep their order and Rust does not contract
+/// a multiply and an add into a fused multiply-add, so both do the same operations.
 fn attend_seq(h: Heads, rope: &Rotary, job: SeqJob<'_, '_>) -> Result<()> {
+    pulp::Arch::new().dispatch(AttendSeq { h, rope, job })
+}
+
+/// The arguments of [`attend_seq`].
+struct AttendSeq<'r, 'a, 'c> {
+    h: Heads,
+    rope: &'r Rotary,
+    job: SeqJob<'a, 'c>,
+}
+
+impl pulp::WithSimd for AttendSeq<'_, '_, '_> {
+    type Output = Result<()>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) -> Result<()> {
+        attend_seq_body(self.h, self.rope, self.job)
+    }
+}
+
+/// The body of [`attend_seq`], inlined into its dispatched function: plain loops and no
+/// closures (a closure would not inherit the dispatched function's target features).
+#[inline(always)]
+fn attend_seq_body(h: Heads, rope: &Rotary, job: SeqJob<'_, '_>) -> Result<()> {
     let SeqJob { q, k, v, seq, out } = job;
     let (hd, kvh) = (h.head_dim, h.kv_heads);
     let (qw, kw) = (h.heads * hd, kvh * hd);
@@ -264,10 +290,13 @@ fn attend_seq(h: Heads, rope: &Rotary, job: SeqJob<'_, '_>) -> Result<()> {
             qh.copy_from_slice(&q[i * qw + hh * hd..i * qw + (hh + 1) * hd]);
             rope.rotate_host(&mut qh, pos);
             scores.clear();
-            scores.extend(
-                (lo..=pos).map(|j| dot(&qh, &kc[j * kw + g * hd..j * kw + (g + 1) * hd]) * scale),
-            );
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for j in lo..=pos {
+                scores.push(dot(&qh, &kc[j * kw + g * hd..j * kw + (g + 1) * hd]) * scale);
+            }
+            let mut max = f32::NEG_INFINITY;
+            for &s in scores.iter() {
+                max = max.max(s);
+            }
             let mut sum = 0f32;
             for s in scores.iter_mut() {
                 *s = (*s - max).exp();

@@ -147,7 +147,7 @@ impl<'a> CpuView<'a> {
 }
 
 /// Σ a[i]·b[i], eight lanes at a time (vectorizes without fast-math).
-#[inline]
+#[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -166,7 +166,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// y += alpha·x.
-#[inline]
+#[inline(always)]
 pub(crate) fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     for (yv, xv) in y.iter_mut().zip(x) {
         *yv += alpha * xv;

@@ -53,6 +53,28 @@ def rope(x, positions, inv, factor):
     return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
 
 
+def load_weights(path):
+    # safetensors, with bf16 tensors (numpy has no bf16) widened exactly to float32
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    kinds = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = h["data_offsets"]
+        raw = data[a:b]
+        if h["dtype"] == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            t = bits.view(np.float32)
+        else:
+            t = np.frombuffer(raw, dtype=kinds[h["dtype"]])
+        out[name] = t.reshape(h["shape"])
+    return out
+
+
 def silu(x):
     return x / (1.0 + np.exp(-x))
 
@@ -82,7 +104,7 @@ def load_adapter(adir):
 
 def logits(model_dir, ids, adapter_dir=None):
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(model_dir, "model.safetensors")).items()}
+    w = {k: v.astype(np.float64) for k, v in load_weights(os.path.join(model_dir, "model.safetensors")).items()}
     lora = load_adapter(adapter_dir)
     mt = cfg["model_type"]
     H = cfg["num_attention_heads"]

@@ -318,30 +318,32 @@ pub struct LoraPair {
     packed: Option<Arc<Packed>>,
 }
 
-/// One pair's serving copy: A `[r, in]` and Bᵀ `[r, out]` as bf16 bits, row-major. Half the
+/// One pair's serving layout: A `[r, in]` and Bᵀ `[r, out]`, bf16, contiguous. Half the
 /// bytes of f32, which is what the per-row kernel is bound by when a batch holds many
-/// adapters; Bᵀ makes the expand r contiguous rows of `out`.
+/// adapters; Bᵀ makes the expand r contiguous rows of `out`. The pair's `a` and `b` are these
+/// same tensors (`b` a transposed view of `bt`), so the adapter is held once.
 #[derive(Debug)]
 pub(crate) struct Packed {
-    pub(crate) a: Vec<u16>,
-    pub(crate) bt: Vec<u16>,
+    pub(crate) a: Tensor,
+    pub(crate) bt: Tensor,
 }
 
 impl Packed {
     fn bytes(&self) -> usize {
-        (self.a.len() + self.bt.len()) * 2
+        (self.a.elem_count() + self.bt.elem_count()) * 2
     }
 }
 
 impl LoraPair {
-    /// The serving copy, once [`LoraAdapter::prepare_serving`] made it.
+    /// The serving layout, once [`LoraAdapter::prepare_serving`] made it.
     pub(crate) fn packed(&self) -> Option<&Packed> {
         self.packed.as_deref()
     }
 
-    /// Rounds A and B to bf16 and keeps the packed copy; the f32 tensors take the rounded
-    /// values, so every path (per-row kernel, plain matmuls, merged weights) computes with the
-    /// same numbers. Training variables and tensors off the CPU are left alone.
+    /// Rounds A and B to bf16 and lays them out for the per-row kernel; `a` and `b` become
+    /// those bf16 tensors, so every path (per-row kernel, plain matmuls, merged weights)
+    /// computes with the same numbers. Training variables and tensors off the CPU are left
+    /// alone.
     fn prepare(&mut self) -> Result<()> {
         if self.packed.is_some()
             || !self.b.device().is_cpu()
@@ -350,22 +352,11 @@ impl LoraPair {
         {
             return Ok(());
         }
-        let bits = |t: &Tensor| -> Result<Vec<u16>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<half::bf16>()?
-                .into_iter()
-                .map(half::bf16::to_bits)
-                .collect())
-        };
-        let a16 = self.a.to_dtype(DType::BF16)?;
-        let b16 = self.b.to_dtype(DType::BF16)?;
-        let packed = Packed {
-            a: bits(&a16)?,
-            bt: bits(&b16.t()?.contiguous()?)?,
-        };
-        self.a = a16.to_dtype(self.a.dtype())?;
-        self.b = b16.to_dtype(self.b.dtype())?;
-        self.packed = Some(Arc::new(packed));
+        let a = self.a.to_dtype(DType::BF16)?.contiguous()?;
+        let bt = self.b.to_dtype(DType::BF16)?.t()?.contiguous()?;
+        self.a = a.clone();
+        self.b = bt.t()?;
+        self.packed = Some(Arc::new(Packed { a, bt }));
         Ok(())
     }
 }
@@ -433,12 +424,12 @@ impl LoraAdapter {
         Ok(())
     }
 
-    /// Bytes held in memory: A and B, plus the serving copy once made.
+    /// Bytes held in memory: A and B (once prepared for serving, their bf16 layout only).
     pub fn resident_bytes(&self) -> usize {
         self.pairs()
-            .map(|(_, _, p)| {
-                (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes()
-                    + p.packed().map_or(0, Packed::bytes)
+            .map(|(_, _, p)| match p.packed() {
+                Some(k) => k.bytes(),
+                None => (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes(),
             })
             .sum()
     }
@@ -667,10 +658,14 @@ mod tests {
         let once = a.named_tensors();
         a.prepare_serving()?; // idempotent
         let mut changed = 0;
+        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
         for (name, t) in &once {
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            let orig = before[name].flatten_all()?.to_vec1::<f32>()?;
-            let again = a.named_tensors()[name].flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(t.dtype(), DType::BF16, "{name}");
+            let v = f32s(t)?;
+            let orig = f32s(&before[name])?;
+            let again = f32s(&a.named_tensors()[name])?;
             assert_eq!(v, again, "{name}: a second prepare changes nothing");
             for (x, o) in v.iter().zip(&orig) {
                 assert_eq!(x.to_bits() & 0xffff, 0, "{name}: {x} is not a bf16 value");
@@ -684,16 +679,12 @@ mod tests {
         assert!(changed > 0, "random f32 weights must round somewhere");
         for (_, _, p) in a.pairs() {
             let k = p.packed().expect("packed");
-            let bits = |t: &Tensor| -> Result<Vec<u16>> {
-                Ok(t.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .iter()
-                    .map(|x| (x.to_bits() >> 16) as u16)
-                    .collect())
-            };
-            assert_eq!(k.a, bits(&p.a)?);
-            assert_eq!(k.bt, bits(&p.b.t()?.contiguous()?)?);
+            assert_eq!(f32s(&k.a)?, f32s(&p.a)?);
+            assert_eq!(f32s(&k.bt)?, f32s(&p.b.t()?)?);
+            assert!(k.a.is_contiguous() && k.bt.is_contiguous());
         }
+        // held once: two bytes per parameter (the pair's tensors are the serving layout)
+        assert_eq!(a.resident_bytes(), 2 * a.num_parameters());
         Ok(())
     }
 }

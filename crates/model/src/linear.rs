@@ -122,6 +122,106 @@ pub(crate) enum RowPlan {
     },
 }
 
+impl RowPlan {
+    /// The plan for a subset of the rows (`rows[i]` = the row the i-th new row was).
+    pub(crate) fn select(&self, rows: &[u32], device: &Device) -> Result<RowPlan> {
+        Ok(match self {
+            RowPlan::Base => RowPlan::Base,
+            RowPlan::Whole(a) => RowPlan::Whole(a.clone()),
+            RowPlan::Rows {
+                adapters, row_slot, ..
+            } => {
+                let picked: Vec<u32> = rows
+                    .iter()
+                    .map(|&r| row_slot.get(r as usize).copied().unwrap_or(0))
+                    .collect();
+                RowPlan::Rows {
+                    adapters: adapters.clone(),
+                    slots: Tensor::from_vec(picked.clone(), picked.len(), device)?,
+                    row_slot: picked,
+                }
+            }
+        })
+    }
+
+    /// Adds the LoRA of a model-level module (the output head) to `y` = base output for `x`:
+    /// `pair_of` picks each adapter's pair; `dims` = (in, out).
+    pub(crate) fn add_module(
+        &self,
+        x: &Tensor,
+        y: Tensor,
+        pair_of: impl Fn(&LoraAdapter) -> Option<&LoraPair>,
+        dims: (usize, usize),
+    ) -> Result<Tensor> {
+        match self {
+            RowPlan::Base => Ok(y),
+            RowPlan::Whole(adapter) => match pair_of(adapter) {
+                None => Ok(y),
+                Some(pair) => {
+                    let dt = x.dtype();
+                    let (a, b) = (pair.a.to_dtype(dt)?, pair.b.to_dtype(dt)?);
+                    Ok((y + (x.matmul(&a.t()?)?.matmul(&b.t()?)? * pair.scale)?)?)
+                }
+            },
+            RowPlan::Rows {
+                adapters,
+                row_slot,
+                slots,
+            } => {
+                let pairs: Vec<Option<&LoraPair>> = adapters.iter().map(|a| pair_of(a)).collect();
+                if pairs.iter().all(Option::is_none) {
+                    return Ok(y);
+                }
+                let y = y.contiguous()?;
+                if rows_cpu_add(x, &pairs, row_slot, &y, dims)? {
+                    return Ok(y);
+                }
+                Ok((y + rows_gathered(x, &pairs, slots, dims)?)?)
+            }
+        }
+    }
+
+    /// The embedding LoRA of every row: `s·B·A[:, token]` per row whose adapter has one
+    /// (`[rows, hidden]`), `None` when no row's does. Differentiable for a whole-batch adapter.
+    pub(crate) fn embed_delta(&self, ids: &Tensor, hidden: usize) -> Result<Option<Tensor>> {
+        let delta = |pair: &LoraPair, ids: &Tensor| -> Result<Tensor> {
+            let a = pair.a.index_select(ids, 1)?.t()?; // [n, r]
+            let dt = a.dtype();
+            Ok((a.matmul(&pair.b.to_dtype(dt)?.t()?)? * pair.scale)?)
+        };
+        match self {
+            RowPlan::Base => Ok(None),
+            RowPlan::Whole(adapter) => adapter.embed_pair().map(|p| delta(p, ids)).transpose(),
+            RowPlan::Rows {
+                adapters, row_slot, ..
+            } => {
+                if adapters.iter().all(|a| a.embed_pair().is_none()) {
+                    return Ok(None);
+                }
+                let dev = ids.device();
+                let all = ids.to_vec1::<u32>()?;
+                let mut out = Tensor::zeros((all.len(), hidden), DType::F32, dev)?;
+                for (k, adapter) in adapters.iter().enumerate() {
+                    let Some(pair) = adapter.embed_pair() else {
+                        continue;
+                    };
+                    let rows: Vec<u32> = (0..all.len() as u32)
+                        .filter(|&r| row_slot[r as usize] == k as u32 + 1)
+                        .collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let toks: Vec<u32> = rows.iter().map(|&r| all[r as usize]).collect();
+                    let n = rows.len();
+                    let d = delta(pair, &Tensor::from_vec(toks, n, dev)?)?.to_dtype(DType::F32)?;
+                    out = out.index_add(&Tensor::from_vec(rows, n, dev)?, &d, 0)?;
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+}
+
 /// Read access to the f32 data of a contiguous CPU tensor.
 pub(crate) struct CpuView<'a> {
     guard: candle_core::StorageRef<'a>,
@@ -649,13 +749,7 @@ impl LoraLinear {
         }
     }
 
-    /// Per-row LoRA on the CPU in f32, one pass over the rows, added in place to `y`
-    /// `[rows, out]` (the fresh output of the base matmul): for row i with adapter k,
-    /// h = s_k·A_k·x_i (rank r_k), y_i += B_k·h. Ranks may differ between rows; rows with no
-    /// adapter (or whose adapter leaves this projection alone) are left as they are. `false`
-    /// (and `y` untouched) when the tensors are not contiguous f32 on the CPU; then
-    /// [`Self::bgmv_gathered`] runs. Not differentiable: serving only (training takes
-    /// [`RowPlan::Whole`]).
+    /// [`rows_cpu_add`] for this projection.
     fn bgmv_cpu_add(
         &self,
         x: &Tensor,
@@ -663,111 +757,17 @@ impl LoraLinear {
         row_slot: &[u32],
         y: &Tensor,
     ) -> Result<bool> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || y.dtype() != DType::F32 {
-            return Ok(false);
-        }
-        let (out, inp) = (self.out, self.inp);
-        let x = x.contiguous()?;
-        let Some(xv) = CpuView::new(&x) else {
-            return Ok(false);
-        };
-        // read guards on the data of every pair first (f32 A and B of pairs without a
-        // serving layout, bf16 A and Bᵀ of the others), then plain slices, which the kernel's
-        // threads share
-        enum Guards<'a> {
-            Plain(CpuView<'a>, CpuView<'a>),
-            Packed(Bf16View<'a>, Bf16View<'a>),
-        }
-        let mut views = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            views.push(match p {
-                None => None,
-                Some(p) => match p.packed() {
-                    Some(k) => match (Bf16View::new(&k.a), Bf16View::new(&k.bt)) {
-                        (Some(a), Some(bt)) => Some(Guards::Packed(a, bt)),
-                        _ => return Ok(false),
-                    },
-                    None => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
-                        (Some(a), Some(b)) => Some(Guards::Plain(a, b)),
-                        _ => return Ok(false),
-                    },
-                },
-            });
-        }
-        let mut host = Vec::with_capacity(pairs.len());
-        for (p, v) in pairs.iter().zip(&views) {
-            host.push(match (p, v) {
-                (Some(p), Some(Guards::Plain(a, b))) => Some(HostPair::Plain {
-                    a: a.slice(),
-                    b: b.slice(),
-                    r: p.a.dim(0)?,
-                    scale: p.scale as f32,
-                }),
-                (Some(p), Some(Guards::Packed(a, bt))) => Some(HostPair::Packed {
-                    a: a.bits(),
-                    bt: bt.bits(),
-                    scale: p.scale as f32,
-                }),
-                _ => None,
-            });
-        }
-        let xs = xv.slice();
-        let rows = row_slot.len();
-        if xs.len() != rows * inp {
-            return Err(Error::InvalidArgument(format!(
-                "{} rows of {inp} features expected, got {} values",
-                rows,
-                xs.len()
-            )));
-        }
-        if y.dims() != [rows, out] || !y.is_contiguous() {
-            return Ok(false);
-        }
-        y.inplace_op1(&AddRows {
-            xs,
-            row_slot,
-            pairs: &host,
-            dims: (inp, out),
-        })?;
-        Ok(true)
+        rows_cpu_add(x, pairs, row_slot, y, (self.inp, self.out))
     }
 
-    /// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
-    /// the largest rank (padded rows of A and columns of B add nothing), stacked once with a
-    /// zero slot for rows without an adapter, gathered per row, two batched matmuls.
+    /// [`rows_gathered`] for this projection.
     fn bgmv_gathered(
         &self,
         x: &Tensor,
         pairs: &[Option<&LoraPair>],
         slots: &Tensor,
     ) -> Result<Tensor> {
-        let (dt, dev) = (x.dtype(), x.device());
-        let (out, inp) = (self.out, self.inp);
-        let mut rank = 0;
-        for p in pairs.iter().flatten() {
-            rank = rank.max(p.a.dim(0)?);
-        }
-        let mut a = vec![Tensor::zeros((rank, inp), dt, dev)?];
-        let mut b = vec![Tensor::zeros((out, rank), dt, dev)?];
-        for p in pairs {
-            match p {
-                None => {
-                    a.push(a[0].clone());
-                    b.push(b[0].clone());
-                }
-                Some(p) => {
-                    let pad = rank - p.a.dim(0)?;
-                    a.push(p.a.to_dtype(dt)?.pad_with_zeros(0, 0, pad)?);
-                    b.push((p.b.to_dtype(dt)? * p.scale)?.pad_with_zeros(1, 0, pad)?);
-                }
-            }
-        }
-        let a = Tensor::stack(&a, 0)?.index_select(slots, 0)?; // [rows, r, in]
-        let b = Tensor::stack(&b, 0)?.index_select(slots, 0)?; // [rows, out, r]
-        Ok(x.unsqueeze(1)?
-            .matmul(&a.transpose(1, 2)?)?
-            .matmul(&b.transpose(1, 2)?)?
-            .squeeze(1)?)
+        rows_gathered(x, pairs, slots, (self.inp, self.out))
     }
 
     /// W + s·B·A (computed in f32; a dense weight is stored again in its format).
@@ -810,6 +810,124 @@ impl LoraLinear {
             }
         }
     }
+}
+
+/// Per-row LoRA on the CPU in f32, one pass over the rows, added in place to `y`
+/// `[rows, out]` (the fresh output of the base matmul): for row i with adapter k,
+/// h = s_k·A_k·x_i (rank r_k), y_i += B_k·h. Ranks may differ between rows; rows with no
+/// adapter (or whose adapter leaves this module alone) are left as they are. `false` (and `y`
+/// untouched) when the tensors are not contiguous f32 on the CPU; then [`rows_gathered`]
+/// runs. Not differentiable: serving only (training takes [`RowPlan::Whole`]).
+pub(crate) fn rows_cpu_add(
+    x: &Tensor,
+    pairs: &[Option<&LoraPair>],
+    row_slot: &[u32],
+    y: &Tensor,
+    (inp, out): (usize, usize),
+) -> Result<bool> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || y.dtype() != DType::F32 {
+        return Ok(false);
+    }
+    let x = x.contiguous()?;
+    let Some(xv) = CpuView::new(&x) else {
+        return Ok(false);
+    };
+    // read guards on the data of every pair first (f32 A and B of pairs without a
+    // serving layout, bf16 A and Bᵀ of the others), then plain slices, which the kernel's
+    // threads share
+    enum Guards<'a> {
+        Plain(CpuView<'a>, CpuView<'a>),
+        Packed(Bf16View<'a>, Bf16View<'a>),
+    }
+    let mut views = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        views.push(match p {
+            None => None,
+            Some(p) => match p.packed() {
+                Some(k) => match (Bf16View::new(&k.a), Bf16View::new(&k.bt)) {
+                    (Some(a), Some(bt)) => Some(Guards::Packed(a, bt)),
+                    _ => return Ok(false),
+                },
+                None => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
+                    (Some(a), Some(b)) => Some(Guards::Plain(a, b)),
+                    _ => return Ok(false),
+                },
+            },
+        });
+    }
+    let mut host = Vec::with_capacity(pairs.len());
+    for (p, v) in pairs.iter().zip(&views) {
+        host.push(match (p, v) {
+            (Some(p), Some(Guards::Plain(a, b))) => Some(HostPair::Plain {
+                a: a.slice(),
+                b: b.slice(),
+                r: p.a.dim(0)?,
+                scale: p.scale as f32,
+            }),
+            (Some(p), Some(Guards::Packed(a, bt))) => Some(HostPair::Packed {
+                a: a.bits(),
+                bt: bt.bits(),
+                scale: p.scale as f32,
+            }),
+            _ => None,
+        });
+    }
+    let xs = xv.slice();
+    let rows = row_slot.len();
+    if xs.len() != rows * inp {
+        return Err(Error::InvalidArgument(format!(
+            "{} rows of {inp} features expected, got {} values",
+            rows,
+            xs.len()
+        )));
+    }
+    if y.dims() != [rows, out] || !y.is_contiguous() {
+        return Ok(false);
+    }
+    y.inplace_op1(&AddRows {
+        xs,
+        row_slot,
+        pairs: &host,
+        dims: (inp, out),
+    })?;
+    Ok(true)
+}
+
+/// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
+/// the largest rank (padded rows of A and columns of B add nothing), stacked once with a
+/// zero slot for rows without an adapter, gathered per row, two batched matmuls.
+pub(crate) fn rows_gathered(
+    x: &Tensor,
+    pairs: &[Option<&LoraPair>],
+    slots: &Tensor,
+    (inp, out): (usize, usize),
+) -> Result<Tensor> {
+    let (dt, dev) = (x.dtype(), x.device());
+    let mut rank = 0;
+    for p in pairs.iter().flatten() {
+        rank = rank.max(p.a.dim(0)?);
+    }
+    let mut a = vec![Tensor::zeros((rank, inp), dt, dev)?];
+    let mut b = vec![Tensor::zeros((out, rank), dt, dev)?];
+    for p in pairs {
+        match p {
+            None => {
+                a.push(a[0].clone());
+                b.push(b[0].clone());
+            }
+            Some(p) => {
+                let pad = rank - p.a.dim(0)?;
+                a.push(p.a.to_dtype(dt)?.pad_with_zeros(0, 0, pad)?);
+                b.push((p.b.to_dtype(dt)? * p.scale)?.pad_with_zeros(1, 0, pad)?);
+            }
+        }
+    }
+    let a = Tensor::stack(&a, 0)?.index_select(slots, 0)?; // [rows, r, in]
+    let b = Tensor::stack(&b, 0)?.index_select(slots, 0)?; // [rows, out, r]
+    Ok(x.unsqueeze(1)?
+        .matmul(&a.transpose(1, 2)?)?
+        .matmul(&b.transpose(1, 2)?)?
+        .squeeze(1)?)
 }
 
 #[cfg(test)]

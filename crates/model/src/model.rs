@@ -596,9 +596,16 @@ impl Model {
         n + t(&self.norm.weight)
     }
 
-    /// `h·headᵀ`: `h` `[rows, hidden]` → logits `[rows, vocab]`.
-    fn head(&self, h: &Tensor) -> Result<Tensor> {
+    /// `h·headᵀ` plus the head LoRA of each row's adapter: `h` `[rows, hidden]` → logits
+    /// `[rows, vocab]`.
+    fn head(&self, h: &Tensor, plan: &RowPlan) -> Result<Tensor> {
         let _t = profile::time(Phase::LmHead);
+        let y = self.head_base(h)?;
+        let dims = (self.cfg.hidden_size, self.cfg.vocab_size);
+        plan.add_module(h, y, |a| a.head_pair(), dims)
+    }
+
+    fn head_base(&self, h: &Tensor) -> Result<Tensor> {
         Ok(match &self.lm_head {
             Head::Dense(d) if h.dtype() == DType::F32 => h
                 .contiguous()?
@@ -636,9 +643,13 @@ impl Model {
     fn run(&self, ids: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
         let mut x = {
             let _t = profile::time(Phase::Embed);
-            match &self.embed {
+            let x = match &self.embed {
                 Embed::Tensor(e) => e.forward(ids)?,
                 Embed::Dense(d) => d.gather(&ids.to_vec1::<u32>()?, &self.device)?,
+            };
+            match plan.embed_delta(ids, self.cfg.hidden_size)? {
+                Some(d) => (x + d.to_dtype(self.dtype)?)?,
+                None => x,
             }
         };
         for layer in &self.layers {
@@ -658,7 +669,7 @@ impl Model {
         let plan = adapters.plan(&vec![t; b], &self.device)?;
         let flat = ids.flatten_all()?;
         let h = self.run(&flat, &mut Layout::Uniform { b, t }, &plan)?;
-        Ok(self.head(&h)?.reshape((b, t, self.cfg.vocab_size))?)
+        Ok(self.head(&h, &plan)?.reshape((b, t, self.cfg.vocab_size))?)
     }
 
     /// One step of incremental decoding for a batch of sequences: appends each sequence's new
@@ -688,14 +699,43 @@ impl Model {
             last.push(end - 1);
             seq.cache.len += r;
         }
+        let head_plan = plan.select(&last, &self.device)?;
         let last = Tensor::from_vec(last, rows.len(), &self.device)?;
-        self.head(&h.index_select(&last, 0)?)
+        self.head(&h.index_select(&last, 0)?, &head_plan)
     }
 
     /// A copy of this model with `adapter` merged into the base weights (W + s·B·A).
     pub fn merged(&self, adapter: &LoraAdapter) -> Result<Model> {
         let _t = profile::time(Phase::Merge);
         let mut m = self.clone();
+        let f32 = DType::F32;
+        // the embedding: E + s·(B·A)ᵀ = E + s·Aᵀ·Bᵀ (a tied head keeps the embedding it had,
+        // as PEFT's embedding LoRA leaves the head alone)
+        if let Some(p) = adapter.embed_pair() {
+            let delta = (p.a.to_dtype(f32)?.t()?.matmul(&p.b.to_dtype(f32)?.t()?)? * p.scale)?;
+            m.embed = match &self.embed {
+                Embed::Dense(d) => {
+                    let w = (d.to_tensor(&self.device)? + delta)?;
+                    Embed::Dense(Arc::new(Dense::from_tensor(&w, d.format())?))
+                }
+                Embed::Tensor(e) => {
+                    let w = e.embeddings();
+                    let w = (w.to_dtype(f32)? + delta)?.to_dtype(w.dtype())?;
+                    Embed::Tensor(Embedding::new(w, self.cfg.hidden_size))
+                }
+            };
+        }
+        // the head: W + s·B·A
+        if let Some(p) = adapter.head_pair() {
+            let delta = (p.b.to_dtype(f32)?.matmul(&p.a.to_dtype(f32)?)? * p.scale)?;
+            m.lm_head = match &self.lm_head {
+                Head::Dense(d) => {
+                    let w = (d.to_tensor(&self.device)? + delta)?;
+                    Head::Dense(Arc::new(Dense::from_tensor(&w, d.format())?))
+                }
+                Head::Tensor(w) => Head::Tensor((w.to_dtype(f32)? + delta)?.to_dtype(w.dtype())?),
+            };
+        }
         for layer in &mut m.layers {
             let a = &mut layer.attn;
             for lin in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {

@@ -466,7 +466,7 @@ fn bench(
         });
     }
     println!(
-        "\\nbatch 1, {} ({} parameters), medians of {repeat} interleaved repeats",
+        "\nbatch 1, {} ({} parameters), medians of {repeat} interleaved repeats",
         dir.display(),
         cfg.num_parameters()
     );
@@ -507,7 +507,7 @@ fn bench(
     // batch 1 vs 16, with adapters (the first format)
     let (_, p) = &models[0];
     let more = openledger_model::bench::throughput(&p.model, &[1, 16], 64, 32)?;
-    println!("\\n{}", openledger_model::bench::table(&more));
+    println!("\n{}", openledger_model::bench::table(&more));
     let report = serde_json::json!({
         "model_dir": dir, "parameters": cfg.num_parameters(), "repeat": repeat,
         "threads": candle_core_threads(),

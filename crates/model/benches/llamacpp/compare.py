@@ -77,8 +77,9 @@ def convert(model_dir, path, qtype):
     def add(name, t):
         t = np.ascontiguousarray(t, dtype=np.float32)
         if q8 and t.ndim == 2:
+            # the quantized bytes' shape tells the writer the tensor's shape
             g.add_tensor(name, gguf.quants.quantize(t, gguf.GGMLQuantizationType.Q8_0),
-                         raw_shape=t.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+                         raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             g.add_tensor(name, t)
 
@@ -135,6 +136,7 @@ def main(model_dir, out, types, repeat):
             os.replace(path + ".tmp", path)
         llm = Llama(model_path=path, n_ctx=256, n_batch=64, n_threads=THREADS, logits_all=True,
                     verbose=False)
+        measure(llm, prompt[:8], 2)  # warm: the GGUF is memory-mapped, pages fault in on first use
         runs = [measure(llm, prompt, 32) for _ in range(repeat)]
         if want is None:
             want = reference.logits(model_dir, np.array(prompt))

@@ -292,6 +292,8 @@
     model_not_found: "The inference service does not know this model yet; wait a few seconds after publishing and try again.",
     model_not_servable: "This model cannot be served here (another base model, or deactivated).",
     model_inactive: "This model was deactivated by its owner.",
+    adapter_not_registered: "This adapter is not published: only the account that trained it may try it. Publish it as a model to serve it to everyone.",
+    paid_model_in_mix: "A paid model cannot be mixed with other adapters: chat with it alone.",
     queue_full: "The inference service is busy; try again in a moment.",
     unavailable: "The inference service is not running on this deployment yet.",
   };
@@ -489,16 +491,19 @@
     });
   }
   // Chat with a finished job's adapter by its content hash: OpenLoRA loads it from the models
-  // store; an unregistered adapter is free and gets no attribution record.
+  // store; before it is published only its trainer may try it (a signed session), free and
+  // without an attribution record.
   async function tryAdapter(form) {
     const st = $(".status", form), log = $("[data-try-log]", form);
     const text = form.elements.prompt.value.trim();
     if (!text) { say(st, "Type a message first.", "error"); return; }
     const btn = $("button", form); btn.disabled = true;
     try {
+      say(st, "Signing the session (you trained this adapter)…", "busy");
+      const session = await chatSession(form.dataset.model);
       say(st, "Thinking…", "busy");
       const res = await fetch("/v1/chat/completions", {
-        method: "POST", headers: { "content-type": "application/json" },
+        method: "POST", headers: Object.assign({ "content-type": "application/json" }, session),
         body: JSON.stringify({ model: form.dataset.model, messages: [{ role: "user", content: text }], max_tokens: 48, temperature: 0 }),
       });
       let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }

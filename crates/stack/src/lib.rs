@@ -207,6 +207,15 @@ impl Stack {
         })
         .await
         .map_err(|e| svc_err("training jobs", &e))?;
+        // The trainer of a finished job may try its adapter before publishing it.
+        let trained = jobs.clone();
+        attribution.set_adapter_owner_lookup(Arc::new(move |hash| {
+            trained
+                .jobs()
+                .into_iter()
+                .find(|j| j.result.as_ref().is_some_and(|r| r.adapter_hash == hash))
+                .map(|j| j.owner)
+        }));
         d.slots.serve.set(server.router());
         d.slots.attribution.set(attribution.router());
         d.slots

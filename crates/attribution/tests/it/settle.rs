@@ -147,6 +147,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         adapter_hash: Some(adapter_hash),
         base_model_hash: B256::repeat_byte(0xba),
         mix: vec![],
+        unregistered: false,
     };
     let pending = |id: &str| PendingInference {
         request_id: id.into(),

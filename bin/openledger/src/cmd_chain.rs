@@ -116,6 +116,19 @@ pub struct DevnetArgs {
     /// cached `small` model).
     #[arg(long, env = "OPENLEDGER_BASE_MODEL")]
     pub base: Option<PathBuf>,
+    /// Requests per second one client (IP address) may send to the HTTP origin, sustained;
+    /// above it (and its burst) requests get 429 with Retry-After.
+    #[arg(long, env = "OPENLEDGER_HTTP_RATE", default_value_t = 200.0)]
+    pub http_rate: f64,
+    /// Requests one client may send at once above --http-rate.
+    #[arg(long, env = "OPENLEDGER_HTTP_BURST", default_value_t = 400)]
+    pub http_burst: u32,
+    /// Requests one client may have in flight on the HTTP origin.
+    #[arg(long, env = "OPENLEDGER_HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub http_max_in_flight: u32,
+    /// Seconds a request to the HTTP origin may take to answer (408 after).
+    #[arg(long, env = "OPENLEDGER_HTTP_TIMEOUT", default_value_t = 120)]
+    pub http_timeout: u64,
 }
 
 /// `openledger node`.
@@ -276,7 +289,19 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         contracts: Some(contracts),
         genesis_timestamp: None,
         staging_grace: std::time::Duration::from_secs(a.staging_grace_secs),
+        http_limits: openledger_devnet::HttpLimits {
+            requests_per_second: a.http_rate,
+            burst: a.http_burst,
+            max_in_flight: a.http_max_in_flight,
+            request_timeout: std::time::Duration::from_secs(a.http_timeout),
+        },
     };
+    if !(a.http_rate.is_finite() && a.http_rate > 0.0)
+        || a.http_burst == 0
+        || a.http_max_in_flight == 0
+    {
+        bail!("--http-rate, --http-burst and --http-max-in-flight must be above zero");
+    }
     if let Some(b) = &a.base
         && !b.join("config.json").is_file()
     {

@@ -14,8 +14,10 @@
 
 pub mod demo;
 mod http;
+pub mod limits;
 
 pub use http::{Slot, Slots};
+pub use limits::HttpLimits;
 
 use alloy_primitives::Address;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
@@ -69,6 +71,8 @@ pub struct DevnetConfig {
     pub genesis_timestamp: Option<u64>,
     /// Datanet uploads left staged longer than this by a killed process are removed at start.
     pub staging_grace: Duration,
+    /// Per-client rate, in-flight and time limits of the HTTP origin.
+    pub http_limits: HttpLimits,
 }
 
 impl Default for DevnetConfig {
@@ -87,6 +91,7 @@ impl Default for DevnetConfig {
             contracts: Some(DeployConfig::dev()),
             genesis_timestamp: None,
             staging_grace: openledger_datanet::service::STAGING_GRACE,
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -200,11 +205,12 @@ impl Devnet {
                     .await
                     .map_err(|e| DevnetError::Io(format!("cannot listen on {addr}: {e}")))?;
                 let bound = l.local_addr().map_err(|e| DevnetError::Io(e.to_string()))?;
-                tasks.push(tokio::spawn(serve_until(
-                    l,
-                    http::origin(rpc_router, &slots),
-                    rx,
-                )));
+                let origin =
+                    http::origin(rpc_router, &slots).layer(axum::middleware::from_fn_with_state(
+                        limits::Limiter::new(cfg.http_limits),
+                        limits::limit,
+                    ));
+                tasks.push(tokio::spawn(serve_until(l, origin, rx)));
                 Some(bound)
             }
             None => None,

@@ -457,20 +457,37 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 .parse()
                 .map_err(|e| eyre::eyre!("invalid --private-key: {e}"))?;
             let from = signer.address();
-            let cfg = match config {
-                Some(p) => serde_json::from_str(
-                    &std::fs::read_to_string(&p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                )
-                .with_context(|| format!("invalid deployment config {}", p.display()))?,
-                None => openledger_contracts::DeployConfig::dev(),
-            };
             let url = rpc_url
                 .parse()
                 .with_context(|| format!("invalid --rpc-url {rpc_url}"))?;
             let provider = ProviderBuilder::new()
                 .wallet(EthereumWallet::from(signer))
                 .connect_http(url);
+            let chain_id = alloy::providers::Provider::get_chain_id(&provider)
+                .await
+                .with_context(|| format!("cannot reach {rpc_url}"))?;
+            let explicit = config.is_some();
+            let mut cfg: openledger_contracts::DeployConfig = match config {
+                Some(p) => serde_json::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("invalid deployment config {}", p.display()))?,
+                // The built-in settings are the devnet's (a 5 s timelock, a 60 s vote, no
+                // proposal threshold): only for the devnet's chain id.
+                None if chain_id == openledger_primitives::DEV_CHAIN_ID => {
+                    openledger_contracts::DeployConfig::dev()
+                }
+                None => bail!(
+                    "chain {chain_id} is not the devnet ({}): pass --config FILE with this deployment's governance periods, fees and attributors (format: contracts/deployments/dev-config.json; the built-in settings are devnet settings)",
+                    openledger_primitives::DEV_CHAIN_ID
+                ),
+            };
+            // The attributor set defaults to the deployer, never to a dev account whose key is
+            // public (as the JavaScript deployer does).
+            if !explicit || cfg.attributors.is_empty() {
+                cfg.attributors = vec![from];
+            }
             eprintln!("deploying 7 contracts from {from} …");
             let d = openledger_contracts::deploy(&provider, from, &cfg).await?;
             if let Some(dir) = out.parent() {

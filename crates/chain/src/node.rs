@@ -23,6 +23,10 @@ use tracing::{info, warn};
 /// Most transactions considered for one block.
 const MAX_BLOCK_CANDIDATES: usize = 20_000;
 
+/// The latest block timestamp the dev clock methods may reach: 9999-12-31T23:59:59Z. Far
+/// beyond any real use, and far enough below `u64::MAX` that block timestamps never overflow.
+pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
+
 /// How the node seals blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SealMode {
@@ -535,8 +539,7 @@ impl Node {
         if pending {
             return BlockParams {
                 number: head.header.number + 1,
-                timestamp: (now_secs() + self.time_offset.load(Ordering::SeqCst))
-                    .max(head.header.timestamp + 1),
+                timestamp: self.clock(head.header.timestamp),
                 beneficiary: self.cfg.fee_recipient,
                 gas_limit: head.header.gas_limit,
                 base_fee: self.next_base_fee(),
@@ -555,14 +558,30 @@ impl Node {
 
     /// Dev only: moves the clock of future blocks forward by `secs`; returns the total offset.
     /// The next block's timestamp is also at least the head's plus `secs`, since blocks sealed
-    /// on demand may run ahead of the wall clock.
-    pub fn increase_time(&self, secs: u64) -> u64 {
-        let floor = self.head.read().header.timestamp + secs;
+    /// on demand may run ahead of the wall clock. Refused if the clock would pass
+    /// [`MAX_TIMESTAMP`].
+    pub fn increase_time(&self, secs: u64) -> Result<u64, ChainError> {
+        let too_far = || {
+            ChainError::InvalidArgument(format!(
+                "cannot move the clock {secs} s forward: block timestamps would pass {MAX_TIMESTAMP} (year 9999)"
+            ))
+        };
+        let head = self.head.read().header.timestamp;
+        let floor = head.checked_add(secs).ok_or_else(too_far)?;
+        let offset = self
+            .time_offset
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                let total = o.checked_add(secs)?;
+                let clock = now_secs().checked_add(total)?;
+                (clock.max(floor) <= MAX_TIMESTAMP).then_some(total)
+            })
+            .map_err(|_| too_far())?;
         self.next_timestamp.fetch_max(floor, Ordering::SeqCst);
-        self.time_offset.fetch_add(secs, Ordering::SeqCst) + secs
+        Ok(offset + secs)
     }
 
-    /// Dev only: the next block gets at least this timestamp (must exceed the head's).
+    /// Dev only: the next block gets at least this timestamp (must exceed the head's and be at
+    /// most [`MAX_TIMESTAMP`]).
     pub fn set_next_timestamp(&self, ts: u64) -> Result<(), ChainError> {
         let head = self.head.read().header.timestamp;
         if ts <= head {
@@ -570,15 +589,26 @@ impl Node {
                 "timestamp {ts} is not after the head block's timestamp {head}"
             )));
         }
+        if ts > MAX_TIMESTAMP {
+            return Err(ChainError::InvalidArgument(format!(
+                "timestamp {ts} is past {MAX_TIMESTAMP} (year 9999)"
+            )));
+        }
         self.next_timestamp.store(ts, Ordering::SeqCst);
         Ok(())
     }
 
+    /// The wall clock plus the dev offset, never behind the parent; saturating, so a clock
+    /// moved to its limit can never make sealing overflow.
+    fn clock(&self, parent: u64) -> u64 {
+        now_secs()
+            .saturating_add(self.time_offset.load(Ordering::SeqCst))
+            .max(parent.saturating_add(1))
+    }
+
     fn next_block_timestamp(&self, parent: u64) -> u64 {
         let forced = self.next_timestamp.swap(0, Ordering::SeqCst);
-        (now_secs() + self.time_offset.load(Ordering::SeqCst))
-            .max(parent + 1)
-            .max(forced)
+        self.clock(parent).max(forced)
     }
 
     /// `eth_call` on the latest state with optional state overrides.
@@ -625,7 +655,7 @@ impl Node {
         };
         let mut lo = used.saturating_sub(1).max(20_999);
         // Most calls succeed at a little above the used gas (63/64 rule): try that first.
-        let guess = (used + 2_300) * 64 / 63;
+        let guess = used.saturating_add(2_300).saturating_mul(64) / 63;
         if guess < hi && matches!(run(guess)?, CallOutcome::Success { .. }) {
             hi = guess;
         }

@@ -44,6 +44,47 @@ async fn revert_data_from_a_contract_never_panics_the_rpc() {
     n.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_methods_refuse_quantities_that_would_overflow_the_clock() {
+    let n = TestNode::start().await;
+    for (method, q) in [
+        ("evm_increaseTime", "0xffffffffffffffff"),
+        ("evm_increaseTime", "0x8000000000000000"),
+        ("evm_increaseTime", "0x1ffffffffffffffff"),
+        ("evm_setNextBlockTimestamp", "0xffffffffffffffff"),
+        ("evm_setNextBlockTimestamp", "0x10000000000000000"),
+    ] {
+        let (status, v) = raw_post(&n.url, req(method, json!([q])).to_string()).await;
+        assert_eq!(status, 200, "{method}({q}) -> {v}");
+        assert_eq!(v["error"]["code"], -32602, "{method}({q}) -> {v}");
+    }
+    // The clock was not moved, and blocks are still sealed with sane timestamps.
+    let v = n.raw(req("evm_mine", json!([]))).await;
+    assert_eq!(v["result"], "0x1", "{v}");
+    let b = n
+        .raw(req("eth_getBlockByNumber", json!(["latest", false])))
+        .await;
+    let ts = u64::from_str_radix(
+        b["result"]["timestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .expect("timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(ts <= now + 60, "timestamp {ts} jumped ahead of {now}");
+    // A large but sane jump is still allowed (a year), and sealing goes on after it.
+    let v = n.raw(req("evm_increaseTime", json!(["0x1e13380"]))).await;
+    assert!(v["result"].is_string(), "{v}");
+    let v = n.raw(req("evm_mine", json!([]))).await;
+    assert_eq!(v["result"], "0x2", "{v}");
+    n.stop().await;
+}
+
 /// Every out-of-range index or count in a request is an answer, never a crash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_indices_and_counts_get_answers() {

@@ -15,13 +15,20 @@ use parking_lot::{Mutex, RwLock};
 use revm::database::CacheDB;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, broadcast};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Most transactions considered for one block.
 const MAX_BLOCK_CANDIDATES: usize = 20_000;
+
+/// Fault injection for tests, off unless set: the next N seals panic (a fault point to check
+/// that a sealer panic never leaves a node serving a dead chain).
+pub const FAULT_SEAL_PANICS_ENV: &str = "OPENLEDGER_FAULT_SEAL_PANICS";
+
+/// Consecutive failed (or panicked) seals after which the sealer gives up and the node halts.
+pub const MAX_SEAL_FAILURES: u32 = 5;
 
 /// The latest block timestamp the dev clock methods may reach: 9999-12-31T23:59:59Z. Far
 /// beyond any real use, and far enough below `u64::MAX` that block timestamps never overflow.
@@ -91,6 +98,10 @@ pub struct Node {
     pending: broadcast::Sender<B256>,
     time_offset: AtomicU64,
     next_timestamp: AtomicU64,
+    /// Seals left to fail on purpose (see [`FAULT_SEAL_PANICS_ENV`]).
+    fault_seal_panics: AtomicU32,
+    /// Why the node stopped producing blocks, once the sealer has given up.
+    halted: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -106,6 +117,17 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "(no message)".into()),
+    }
 }
 
 /// State changes that create the genesis allocation.
@@ -332,6 +354,13 @@ impl Node {
             pending,
             time_offset: AtomicU64::new(0),
             next_timestamp: AtomicU64::new(0),
+            fault_seal_panics: AtomicU32::new(
+                std::env::var(FAULT_SEAL_PANICS_ENV)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+            halted: RwLock::new(None),
         }))
     }
 
@@ -444,6 +473,13 @@ impl Node {
     /// Seals one block from the pool (possibly empty). Returns it.
     pub fn seal(&self) -> Result<Arc<NewBlock>, ChainError> {
         let _guard = self.seal_lock.lock();
+        if self
+            .fault_seal_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected sealing fault ({FAULT_SEAL_PANICS_ENV})");
+        }
         let parent = self.head();
         let base_fee = self.next_base_fee();
         let number = parent.header.number + 1;
@@ -496,8 +532,16 @@ impl Node {
     }
 
     /// Runs the sealing loop until `shutdown` resolves.
+    ///
+    /// A seal that fails or panics is retried after a back-off (0.1 s, doubling, at most 2 s):
+    /// the state is consistent after a panic, since a block is committed in one redb
+    /// transaction and the head moves under the same lock. After [`MAX_SEAL_FAILURES`] failures
+    /// in a row the node halts instead: [`Node::halted`] says why, the RPC refuses every request,
+    /// and this function returns, so that the process can exit rather than serve a chain that
+    /// no longer moves.
     pub async fn run_sealer(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut failures = 0u32;
         loop {
             match self.cfg.seal {
                 SealMode::OnDemand => {
@@ -517,18 +561,43 @@ impl Node {
                 }
             }
             let node = self.clone();
-            match tokio::task::spawn_blocking(move || node.seal()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    warn!(target: "chain::seal", error = %e, "sealing failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let error = match tokio::task::spawn_blocking(move || node.seal()).await {
+                Ok(Ok(_)) => {
+                    failures = 0;
+                    continue;
                 }
-                Err(e) => {
-                    warn!(target: "chain::seal", error = %e, "sealing task panicked");
-                    return;
+                Ok(Err(e)) => format!("sealing failed: {e}"),
+                Err(e) if e.is_panic() => {
+                    format!("sealing panicked: {}", panic_message(e.into_panic()))
                 }
+                Err(e) => format!("sealing task failed: {e}"),
+            };
+            failures += 1;
+            if failures >= MAX_SEAL_FAILURES {
+                let reason = format!("the block sealer failed {failures} times in a row ({error})");
+                error!(target: "chain::seal", %reason, "halting: this node no longer produces blocks");
+                *self.halted.write() = Some(reason);
+                return;
+            }
+            let backoff = Duration::from_millis(100 << (failures - 1)).min(Duration::from_secs(2));
+            error!(target: "chain::seal", %error, failures, retry_in = ?backoff, "restarting the block sealer");
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(backoff) => {}
             }
         }
+    }
+
+    /// Why the node stopped producing blocks, if its sealer gave up (see [`Node::run_sealer`]).
+    pub fn halted(&self) -> Option<String> {
+        self.halted.read().clone()
+    }
+
+    /// Fault injection for tests: the next `n` seals panic (as [`FAULT_SEAL_PANICS_ENV`] does
+    /// for a whole process).
+    #[doc(hidden)]
+    pub fn inject_seal_panics(&self, n: u32) {
+        self.fault_seal_panics.store(n, Ordering::SeqCst);
     }
 
     /// Block parameters a call sees: the latest block's header (geth's "latest"), or with

@@ -221,7 +221,7 @@ async fn run(
     banner(&local);
     println!("Listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sealer = {
+    let mut sealer = {
         let mut rx = stop_rx.clone();
         tokio::spawn(node.clone().run_sealer(async move {
             let _ = rx.changed().await;
@@ -232,13 +232,22 @@ async fn run(
     let server = tokio::spawn(openledger_rpc::serve(rpc, listener, async move {
         let _ = rx.changed().await;
     }));
-    shutdown_signal().await;
+    // The sealer only returns early when it gave up: then exit non-zero, never serve a dead chain.
+    let halted = tokio::select! {
+        _ = shutdown_signal() => None,
+        _ = &mut sealer => Some(node.halted().unwrap_or_else(|| "the block sealer stopped".into())),
+    };
     eprintln!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), sealer).await;
+    if halted.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sealer).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     drop(node);
-    Ok(())
+    match halted {
+        Some(reason) => bail!("node halted: {reason}"),
+        None => Ok(()),
+    }
 }
 
 fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {

@@ -144,4 +144,7 @@ pub enum ChainError {
     /// The requested block or state is not available.
     #[error("{0}")]
     NotFound(String),
+    /// A caller-supplied value is out of range (e.g. a timestamp past year 9999).
+    #[error("{0}")]
+    InvalidArgument(String),
 }

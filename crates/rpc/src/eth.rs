@@ -490,7 +490,7 @@ impl RpcState {
                     return Ok(Value::Null);
                 };
                 let body = r.body(n)?.unwrap_or_default();
-                let i = idx.to::<usize>();
+                let i = idx.saturating_to::<usize>();
                 match body.get(i) {
                     None => Ok(Value::Null),
                     Some((tx, from)) => {
@@ -610,7 +610,7 @@ impl RpcState {
             }
             "evm_increaseTime" => {
                 let secs: U64 = p.req(0, "seconds")?;
-                Ok(quantity(U256::from(node.increase_time(secs.to::<u64>()))))
+                Ok(quantity(U256::from(node.increase_time(secs.to::<u64>())?)))
             }
             "evm_setNextBlockTimestamp" => {
                 let ts: U64 = p.req(0, "timestamp")?;
@@ -666,7 +666,8 @@ impl RpcState {
                 if *next > head {
                     return Ok(json!([]));
                 }
-                let from = (*next).max(head.saturating_sub(self.cfg.max_log_range - 1));
+                let from =
+                    (*next).max(head.saturating_sub(self.cfg.max_log_range.saturating_sub(1)));
                 let logs = collect_logs(&r, filter, from, head, self.cfg.max_logs)?;
                 *next = head + 1;
                 to_json(logs)

@@ -33,6 +33,9 @@ pub async fn process(
     body: &[u8],
     ws: Option<&Arc<WsSession>>,
 ) -> Option<Value> {
+    if let Some(e) = halted(state) {
+        return Some(error_response(Value::Null, &e));
+    }
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -122,12 +125,28 @@ async fn process_single(
     })
 }
 
+/// The error every request gets once the node has stopped producing blocks: a node must not
+/// answer as if its stale head were current.
+fn halted(state: &RpcState) -> Option<RpcError> {
+    let reason = state.node.halted()?;
+    Some(RpcError::internal(format!(
+        "node halted: {reason}; restart it"
+    )))
+}
+
 struct App {
     rpc: Arc<RpcState>,
     ws_connections: AtomicUsize,
 }
 
 async fn http(State(app): State<Arc<App>>, body: Body) -> Response {
+    if let Some(e) = halted(&app.rpc) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(error_response(Value::Null, &e)),
+        )
+            .into_response();
+    }
     let limit = app.rpc.cfg.max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,

@@ -1,0 +1,310 @@
+//! A hostile JSON-RPC client: each test is named after the rule it defends (issue #17).
+
+use crate::common::{TestNode, raw_post, req};
+use alloy::primitives::{U256, hex};
+use serde_json::json;
+
+/// Init code that reverts with `Panic(code)`: the selector and the code in memory, then
+/// `REVERT(0, 36)`.
+fn reverts_with_panic(code: U256) -> String {
+    let mut c = vec![0x63, 0x4e, 0x48, 0x7b, 0x71]; // PUSH4 Panic(uint256) selector
+    c.extend([0x60, 0xe0, 0x1b, 0x60, 0x00, 0x52]); // << 224, MSTORE at 0
+    c.push(0x7f); // PUSH32 code
+    c.extend(code.to_be_bytes::<32>());
+    c.extend([0x60, 0x04, 0x52]); // MSTORE at 4
+    c.extend([0x60, 0x24, 0x60, 0x00, 0xfd]); // REVERT(0, 36)
+    format!("0x{}", hex::encode(c))
+}
+
+fn panic_data(code: U256) -> String {
+    format!("0x4e487b71{}", hex::encode(code.to_be_bytes::<32>()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revert_data_from_a_contract_never_panics_the_rpc() {
+    let n = TestNode::start().await;
+    for code in [U256::from(1u64) << 64, U256::MAX, U256::from(0x11)] {
+        for method in ["eth_call", "eth_estimateGas"] {
+            let v = n
+                .raw(req(method, json!([{"data": reverts_with_panic(code)}])))
+                .await;
+            assert_eq!(v["error"]["code"], 3, "{method} Panic({code:#x}) -> {v}");
+            assert_eq!(v["error"]["data"], panic_data(code), "{v}");
+            let msg = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                msg.starts_with("execution reverted: panic: "),
+                "{method} Panic({code:#x}) -> {v}"
+            );
+            assert!(msg.contains(&format!("{code:#x}")), "{v}");
+        }
+    }
+    // The node still answers.
+    let v = n.raw(req("eth_chainId", json!([]))).await;
+    assert_eq!(v["result"], "0x539");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_methods_refuse_quantities_that_would_overflow_the_clock() {
+    let n = TestNode::start().await;
+    for (method, q) in [
+        ("evm_increaseTime", "0xffffffffffffffff"),
+        ("evm_increaseTime", "0x8000000000000000"),
+        ("evm_increaseTime", "0x1ffffffffffffffff"),
+        ("evm_setNextBlockTimestamp", "0xffffffffffffffff"),
+        ("evm_setNextBlockTimestamp", "0x10000000000000000"),
+    ] {
+        let (status, v) = raw_post(&n.url, req(method, json!([q])).to_string()).await;
+        assert_eq!(status, 200, "{method}({q}) -> {v}");
+        assert_eq!(v["error"]["code"], -32602, "{method}({q}) -> {v}");
+    }
+    // The clock was not moved, and blocks are still sealed with sane timestamps.
+    let v = n.raw(req("evm_mine", json!([]))).await;
+    assert_eq!(v["result"], "0x1", "{v}");
+    let b = n
+        .raw(req("eth_getBlockByNumber", json!(["latest", false])))
+        .await;
+    let ts = u64::from_str_radix(
+        b["result"]["timestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .expect("timestamp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(ts <= now + 60, "timestamp {ts} jumped ahead of {now}");
+    // A large but sane jump is still allowed (a year), and sealing goes on after it.
+    let v = n.raw(req("evm_increaseTime", json!(["0x1e13380"]))).await;
+    assert!(v["result"].is_string(), "{v}");
+    let v = n.raw(req("evm_mine", json!([]))).await;
+    assert_eq!(v["result"], "0x2", "{v}");
+    n.stop().await;
+}
+
+/// Every out-of-range index or count in a request is an answer, never a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_indices_and_counts_get_answers() {
+    let n = TestNode::start().await;
+    let max = "0xffffffffffffffff";
+    for (method, params) in [
+        (
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!(["latest", max]),
+        ),
+        ("eth_getTransactionByBlockNumberAndIndex", json!([max, max])),
+        ("eth_getBlockByNumber", json!([max, false])),
+        ("eth_feeHistory", json!([max, "latest", [50]])),
+        ("eth_feeHistory", json!([max, max, []])),
+        ("eth_getLogs", json!([{"fromBlock": max, "toBlock": max}])),
+        ("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": max}])),
+        (
+            "eth_call",
+            json!([{"gas": max, "gasPrice": max, "value": max, "nonce": max}]),
+        ),
+        (
+            "eth_estimateGas",
+            json!([{"from": "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "gasPrice": "0x1", "value": max}]),
+        ),
+        ("eth_newFilter", json!([{"fromBlock": max}])),
+    ] {
+        let (status, v) = raw_post(&n.url, req(method, params.clone()).to_string()).await;
+        assert_eq!(status, 200, "{method} {params} -> {v}");
+        assert!(
+            v.get("result").is_some() || v["error"]["code"].is_i64(),
+            "{method} {params} -> {v}"
+        );
+    }
+    let v = n.raw(req("eth_chainId", json!([]))).await;
+    assert_eq!(v["result"], "0x539");
+    n.stop().await;
+}
+
+/// The node binary with `env` set, its stderr in a file; returns the child, its URL and the
+/// stderr path.
+fn spawn_node(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (std::process::Child, String, std::path::PathBuf) {
+    use std::io::{BufRead, BufReader};
+    let log = dir.join("stderr.log");
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_openledger"));
+    cmd.args([
+        "node",
+        "--port",
+        "0",
+        "--block-time",
+        "0",
+        "--accounts",
+        "2",
+    ])
+    .arg("--datadir")
+    .arg(dir.join("data"))
+    .env("OPENLEDGER_LOG", "warn")
+    .env("RUST_BACKTRACE", "0")
+    .stdout(std::process::Stdio::piped())
+    .stderr(stderr);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn node");
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node has no stdout");
+    };
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node exited before listening");
+        };
+        if let Some(addr) = line.strip_prefix("Listening on ") {
+            std::thread::spawn(move || for _ in lines {});
+            return (child, format!("http://{}", addr.trim()), log);
+        }
+    }
+}
+
+/// A signed 1-wei transfer from dev account 0 with `nonce`.
+fn transfer(nonce: u64) -> String {
+    use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::signers::SignerSync;
+    let signer = openledger_chain::dev_accounts(1).expect("accounts")[0]
+        .signer
+        .clone();
+    let tx = TxEip1559 {
+        chain_id: 1337,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 100_000_000_000,
+        max_priority_fee_per_gas: 1_000_000_000,
+        to: alloy::primitives::TxKind::Call(alloy::primitives::Address::repeat_byte(0x77)),
+        value: U256::from(1),
+        ..Default::default()
+    };
+    let sig = signer.sign_hash_sync(&tx.signature_hash()).expect("sign");
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    format!("0x{}", hex::encode(env.encoded_2718()))
+}
+
+async fn block_number(url: &str) -> Option<u64> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .ok()?;
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(req("eth_blockNumber", json!([])).to_string())
+        .send()
+        .await
+        .ok()?;
+    let v: serde_json::Value = resp.json().await.ok()?;
+    u64::from_str_radix(v["result"].as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sealer_panic_does_not_stop_the_chain() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut child, url, log) = spawn_node(dir.path(), &[("OPENLEDGER_FAULT_SEAL_PANICS", "2")]);
+    let (_, v) = raw_post(
+        &url,
+        req("eth_sendRawTransaction", json!([transfer(0)])).to_string(),
+    )
+    .await;
+    assert!(v["result"].is_string(), "{v}");
+    // The first two seals panic; the sealer restarts and the transaction is mined.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut head = 0;
+    while head < 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        head = block_number(&url).await.unwrap_or_default();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        head >= 1,
+        "no block after two sealer panics; stderr:\n{stderr}"
+    );
+    assert!(stderr.contains("injected sealing fault"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_sealer_keeps_failing_exits_instead_of_serving_a_dead_chain() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mut child, url, log) =
+        spawn_node(dir.path(), &[("OPENLEDGER_FAULT_SEAL_PANICS", "1000000")]);
+    let (_, v) = raw_post(
+        &url,
+        req("eth_sendRawTransaction", json!([transfer(0)])).to_string(),
+    )
+    .await;
+    assert!(v["result"].is_string(), "{v}");
+    // While it runs, a node that answers eth_blockNumber must not answer a stuck 0 for long:
+    // it exits (non-zero) well before this deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let stuck_answer = block_number(&url).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let Some(status) = status else {
+        panic!(
+            "the node kept serving a dead chain (eth_blockNumber = {stuck_answer:?}) for 30 s; stderr:\n{stderr}"
+        );
+    };
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an error exit, not a crash: {status}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("node halted: the block sealer failed 5 times in a row"),
+        "says why it stopped: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_node_refuses_every_request_instead_of_answering_a_stale_head() {
+    let n = TestNode::start().await;
+    n.node.inject_seal_panics(u32::MAX);
+    let v = n
+        .raw(req("eth_sendRawTransaction", json!([transfer(0)])))
+        .await;
+    assert!(v["result"].is_string(), "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, v) = loop {
+        let (status, v) = raw_post(&n.url, req("eth_blockNumber", json!([])).to_string()).await;
+        if status != 200 || std::time::Instant::now() > deadline {
+            break (status, v);
+        }
+        assert_eq!(v["result"], "0x0", "no block can be sealed: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], -32603, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("node halted: the block sealer failed 5 times"),
+        "{msg}"
+    );
+    assert!(msg.contains("injected sealing fault"), "{msg}");
+    assert!(n.node.halted().is_some());
+    n.stop().await;
+}

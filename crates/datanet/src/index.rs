@@ -97,7 +97,7 @@ pub struct ContributionInfo {
     /// Block of the `Contributed` event.
     pub block: u64,
     /// Whether the on-chain score equals this service's validation of the same content
-    /// (`None`: the content was not uploaded here).
+    /// (`None`: the content was not uploaded here by this contributor).
     #[serde(default)]
     pub score_matches: Option<bool>,
 }
@@ -225,6 +225,17 @@ impl IndexState {
         })
     }
 
+    /// The upload that backs a contribution: the file its contributor uploaded to its Datanet
+    /// through this service (EIP-712 signed, so the uploader is proven). `None`: the hash was
+    /// recorded on chain without such an upload (anyone can copy a hash from a public page);
+    /// its content is never served through this Datanet and it cannot be in a version.
+    pub fn backing(&self, c: &ContributionInfo) -> Option<&UploadInfo> {
+        self.uploads
+            .get(&c.datanet_id)
+            .and_then(|m| m.get(&c.content_hash))
+            .filter(|u| u.uploader == c.contributor)
+    }
+
     /// Records a nonce; `false` if it was already used. Forgets expired nonces.
     pub fn use_nonce(&mut self, signer: Address, nonce: U256, expiry: u64, now: u64) -> bool {
         let set = self.nonces.entry(signer).or_default();
@@ -286,6 +297,7 @@ impl IndexState {
                     .uploads
                     .get(&id(&e.datanetId))
                     .and_then(|m| m.get(&e.contentHash))
+                    .filter(|u| u.uploader == e.contributor)
                     .map(|u| u.score == e.qualityScore && u.row_count == e.rowCount);
                 self.contributions
                     .entry(c)

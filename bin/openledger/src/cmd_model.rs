@@ -20,6 +20,31 @@ pub enum PresetArg {
     Small,
 }
 
+/// Real checkpoint shapes of `model init --shape`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ShapeArg {
+    /// HuggingFaceTB/SmolLM2-135M (135M parameters).
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
+    /// Qwen/Qwen2.5-0.5B (494M).
+    #[value(name = "qwen2.5-0.5b")]
+    Qwen25_05b,
+    /// meta-llama/Llama-3.2-1B (1.24B).
+    #[value(name = "llama3.2-1b")]
+    Llama32_1b,
+}
+
+impl From<ShapeArg> for openledger_model::init::Shape {
+    fn from(s: ShapeArg) -> Self {
+        use openledger_model::init::Shape;
+        match s {
+            ShapeArg::Smollm2_135m => Shape::Smollm2_135m,
+            ShapeArg::Qwen25_05b => Shape::Qwen25_05b,
+            ShapeArg::Llama32_1b => Shape::Llama32_1b,
+        }
+    }
+}
+
 /// `openledger model` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
@@ -29,6 +54,16 @@ pub enum ModelCmd {
         /// Size preset.
         #[arg(long, value_enum, default_value = "tiny")]
         preset: PresetArg,
+        /// Instead of training a preset: the exact Hugging Face layout of a real checkpoint
+        /// (smollm2-135m, qwen2.5-0.5b, llama3.2-1b) with random bf16 weights; needs --random.
+        #[arg(long, requires = "random", value_enum)]
+        shape: Option<ShapeArg>,
+        /// Random weights (with --shape): for benchmarks and tests, not for answers.
+        #[arg(long, requires = "shape")]
+        random: bool,
+        /// With --shape: keep only the first N decoder layers.
+        #[arg(long, requires = "shape")]
+        layers: Option<usize>,
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
@@ -94,10 +129,36 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
             tokio::runtime::Handle::current().block_on(crate::cmd_train::publish(*a))?;
         }
         ModelCmd::Init {
+            shape: Some(shape),
+            out,
+            seed,
+            layers,
+            ..
+        } => {
+            let shape: openledger_model::init::Shape = shape.into();
+            let started = Instant::now();
+            let opts = openledger_model::init::ShapeOptions {
+                layers,
+                ..openledger_model::init::ShapeOptions::new(seed)
+            };
+            let r = openledger_model::init::init_shape(&out, shape, opts)?;
+            println!(
+                "wrote {} ({}, random weights, {} layers, {} parameters, {:.1} MB bf16) in {:.1} s",
+                out.display(),
+                shape.name(),
+                r.layers,
+                r.parameters,
+                r.weight_bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            println!("content hash {}", info(&out)?.content_hash);
+        }
+        ModelCmd::Init {
             preset,
             out,
             seed,
             steps,
+            ..
         } => {
             let preset = match preset {
                 PresetArg::Tiny => Preset::Tiny,

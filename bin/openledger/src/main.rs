@@ -89,7 +89,7 @@ fn run() -> eyre::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let done = rt.block_on(async move {
         match cli.cmd {
             Cmd::Devnet(a) => cmd_chain::devnet(a).await,
             Cmd::Node(a) => cmd_chain::node(a).await,
@@ -103,7 +103,13 @@ fn run() -> eyre::Result<()> {
             Cmd::Train(a) => cmd_train::train(*a).await,
             Cmd::Model { cmd } => tokio::task::spawn_blocking(move || cmd_model::run(cmd)).await?,
         }
-    })
+    });
+    // one line for the user (eyre would add a backtrace under RUST_BACKTRACE)
+    if let Err(e) = done {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -39,6 +39,26 @@ impl TokenIds {
     }
 }
 
+/// `rope_scaling` of `config.json`, parsed ([`Config::rope_scaling`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// Absent, null or `default`.
+    None,
+    /// Positions divided by the factor.
+    Linear(f64),
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        /// Slow-down of the long wavelengths.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled fully.
+        low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was pre-trained with.
+        original_max_position_embeddings: f64,
+    },
+}
+
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -77,7 +97,8 @@ pub struct Config {
     /// RoPE base.
     #[serde(default = "default_rope_theta")]
     pub rope_theta: f64,
-    /// RoPE scaling; only `{"type": "linear", "factor": f}` is supported.
+    /// RoPE scaling: `{"rope_type": "linear", "factor"}` or Llama 3's `{"rope_type": "llama3",
+    /// "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_scaling: Option<serde_json::Value>,
     /// Longest sequence the position table covers.
@@ -176,7 +197,7 @@ impl Config {
                 "use_sliding_window = true (Qwen2)".into(),
             ));
         }
-        self.rope_linear_factor()?;
+        self.rope_scaling()?;
         Ok(())
     }
 
@@ -209,30 +230,94 @@ impl Config {
         }
     }
 
-    /// Position divisor from `rope_scaling` (1.0 when absent); an error for unsupported kinds.
-    pub fn rope_linear_factor(&self) -> Result<f64> {
-        let Some(scaling) = &self.rope_scaling else {
-            return Ok(1.0);
+    /// `rope_scaling`, parsed: an error naming the field for kinds this runtime does not run.
+    pub fn rope_scaling(&self) -> Result<RopeScaling> {
+        let Some(scaling) = self.rope_scaling.as_ref().filter(|s| !s.is_null()) else {
+            return Ok(RopeScaling::None);
         };
-        if scaling.is_null() {
-            return Ok(1.0);
-        }
         let kind = scaling
             .get("rope_type")
             .or_else(|| scaling.get("type"))
             .and_then(|v| v.as_str())
             .unwrap_or("<missing type>");
-        if kind != "linear" {
-            return Err(Error::Unsupported(format!(
-                "rope_scaling type {kind:?} (only \"linear\" is supported)"
-            )));
+        let num = |key: &str| -> Result<f64> {
+            scaling
+                .get(key)
+                .and_then(|v| v.as_f64())
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or_else(|| {
+                    Error::InvalidConfig(format!(
+                        "rope_scaling.{key} must be a positive number (rope_type {kind:?})"
+                    ))
+                })
+        };
+        match kind {
+            "default" => Ok(RopeScaling::None),
+            "linear" => match num("factor")? {
+                f if f >= 1.0 => Ok(RopeScaling::Linear(f)),
+                _ => Err(Error::InvalidConfig(
+                    "rope_scaling.factor must be a number >= 1".into(),
+                )),
+            },
+            "llama3" => {
+                let s = RopeScaling::Llama3 {
+                    factor: num("factor")?,
+                    low_freq_factor: num("low_freq_factor")?,
+                    high_freq_factor: num("high_freq_factor")?,
+                    original_max_position_embeddings: num("original_max_position_embeddings")?,
+                };
+                if let RopeScaling::Llama3 {
+                    low_freq_factor: lo,
+                    high_freq_factor: hi,
+                    ..
+                } = s
+                    && hi <= lo
+                {
+                    return Err(Error::InvalidConfig(format!(
+                        "rope_scaling.high_freq_factor {hi} must exceed low_freq_factor {lo}"
+                    )));
+                }
+                Ok(s)
+            }
+            other => Err(Error::Unsupported(format!(
+                "rope_scaling type {other:?} (supported: \"linear\", \"llama3\")"
+            ))),
         }
-        match scaling.get("factor").and_then(|v| v.as_f64()) {
-            Some(f) if f >= 1.0 => Ok(f),
-            _ => Err(Error::InvalidConfig(
-                "rope_scaling.factor must be a number >= 1".into(),
-            )),
-        }
+    }
+
+    /// The rotary inverse frequencies θ^(−2i/d), i < head_dim/2, after `rope_scaling`, and the
+    /// divisor of positions (linear scaling; 1 otherwise).
+    pub fn rope_frequencies(&self) -> Result<(Vec<f64>, f64)> {
+        let hd = self.head_dim();
+        let inv = (0..hd / 2).map(|i| 1.0 / self.rope_theta.powf(2.0 * i as f64 / hd as f64));
+        Ok(match self.rope_scaling()? {
+            RopeScaling::None => (inv.collect(), 1.0),
+            RopeScaling::Linear(f) => (inv.collect(), f),
+            // Llama 3.1: long wavelengths slowed by `factor`, short ones kept, a smooth blend
+            // between (the formula of Meta's reference code and HF `_compute_llama3_parameters`)
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: lo,
+                high_freq_factor: hi,
+                original_max_position_embeddings: old,
+            } => {
+                let (low_wavelen, high_wavelen) = (old / lo, old / hi);
+                let scaled = inv
+                    .map(|f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let s = (old / wavelen - lo) / (hi - lo);
+                            (1.0 - s) * f / factor + s * f
+                        }
+                    })
+                    .collect();
+                (scaled, 1.0)
+            }
+        })
     }
 
     /// End-of-sequence ids.
@@ -356,9 +441,39 @@ mod tests {
             r#""rope_scaling":null"#,
             r#""rope_scaling":{"type":"linear","factor":2.0}"#,
         );
-        assert!(
-            matches!(Config::from_json(&j).map(|c| c.rope_linear_factor().ok()), Ok(Some(f)) if f == 2.0)
+        assert!(matches!(
+            Config::from_json(&j).map(|c| c.rope_scaling().ok()),
+            Ok(Some(RopeScaling::Linear(2.0)))
+        ));
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_short_wavelengths_and_slows_long_ones() -> Result<()> {
+        // Llama-3.2-1B's values
+        let j = LLAMA.replace(
+            r#""rope_scaling":null"#,
+            r#""rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,
+            "high_freq_factor":4.0,"original_max_position_embeddings":8192}"#,
         );
+        let c = Config::from_json(&j.replace("10000.0", "500000.0"))?;
+        let (inv, div) = c.rope_frequencies()?;
+        let plain: Vec<f64> = (0..8).map(|i| 500_000f64.powf(-(i as f64) / 8.0)).collect();
+        assert_eq!((inv.len(), div), (8, 1.0));
+        let wavelen = |f: f64| 2.0 * std::f64::consts::PI / f;
+        for (got, want) in inv.iter().zip(&plain) {
+            if wavelen(*want) < 2048.0 {
+                assert!((got - want).abs() < 1e-15);
+            } else if wavelen(*want) > 8192.0 {
+                assert!((got - want / 32.0).abs() < 1e-15);
+            } else {
+                assert!(
+                    *got < *want && *got > want / 32.0,
+                    "blended {got} of {want}"
+                );
+            }
+        }
+        assert!(inv.iter().zip(&plain).any(|(g, w)| (g - w).abs() > 1e-6));
+        Ok(())
     }
 
     #[test]

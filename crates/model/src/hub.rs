@@ -41,8 +41,18 @@ pub struct ChatTemplate {
     eos_token: String,
 }
 
+/// The template environment: Jinja as `transformers` renders chat templates — Python string
+/// and dict methods (`.strip()`, `.startswith()`, `.items()`, ...), `raise_exception`,
+/// `strftime_now` (Llama 3.x templates print today's date), loop controls.
 fn env() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("strftime_now", |fmt: String| -> String {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        strftime(secs, &fmt)
+    });
     env.add_function(
         "raise_exception",
         |msg: String| -> Result<String, minijinja::Error> {
@@ -53,6 +63,63 @@ fn env() -> minijinja::Environment<'static> {
         },
     );
     env
+}
+
+/// Formats UTC time `secs` with the strftime subset chat templates use (`%d %b %B %m %Y %H
+/// %M %S %%`); other directives are kept as written.
+fn strftime(secs: u64, fmt: &str) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    // days since 1970-01-01 to a civil date (Howard Hinnant's algorithm)
+    let days = (secs / 86_400) as i64;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let name = MONTHS[(month - 1) as usize];
+    let tod = secs % 86_400;
+    let mut out = String::new();
+    let mut chars = fmt.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('b') => out.push_str(&name[..3]),
+            Some('B') => out.push_str(name),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('Y') => out.push_str(&year.to_string()),
+            Some('H') => out.push_str(&format!("{:02}", tod / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", tod / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", tod % 60)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 impl ChatTemplate {
@@ -140,6 +207,21 @@ pub struct Pretrained {
     pub generation: GenerationConfig,
     /// The chat template, if `tokenizer_config.json` has one.
     pub chat_template: Option<ChatTemplate>,
+    /// Whether [`Self::encode`] puts the BOS token in front: `add_bos_token` of
+    /// `tokenizer_config.json`; false where its `bos_token` is null (Qwen2); true otherwise.
+    pub add_bos: bool,
+}
+
+/// `add_bos_token` of `tokenizer_config.json` (see [`Pretrained::add_bos`]).
+fn add_bos_token(path: &Path) -> Result<bool> {
+    if !path.exists() {
+        return Ok(true);
+    }
+    let v: serde_json::Value = read_json(path)?;
+    Ok(match v.get("add_bos_token") {
+        Some(serde_json::Value::Bool(b)) => *b,
+        _ => !matches!(v.get("bos_token"), Some(serde_json::Value::Null)),
+    })
 }
 
 impl Pretrained {
@@ -147,6 +229,10 @@ impl Pretrained {
     /// missing or truncated safetensors, tensors of the wrong dtype or shape, and malformed
     /// JSON are errors naming the file or tensor.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_inner(dir, device, dtype)
+    }
+
+    fn load_inner(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let weights = load_model_weights(dir, device)?;
         check_weights(&config, &weights)?;
@@ -170,7 +256,9 @@ impl Pretrained {
         } else {
             None
         };
+        let add_bos = add_bos_token(&tc_path)?;
         Ok(Pretrained {
+            add_bos,
             dir: dir.to_path_buf(),
             config,
             model,
@@ -180,18 +268,24 @@ impl Pretrained {
         })
     }
 
-    /// Token ids of `text`, with the BOS token in front when the model has one and the text
-    /// does not already start with it.
+    /// Token ids of `text` as the tokenizer's post-processor makes them (Llama 3's adds
+    /// `<|begin_of_text|>`), with the BOS token in front when [`Self::add_bos`] says so and
+    /// the ids do not already start with it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_with(text, true)
+    }
+
+    fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
         let tok = self
             .tokenizer
             .as_ref()
             .ok_or_else(|| Error::MissingFile(self.dir.join("tokenizer.json")))?;
         let enc = tok
-            .encode(text, false)
+            .encode(text, special)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if let Some(bos) = self.config.bos_token_id.or(self.generation.bos_token_id)
+            && self.add_bos
             && enc.get_ids().first() != Some(&bos)
         {
             ids.push(bos);
@@ -201,11 +295,13 @@ impl Pretrained {
     }
 
     /// Token ids of a conversation rendered with the chat template (assistant turn opened).
+    /// The rendered text is encoded without the post-processor's tokens, as `transformers`'
+    /// `apply_chat_template` does (a template that wants BOS writes it).
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let t = self.chat_template.as_ref().ok_or_else(|| {
             Error::Template(format!("{} has no chat_template", self.dir.display()))
         })?;
-        self.encode(&t.render(messages, true)?)
+        self.encode_with(&t.render(messages, true)?, false)
     }
 
     /// Sampling parameters from `generation_config.json`, with the model's EOS as stop tokens.
@@ -251,6 +347,32 @@ mod tests {
         let out = t.render(&[ChatMessage::new("user", "hi")], true)?;
         assert_eq!(out, "<s><|user|>hi</s><|assistant|>");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn templates_may_use_python_methods_and_todays_date() -> Result<()> {
+        let t = ChatTemplate::new(
+            "{%- if messages[0].content.strip().startswith('Be') %}[{{ strftime_now('%d %b %Y') }}]\
+             {%- endif %}{{ messages[0]['content'] | trim }}",
+            "",
+            "",
+        )?;
+        let out = t.render(&[ChatMessage::new("system", "  Be brief. ")], false)?;
+        let date = out
+            .strip_prefix('[')
+            .and_then(|s| s.split_once(']'))
+            .map(|(d, rest)| (d.to_string(), rest.to_string()));
+        let (date, rest) = date.ok_or_else(|| Error::Template(out.clone()))?;
+        assert_eq!(rest, "Be brief.");
+        assert_eq!(date.len(), 11, "{date}");
+        // 2024-02-29 12:34:56 UTC
+        assert_eq!(strftime(1_709_210_096, "%d %b %Y"), "29 Feb 2024");
+        assert_eq!(
+            strftime(1_709_210_096, "%Y-%m-%d %H:%M:%S %B %%"),
+            "2024-02-29 12:34:56 February %"
+        );
+        assert_eq!(strftime(0, "%d %b %Y %q"), "01 Jan 1970 %q");
         Ok(())
     }
 }

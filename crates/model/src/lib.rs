@@ -43,7 +43,7 @@ pub mod profile;
 mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
-pub use config::{Config, GenerationConfig, ModelType, TokenIds};
+pub use config::{Config, GenerationConfig, ModelType, RopeScaling, TokenIds};
 pub use error::{Error, Result};
 pub use generate::{
     FinishReason, Sampler, SamplingParams, Sequence, TokenOut, decode_step, generate,

@@ -66,12 +66,8 @@ const ROPE_TABLE: usize = 4096;
 
 impl Rotary {
     fn new(cfg: &Config, dtype: DType, dev: &Device) -> Result<Self> {
-        let hd = cfg.head_dim();
-        let factor = cfg.rope_linear_factor()?;
+        let (inv, factor) = cfg.rope_frequencies()?;
         let max = cfg.max_position_embeddings;
-        let inv: Vec<f64> = (0..hd / 2)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / hd as f64))
-            .collect();
         let table = max.min(ROPE_TABLE);
         let (cos, sin) = Self::tables(&inv, factor, 0, table, dtype, dev)?;
         let host = if dev.is_cpu() && dtype == DType::F32 {

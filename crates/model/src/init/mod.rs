@@ -5,6 +5,7 @@
 //! initial weights and batch order all come from seeded ChaCha8 streams.
 
 mod corpus;
+mod shapes;
 
 use std::path::Path;
 
@@ -18,6 +19,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
 pub use corpus::{CORPUS_VERSION, World};
+pub use shapes::{Shape, ShapeOptions, ShapeReport, cache_dir, cached_shape, init_shape};
 
 use crate::config::{Config, GenerationConfig, ModelType, TokenIds};
 use crate::error::{Error, Result, write_file};
@@ -207,7 +209,20 @@ fn tok_err(e: impl std::fmt::Display) -> Error {
 
 /// Trains a byte-level BPE tokenizer with `SPECIAL_TOKENS` as ids 0..6.
 pub fn train_tokenizer(docs: &[String], vocab_size: usize) -> Result<Tokenizer> {
-    let specials: Vec<AddedToken> = SPECIAL_TOKENS
+    let tok = train_bpe(docs, vocab_size, &SPECIAL_TOKENS)?;
+    for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
+        if tok.token_to_id(s) != Some(i as u32) {
+            return Err(Error::Tokenizer(format!(
+                "special token {s} did not get id {i}"
+            )));
+        }
+    }
+    Ok(tok)
+}
+
+/// Trains a byte-level BPE of at most `vocab_size` ids with `specials` as ids 0...
+fn train_bpe(docs: &[String], vocab_size: usize, specials: &[&str]) -> Result<Tokenizer> {
+    let specials: Vec<AddedToken> = specials
         .iter()
         .map(|t| AddedToken::from(t.to_string(), true))
         .collect();
@@ -228,13 +243,6 @@ pub fn train_tokenizer(docs: &[String], vocab_size: usize) -> Result<Tokenizer> 
         return Err(Error::Tokenizer(format!(
             "trained vocabulary exceeds {vocab_size}"
         )));
-    }
-    for (i, s) in SPECIAL_TOKENS.iter().enumerate() {
-        if tok.token_to_id(s) != Some(i as u32) {
-            return Err(Error::Tokenizer(format!(
-                "special token {s} did not get id {i}"
-            )));
-        }
     }
     Ok(tok)
 }

@@ -102,10 +102,16 @@ fn bad_model_directories() -> eyre::Result<()> {
     // unsupported rope scaling
     let (dir, cfg) = setup("rope", tmp.path())?;
     let mut v = serde_json::to_value(&cfg)?;
-    v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0});
+    v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 8.0});
     std::fs::write(dir.join("config.json"), v.to_string())?;
     let e = load_err(&dir);
-    assert!(e.contains("rope_scaling") && e.contains("llama3"), "{e}");
+    assert!(e.contains("rope_scaling") && e.contains("yarn"), "{e}");
+    // llama3 scaling without one of its fields names that field
+    v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+    std::fs::write(dir.join("config.json"), v.to_string())?;
+    let e = load_err(&dir);
+    assert!(e.contains("rope_scaling.low_freq_factor"), "{e}");
     Ok(())
 }
 

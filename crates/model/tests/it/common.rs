@@ -23,16 +23,30 @@ pub const QWEN2: &str = r#"{"model_type":"qwen2","hidden_size":32,"intermediate_
   "rms_norm_eps":1e-6,"rope_theta":1000000.0,"max_position_embeddings":64,
   "tie_word_embeddings":true,"use_sliding_window":false,"bos_token_id":1,"eos_token_id":[2,3]}"#;
 
+/// Llama 3.x: GQA, tied embeddings, `llama3` rope scaling whose three bands (kept, blended,
+/// scaled) all fall inside this head's eight frequencies.
+pub const LLAMA3: &str = r#"{"model_type":"llama","hidden_size":32,"intermediate_size":48,
+  "num_hidden_layers":2,"num_attention_heads":2,"num_key_value_heads":1,"vocab_size":59,
+  "rms_norm_eps":1e-5,"rope_theta":10000.0,"max_position_embeddings":256,
+  "rope_scaling":{"rope_type":"llama3","factor":8.0,"low_freq_factor":1.0,
+  "high_freq_factor":4.0,"original_max_position_embeddings":64},"tie_word_embeddings":true,
+  "bos_token_id":1,"eos_token_id":[2,3]}"#;
+
 pub fn all_configs() -> Vec<(&'static str, Config)> {
-    [("llama", LLAMA), ("mistral", MISTRAL), ("qwen2", QWEN2)]
-        .into_iter()
-        .map(|(n, j)| {
-            (
-                n,
-                Config::from_json(j).unwrap_or_else(|e| panic!("{n}: {e}")),
-            )
-        })
-        .collect()
+    [
+        ("llama", LLAMA),
+        ("mistral", MISTRAL),
+        ("qwen2", QWEN2),
+        ("llama3", LLAMA3),
+    ]
+    .into_iter()
+    .map(|(n, j)| {
+        (
+            n,
+            Config::from_json(j).unwrap_or_else(|e| panic!("{n}: {e}")),
+        )
+    })
+    .collect()
 }
 
 pub fn rand_vec(seed: u64, n: usize, std: f32) -> Vec<f32> {

@@ -7,3 +7,4 @@ mod generate;
 mod init;
 mod lora;
 mod parity;
+mod shapes;

@@ -37,6 +37,23 @@ fn base_models_match_numpy_reference() -> eyre::Result<()> {
             "{name}: logits too small to be a meaningful test ({scale})"
         );
         assert!(d <= TOL, "{name}: max abs diff {d}");
+        if name == "llama3" {
+            // the scaling is visible: the same weights without it give other logits
+            let plain = tmp.path().join("llama3-unscaled");
+            let mut v = serde_json::to_value(&cfg)?;
+            v["rope_scaling"] = serde_json::Value::Null;
+            std::fs::create_dir_all(&plain)?;
+            std::fs::write(plain.join("config.json"), v.to_string())?;
+            std::fs::copy(
+                dir.join("model.safetensors"),
+                plain.join("model.safetensors"),
+            )?;
+            let other = reference_logits(&plain, &IDS, None, tmp.path())?;
+            assert!(
+                max_abs_diff(&other, &want)? > 0.01,
+                "llama3 scaling has no effect"
+            );
+        }
         // KV-cached decoding, one token at a time, gives the same last-position logits
         let mut cache = KvCache::new(&cfg);
         let mut last = None;

@@ -22,14 +22,57 @@ def rms_norm(x, w, eps):
     return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * w
 
 
-def rope(x, positions, theta, factor):
-    # x: [heads, t, d]; pairs (i, i + d/2) rotate by angle pos * theta^(-2i/d)
-    d = x.shape[-1]
+def rope_inv(d, theta, scaling):
+    # theta^(-2i/d); Llama 3.1 scaling (Meta's apply_scaling): wavelengths below
+    # original/high_freq_factor kept, above original/low_freq_factor divided by factor,
+    # linearly blended in between
     inv = theta ** (-np.arange(0, d // 2, dtype=np.float64) * 2.0 / d)
+    if (scaling or {}).get("rope_type", (scaling or {}).get("type")) != "llama3":
+        return inv
+    f, lo, hi = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    out = []
+    for freq in inv:
+        wavelen = 2 * np.pi / freq
+        if wavelen < old / hi:
+            out.append(freq)
+        elif wavelen > old / lo:
+            out.append(freq / f)
+        else:
+            smooth = (old / wavelen - lo) / (hi - lo)
+            out.append((1 - smooth) * freq / f + smooth * freq)
+    return np.array(out)
+
+
+def rope(x, positions, inv, factor):
+    # x: [heads, t, d]; pairs (i, i + d/2) rotate by angle pos * inv[i]
+    d = x.shape[-1]
     ang = (positions.astype(np.float64) / factor)[:, None] * inv[None, :]
     c, s = np.cos(ang), np.sin(ang)
     a, b = x[..., : d // 2], x[..., d // 2:]
     return np.concatenate([a * c - b * s, a * s + b * c], axis=-1)
+
+
+def load_weights(path):
+    # safetensors, with bf16 tensors (numpy has no bf16) widened exactly to float32
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    kinds = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+    for name, h in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = h["data_offsets"]
+        raw = data[a:b]
+        if h["dtype"] == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            t = bits.view(np.float32)
+        else:
+            t = np.frombuffer(raw, dtype=kinds[h["dtype"]])
+        out[name] = t.reshape(h["shape"])
+    return out
 
 
 def silu(x):
@@ -61,7 +104,7 @@ def load_adapter(adir):
 
 def logits(model_dir, ids, adapter_dir=None):
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    w = {k: v.astype(np.float64) for k, v in load_file(os.path.join(model_dir, "model.safetensors")).items()}
+    w = {k: v.astype(np.float64) for k, v in load_weights(os.path.join(model_dir, "model.safetensors")).items()}
     lora = load_adapter(adapter_dir)
     mt = cfg["model_type"]
     H = cfg["num_attention_heads"]
@@ -69,7 +112,10 @@ def logits(model_dir, ids, adapter_dir=None):
     D = cfg.get("head_dim") or cfg["hidden_size"] // H
     eps = cfg.get("rms_norm_eps", 1e-6)
     theta = cfg.get("rope_theta", 10000.0)
-    factor = (cfg.get("rope_scaling") or {}).get("factor", 1.0)
+    scaling = cfg.get("rope_scaling") or {}
+    kind = scaling.get("rope_type", scaling.get("type"))
+    factor = scaling.get("factor", 1.0) if kind == "linear" else 1.0
+    inv = rope_inv(D, theta, scaling)
     window = cfg.get("sliding_window") if mt == "mistral" else None
     T = len(ids)
     pos = np.arange(T)
@@ -90,7 +136,7 @@ def logits(model_dir, ids, adapter_dir=None):
         q = linear(h, p + ".self_attn.q_proj").reshape(T, H, D).transpose(1, 0, 2)
         k = linear(h, p + ".self_attn.k_proj").reshape(T, KV, D).transpose(1, 0, 2)
         v = linear(h, p + ".self_attn.v_proj").reshape(T, KV, D).transpose(1, 0, 2)
-        q, k = rope(q, pos, theta, factor), rope(k, pos, theta, factor)
+        q, k = rope(q, pos, inv, factor), rope(k, pos, inv, factor)
         heads = []
         for i in range(H):
             g = i // (H // KV)  # query head i reads key/value group g

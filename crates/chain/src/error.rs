@@ -144,6 +144,9 @@ pub enum ChainError {
     /// The requested block or state is not available.
     #[error("{0}")]
     NotFound(String),
+    /// A call or estimate reached its deadline and was stopped.
+    #[error("execution aborted: deadline reached")]
+    Timeout,
     /// A caller-supplied value is out of range (e.g. a timestamp past year 9999).
     #[error("{0}")]
     InvalidArgument(String),

@@ -153,6 +153,7 @@ impl From<ChainError> for RpcError {
             ChainError::NotFound(m) => RpcError::server(m),
             ChainError::Execution(m) => RpcError::server(m),
             ChainError::InvalidArgument(m) => RpcError::invalid_params(m),
+            ChainError::Timeout => RpcError::server("execution aborted (timeout)"),
             other => RpcError::internal(other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_http::cors::CorsLayer;
@@ -36,6 +37,8 @@ pub async fn process(
     if let Some(e) = halted(state) {
         return Some(error_response(Value::Null, &e));
     }
+    // Every EVM execution of this message, a whole batch included, stops at one deadline.
+    let deadline = Instant::now() + state.cfg.call_timeout;
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -65,7 +68,7 @@ pub async fn process(
             }
             let futs = items
                 .into_iter()
-                .map(|item| process_single(state, item, ws));
+                .map(|item| process_single(state, item, ws, deadline));
             let out: Vec<Value> = futures::future::join_all(futs)
                 .await
                 .into_iter()
@@ -77,7 +80,7 @@ pub async fn process(
                 Some(Value::Array(out))
             }
         }
-        other => process_single(state, other, ws).await,
+        other => process_single(state, other, ws, deadline).await,
     }
 }
 
@@ -85,6 +88,7 @@ async fn process_single(
     state: &Arc<RpcState>,
     item: Value,
     ws: Option<&Arc<WsSession>>,
+    deadline: Instant,
 ) -> Option<Value> {
     let Value::Object(mut obj) = item else {
         return Some(error_response(
@@ -113,7 +117,7 @@ async fn process_single(
         ));
     };
     let params = obj.remove("params").unwrap_or(Value::Null);
-    let result = state.handle(&method, params, ws).await;
+    let result = state.handle_until(&method, params, ws, deadline).await;
     if let Err(e) = &result {
         debug!(target: "rpc", %method, code = e.code, message = %e.message, "request failed");
     }

@@ -308,3 +308,94 @@ async fn a_halted_node_refuses_every_request_instead_of_answering_a_stale_head()
     assert!(n.node.halted().is_some());
     n.stop().await;
 }
+
+/// Init code that loops forever (`JUMPDEST PUSH1 0 JUMP`): it only stops when out of gas.
+const ENDLESS: &str = "0x5b600056";
+
+/// A node whose calls may burn a billion gas but must stop after 300 ms. The tests call with
+/// 150M gas: several seconds of CPU each, when nothing stops them.
+async fn node_with_short_call_timeout() -> TestNode {
+    let rpc = openledger_rpc::RpcConfig {
+        call_timeout: std::time::Duration::from_millis(300),
+        gas_cap: 1_000_000_000,
+        ..Default::default()
+    };
+    TestNode::start_with(None, openledger_chain::SealMode::OnDemand, rpc).await
+}
+
+/// Waits up to `within` for every EVM execution to end; returns how many still run.
+async fn executions_left(n: &TestNode, within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    while n.rpc.calls_in_flight() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    n.rpc.calls_in_flight()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_call_is_stopped_at_the_call_timeout() {
+    let n = node_with_short_call_timeout().await;
+    for method in ["eth_call", "eth_estimateGas"] {
+        let t = std::time::Instant::now();
+        let v = n
+            .raw(req(method, json!([{"data": ENDLESS, "gas": "0x8f0d180"}])))
+            .await;
+        let took = t.elapsed();
+        assert_eq!(v["error"]["code"], -32000, "{method}: {v}");
+        assert_eq!(
+            v["error"]["message"], "execution aborted (timeout = 300ms)",
+            "{method}: {v}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(3),
+            "{method} answered after {took:?}"
+        );
+        // The execution itself stopped, not only the wait for it.
+        let left = executions_left(&n, std::time::Duration::from_secs(2)).await;
+        assert_eq!(left, 0, "{method}: EVM still running 2 s after the timeout");
+    }
+    // The CPU is free: a plain call answers at once.
+    let t = std::time::Instant::now();
+    let v = n
+        .raw(req(
+            "eth_call",
+            json!([{"to": "0x0000000000000000000000000000000000000077"}]),
+        ))
+        .await;
+    assert_eq!(v["result"], "0x", "{v}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_endless_calls_shares_one_deadline() {
+    let n = node_with_short_call_timeout().await;
+    let batch: Vec<serde_json::Value> = (0..8)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": i, "method": "eth_call",
+                   "params": [{"data": ENDLESS, "gas": "0x8f0d180"}]})
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    let (status, v) = raw_post(&n.url, serde_json::Value::Array(batch).to_string()).await;
+    let took = t.elapsed();
+    assert_eq!(status, 200);
+    let items = v.as_array().expect("batch answer");
+    assert_eq!(items.len(), 8);
+    for item in items {
+        assert_eq!(
+            item["error"]["message"], "execution aborted (timeout = 300ms)",
+            "{item}"
+        );
+    }
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "batch answered after {took:?}"
+    );
+    let left = executions_left(&n, std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        left, 0,
+        "EVM executions still running 2 s after the batch timed out"
+    );
+    n.stop().await;
+}

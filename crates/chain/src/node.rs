@@ -458,7 +458,11 @@ impl Node {
             .map_err(|e| PoolError::Internal(e.to_string()))?;
         drop(reader);
         let (nonce, balance) = acct.map(|a| (a.nonce, a.balance)).unwrap_or_default();
-        let inserted = self.pool.lock().insert(tx, nonce, balance)?;
+        let inserted = {
+            let mut pool = self.pool.lock();
+            pool.maybe_expire(std::time::Instant::now());
+            pool.insert(tx, nonce, balance)?
+        };
         let _ = self.pending.send(inserted.hash);
         if inserted.pending {
             self.notify.notify_one();
@@ -526,6 +530,7 @@ impl Node {
                 let n = reader.account(&s)?.map(|a| a.nonce).unwrap_or_default();
                 pool.set_state_nonce(&s, n);
             }
+            pool.maybe_expire(std::time::Instant::now());
         }
         let event = Arc::new(NewBlock {
             header: block.header.clone(),

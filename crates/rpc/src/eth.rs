@@ -669,13 +669,21 @@ impl RpcState {
                 }),
             },
             "txpool_status" => {
-                let (pending, queued) = node.pool().lock().status();
+                let (pending, queued) = {
+                    let mut pool = node.pool().lock();
+                    pool.maybe_expire(Instant::now());
+                    pool.status()
+                };
                 Ok(
                     json!({"pending": quantity(U256::from(pending)), "queued": quantity(U256::from(queued))}),
                 )
             }
             "txpool_content" => {
-                let (pending, queued) = node.pool().lock().content();
+                let (pending, queued) = {
+                    let mut pool = node.pool().lock();
+                    pool.maybe_expire(Instant::now());
+                    pool.content()
+                };
                 let render = |m: std::collections::BTreeMap<
                     Address,
                     Vec<Arc<openledger_chain::pool::PooledTx>>,
@@ -729,7 +737,12 @@ impl RpcState {
                 return to_json(rpc_tx(tx, *from, Some(loc)));
             }
         }
-        match self.node.pool().lock().get(&h) {
+        let pooled = {
+            let mut pool = self.node.pool().lock();
+            pool.maybe_expire(Instant::now());
+            pool.get(&h)
+        };
+        match pooled {
             Some(t) => to_json(rpc_tx(&t.tx, t.sender, None)),
             None => Ok(Value::Null),
         }

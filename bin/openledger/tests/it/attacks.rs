@@ -399,3 +399,211 @@ async fn a_batch_of_endless_calls_shares_one_deadline() {
     );
     n.stop().await;
 }
+
+/// A signed EIP-1559 transaction of dev account `from` to 0x…33 with `input` bytes of calldata.
+fn signed(
+    n: &TestNode,
+    from: usize,
+    nonce: u64,
+    max_fee: u128,
+    value: U256,
+    input: usize,
+) -> String {
+    use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::signers::SignerSync;
+    // Zero bytes: 4 gas each, and 10 per byte under the EIP-7623 floor.
+    let gas = 21_000 + 10 * input as u64;
+    let tx = TxEip1559 {
+        chain_id: 1337,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: max_fee,
+        max_priority_fee_per_gas: max_fee.min(1),
+        to: alloy::primitives::TxKind::Call(alloy::primitives::Address::repeat_byte(0x33)),
+        value,
+        input: vec![0u8; input].into(),
+        ..Default::default()
+    };
+    let sig = n
+        .signer(from)
+        .sign_hash_sync(&tx.signature_hash())
+        .expect("sign");
+    let env: TxEnvelope = tx.into_signed(sig).into();
+    format!("0x{}", hex::encode(env.encoded_2718()))
+}
+
+async fn send_raw(n: &TestNode, raw: &str) -> serde_json::Value {
+    n.raw(req("eth_sendRawTransaction", json!([raw]))).await
+}
+
+fn error_of(v: &serde_json::Value) -> &str {
+    v["error"]["message"].as_str().unwrap_or_default()
+}
+
+/// Fee caps far below the base fee (about 1 gwei): such transactions wait in the pool and
+/// are never mined, so these tests see the pool exactly as they filled it.
+const WEI: u128 = 1;
+
+async fn node_with_pool(pool: openledger_chain::PoolConfig) -> TestNode {
+    TestNode::start_full(
+        None,
+        openledger_chain::SealMode::OnDemand,
+        openledger_rpc::RpcConfig::default(),
+        pool,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_cannot_queue_more_than_its_account_queue() {
+    let n = TestNode::start().await;
+    // Nonce 0 is never sent: everything from nonce 1 on is queued.
+    for nonce in 1..=64 {
+        let v = send_raw(&n, &signed(&n, 0, nonce, 10 * WEI, U256::from(1), 0)).await;
+        assert!(v["result"].is_string(), "nonce {nonce}: {v}");
+    }
+    let v = send_raw(&n, &signed(&n, 0, 65, 10 * WEI, U256::from(1), 0)).await;
+    assert!(
+        error_of(&v).starts_with("account limit exceeded"),
+        "the 65th queued transaction of one sender: {v}"
+    );
+    assert_eq!(v["error"]["code"], -32000);
+    // Another sender is not affected.
+    let v = send_raw(&n, &signed(&n, 1, 1, 10 * WEI, U256::from(1), 0)).await;
+    assert!(v["result"].is_string(), "{v}");
+    let st = n.raw(req("txpool_status", json!([]))).await;
+    assert_eq!(st["result"]["queued"], "0x41", "{st}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pool_evicts_its_cheapest_transaction_or_refuses_an_underpriced_one() {
+    let n = node_with_pool(openledger_chain::PoolConfig {
+        account_slots: 1,
+        global_slots: 2,
+        global_queue: 2,
+        ..Default::default()
+    })
+    .await;
+    // Four senders fill the four slots, paying 20, 30, 40 and 50 wei per gas.
+    let mut hashes = vec![];
+    for (i, fee) in [20, 30, 40, 50].into_iter().enumerate() {
+        let v = send_raw(&n, &signed(&n, i + 1, 0, fee * WEI, U256::from(1), 0)).await;
+        assert!(v["result"].is_string(), "{v}");
+        hashes.push(v["result"].clone());
+    }
+    // Paying less than the cheapest: refused.
+    let v = send_raw(&n, &signed(&n, 5, 0, 10 * WEI, U256::from(1), 0)).await;
+    assert!(error_of(&v).starts_with("transaction underpriced"), "{v}");
+    // Paying the same as the cheapest: refused too.
+    let v = send_raw(&n, &signed(&n, 5, 0, 20 * WEI, U256::from(1), 0)).await;
+    assert!(error_of(&v).starts_with("transaction underpriced"), "{v}");
+    // Paying more: the cheapest goes.
+    let v = send_raw(&n, &signed(&n, 5, 0, 25 * WEI, U256::from(1), 0)).await;
+    assert!(v["result"].is_string(), "{v}");
+    let gone = n
+        .raw(req("eth_getTransactionByHash", json!([hashes[0]])))
+        .await;
+    assert_eq!(gone["result"], serde_json::Value::Null, "evicted: {gone}");
+    for h in &hashes[1..] {
+        let kept = n.raw(req("eth_getTransactionByHash", json!([h]))).await;
+        assert!(kept["result"].is_object(), "{kept}");
+    }
+    let st = n.raw(req("txpool_status", json!([]))).await;
+    assert_eq!(st["result"]["pending"], "0x4", "{st}");
+    assert_eq!(n.node.pool().lock().slots(), 4);
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_cannot_pool_more_than_its_balance_covers() {
+    let n = TestNode::start().await;
+    let open = U256::from(10u128.pow(18));
+    // Each dev account holds 10,000 OPEN; one 6,000 OPEN transfer fits, two do not.
+    let v = send_raw(&n, &signed(&n, 0, 0, 10 * WEI, open * U256::from(6000), 0)).await;
+    assert!(v["result"].is_string(), "{v}");
+    let v = send_raw(&n, &signed(&n, 0, 1, 10 * WEI, open * U256::from(6000), 0)).await;
+    assert!(
+        error_of(&v).starts_with("insufficient funds for gas * price + value"),
+        "the second transfer overdraws the account: {v}"
+    );
+    // A queued one far ahead counts as well.
+    let v = send_raw(&n, &signed(&n, 0, 9, 10 * WEI, open * U256::from(6000), 0)).await;
+    assert!(
+        error_of(&v).starts_with("insufficient funds for gas * price + value"),
+        "{v}"
+    );
+    // What the balance still covers is accepted.
+    let v = send_raw(&n, &signed(&n, 0, 1, 10 * WEI, open * U256::from(3000), 0)).await;
+    assert!(v["result"].is_string(), "{v}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_transactions_expire_after_the_pool_lifetime() {
+    let n = node_with_pool(openledger_chain::PoolConfig {
+        lifetime: std::time::Duration::from_millis(400),
+        ..Default::default()
+    })
+    .await;
+    let v = send_raw(&n, &signed(&n, 0, 3, 10 * WEI, U256::from(1), 0)).await;
+    let hash = v["result"].clone();
+    assert!(hash.is_string(), "{v}");
+    // A pending one (fee cap below the base fee, so it waits) does not expire.
+    let v = send_raw(&n, &signed(&n, 1, 0, 10 * WEI, U256::from(1), 0)).await;
+    assert!(v["result"].is_string(), "{v}");
+    let st = n.raw(req("txpool_status", json!([]))).await;
+    assert_eq!(st["result"], json!({"pending": "0x1", "queued": "0x1"}));
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let st = n.raw(req("txpool_status", json!([]))).await;
+    assert_eq!(
+        st["result"],
+        json!({"pending": "0x1", "queued": "0x0"}),
+        "expired"
+    );
+    let v = n.raw(req("eth_getTransactionByHash", json!([hash]))).await;
+    assert_eq!(v["result"], serde_json::Value::Null, "{v}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_cannot_grow_the_pool_past_its_byte_bound() {
+    let cfg = openledger_chain::PoolConfig {
+        account_slots: 2,
+        global_slots: 8,
+        global_queue: 4,
+        ..Default::default()
+    };
+    let bound = 12 * 32 * 1024;
+    let n = node_with_pool(cfg).await;
+    // Over 128 KiB: refused outright.
+    let v = send_raw(&n, &signed(&n, 0, 0, 10 * WEI, U256::from(1), 130 * 1024)).await;
+    assert!(error_of(&v).starts_with("oversized data"), "{v}");
+    // Ten senders, three 100 KiB transactions each (4 slots apiece), paying more and more.
+    let mut accepted = 0;
+    for round in 0..3u64 {
+        for from in 0..10 {
+            let fee = (10 + round as u128 * 10 + from as u128) * WEI;
+            let raw = signed(&n, from, round, fee, U256::from(1), 100 * 1024);
+            let v = send_raw(&n, &raw).await;
+            if v["result"].is_string() {
+                accepted += 1;
+            } else {
+                let e = error_of(&v);
+                assert!(
+                    e.starts_with("transaction underpriced") || e.starts_with("txpool is full"),
+                    "{v}"
+                );
+            }
+            let (bytes, slots) = {
+                let pool = n.node.pool().lock();
+                (pool.bytes(), pool.slots())
+            };
+            assert!(bytes <= bound, "{bytes} bytes pooled, bound {bound}");
+            assert!(slots <= 12, "{slots} slots");
+        }
+    }
+    assert!(accepted >= 3, "only {accepted} accepted");
+    n.stop().await;
+}

@@ -28,6 +28,9 @@ pub struct RpcConfig {
     pub max_body_bytes: usize,
     /// Most requests in one batch.
     pub max_batch: usize,
+    /// Most bytes of answers one batch may produce (geth's `batch-response-max-size`): the
+    /// answer that passes it and all after it are "response too large" errors (-32003).
+    pub max_batch_response_bytes: usize,
     /// Gas cap of `eth_call` and `eth_estimateGas`.
     pub gas_cap: u64,
     /// Time limit of one `eth_call` / `eth_estimateGas`: execution is stopped when it is
@@ -51,6 +54,7 @@ impl Default for RpcConfig {
         Self {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch: 1000,
+            max_batch_response_bytes: 25_000_000,
             gas_cap: 50_000_000,
             call_timeout: Duration::from_secs(5),
             max_concurrent_calls: std::thread::available_parallelism()

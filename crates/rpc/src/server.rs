@@ -16,12 +16,19 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_http::cors::CorsLayer;
 use tracing::debug;
+
+/// Requests of one batch handled at the same time.
+const BATCH_CONCURRENCY: usize = 16;
+
+/// Messages of one WebSocket connection handled at the same time; the connection is not read
+/// further until one of them is answered.
+const WS_IN_FLIGHT: usize = 16;
 
 fn error_response(id: Value, e: &RpcError) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})
@@ -66,14 +73,33 @@ pub async fn process(
                     )),
                 ));
             }
-            let futs = items
-                .into_iter()
-                .map(|item| process_single(state, item, ws, deadline));
-            let out: Vec<Value> = futures::future::join_all(futs)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            // Items run a few at a time; their answers are counted in order, and once they pass
+            // the size limit the rest are not run but answered "response too large".
+            let limit = state.cfg.max_batch_response_bytes;
+            let over = AtomicBool::new(false);
+            let over = &over;
+            let mut answers = futures::stream::iter(items.into_iter().map(|item| async move {
+                if over.load(Ordering::SeqCst) {
+                    return too_large(&item);
+                }
+                process_single(state, item, ws, deadline).await
+            }))
+            .buffered(BATCH_CONCURRENCY);
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(answer) = answers.next().await {
+                let Some(mut answer) = answer else { continue };
+                if !over.load(Ordering::SeqCst) {
+                    bytes =
+                        bytes.saturating_add(serde_json::to_string(&answer).map_or(0, |s| s.len()));
+                    over.store(bytes > limit, Ordering::SeqCst);
+                }
+                if over.load(Ordering::SeqCst) {
+                    let id = answer.get("id").cloned().unwrap_or(Value::Null);
+                    answer = error_response(id, &RpcError::response_too_large());
+                }
+                out.push(answer);
+            }
             if out.is_empty() {
                 None
             } else {
@@ -82,6 +108,13 @@ pub async fn process(
         }
         other => process_single(state, other, ws, deadline).await,
     }
+}
+
+/// The "response too large" answer to a batch item that is not run; `None` for a
+/// notification.
+fn too_large(item: &Value) -> Option<Value> {
+    let id = item.as_object()?.get("id")?;
+    Some(error_response(id.clone(), &RpcError::response_too_large()))
 }
 
 async fn process_single(
@@ -212,6 +245,7 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<String>(4096);
     let session = WsSession::new(tx.clone());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(WS_IN_FLIGHT));
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if sink.send(Message::Text(msg.into())).await.is_err() {
@@ -226,6 +260,9 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
             Message::Close(_) => break,
             _ => continue,
         };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let state = state.clone();
         let session = session.clone();
         let tx = tx.clone();
@@ -233,6 +270,7 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
             if let Some(v) = process(&state, &data, Some(&session)).await {
                 let _ = tx.send(v.to_string()).await;
             }
+            drop(permit);
         });
     }
     drop(session);

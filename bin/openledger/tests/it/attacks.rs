@@ -607,3 +607,103 @@ async fn large_transactions_cannot_grow_the_pool_past_its_byte_bound() {
     assert!(accepted >= 3, "only {accepted} accepted");
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_deeply_nested_bodies_are_refused_without_harm() {
+    let n = TestNode::start().await;
+    // 100,000 levels of nesting (200 KB, under the body limit): a parse error, at once.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let t = std::time::Instant::now();
+    let (status, v) = raw_post(&n.url, deep).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (200, Some(-32700)),
+        "{v}"
+    );
+    let deep_params = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_call","params":[{}{}]}}"#,
+        r#"{"a":"#.repeat(50_000),
+        "}".repeat(50_000)
+    );
+    let (_, v) = raw_post(&n.url, deep_params).await;
+    assert_eq!(v["error"]["code"], -32700, "{v}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    // Over the 5 MiB default: 413, with a JSON-RPC error.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#,
+        "x".repeat(5 * 1024 * 1024 + 1)
+    );
+    let (status, v) = raw_post(&n.url, big).await;
+    assert_eq!(status, 413);
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    // 1,001 requests in a batch: refused as a whole.
+    let batch: Vec<serde_json::Value> = (0..1001)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_chainId"}))
+        .collect();
+    let (_, v) = raw_post(&n.url, serde_json::Value::Array(batch).to_string()).await;
+    assert_eq!(v["error"]["code"], -32600, "{v}");
+    let v = n.raw(req("eth_chainId", json!([]))).await;
+    assert_eq!(v["result"], "0x539");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cannot_make_the_node_build_an_unbounded_answer() {
+    let rpc = openledger_rpc::RpcConfig {
+        max_batch_response_bytes: 20_000,
+        ..Default::default()
+    };
+    let n = TestNode::start_with(None, openledger_chain::SealMode::OnDemand, rpc).await;
+    // Each answer is a block of about 1 KB: the first ones fit, the rest are refused.
+    let batch: Vec<serde_json::Value> = (0..200)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber", "params": ["0x0", true]}))
+        .collect();
+    let (status, v) = raw_post(&n.url, serde_json::Value::Array(batch).to_string()).await;
+    assert_eq!(status, 200);
+    let items = v.as_array().expect("batch answer");
+    assert_eq!(items.len(), 200, "every request is answered");
+    let answered = items.iter().filter(|i| i["result"].is_object()).count();
+    assert!((5..60).contains(&answered), "{answered} blocks answered");
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(item["id"], i, "in order");
+        if i >= answered {
+            assert_eq!(item["error"]["code"], -32003, "{item}");
+            assert_eq!(item["error"]["message"], "response too large");
+        }
+    }
+    assert!(v.to_string().len() < 40_000);
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_websocket_cannot_queue_unbounded_work() {
+    use alloy::providers::{Provider, ProviderBuilder, WsConnect};
+    let n = node_with_short_call_timeout().await;
+    let ws = ProviderBuilder::new()
+        .connect_ws(WsConnect::new(n.ws_url.clone()))
+        .await
+        .expect("ws");
+    // 40 endless calls sent at once on one connection. The node reads at most 16 messages
+    // ahead, and each message's calls stop 300 ms after the node starts it: three rounds, so
+    // at least 900 ms. Without the bound all 40 start (and time out) together.
+    let t = std::time::Instant::now();
+    let calls = (0..40).map(|_| {
+        ws.raw_request::<_, serde_json::Value>(
+            "eth_call".into(),
+            json!([{"data": ENDLESS, "gas": "0x8f0d180"}]),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let took = t.elapsed();
+    for a in &answers {
+        let e = a.as_ref().expect_err("times out").to_string();
+        assert!(e.contains("execution aborted (timeout = 300ms)"), "{e}");
+    }
+    assert!(
+        took >= std::time::Duration::from_millis(850),
+        "40 messages answered in {took:?}: more than 16 ran at once"
+    );
+    let left = executions_left(&n, std::time::Duration::from_secs(2)).await;
+    assert_eq!(left, 0);
+    n.stop().await;
+}

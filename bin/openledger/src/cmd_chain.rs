@@ -56,6 +56,27 @@ pub struct CommonArgs {
     /// Most logs returned by eth_getLogs.
     #[arg(long, env = "OPENLEDGER_RPC_MAX_LOGS", default_value_t = 20_000)]
     pub rpc_max_logs: usize,
+    /// Time limit of eth_call / eth_estimateGas (and of all the calls of one batch together),
+    /// e.g. 5s or 500ms; execution is stopped when it is reached.
+    #[arg(long, env = "OPENLEDGER_RPC_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub rpc_call_timeout: Duration,
+}
+
+/// `500ms`, `5s` or plain seconds (`2.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 5s, 500ms)"))?;
+    Duration::try_from_secs_f64(v * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive duration"))
 }
 
 impl CommonArgs {
@@ -66,6 +87,7 @@ impl CommonArgs {
             gas_cap: self.rpc_gas_cap,
             max_log_range: self.rpc_max_log_range,
             max_logs: self.rpc_max_logs,
+            call_timeout: self.rpc_call_timeout,
             ..Default::default()
         }
     }

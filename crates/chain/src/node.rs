@@ -119,6 +119,13 @@ fn now_secs() -> u64 {
         .unwrap_or_default()
 }
 
+fn call_error(e: exec::CallError) -> ChainError {
+    match e {
+        exec::CallError::Aborted => ChainError::Timeout,
+        exec::CallError::Invalid(m) => ChainError::Execution(m),
+    }
+}
+
 /// The message of a panic payload.
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {
@@ -451,7 +458,11 @@ impl Node {
             .map_err(|e| PoolError::Internal(e.to_string()))?;
         drop(reader);
         let (nonce, balance) = acct.map(|a| (a.nonce, a.balance)).unwrap_or_default();
-        let inserted = self.pool.lock().insert(tx, nonce, balance)?;
+        let inserted = {
+            let mut pool = self.pool.lock();
+            pool.maybe_expire(std::time::Instant::now());
+            pool.insert(tx, nonce, balance)?
+        };
         let _ = self.pending.send(inserted.hash);
         if inserted.pending {
             self.notify.notify_one();
@@ -519,6 +530,7 @@ impl Node {
                 let n = reader.account(&s)?.map(|a| a.nonce).unwrap_or_default();
                 pool.set_state_nonce(&s, n);
             }
+            pool.maybe_expire(std::time::Instant::now());
         }
         let event = Arc::new(NewBlock {
             header: block.header.clone(),
@@ -692,8 +704,7 @@ impl Node {
         if let Some(o) = overrides {
             apply_overrides(&mut db, o)?;
         }
-        exec::call(&mut db, self.chain_id(), &self.call_params(pending), req)
-            .map_err(ChainError::Execution)
+        exec::call(&mut db, self.chain_id(), &self.call_params(pending), req).map_err(call_error)
     }
 
     /// `eth_estimateGas`: the smallest gas limit with which the call succeeds in the next block,
@@ -715,7 +726,7 @@ impl Node {
             let mut db = base.clone();
             let mut r = req.clone();
             r.gas = gas;
-            exec::call(&mut db, self.chain_id(), &params, &r).map_err(ChainError::Execution)
+            exec::call(&mut db, self.chain_id(), &params, &r).map_err(call_error)
         };
         let mut hi = if req.gas > 0 { req.gas.min(cap) } else { cap };
         let used = match run(hi)? {

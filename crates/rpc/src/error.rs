@@ -74,6 +74,14 @@ impl RpcError {
             data: None,
         }
     }
+    /// -32003, geth's "response too large" for batch items past the response size limit.
+    pub fn response_too_large() -> Self {
+        Self {
+            code: -32003,
+            message: "response too large".into(),
+            data: None,
+        }
+    }
     /// Code 3, execution reverted, with the revert data and decoded reason.
     pub fn reverted(output: &Bytes) -> Self {
         let message = match decode_revert_reason(output) {
@@ -153,6 +161,7 @@ impl From<ChainError> for RpcError {
             ChainError::NotFound(m) => RpcError::server(m),
             ChainError::Execution(m) => RpcError::server(m),
             ChainError::InvalidArgument(m) => RpcError::invalid_params(m),
+            ChainError::Timeout => RpcError::server("execution aborted (timeout)"),
             other => RpcError::internal(other.to_string()),
         }
     }

@@ -547,14 +547,16 @@ impl AttributionService {
             .call()
             .await
             .map_err(chain_err)?;
-        let (t_bps, m_bps) = (U256::from(cfg.treasuryBps), U256::from(cfg.modelOwnerBps));
+        let bps = openledger_contracts::fees::FeeSplitBps {
+            treasury: cfg.treasuryBps,
+            model_owner: cfg.modelOwnerBps,
+        };
         let models = ModelRegistry::new(self.cfg.models, p.clone());
         let datanets = DatanetRegistry::new(self.cfg.datanets, p.clone());
         let mut out = Vec::new();
-        let bps = U256::from(10_000u64);
         for r in batch {
-            let t = r.fee * t_bps / bps;
-            let m = r.fee * m_bps / bps;
+            let weights: Vec<U256> = r.shares.iter().map(|s| U256::from(s.1)).collect();
+            let pay = openledger_contracts::fees::split(r.fee, bps, &weights);
             let owner = models
                 .settlementInfo(U256::from(r.model_id))
                 .block(at)
@@ -562,17 +564,15 @@ impl AttributionService {
                 .await
                 .map_err(chain_err)?
                 .owner;
-            if !m.is_zero() {
+            if !pay.model_owner.is_zero() {
                 out.push(CreditLine {
                     account: owner,
                     role: "modelOwner".into(),
                     contribution: None,
-                    amount: m,
+                    amount: pay.model_owner,
                 });
             }
-            let pool = r.fee - t - m;
-            let mut rest = pool;
-            if !r.shares.is_empty() && !pool.is_zero() {
+            if !r.shares.is_empty() && !pay.pool.is_zero() {
                 let ids: Vec<U256> = r.shares.iter().map(|s| U256::from(s.0)).collect();
                 let who = datanets
                     .contributorsOf(ids)
@@ -580,16 +580,13 @@ impl AttributionService {
                     .call()
                     .await
                     .map_err(chain_err)?;
-                let sum: U256 = r.shares.iter().map(|s| U256::from(s.1)).sum();
-                for ((c, w), a) in r.shares.iter().zip(who) {
-                    let amount = pool * U256::from(*w) / sum;
+                for (((c, _), a), amount) in r.shares.iter().zip(who).zip(&pay.contributions) {
                     if !amount.is_zero() {
-                        rest -= amount;
                         out.push(CreditLine {
                             account: a,
                             role: "contribution".into(),
                             contribution: Some(*c),
-                            amount,
+                            amount: *amount,
                         });
                     }
                 }
@@ -598,7 +595,7 @@ impl AttributionService {
                 account: cfg.treasury_,
                 role: "treasury".into(),
                 contribution: None,
-                amount: t + rest,
+                amount: pay.treasury,
             });
         }
         Ok(out)

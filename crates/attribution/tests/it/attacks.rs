@@ -58,14 +58,14 @@ fn base_dir() -> Result<PathBuf> {
     Ok(model)
 }
 
-fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
+pub(crate) fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
     Ok(ProviderBuilder::new()
         .wallet(EthereumWallet::from(s.clone()))
         .connect_http(rpc.parse()?)
         .erased())
 }
 
-async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
+pub(crate) async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
     c: alloy::contract::CallBuilder<P, T>,
 ) -> Result<()> {
     let r = c.send().await?.get_receipt().await?;
@@ -76,18 +76,18 @@ async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
 }
 
 /// A devnet with a public Datanet of three contributions and a paid model trained on it.
-struct World {
-    devnet: Devnet,
-    rpc: String,
+pub(crate) struct World {
+    pub(crate) devnet: Devnet,
+    pub(crate) rpc: String,
     tmp: tempfile::TempDir,
     base: PathBuf,
     models_loc: String,
-    model_id: u64,
+    pub(crate) model_id: u64,
     adapter_hash: B256,
 }
 
 impl World {
-    async fn start(escrow_withdrawal_delay: u64) -> Result<Self> {
+    pub(crate) async fn start(escrow_withdrawal_delay: u64) -> Result<Self> {
         let base = tokio::task::spawn_blocking(base_dir).await??;
         let mut contracts = openledger_contracts::DeployConfig::dev();
         contracts.escrow_withdrawal_delay = escrow_withdrawal_delay;
@@ -156,11 +156,11 @@ impl World {
         })
     }
 
-    fn acct(&self, i: usize) -> PrivateKeySigner {
+    pub(crate) fn acct(&self, i: usize) -> PrivateKeySigner {
         self.devnet.accounts[i].signer.clone()
     }
 
-    fn settlement_address(&self) -> Result<Address> {
+    pub(crate) fn settlement_address(&self) -> Result<Address> {
         self.devnet
             .deployments
             .get("AttributionSettlement")
@@ -232,7 +232,7 @@ impl World {
     }
 
     /// `payer` escrows [`DEPOSIT`] and lets the paid model spend all of it.
-    async fn fund(&self, payer: &PrivateKeySigner) -> Result<()> {
+    pub(crate) async fn fund(&self, payer: &PrivateKeySigner) -> Result<()> {
         let s = AttributionSettlement::new(self.settlement_address()?, provider(&self.rpc, payer)?);
         send(s.deposit().value(U256::from(DEPOSIT))).await?;
         send(s.setAllowance(U256::from(self.model_id), U256::MAX)).await

@@ -195,6 +195,10 @@ impl Stack {
         let server = Server::start(scfg, hooks)
             .await
             .map_err(|e| svc_err("inference server", &e))?;
+        let datanets = d
+            .datanets
+            .clone()
+            .ok_or_else(|| StackError::Service("training jobs: no Datanet service".into()))?;
         let jobs = JobService::open(JobsConfig {
             rpc_url: d.rpc_url(),
             chain_id: d.deployments.chain_id,
@@ -203,7 +207,7 @@ impl Stack {
             datadir: d.datadir.join("train"),
             models_store: models_store(&d.datadir),
             base_models: vec![base.to_path_buf()],
-            reader: ReaderConfig::Store(d.datadir.join("datanets/content").display().to_string()),
+            reader: ReaderConfig::Service(datanets),
         })
         .await
         .map_err(|e| svc_err("training jobs", &e))?;

@@ -41,6 +41,22 @@ pub enum TrainError {
         /// Version.
         version: u64,
     },
+    /// The version's manifest is not the version it claims on chain (another Datanet's
+    /// manifest, a foreign registry or chain, contributions that are not the version's).
+    #[error("{0}")]
+    ManifestMismatch(String),
+    /// A contribution of the version was not uploaded to its Datanet by its contributor (its
+    /// hash was only recorded on chain), so its content is not readable through that Datanet.
+    #[error(
+        "contribution {contribution} of datanet {datanet} is not backed by an upload of its \
+         contributor: it cannot be trained on"
+    )]
+    Unbacked {
+        /// Datanet.
+        datanet: u64,
+        /// Contribution.
+        contribution: u64,
+    },
     /// The base model named by hash or name is not known.
     #[error("base model {0} not found")]
     BaseModelNotFound(String),
@@ -139,6 +155,8 @@ impl TrainError {
             TrainError::DatanetNotFound(_) => "datanet_not_found",
             TrainError::VersionNotFound { .. } => "version_not_found",
             TrainError::EmptyVersion { .. } => "empty_version",
+            TrainError::ManifestMismatch(_) => "manifest_mismatch",
+            TrainError::Unbacked { .. } => "unbacked_contribution",
             TrainError::BaseModelNotFound(_) => "base_model_not_found",
             TrainError::Integrity(_) => "data_integrity",
             TrainError::Cancelled => "cancelled",
@@ -162,7 +180,10 @@ impl TrainError {
         match self {
             TrainError::InvalidField { field, .. } => Some(field),
             TrainError::DatanetNotFound(_) | TrainError::NotLicensed { .. } => Some("datanetId"),
-            TrainError::VersionNotFound { .. } | TrainError::EmptyVersion { .. } => Some("version"),
+            TrainError::VersionNotFound { .. }
+            | TrainError::EmptyVersion { .. }
+            | TrainError::ManifestMismatch(_)
+            | TrainError::Unbacked { .. } => Some("version"),
             TrainError::BaseModelNotFound(_) => Some("baseModel"),
             _ => None,
         }
@@ -172,9 +193,11 @@ impl TrainError {
     pub fn status(&self) -> u16 {
         match self {
             TrainError::InvalidField { .. } | TrainError::Format { .. } => 400,
-            TrainError::EmptyVersion { .. } => 422,
+            TrainError::EmptyVersion { .. } | TrainError::ManifestMismatch(_) => 422,
             TrainError::Unauthorised(_) => 401,
-            TrainError::NotLicensed { .. } | TrainError::Forbidden(_) => 403,
+            TrainError::NotLicensed { .. }
+            | TrainError::Forbidden(_)
+            | TrainError::Unbacked { .. } => 403,
             TrainError::DatanetNotFound(_)
             | TrainError::VersionNotFound { .. }
             | TrainError::BaseModelNotFound(_)

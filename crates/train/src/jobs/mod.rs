@@ -44,8 +44,11 @@ pub enum ReaderConfig {
         /// The operator's key.
         signer: PrivateKeySigner,
     },
-    /// The Datanet content store (location for `ContentStore::open`), when co-located.
-    Store(String),
+    /// The Datanet service in this process (the devnet): the same rules as its API (only
+    /// backed contributions, only a Datanet's own manifest), no operator licence needed.
+    /// (There is no bare-store reader: a store cannot tell who uploaded a blob, and a job
+    /// owner must never read a permissioned blob through a Datanet he controls.)
+    Service(openledger_datanet::DatanetService),
 }
 
 /// Configuration of [`JobService::open`].
@@ -328,9 +331,9 @@ impl JobService {
             version,
         )
         .await?;
-        // An empty version is refused now, from its manifest (verified against the on-chain
-        // root), not discovered when the job starts.
-        source::check_not_empty(&self.reader().await?, &v).await?;
+        // The manifest is checked against the chain, every contribution must be readable
+        // through that Datanet, and an empty version is refused now, not when the job starts.
+        source::check_version(&self.inner.provider, &self.reader().await?, &v).await?;
         let job = {
             let mut jobs = self.inner.jobs.lock();
             let next = jobs
@@ -401,7 +404,7 @@ impl JobService {
             ReaderConfig::Api { api, signer } => {
                 Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
             }
-            ReaderConfig::Store(loc) => Reader::Store(ContentStore::open(loc)?),
+            ReaderConfig::Service(svc) => Reader::Service(svc.clone()),
         })
     }
 
@@ -477,7 +480,7 @@ impl JobService {
             job.version,
         )
         .await?;
-        let rows = source::read_rows(&self.reader().await?, &v).await?;
+        let rows = source::read_rows(&self.inner.provider, &self.reader().await?, &v).await?;
         let base_dir = self.base(&job.base_model.hash)?.dir.clone();
         let workdir = job_dir(&cfg.datadir, id).join("work");
         let (svc, jid, tcfg, hash) = (

@@ -1,0 +1,201 @@
+//! Attacks of issue #17 on the jobs service: training on someone else's permissioned data
+//! through a Datanet the attacker owns.
+
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy_primitives::{B256, U256, keccak256};
+use eyre::{Result, eyre};
+use openledger_contracts::bindings::DatanetRegistry;
+use openledger_datanet::manifest::MANIFEST_VERSION;
+use openledger_datanet::{Manifest, ManifestEntry, UploadReceipt};
+use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, domain};
+use serde_json::{Value, json};
+
+use crate::common::{World, client, small_model};
+
+/// The attacker's account.
+const ATTACKER: usize = 7;
+
+/// The reader the devnet's jobs service uses.
+fn devnet_reader(w: &World) -> Result<ReaderConfig> {
+    let svc = w
+        .devnet
+        .datanets
+        .clone()
+        .ok_or_else(|| eyre!("the devnet runs no Datanet service"))?;
+    Ok(ReaderConfig::Service(svc))
+}
+
+/// A jobs service on `w`, served over HTTP; returns it and its URL.
+async fn jobs_service(w: &World, dir: &std::path::Path) -> Result<(JobService, String)> {
+    let svc = JobService::open(JobsConfig {
+        rpc_url: w.devnet.rpc_url(),
+        chain_id: w.devnet.deployments.chain_id,
+        datanet_registry: w.registry()?,
+        model_registry: w.model_registry()?,
+        datadir: dir.join("jobs"),
+        models_store: dir.join("models").display().to_string(),
+        base_models: vec![small_model()?],
+        reader: devnet_reader(w)?,
+    })
+    .await?;
+    let app = axum::Router::new().nest("/api/jobs", svc.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/api/jobs", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((svc, url))
+}
+
+/// A signed `create_job` by `account`: (status, body).
+async fn post_job(w: &World, url: &str, account: usize, body: &Value) -> Result<(u16, Value)> {
+    let bytes = serde_json::to_vec(body)?;
+    let headers = openledger_datanet::auth::sign(
+        &w.devnet.accounts[account].signer,
+        &domain(w.devnet.deployments.chain_id, w.model_registry()?),
+        "create_job",
+        body["datanetId"].as_u64().unwrap_or(0),
+        keccak256(&bytes),
+        300,
+    )?;
+    let mut req = reqwest::Client::new().post(url).body(bytes);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// The registry as `account` sends it (straight to the chain).
+fn registry(
+    w: &World,
+    account: usize,
+) -> Result<DatanetRegistry::DatanetRegistryInstance<DynProvider>> {
+    // Nonces read per transaction: the same account also sends through a DatanetClient.
+    let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(
+            w.devnet.accounts[account].signer.clone(),
+        ))
+        .connect_http(w.devnet.rpc_url().parse()?)
+        .erased();
+    Ok(DatanetRegistry::new(w.registry()?, provider))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    let (svc, url) = jobs_service(&w, tmp.path()).await?;
+    let base = small_model()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let reg = registry(&w, ATTACKER)?;
+    let attacker = client(&w.devnet, &w.api, ATTACKER).await?;
+    let me = w.devnet.accounts[ATTACKER].address;
+
+    // What anyone can see of the permissioned Datanet: its version 0 and its first
+    // contribution's content hash.
+    let perm = U256::from(w.permissioned);
+    let v0 = reg.getVersion(perm, U256::ZERO).call().await?;
+    let first = reg
+        .acceptedContributions(perm, U256::ZERO, U256::from(1))
+        .call()
+        .await?;
+    let first = *first
+        .first()
+        .ok_or_else(|| eyre!("no accepted contribution"))?;
+    let secret = reg.getContribution(first).call().await?;
+
+    // The attacker's public Datanet: the stolen hash contributed on chain (no upload), approved.
+    let mine = attacker
+        .create_datanet("open data", "", false, U256::ZERO)
+        .await?;
+    let stolen = attacker
+        .contribute(
+            mine,
+            &UploadReceipt {
+                content_hash: secret.contentHash,
+                byte_size: secret.byteSize,
+                row_count: secret.rowCount,
+                score: 100,
+                reasons: Vec::new(),
+                rows_root: B256::ZERO,
+            },
+        )
+        .await?;
+    attacker.approve(stolen).await?;
+
+    // Version 0: the permissioned Datanet's manifest and root, as they are.
+    reg.publishVersion(
+        U256::from(mine),
+        v0.merkleRoot,
+        U256::from(1),
+        v0.manifestHash,
+    )
+    .send()
+    .await?
+    .get_receipt()
+    .await?;
+    // Version 1: a manifest of his Datanet listing the stolen contribution, put into the
+    // shared store as an ordinary upload to another Datanet of his.
+    let crafted = Manifest {
+        format: MANIFEST_VERSION,
+        chain_id: w.devnet.deployments.chain_id,
+        registry: w.registry()?,
+        datanet_id: mine,
+        contributions: vec![ManifestEntry {
+            contribution_id: stolen,
+            content_hash: secret.contentHash,
+            contributor: me,
+            row_count: secret.rowCount,
+            byte_size: secret.byteSize,
+            rows_root: B256::ZERO,
+            file_name: "harbour.jsonl".into(),
+        }],
+    };
+    let other = attacker
+        .create_datanet("scratch", "", false, U256::ZERO)
+        .await?;
+    let up = attacker
+        .upload_bytes(other, "notes.txt", &[], crafted.to_bytes())
+        .await?;
+    if up.content_hash != crafted.hash() {
+        return Err(eyre!("the crafted manifest was stored under another hash"));
+    }
+    reg.publishVersion(
+        U256::from(mine),
+        crafted.merkle_root(),
+        U256::from(1),
+        crafted.hash(),
+    )
+    .send()
+    .await?
+    .get_receipt()
+    .await?;
+
+    let cfg = json!({"rank": 4, "maxSteps": 2, "batchSize": 2, "sketchDim": 8});
+    for (version, status, kind) in [
+        (0u64, 422, "manifest_mismatch"),
+        (1, 403, "unbacked_contribution"),
+    ] {
+        let body = json!({"baseModel": base, "datanetId": mine, "version": version, "config": cfg});
+        let (s, v) = post_job(&w, &url, ATTACKER, &body).await?;
+        assert_eq!(
+            (s, v["error"]["type"].as_str()),
+            (status, Some(kind)),
+            "version {version}: a job on another Datanet's data was not refused: {v}"
+        );
+        assert_eq!(v["error"]["field"], "version", "{v}");
+    }
+    assert!(
+        svc.jobs().is_empty(),
+        "a refused job was queued: {:?}",
+        svc.jobs()
+    );
+    Ok(())
+}

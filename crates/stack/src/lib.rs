@@ -208,6 +208,7 @@ impl Stack {
             models_store: models_store(&d.datadir),
             base_models: vec![base.to_path_buf()],
             reader: ReaderConfig::Service(datanets),
+            limits: Default::default(),
         })
         .await
         .map_err(|e| svc_err("training jobs", &e))?;
@@ -355,6 +356,9 @@ impl Stack {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         if let Some(ai) = self.ai.lock().await.take() {
+            // A running training job stops within one step and stays resumable; without this
+            // its blocking thread keeps the runtime (and the process) alive after shutdown.
+            ai.jobs.shutdown().await;
             drop(ai.server);
             drop(ai.attribution);
             drop(ai.jobs);

@@ -57,6 +57,26 @@ pub enum TrainError {
         /// Contribution.
         contribution: u64,
     },
+    /// A job would cost more than the service's limits allow (`JobLimits`).
+    #[error("{field}: {value} {what}, over the cap of {cap}")]
+    OverLimit {
+        /// The request field that sets the cost.
+        field: String,
+        /// The requested (or planned) amount.
+        value: u128,
+        /// The cap.
+        cap: u128,
+        /// What is counted.
+        what: String,
+    },
+    /// Too many queued or running jobs (of this owner, or in all); retry later.
+    #[error("{reason}")]
+    TooManyJobs {
+        /// Which cap, and how many jobs are active.
+        reason: String,
+        /// Suggested wait (the HTTP `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// The base model named by hash or name is not known.
     #[error("base model {0} not found")]
     BaseModelNotFound(String),
@@ -156,6 +176,8 @@ impl TrainError {
             TrainError::VersionNotFound { .. } => "version_not_found",
             TrainError::EmptyVersion { .. } => "empty_version",
             TrainError::ManifestMismatch(_) => "manifest_mismatch",
+            TrainError::OverLimit { .. } => "over_limit",
+            TrainError::TooManyJobs { .. } => "too_many_jobs",
             TrainError::Unbacked { .. } => "unbacked_contribution",
             TrainError::BaseModelNotFound(_) => "base_model_not_found",
             TrainError::Integrity(_) => "data_integrity",
@@ -175,10 +197,22 @@ impl TrainError {
         }
     }
 
+    /// Seconds after which a refused request may be retried (HTTP `Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            TrainError::TooManyJobs {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The request field this error is about (the `field` of an HTTP error body), if one.
     pub fn field_name(&self) -> Option<&str> {
         match self {
-            TrainError::InvalidField { field, .. } => Some(field),
+            TrainError::InvalidField { field, .. } | TrainError::OverLimit { field, .. } => {
+                Some(field)
+            }
             TrainError::DatanetNotFound(_) | TrainError::NotLicensed { .. } => Some("datanetId"),
             TrainError::VersionNotFound { .. }
             | TrainError::EmptyVersion { .. }
@@ -193,7 +227,10 @@ impl TrainError {
     pub fn status(&self) -> u16 {
         match self {
             TrainError::InvalidField { .. } | TrainError::Format { .. } => 400,
-            TrainError::EmptyVersion { .. } | TrainError::ManifestMismatch(_) => 422,
+            TrainError::EmptyVersion { .. }
+            | TrainError::ManifestMismatch(_)
+            | TrainError::OverLimit { .. } => 422,
+            TrainError::TooManyJobs { .. } => 429,
             TrainError::Unauthorised(_) => 401,
             TrainError::NotLicensed { .. }
             | TrainError::Forbidden(_)

@@ -49,7 +49,12 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.0.field_name() {
             body["field"] = serde_json::json!(field);
         }
-        (status, Json(serde_json::json!({ "error": body }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        if let Some(secs) = self.0.retry_after() {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 

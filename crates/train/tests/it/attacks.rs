@@ -8,7 +8,8 @@ use eyre::{Result, eyre};
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::{Manifest, ManifestEntry, UploadReceipt};
-use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, domain};
+use openledger_train::config::JobLimits;
+use openledger_train::jobs::{Job, JobService, JobsConfig, ReaderConfig, Status, domain};
 use serde_json::{Value, json};
 
 use crate::common::{World, client, small_model};
@@ -27,7 +28,11 @@ fn devnet_reader(w: &World) -> Result<ReaderConfig> {
 }
 
 /// A jobs service on `w`, served over HTTP; returns it and its URL.
-async fn jobs_service(w: &World, dir: &std::path::Path) -> Result<(JobService, String)> {
+async fn jobs_service(
+    w: &World,
+    dir: &std::path::Path,
+    limits: JobLimits,
+) -> Result<(JobService, String)> {
     let svc = JobService::open(JobsConfig {
         rpc_url: w.devnet.rpc_url(),
         chain_id: w.devnet.deployments.chain_id,
@@ -37,6 +42,7 @@ async fn jobs_service(w: &World, dir: &std::path::Path) -> Result<(JobService, S
         models_store: dir.join("models").display().to_string(),
         base_models: vec![small_model()?],
         reader: devnet_reader(w)?,
+        limits,
     })
     .await?;
     let app = axum::Router::new().nest("/api/jobs", svc.router());
@@ -89,7 +95,7 @@ fn registry(
 async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result<()> {
     let w = World::start(1, 6).await?;
     let tmp = tempfile::tempdir()?;
-    let (svc, url) = jobs_service(&w, tmp.path()).await?;
+    let (svc, url) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
     let base = small_model()?
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -197,5 +203,208 @@ async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result
         "a refused job was queued: {:?}",
         svc.jobs()
     );
+    Ok(())
+}
+
+/// The base model's directory name (what a job names).
+fn base_name() -> Result<String> {
+    Ok(small_model()?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default())
+}
+
+async fn wait_status(svc: &JobService, id: &str, want: Status, secs: u64) -> Result<Job> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let j = svc.job(id).ok_or_else(|| eyre!("no job {id}"))?;
+        if j.status == want {
+            return Ok(j);
+        }
+        if t0.elapsed().as_secs() > secs {
+            return Err(eyre!("{id} is not {want:?} after {secs} s: {j:?}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_jobs_are_refused_naming_the_field_and_the_cap() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    let (svc, url) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
+    let base = base_name()?;
+    for (cfg, field, cap) in [
+        (json!({"epochs": 1_000_000_000_000u64}), "epochs", "1000"),
+        (json!({"maxSteps": 1_000_000_000u64}), "maxSteps", "100000"),
+        // 50,000 steps × 4096 sequences × 128 tokens: far more tokens than the cap.
+        (
+            json!({"maxSteps": 50_000, "batchSize": 4096}),
+            "maxSteps",
+            "50000000",
+        ),
+    ] {
+        let body = json!({"baseModel": base, "datanetId": w.public, "version": 0, "config": cfg});
+        let (s, v) = post_job(&w, &url, 0, &body).await?;
+        assert_eq!(
+            (s, v["error"]["type"].as_str(), v["error"]["field"].as_str()),
+            (422, Some("over_limit"), Some(field)),
+            "{cfg} was not refused: {v}"
+        );
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.replace(',', "").contains(cap),
+            "the message names no cap: {msg}"
+        );
+    }
+    assert!(svc.jobs().is_empty(), "an oversized job was queued");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_are_capped_per_owner_and_in_total() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    // The default per-owner cap (4), a total cap of 5.
+    let limits = JobLimits {
+        max_active: 5,
+        ..JobLimits::default()
+    };
+    let (svc, url) = jobs_service(&w, tmp.path(), limits).await?;
+    let base = base_name()?;
+    // Long jobs (cancelled at the end), so none ends while the queue fills.
+    let body = json!({"baseModel": base, "datanetId": w.public, "version": 0,
+        "config": {"maxSteps": 5000, "batchSize": 1, "maxSeqLen": 32, "sketchDim": 8}});
+    for i in 0..4 {
+        let (s, v) = post_job(&w, &url, 0, &body).await?;
+        assert_eq!(s, 201, "job {i}: {v}");
+    }
+    let resp = {
+        let bytes = serde_json::to_vec(&body)?;
+        let mut req = reqwest::Client::new().post(&url).body(bytes.clone());
+        for (k, v) in openledger_datanet::auth::sign(
+            &w.devnet.accounts[0].signer,
+            &domain(w.devnet.deployments.chain_id, w.model_registry()?),
+            "create_job",
+            w.public,
+            keccak256(&bytes),
+            300,
+        )? {
+            req = req.header(k, v);
+        }
+        req.send().await?
+    };
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    let jobs = svc.jobs();
+    assert_eq!(
+        (status, v["error"]["type"].as_str()),
+        (429, Some("too_many_jobs")),
+        "a fifth active job of one owner: {v}"
+    );
+    assert!(retry.is_some_and(|s| s >= 1), "no Retry-After: {retry:?}");
+    assert_eq!(jobs.len(), 4);
+    // Another owner still gets in (the per-owner cap is not the total cap), a third one
+    // finds the service full.
+    let (s, v) = post_job(&w, &url, 3, &body).await?;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post_job(&w, &url, 5, &body).await?;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (429, Some("too_many_jobs")),
+        "a sixth active job in a service capped at 5: {v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cap is 5")),
+        "{v}"
+    );
+    for j in svc.jobs() {
+        let _ = svc.cancel(&j.id, j.owner);
+        if !j.status.is_terminal() {
+            wait_status(&svc, &j.id, Status::Cancelled, 120).await?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_runaway_job() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    // Caps raised as far as they go: an epoch count that plans for ever.
+    let limits = JobLimits {
+        max_epochs: usize::MAX,
+        max_steps: usize::MAX,
+        max_tokens: u64::MAX,
+        ..JobLimits::default()
+    };
+    let (svc, url) = jobs_service(&w, tmp.path(), limits).await?;
+    let base = base_name()?;
+    let body = json!({"baseModel": base, "datanetId": w.public, "version": 0,
+        "config": {"epochs": 1_000_000_000_000u64, "batchSize": 1, "sketchDim": 8}});
+    let (s, v) = post_job(&w, &url, 0, &body).await?;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    wait_status(&svc, &id, Status::Running, 120).await?;
+    let bytes = serde_json::to_vec(&Value::Null)?;
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/{id}/cancel"))
+        .body(bytes);
+    for (k, v) in openledger_datanet::auth::sign(
+        &w.devnet.accounts[0].signer,
+        &domain(w.devnet.deployments.chain_id, w.model_registry()?),
+        "cancel_job",
+        w.public,
+        keccak256(id.as_bytes()),
+        300,
+    )? {
+        req = req.header(k, v);
+    }
+    assert_eq!(req.send().await?.status().as_u16(), 200);
+    let j = wait_status(&svc, &id, Status::Cancelled, 60).await?;
+    assert!(j.result.is_none());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_a_running_job_and_keeps_it_resumable() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    let (svc, url) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
+    let body = json!({"baseModel": base_name()?, "datanetId": w.public, "version": 0,
+        "config": {"maxSteps": 50_000, "batchSize": 1, "maxSeqLen": 32, "sketchDim": 8}});
+    let (s, v) = post_job(&w, &url, 0, &body).await?;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
+    let t0 = std::time::Instant::now();
+    while svc.job(&id).and_then(|j| j.progress).is_none() {
+        if t0.elapsed().as_secs() > 300 {
+            return Err(eyre!("the job never trained"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Returns once the training thread has stopped (it would keep the runtime alive).
+    svc.shutdown().await;
+    let on_disk: Job = serde_json::from_slice(&std::fs::read(
+        tmp.path().join("jobs/jobs").join(&id).join("job.json"),
+    )?)?;
+    assert_eq!(
+        on_disk.status,
+        Status::Running,
+        "a shutdown is not a cancel"
+    );
+    drop(svc);
+    // The next start picks it up again.
+    let (svc, _) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
+    let again = wait_status(&svc, &id, Status::Running, 120).await?;
+    assert!(again.result.is_none());
+    svc.shutdown().await;
     Ok(())
 }

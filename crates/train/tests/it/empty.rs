@@ -157,6 +157,7 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
         models_store: tmp.path().join("models").display().to_string(),
         base_models: vec![base.clone()],
         reader: ReaderConfig::Service(service.clone()),
+        limits: Default::default(),
     })
     .await?;
     let app = axum::Router::new().nest("/api/jobs", svc.router());

@@ -95,6 +95,12 @@ pub enum TrainError {
     /// The request is not signed by the right account.
     #[error("unauthorised: {0}")]
     Unauthorised(String),
+    /// The signed request's nonce was used before (a replay).
+    #[error("replayed request: {0}")]
+    ReplayedNonce(String),
+    /// The used-nonce log failed.
+    #[error(transparent)]
+    Nonces(#[from] openledger_datanet::nonces::NonceError),
     /// The signed request's signer is not the job's owner.
     #[error("{0}")]
     Forbidden(String),
@@ -185,6 +191,8 @@ impl TrainError {
             TrainError::Conflict(_) => "conflict",
             TrainError::JobNotFound(_) => "job_not_found",
             TrainError::Unauthorised(_) => "unauthorised",
+            TrainError::ReplayedNonce(_) => "replayed_nonce",
+            TrainError::Nonces(_) => "nonce_store",
             TrainError::Forbidden(_) => "forbidden",
             TrainError::Model(_) => "model_error",
             TrainError::Tensor(_) => "tensor_error",
@@ -231,7 +239,7 @@ impl TrainError {
             | TrainError::ManifestMismatch(_)
             | TrainError::OverLimit { .. } => 422,
             TrainError::TooManyJobs { .. } => 429,
-            TrainError::Unauthorised(_) => 401,
+            TrainError::Unauthorised(_) | TrainError::ReplayedNonce(_) => 401,
             TrainError::NotLicensed { .. }
             | TrainError::Forbidden(_)
             | TrainError::Unbacked { .. } => 403,

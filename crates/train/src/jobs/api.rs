@@ -91,8 +91,13 @@ impl JobService {
             super::now(),
         )
         .map_err(|e| TrainError::Unauthorised(e.to_string()))?;
-        if !self.inner.nonces.lock().insert((req.signer, req.nonce)) {
-            return Err(TrainError::Unauthorised(format!(
+        let fresh = self
+            .inner
+            .nonces
+            .use_nonce(req.signer, req.nonce, req.expiry, super::now())
+            .map_err(TrainError::from)?;
+        if !fresh {
+            return Err(TrainError::ReplayedNonce(format!(
                 "nonce {} of {} was already used",
                 req.nonce, req.signer
             ))

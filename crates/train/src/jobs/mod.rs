@@ -7,19 +7,21 @@
 //! ```text
 //! jobs/<id>/job.json    the Job record (JSON, written by temp file + fsync + rename)
 //! jobs/<id>/work/       checkpoints of the run (removed when it ends)
+//! nonces.log            used request nonces until they expire (openledger_datanet::nonces)
 //! ```
 
 pub mod api;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use alloy_sol_types::Eip712Domain;
+use openledger_datanet::nonces::NonceStore;
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_model::{DType, Device, Pretrained};
 use parking_lot::Mutex;
@@ -220,7 +222,9 @@ pub(crate) struct Inner {
     cancels: Mutex<BTreeMap<String, Arc<Cancel>>>,
     stopping: AtomicBool,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    nonces: Mutex<HashSet<(Address, U256)>>,
+    /// Used nonces of signed requests (`<datadir>/nonces.log`), kept across restarts until
+    /// their signatures expire.
+    nonces: NonceStore,
     events: broadcast::Sender<(String, serde_json::Value)>,
     wake: Notify,
     domain: Eip712Domain,
@@ -293,6 +297,7 @@ impl JobService {
             }
             jobs.insert(job.id.clone(), job);
         }
+        let nonces = NonceStore::open(cfg.datadir.join("nonces.log"), now())?;
         let (events, _) = broadcast::channel(1024);
         let domain = domain(cfg.chain_id, cfg.model_registry);
         let svc = JobService {
@@ -305,7 +310,7 @@ impl JobService {
                 cancels: Mutex::new(BTreeMap::new()),
                 stopping: AtomicBool::new(false),
                 worker: Mutex::new(None),
-                nonces: Mutex::new(HashSet::new()),
+                nonces,
                 events,
                 wake: Notify::new(),
                 domain,

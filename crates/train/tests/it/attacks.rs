@@ -408,3 +408,56 @@ async fn shutdown_stops_a_running_job_and_keeps_it_resumable() -> Result<()> {
     svc.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_job_request_cannot_be_replayed_after_a_restart() -> Result<()> {
+    let w = World::start(1, 6).await?;
+    let tmp = tempfile::tempdir()?;
+    let (svc, url) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
+    let body = json!({"baseModel": base_name()?, "datanetId": w.public, "version": 0,
+        "config": {"maxSteps": 1, "batchSize": 1, "maxSeqLen": 32, "sketchDim": 8}});
+    let bytes = serde_json::to_vec(&body)?;
+    let headers = openledger_datanet::auth::sign(
+        &w.devnet.accounts[0].signer,
+        &domain(w.devnet.deployments.chain_id, w.model_registry()?),
+        "create_job",
+        w.public,
+        keccak256(&bytes),
+        300,
+    )?;
+    let send = |url: String| {
+        let (bytes, headers) = (bytes.clone(), headers.clone());
+        async move {
+            let mut req = reqwest::Client::new().post(url).body(bytes);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            eyre::Ok((status, resp.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (s, v) = send(url.clone()).await?;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = send(url.clone()).await?;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (401, Some("replayed_nonce")),
+        "{v}"
+    );
+
+    // The same bytes and headers against a restarted service on the same directory.
+    svc.shutdown().await;
+    drop(svc);
+    let (svc, url) = jobs_service(&w, tmp.path(), JobLimits::default()).await?;
+    let (s, v) = send(url).await?;
+    let jobs = svc.jobs();
+    svc.shutdown().await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (401, Some("replayed_nonce")),
+        "the request was accepted again after a restart: {v}"
+    );
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    Ok(())
+}

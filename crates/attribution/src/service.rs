@@ -27,6 +27,7 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
 use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
+use openledger_datanet::ChainView;
 use openledger_datanet::ContentStore;
 use openledger_serve::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
@@ -331,7 +332,9 @@ impl AttributionService {
                 .call()
                 .await
                 .map_err(chain_err)?;
-            let corpus = corpus::load(&self.rows, datanet, version, v.manifestHash, tok).await?;
+            let chain = ChainView::new(self.provider.clone(), self.cfg.datanets);
+            let corpus =
+                corpus::load(&self.rows, &chain, datanet, version, v.manifestHash, tok).await?;
             let meta = IndexMeta {
                 datanet,
                 version,
@@ -434,6 +437,7 @@ impl AttributionService {
         let t = match TrainedModel::load(
             models,
             &self.rows,
+            &ChainView::new(self.provider.clone(), self.cfg.datanets),
             &base,
             base_model_hash,
             manifest_hash,

@@ -127,6 +127,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Chain(_) => Self::new(StatusCode::BAD_GATEWAY, "chain", e),
             ServiceError::Index(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "index", e),
+            ServiceError::Nonces(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "nonce_store", e)
+            }
         }
     }
 }
@@ -212,18 +215,19 @@ async fn authorise(
     let domain = auth::domain(svc.chain_id(), svc.registry());
     let now = auth::now();
     req.verify(&domain, action, datanet, content, now)?;
-    let mut st = svc.inner.state.lock().await;
-    let mut next = st.clone();
-    if !next.use_nonce(req.signer, req.nonce, req.expiry, now) {
+    // One appended line, remembered until the signature expires (crate::nonces).
+    let fresh = svc
+        .inner
+        .nonces
+        .use_nonce(req.signer, req.nonce, req.expiry, now)
+        .map_err(ServiceError::from)?;
+    if !fresh {
         return Err(AuthError::Replayed {
             signer: req.signer,
             nonce: req.nonce,
         }
         .into());
     }
-    next.save(&svc.inner.cfg.datadir)
-        .map_err(ServiceError::from)?;
-    *st = next;
     Ok(req.signer)
 }
 

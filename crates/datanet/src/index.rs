@@ -1,5 +1,7 @@
 //! The service's index of the registry: Datanets, contributions, statuses, versions,
-//! licences, plus what only the service knows (validation records of uploads, used nonces).
+//! licences, plus what only the service knows (validation records of uploads). Used nonces
+//! live apart, in [`crate::nonces`] (an index written per request would grow and be rewritten
+//! with every signed read).
 //!
 //! It is rebuilt from `DatanetRegistry` events (`eth_getLogs` in block ranges). The whole
 //! index and the last processed block are written together to `index.json` (temp file +
@@ -142,8 +144,6 @@ pub struct IndexState {
     pub contributions: BTreeMap<u64, ContributionInfo>,
     /// Validated uploads: datanet → content hash → record.
     pub uploads: BTreeMap<u64, BTreeMap<B256, UploadInfo>>,
-    /// Used nonces: signer → nonce → expiry (pruned after expiry).
-    pub nonces: BTreeMap<Address, BTreeMap<U256, u64>>,
     /// Events applied (for audits and tests: each counted once).
     pub events_applied: u64,
 }
@@ -234,17 +234,6 @@ impl IndexState {
             .get(&c.datanet_id)
             .and_then(|m| m.get(&c.content_hash))
             .filter(|u| u.uploader == c.contributor)
-    }
-
-    /// Records a nonce; `false` if it was already used. Forgets expired nonces.
-    pub fn use_nonce(&mut self, signer: Address, nonce: U256, expiry: u64, now: u64) -> bool {
-        let set = self.nonces.entry(signer).or_default();
-        set.retain(|_, exp| *exp >= now);
-        if set.contains_key(&nonce) {
-            return false;
-        }
-        set.insert(nonce, expiry);
-        true
     }
 
     /// Applies one registry event. Returns the contribution id newly accepted, if any.

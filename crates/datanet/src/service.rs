@@ -106,6 +106,9 @@ pub enum ServiceError {
     /// No such Datanet.
     #[error("no datanet {0}")]
     UnknownDatanet(u64),
+    /// The used-nonce log.
+    #[error(transparent)]
+    Nonces(#[from] crate::nonces::NonceError),
 }
 
 pub(crate) struct Inner {
@@ -114,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) provider: DynProvider,
     pub(crate) chain_id: u64,
     pub(crate) state: tokio::sync::Mutex<IndexState>,
+    /// Used nonces of signed requests (`<datadir>/nonces.log`).
+    pub(crate) nonces: crate::nonces::NonceStore,
     pub(crate) rows: parking_lot::Mutex<HashMap<u64, RowIndex>>,
 }
 
@@ -160,6 +165,8 @@ impl DatanetService {
         let provider = ProviderBuilder::new().connect_http(url).erased();
         let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
         let state = IndexState::load(&cfg.datadir)?;
+        let nonces =
+            crate::nonces::NonceStore::open(cfg.datadir.join("nonces.log"), crate::auth::now())?;
         let svc = Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -167,6 +174,7 @@ impl DatanetService {
                 provider,
                 chain_id,
                 state: tokio::sync::Mutex::new(state),
+                nonces,
                 rows: parking_lot::Mutex::new(HashMap::new()),
             }),
         };

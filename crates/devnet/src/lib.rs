@@ -116,6 +116,8 @@ pub struct Devnet {
     pub deployments: Deployments,
     /// The datadir in use.
     pub datadir: PathBuf,
+    /// The Datanet service (when the registry is deployed), for in-process readers.
+    pub datanets: Option<openledger_datanet::DatanetService>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     tmp: Option<tempfile::TempDir>,
@@ -215,6 +217,7 @@ impl Devnet {
             }
             None => None,
         };
+        let mut datanets = None;
         if let Some(registry) = deployments.get("DatanetRegistry") {
             let mut svc_cfg = openledger_datanet::ServiceConfig::new(
                 format!("http://{rpc_addr}"),
@@ -227,6 +230,7 @@ impl Devnet {
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
             slots.datanets.set(svc.router());
             tasks.push(svc.spawn_follower(stop.subscribe()));
+            datanets = Some(svc);
         }
         Ok(Self {
             node,
@@ -236,6 +240,7 @@ impl Devnet {
             accounts,
             deployments,
             datadir,
+            datanets,
             stop,
             tasks,
             tmp,

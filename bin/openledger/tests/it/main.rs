@@ -9,6 +9,7 @@ mod contracts;
 mod crash;
 mod datanet_kill;
 mod deploy_anvil;
+mod devnet_sigterm;
 mod pool;
 mod restart;
 mod rpc;

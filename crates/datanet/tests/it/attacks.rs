@@ -44,7 +44,12 @@ fn registry(
         .deployments
         .get("DatanetRegistry")
         .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+    // Nonces read per transaction: the same account also sends through a DatanetClient.
     let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(
             h.devnet.accounts[account].signer.clone(),
         ))

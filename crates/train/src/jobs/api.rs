@@ -49,7 +49,12 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.0.field_name() {
             body["field"] = serde_json::json!(field);
         }
-        (status, Json(serde_json::json!({ "error": body }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        if let Some(secs) = self.0.retry_after() {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -86,8 +91,13 @@ impl JobService {
             super::now(),
         )
         .map_err(|e| TrainError::Unauthorised(e.to_string()))?;
-        if !self.inner.nonces.lock().insert((req.signer, req.nonce)) {
-            return Err(TrainError::Unauthorised(format!(
+        let fresh = self
+            .inner
+            .nonces
+            .use_nonce(req.signer, req.nonce, req.expiry, super::now())
+            .map_err(TrainError::from)?;
+        if !fresh {
+            return Err(TrainError::ReplayedNonce(format!(
                 "nonce {} of {} was already used",
                 req.nonce, req.signer
             ))

@@ -70,6 +70,7 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
             api: w.api.clone(),
             signer: w.devnet.accounts[0].signer.clone(),
         },
+        limits: Default::default(),
     })
     .await?;
     let app = axum::Router::new().nest("/api/jobs", svc.router());

@@ -313,7 +313,7 @@ async fn a_halted_node_refuses_every_request_instead_of_answering_a_stale_head()
 const ENDLESS: &str = "0x5b600056";
 
 /// A node whose calls may burn a billion gas but must stop after 300 ms. The tests call with
-/// 150M gas: several seconds of CPU each, when nothing stops them.
+/// the 1G gas cap: seconds of CPU each, even with revm optimised, when nothing stops them.
 async fn node_with_short_call_timeout() -> TestNode {
     let rpc = openledger_rpc::RpcConfig {
         call_timeout: std::time::Duration::from_millis(300),
@@ -338,7 +338,7 @@ async fn an_endless_call_is_stopped_at_the_call_timeout() {
     for method in ["eth_call", "eth_estimateGas"] {
         let t = std::time::Instant::now();
         let v = n
-            .raw(req(method, json!([{"data": ENDLESS, "gas": "0x8f0d180"}])))
+            .raw(req(method, json!([{"data": ENDLESS, "gas": "0x3b9aca00"}])))
             .await;
         let took = t.elapsed();
         assert_eq!(v["error"]["code"], -32000, "{method}: {v}");
@@ -373,7 +373,7 @@ async fn a_batch_of_endless_calls_shares_one_deadline() {
     let batch: Vec<serde_json::Value> = (0..8)
         .map(|i| {
             json!({"jsonrpc": "2.0", "id": i, "method": "eth_call",
-                   "params": [{"data": ENDLESS, "gas": "0x8f0d180"}]})
+                   "params": [{"data": ENDLESS, "gas": "0x3b9aca00"}]})
         })
         .collect();
     let t = std::time::Instant::now();
@@ -690,7 +690,7 @@ async fn one_websocket_cannot_queue_unbounded_work() {
     let calls = (0..40).map(|_| {
         ws.raw_request::<_, serde_json::Value>(
             "eth_call".into(),
-            json!([{"data": ENDLESS, "gas": "0x8f0d180"}]),
+            json!([{"data": ENDLESS, "gas": "0x3b9aca00"}]),
         )
     });
     let answers = futures::future::join_all(calls).await;

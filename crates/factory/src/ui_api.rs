@@ -95,7 +95,12 @@ pub(crate) async fn typed_upload(
         "datanets" if matches!(action, "upload" | "read") => {
             ("OpenLedger Datanets", st.chain.addr("DatanetRegistry")?)
         }
-        "jobs" if matches!(action, "create_job" | "cancel_job" | "publish_job") => {
+        "jobs"
+            if matches!(
+                action,
+                "create_job" | "cancel_job" | "publish_job" | "show_job"
+            ) =>
+        {
             ("OpenLedger Jobs", st.chain.addr("ModelRegistry")?)
         }
         s => {

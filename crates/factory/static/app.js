@@ -430,7 +430,7 @@
     svg.innerHTML = "<polyline points='" + pts + "'/><text x='" + P + "' y='12'>loss " + y1.toFixed(3) + "</text><text x='" + P + "' y='" + (H - 6) + "'>" + y0.toFixed(3) + " · step " + x1 + "</text>";
   }
   // A request to the jobs API signed in the DatanetRequest scheme over keccak-256 of `body`.
-  async function signedJobRequest(url, action, datanetId, body, hashed) {
+  async function signedJobRequest(url, action, datanetId, body, hashed, method) {
     const hr = await fetch("/api/ui/hash", { method: "POST", body: hashed === undefined ? body : hashed });
     const h = await hr.json();
     if (!hr.ok) throw Object.assign(new Error(h.error.message), { plain: true });
@@ -438,7 +438,7 @@
     const sig = await provider().request({ method: "eth_signTypedData_v4", params: [ACCOUNT, JSON.stringify(t.typedData)] });
     const headers = Object.assign({ "content-type": "application/json" }, t.headers, { "x-ol-signature": sig.replace(/^0x/, "") });
     delete headers["x-ol-content-hash"];
-    const res = await fetch(url, { method: "POST", headers, body });
+    const res = method === "GET" ? await fetch(url, { headers }) : await fetch(url, { method: "POST", headers, body });
     let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
     if (!res.ok) {
       const msg = res.status === 503 ? "The training service is not running on this deployment yet." : (j && j.error ? j.error.message : "The training service answered " + res.status + ".");
@@ -499,6 +499,13 @@
     if (!text) { say(st, "Type a message first.", "error"); return; }
     const btn = $("button", form); btn.disabled = true;
     try {
+      if (!form.dataset.model) {
+        // An unpublished adapter's hash is shown to its trainer only: a signed read of the job.
+        say(st, "Sign to read your adapter's hash…", "busy");
+        const j = await signedJobRequest("/api/jobs/" + form.dataset.job, "show_job", Number(form.dataset.datanet), "", form.dataset.job, "GET");
+        if (!j.result || !j.result.adapterHash) throw new Error("This job has no adapter.");
+        form.dataset.model = j.result.adapterHash;
+      }
       say(st, "Signing the session (you trained this adapter)…", "busy");
       const session = await chatSession(form.dataset.model);
       say(st, "Thinking…", "busy");
@@ -523,6 +530,7 @@
     const log = $("[data-job-log]", panel), svg = $("[data-loss-chart]", panel), bar = $("[data-job-progress]", panel), state = $("[data-job-state]", panel);
     const jstatus = $("[data-job-status]", panel), pub = $("form[data-publish-model]", panel), tryForm = $("form[data-try]", panel);
     const points = []; log.textContent = ""; svg.innerHTML = ""; bar.value = 0; pub.hidden = true; tryForm.hidden = true;
+    delete tryForm.dataset.model;
     $("[data-try-log]", tryForm).replaceChildren();
     const line = (t) => { log.textContent += t + "\n"; log.scrollTop = log.scrollHeight; };
     const setJob = (j) => {
@@ -533,7 +541,11 @@
         bar.value = 100;
         if (j.metrics && !panel.dataset.evaluated) panel.dataset.evaluated = "1", line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
         if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
-        if (j.result && j.result.adapterHash) { tryForm.dataset.model = j.result.adapterHash; tryForm.hidden = false; }
+        if (j.result) {
+          tryForm.dataset.job = j.id; tryForm.dataset.datanet = j.datanetId;
+          if (j.result.adapterHash) tryForm.dataset.model = j.result.adapterHash;
+          tryForm.hidden = false;
+        }
       }
       if (j.status === "failed" && j.error) say(jstatus, "Training failed: " + j.error.message, "error");
       if (j.status === "cancelled") say(jstatus, "Cancelled; nothing was stored.", "ok");

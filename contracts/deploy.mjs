@@ -33,6 +33,9 @@ export function artifact(name) {
   return JSON.parse(readFileSync(join(ROOT, "out", `${name}.json`), "utf8"));
 }
 
+/** The devnet's chain id: the only chain the built-in (devnet) settings may be deployed to. */
+export const DEV_CHAIN_ID = 1337;
+
 /** Deploy order; index = offset from the deployer's first nonce. */
 export const ORDER = [
   "GOPEN",
@@ -54,6 +57,8 @@ export const DEFAULT_CONFIG = {
   feeSplit: { treasuryBps: 1000, modelOwnerBps: 4000, contributorsBps: 5000 },
   licenceOwnerBps: 2000,
   datanetCreationFee: parseEther("0.01").toString(),
+  // seconds from AttributionSettlement.requestWithdrawal to withdrawEscrow (> settlement interval)
+  escrowWithdrawalDelay: 30,
   // null: the deployer is the only attributor; null treasury: the Timelock is the treasury.
   attributors: null,
   treasury: null,
@@ -87,6 +92,7 @@ export function plan(deployer, nonce, config = {}) {
       Number(cfg.licenceOwnerBps),
       BigInt(cfg.datanetCreationFee),
       cfg.attributors ?? [deployer],
+      BigInt(cfg.escrowWithdrawalDelay),
     ],
     DatanetRegistry: [addr.ProtocolParams],
     ModelRegistry: [addr.DatanetRegistry],
@@ -184,6 +190,14 @@ async function main() {
   const transport = http(rpcUrl);
   const account = privateKeyToAccount(key);
   const publicClient = createPublicClient({ transport, pollingInterval: 100 });
+  const chainId = await publicClient.getChainId();
+  if (!values.config && chainId !== DEV_CHAIN_ID) {
+    console.error(
+      `chain ${chainId} is not the devnet (${DEV_CHAIN_ID}): pass --config FILE with this deployment's governance ` +
+        "periods, attributors and fees (the defaults are devnet settings: a 5 s timelock and a 60 s vote)",
+    );
+    process.exit(2);
+  }
   const walletClient = createWalletClient({ account, transport });
   const deployments = await deployAll(walletClient, publicClient, config);
   const text = JSON.stringify(deployments, null, 2) + "\n";

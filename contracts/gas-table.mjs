@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseEther, maxUint256 } from "viem";
-import { startChain, deployProtocol, send, eventsNamed, h32 } from "./lib/testing.mjs";
+import { startChain, deployProtocol, send, eventsNamed, h32, merkle } from "./lib/testing.mjs";
 
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const SHARES = 3; // attributed contributions per inference
@@ -70,12 +70,13 @@ async function main() {
     // The first batch only warms balances and counters up (first credits are 22k-gas stores).
     for (const n of [1, 1, 10, 100]) {
       const infs = Array.from({ length: n }, (_, i) => ({
+        recordId: h32(`record-${n}-${settle.length}-${i}`),
         payer: A(payers[i % payers.length]),
         modelId,
         fee: 1_000_000_000_000n + BigInt(i),
         shares: Array.from({ length: SHARES }, (_, j) => ({ contributionId: ids[(i + j) % ids.length], weight: BigInt(1000 + 37 * j) })),
       }));
-      r = await send(chain, w[0], st, "submitBatch", [h32(`batch-${n}-${settle.length}`), infs]);
+      r = await send(chain, w[0], st, "submitBatch", [merkle(infs.map((x) => x.recordId)).root, infs]);
       settle.push({ n, gas: r.receipt.gasUsed });
     }
     settle.shift();

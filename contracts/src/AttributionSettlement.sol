@@ -13,8 +13,13 @@ import {PullPayments} from "./PullPayments.sol";
 /// @notice Pays inference fees to the treasury, the model owner and the data contributors that
 ///         Proof of Attribution credits. Buyers escrow OPEN and grant each model a spending
 ///         allowance; an attributor submits batches of settled inferences together with the
-///         Merkle root of the full attribution records, which stays on chain so any record can
-///         later be proven (`verifyRecord`) and disputed (`disputeRecord`).
+///         ids of the full attribution records. The contract recomputes the batch's Merkle root
+///         from those ids, so the root that stays on chain commits to exactly the settled
+///         inferences: any record can later be proven (`verifyRecord`) and disputed
+///         (`disputeRecord`), and a record id or root is settled at most once (a resubmitted
+///         batch is refused, never charged twice). Escrow leaves only after a governed delay
+///         (`requestWithdrawal`, then `withdrawEscrow`), during which answers already given can
+///         still be settled against it.
 /// @dev Split of one inference fee F with the governed split (t, m, c) in basis points:
 ///      treasury = floor(F × t / 10,000); modelOwner = floor(F × m / 10,000);
 ///      pool = F − treasury − modelOwner (so pool absorbs the rounding of the first two);
@@ -32,6 +37,8 @@ contract AttributionSettlement is PullPayments {
 
     /// @notice One settled inference.
     struct Inference {
+        /// @dev keccak-256 of the canonical attribution record: the batch's Merkle leaf.
+        bytes32 recordId;
         address payer;
         uint256 modelId;
         uint256 fee;
@@ -45,6 +52,12 @@ contract AttributionSettlement is PullPayments {
         uint64 settledAt;
         uint32 inferenceCount;
         uint256 totalFees;
+    }
+
+    /// @notice A payer's announced withdrawal.
+    struct WithdrawalRequest {
+        uint256 amount;
+        uint64 readyAt;
     }
 
     /// @notice Allowance value meaning "unlimited" (never decremented).
@@ -66,15 +79,25 @@ contract AttributionSettlement is PullPayments {
     /// @notice Number of batches; ids are 1..batchCount.
     uint256 public batchCount;
     mapping(uint256 batchId => Batch) private _batches;
+    /// @notice The batch that settled a record id (0: not settled).
+    mapping(bytes32 recordId => uint256 batchId) public settledIn;
+    /// @notice The batch whose records root this is (0: none).
+    mapping(bytes32 recordsRoot => uint256 batchId) public batchOfRoot;
+    /// @notice Withdrawals announced with `requestWithdrawal`.
+    mapping(address payer => WithdrawalRequest) public withdrawalRequest;
 
     /// @notice OPEN was added to `payer`'s escrow.
     event EscrowDeposited(address indexed payer, address indexed from, uint256 amount);
     /// @notice OPEN was taken out of `payer`'s escrow.
     event EscrowWithdrawn(address indexed payer, address indexed to, uint256 amount);
+    /// @notice `payer` announced a withdrawal of `amount`, possible from `readyAt` on.
+    event WithdrawalRequested(address indexed payer, uint256 amount, uint64 readyAt);
     /// @notice `payer` set the spending allowance of a model.
     event AllowanceSet(address indexed payer, uint256 indexed modelId, uint256 amount);
     /// @notice One inference of a batch was settled.
-    event InferenceSettled(uint256 indexed batchId, address indexed payer, uint256 indexed modelId, uint256 fee);
+    event InferenceSettled(
+        uint256 indexed batchId, address indexed payer, uint256 indexed modelId, uint256 fee, bytes32 recordId
+    );
     /// @notice A batch was settled.
     event BatchSettled(
         uint256 indexed batchId, address indexed attributor, bytes32 recordsRoot, uint256 inferenceCount, uint256 totalFees
@@ -102,6 +125,16 @@ contract AttributionSettlement is PullPayments {
     error InvalidProof(uint256 batchId, bytes32 record);
     /// @notice The zero address where an account is required.
     error ZeroAddress();
+    /// @notice The record was already settled (in `batchId`).
+    error RecordAlreadySettled(bytes32 recordId, uint256 batchId);
+    /// @notice The records root was already used by `batchId`.
+    error RootAlreadySettled(bytes32 recordsRoot, uint256 batchId);
+    /// @notice The given root is not the Merkle root of the inferences' record ids.
+    error RootMismatch(bytes32 given, bytes32 computed);
+    /// @notice More than the announced withdrawal (`requested`) was asked for.
+    error WithdrawalNotRequested(address payer, uint256 requested, uint256 amount);
+    /// @notice The announced withdrawal becomes possible at `readyAt`.
+    error WithdrawalNotReady(address payer, uint64 readyAt);
 
     /// @param params_ ProtocolParams.
     /// @param models_ ModelRegistry.
@@ -124,13 +157,31 @@ contract AttributionSettlement is PullPayments {
         _deposit(payer);
     }
 
-    /// @notice Takes `amount` out of the caller's escrow and sends it to the caller.
+    /// @notice Announces that the caller will take `amount` out of its escrow. It becomes possible
+    ///         after the governed `escrowWithdrawalDelay`, so that answers already given can still
+    ///         be settled against the escrow; a new request replaces the previous one.
+    function requestWithdrawal(uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        uint256 available = escrowOf[msg.sender];
+        if (available < amount) revert InsufficientEscrow(msg.sender, available, amount);
+        uint64 readyAt = uint64(block.timestamp) + params.escrowWithdrawalDelay();
+        withdrawalRequest[msg.sender] = WithdrawalRequest(amount, readyAt);
+        emit WithdrawalRequested(msg.sender, amount, readyAt);
+    }
+
+    /// @notice Sends `amount` (at most the announced amount) out of the caller's escrow to the
+    ///         caller once the request's delay has passed.
     function withdrawEscrow(uint256 amount) external {
         if (amount == 0) revert ZeroAmount();
+        WithdrawalRequest memory req = withdrawalRequest[msg.sender];
+        if (req.amount < amount) revert WithdrawalNotRequested(msg.sender, req.amount, amount);
+        if (block.timestamp < req.readyAt) revert WithdrawalNotReady(msg.sender, req.readyAt);
         uint256 available = escrowOf[msg.sender];
         if (available < amount) revert InsufficientEscrow(msg.sender, available, amount);
         escrowOf[msg.sender] = available - amount;
         totalEscrow -= amount;
+        if (req.amount == amount) delete withdrawalRequest[msg.sender];
+        else withdrawalRequest[msg.sender].amount = req.amount - amount;
         emit EscrowWithdrawn(msg.sender, msg.sender, amount);
         Address.sendValue(payable(msg.sender), amount);
     }
@@ -144,28 +195,23 @@ contract AttributionSettlement is PullPayments {
     // ------------------------------------------------------------------ settlement
 
     /// @notice Settles a batch of inferences by the rule in the contract header. Attributors only.
-    /// @param recordsRoot Merkle root of the batch's attribution records (OpenZeppelin
-    ///        MerkleProof convention: sorted pairs, keccak-256).
+    /// @param recordsRoot Merkle root of the inferences' record ids in order (OpenZeppelin
+    ///        MerkleProof convention: sorted pairs, keccak-256; an odd last node moves up a
+    ///        level unchanged); recomputed here and refused when it differs.
     /// @return batchId The new batch's id.
     function submitBatch(bytes32 recordsRoot, Inference[] calldata inferences) external returns (uint256 batchId) {
         (bool allowed, address treasury, uint16 tBps, uint16 mBps,) = params.settlementConfig(msg.sender);
         if (!allowed) revert NotAttributor(msg.sender);
         if (inferences.length == 0 || recordsRoot == bytes32(0)) revert EmptyBatch();
+        _checkRoot(recordsRoot, inferences);
         batchId = ++batchCount;
+        batchOfRoot[recordsRoot] = batchId;
         uint256 total;
         uint256 toTreasury;
         for (uint256 i = 0; i < inferences.length; ++i) {
-            Inference calldata inf = inferences[i];
-            uint256 fee = inf.fee;
-            _debit(inf.payer, inf.modelId, fee);
+            (uint256 fee, uint256 t) = _settle(batchId, i, inferences[i], tBps, mBps);
             total += fee;
-            (address modelOwner, bool active) = models.settlementInfo(inf.modelId);
-            if (!active) revert ModelInactive(inf.modelId);
-            uint256 t = (fee * tBps) / 10_000;
-            uint256 m = (fee * mBps) / 10_000;
-            if (m != 0) _creditNoTotal(modelOwner, m);
-            toTreasury += t + _payContributors(i, inf.shares, fee - t - m);
-            emit InferenceSettled(batchId, inf.payer, inf.modelId, fee);
+            toTreasury += t;
         }
         if (toTreasury != 0) _creditNoTotal(treasury, toTreasury);
         totalEscrow -= total;
@@ -211,6 +257,54 @@ contract AttributionSettlement is PullPayments {
         escrowOf[payer] += msg.value;
         totalEscrow += msg.value;
         emit EscrowDeposited(payer, msg.sender, msg.value);
+    }
+
+    /// @dev Settles inference `i` of batch `batchId`: debits the payer, credits the model owner and
+    ///      the contributors; returns the fee and what is left for the treasury.
+    function _settle(uint256 batchId, uint256 i, Inference calldata inf, uint16 tBps, uint16 mBps)
+        private
+        returns (uint256 fee, uint256 toTreasury)
+    {
+        uint256 earlier = settledIn[inf.recordId];
+        if (earlier != 0) revert RecordAlreadySettled(inf.recordId, earlier);
+        settledIn[inf.recordId] = batchId;
+        fee = inf.fee;
+        _debit(inf.payer, inf.modelId, fee);
+        (address modelOwner, bool active) = models.settlementInfo(inf.modelId);
+        if (!active) revert ModelInactive(inf.modelId);
+        uint256 t = (fee * tBps) / 10_000;
+        uint256 m = (fee * mBps) / 10_000;
+        if (m != 0) _creditNoTotal(modelOwner, m);
+        toTreasury = t + _payContributors(i, inf.shares, fee - t - m);
+        emit InferenceSettled(batchId, inf.payer, inf.modelId, fee, inf.recordId);
+    }
+
+    /// @dev Refuses a used root and a root that is not the record ids' Merkle root.
+    function _checkRoot(bytes32 recordsRoot, Inference[] calldata inferences) private view {
+        uint256 used = batchOfRoot[recordsRoot];
+        if (used != 0) revert RootAlreadySettled(recordsRoot, used);
+        bytes32 computed = _root(inferences);
+        if (computed != recordsRoot) revert RootMismatch(recordsRoot, computed);
+    }
+
+    /// @dev Merkle root of the record ids, level by level (see `submitBatch`).
+    function _root(Inference[] calldata inferences) private pure returns (bytes32) {
+        uint256 n = inferences.length;
+        bytes32[] memory level = new bytes32[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            level[i] = inferences[i].recordId;
+        }
+        while (n > 1) {
+            uint256 m = (n + 1) / 2;
+            for (uint256 i = 0; i < n / 2; ++i) {
+                bytes32 a = level[2 * i];
+                bytes32 b = level[2 * i + 1];
+                level[i] = a < b ? keccak256(abi.encodePacked(a, b)) : keccak256(abi.encodePacked(b, a));
+            }
+            if (n % 2 == 1) level[m - 1] = level[n - 1];
+            n = m;
+        }
+        return level[0];
     }
 
     function _debit(address payer, uint256 modelId, uint256 fee) private {

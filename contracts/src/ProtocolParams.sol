@@ -6,7 +6,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 /// @title ProtocolParams
 /// @notice The governed knobs of the protocol, owned by the Timelock (so only a passed Governor
 ///         proposal can change them): the inference-fee split, the licence-fee split, the Datanet
-///         creation fee, the attributor set and the treasury address.
+///         creation fee, the attributor set, the treasury address and the escrow withdrawal delay.
 /// @dev Basis points: 10,000 = 100%. Readers fetch values at use time, so a change applies to the
 ///      next settlement or licence purchase.
 contract ProtocolParams is Ownable {
@@ -30,6 +30,10 @@ contract ProtocolParams is Ownable {
     uint256 public datanetCreationFee;
     /// @notice Accounts allowed to submit settlement batches.
     mapping(address account => bool) public isAttributor;
+    /// @notice Seconds between a payer's `requestWithdrawal` and the moment the escrow may leave
+    ///         `AttributionSettlement`: answers already given are settled within it. Must exceed
+    ///         the attributors' settlement interval.
+    uint64 public escrowWithdrawalDelay;
 
     /// @notice The inference fee split changed.
     event FeeSplitUpdated(uint16 treasuryBps, uint16 modelOwnerBps, uint16 contributorsBps);
@@ -41,6 +45,8 @@ contract ProtocolParams is Ownable {
     event AttributorUpdated(address indexed account, bool allowed);
     /// @notice The treasury address changed.
     event TreasuryUpdated(address indexed treasury);
+    /// @notice The escrow withdrawal delay changed.
+    event EscrowWithdrawalDelayUpdated(uint64 delay);
 
     /// @notice The three shares do not sum to 10,000 basis points.
     error InvalidFeeSplit(uint256 sum);
@@ -55,13 +61,15 @@ contract ProtocolParams is Ownable {
     /// @param licenceOwnerBps_ Initial Datanet-owner share of licence fees.
     /// @param datanetCreationFee_ Initial Datanet creation fee in wei.
     /// @param attributors Initial attributor set.
+    /// @param escrowWithdrawalDelay_ Initial escrow withdrawal delay in seconds.
     constructor(
         address owner_,
         address treasury_,
         FeeSplit memory split,
         uint16 licenceOwnerBps_,
         uint256 datanetCreationFee_,
-        address[] memory attributors
+        address[] memory attributors,
+        uint64 escrowWithdrawalDelay_
     ) Ownable(owner_) {
         _setTreasury(treasury_);
         _setFeeSplit(split.treasuryBps, split.modelOwnerBps, split.contributorsBps);
@@ -71,6 +79,8 @@ contract ProtocolParams is Ownable {
         for (uint256 i = 0; i < attributors.length; ++i) {
             _setAttributor(attributors[i], true);
         }
+        escrowWithdrawalDelay = escrowWithdrawalDelay_;
+        emit EscrowWithdrawalDelayUpdated(escrowWithdrawalDelay_);
     }
 
     /// @notice The inference fee split in basis points.
@@ -109,6 +119,12 @@ contract ProtocolParams is Ownable {
     /// @notice Adds (`allowed`) or removes `account` from the attributor set. Timelock only.
     function setAttributor(address account, bool allowed) external onlyOwner {
         _setAttributor(account, allowed);
+    }
+
+    /// @notice Sets the escrow withdrawal delay in seconds. Timelock only.
+    function setEscrowWithdrawalDelay(uint64 delay) external onlyOwner {
+        escrowWithdrawalDelay = delay;
+        emit EscrowWithdrawalDelayUpdated(delay);
     }
 
     /// @notice Sets the treasury address. Timelock only.

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { maxUint256 } from "viem";
 import {
-  startChain, deployProtocol, send, expectRevert, setupMarket, h32, balance, gasCost, prng,
+  startChain, deployProtocol, send, expectRevert, setupMarket, h32, balance, gasCost, prng, merkle,
 } from "../lib/testing.mjs";
 
 const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
@@ -30,7 +30,7 @@ const SPLIT = { treasuryBps: tBps, modelOwnerBps: mBps, contributorsBps: 10000 -
 before(async () => {
   chain = await startChain();
   w = chain.wallets;
-  ({ deployments: dep, c } = await deployProtocol(chain, w[0], { feeSplit: SPLIT }));
+  ({ deployments: dep, c } = await deployProtocol(chain, w[0], { feeSplit: SPLIT, escrowWithdrawalDelay: 0 }));
   st = c.AttributionSettlement;
 });
 after(() => chain?.stop());
@@ -80,7 +80,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       }
       const r = rnd();
       const fee = r < 0.1 ? BigInt(int(0, 3)) : r < 0.2 ? big(63) : big(60); // some exceed escrow
-      infs.push({ payer: A(pick(payers)), modelId: mo.id, fee, shares, owner: mo.owner });
+      infs.push({ recordId: h32(`record-${round}-${i}`), payer: A(pick(payers)), modelId: mo.id, fee, shares, owner: mo.owner });
     }
     if (round % 5 === 4) {
       // every fifth batch overdraws a payer on purpose, so the revert path is always exercised
@@ -115,7 +115,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       }
       add(owed, treasury, rest);
     }
-    const args = [h32(`batch-${round}`), infs.map(({ owner, ...x }) => x)];
+    const args = [merkle(infs.map((x) => x.recordId)).root, infs.map(({ owner, ...x }) => x)];
     const before = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
     if (failure) {
       await expectRevert(chain, w[0], st, "submitBatch", args, failure);
@@ -156,7 +156,10 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
   }
   for (const p of payers) {
     const e = await st.read.escrowOf([A(p)]);
-    if (e > 0n) await send(chain, w[p], st, "withdrawEscrow", [e]);
+    if (e > 0n) {
+      await send(chain, w[p], st, "requestWithdrawal", [e]); // delay 0 in this deployment
+      await send(chain, w[p], st, "withdrawEscrow", [e]);
+    }
   }
   const treasuryOwed = await st.read.balanceOf([treasury]);
   assert.equal(treasuryOwed, get(ref.owed, treasury));

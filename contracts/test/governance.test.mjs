@@ -206,7 +206,8 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   await send(chain, w[6], st, "setAllowance", [m.modelId, 10_000n]);
   const tl = dep.contracts.OpenLedgerTimelock;
   const before = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
-  await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
+  // a one-record batch: its root is the record id
+  await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ recordId: h32("gov-batch"), payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
   const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
   assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);
 });

@@ -75,6 +75,7 @@ test("parameter change not through the Timelock reverts (every setter, even from
     ["setDatanetCreationFee", [0n]],
     ["setAttributor", [w[5].account.address, true]],
     ["setTreasury", [w[5].account.address]],
+    ["setEscrowWithdrawalDelay", [0n]],
     ["transferOwnership", [w[5].account.address]],
     ["renounceOwnership", []],
   ];
@@ -88,7 +89,8 @@ test("parameter change not through the Timelock reverts (every setter, even from
 
 test("setters with an owner: events, split sums != 10,000, bps > 10,000, zero addresses", async () => {
   const split = { treasuryBps: 2500, modelOwnerBps: 2500, contributorsBps: 5000 };
-  const p = await deploy(chain, w[0], "ProtocolParams", [w[0].account.address, w[9].account.address, split, 0, 0n, []]);
+  const p = await deploy(chain, w[0], "ProtocolParams", [w[0].account.address, w[9].account.address, split, 0, 0n, [], 7n]);
+  assert.equal(await p.read.escrowWithdrawalDelay(), 7n);
   assert.deepEqual(await p.read.feeSplit(), [2500, 2500, 5000]);
   assert.equal(await p.read.BPS(), 10000);
 
@@ -118,6 +120,10 @@ test("setters with an owner: events, split sums != 10,000, bps > 10,000, zero ad
   assert.equal(eventsNamed(r, "TreasuryUpdated")[0].args.treasury, w[4].account.address);
   assert.equal(await p.read.treasury(), w[4].account.address);
   await expectRevert(chain, w[0], p, "setTreasury", [zeroAddress], "ZeroAddress");
+
+  r = await send(chain, w[0], p, "setEscrowWithdrawalDelay", [3600n]);
+  assert.equal(eventsNamed(r, "EscrowWithdrawalDelayUpdated")[0].args.delay, 3600n);
+  assert.equal(await p.read.escrowWithdrawalDelay(), 3600n);
 });
 
 test("constructor rejects a split that does not sum to 10,000", async () => {
@@ -126,7 +132,7 @@ test("constructor rejects a split that does not sum to 10,000", async () => {
   const data = encodeDeployData({
     abi: a.abi,
     bytecode: a.bytecode,
-    args: [w[0].account.address, w[0].account.address, bad, 0, 0n, []],
+    args: [w[0].account.address, w[0].account.address, bad, 0, 0n, [], 0n],
   });
   const failed = await chain.publicClient.call({ account: w[0].account.address, data }).then(() => null, (e) => e);
   assert.ok(failed, "creation must revert");

@@ -149,11 +149,11 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             let provider = ProviderBuilder::new()
                 .connect_http(chain.rpc_url.parse()?)
                 .erased();
-            let reg = DatanetRegistry::new(
-                d.get("DatanetRegistry")
-                    .ok_or_else(|| eyre!("no DatanetRegistry"))?,
-                provider,
-            );
+            let registry = d
+                .get("DatanetRegistry")
+                .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+            let chain = openledger_datanet::ChainView::new(provider.clone(), registry);
+            let reg = DatanetRegistry::new(registry, provider);
             let v = reg
                 .getVersion(U256::from(datanet), U256::from(version))
                 .call()
@@ -161,7 +161,7 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             let tok = openledger_model::load_tokenizer(&tokenizer)?;
             let tok_hash = corpus::tokenizer_hash(&tokenizer)?;
             let source = RowSource::Store(ContentStore::open(&datanet_store)?);
-            let c = corpus::load(&source, datanet, version, v.manifestHash, &tok).await?;
+            let c = corpus::load(&source, &chain, datanet, version, v.manifestHash, &tok).await?;
             let path = corpus::index_path(&out, datanet, version, &tok_hash);
             let meta = IndexMeta {
                 datanet,

@@ -56,6 +56,27 @@ pub struct CommonArgs {
     /// Most logs returned by eth_getLogs.
     #[arg(long, env = "OPENLEDGER_RPC_MAX_LOGS", default_value_t = 20_000)]
     pub rpc_max_logs: usize,
+    /// Time limit of eth_call / eth_estimateGas (and of all the calls of one batch together),
+    /// e.g. 5s or 500ms; execution is stopped when it is reached.
+    #[arg(long, env = "OPENLEDGER_RPC_CALL_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub rpc_call_timeout: Duration,
+}
+
+/// `500ms`, `5s` or plain seconds (`2.5`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = match s.strip_suffix("ms") {
+        Some(n) => (n, 1e-3),
+        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 5s, 500ms)"))?;
+    Duration::try_from_secs_f64(v * scale)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive duration"))
 }
 
 impl CommonArgs {
@@ -66,6 +87,7 @@ impl CommonArgs {
             gas_cap: self.rpc_gas_cap,
             max_log_range: self.rpc_max_log_range,
             max_logs: self.rpc_max_logs,
+            call_timeout: self.rpc_call_timeout,
             ..Default::default()
         }
     }
@@ -116,6 +138,19 @@ pub struct DevnetArgs {
     /// cached `small` model).
     #[arg(long, env = "OPENLEDGER_BASE_MODEL")]
     pub base: Option<PathBuf>,
+    /// Requests per second one client (IP address) may send to the HTTP origin, sustained;
+    /// above it (and its burst) requests get 429 with Retry-After.
+    #[arg(long, env = "OPENLEDGER_HTTP_RATE", default_value_t = 200.0)]
+    pub http_rate: f64,
+    /// Requests one client may send at once above --http-rate.
+    #[arg(long, env = "OPENLEDGER_HTTP_BURST", default_value_t = 400)]
+    pub http_burst: u32,
+    /// Requests one client may have in flight on the HTTP origin.
+    #[arg(long, env = "OPENLEDGER_HTTP_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub http_max_in_flight: u32,
+    /// Seconds a request to the HTTP origin may take to answer (408 after).
+    #[arg(long, env = "OPENLEDGER_HTTP_TIMEOUT", default_value_t = 120)]
+    pub http_timeout: u64,
 }
 
 /// `openledger node`.
@@ -208,7 +243,7 @@ async fn run(
     banner(&local);
     println!("Listening on {local}");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sealer = {
+    let mut sealer = {
         let mut rx = stop_rx.clone();
         tokio::spawn(node.clone().run_sealer(async move {
             let _ = rx.changed().await;
@@ -219,13 +254,22 @@ async fn run(
     let server = tokio::spawn(openledger_rpc::serve(rpc, listener, async move {
         let _ = rx.changed().await;
     }));
-    shutdown_signal().await;
+    // The sealer only returns early when it gave up: then exit non-zero, never serve a dead chain.
+    let halted = tokio::select! {
+        _ = shutdown_signal() => None,
+        _ = &mut sealer => Some(node.halted().unwrap_or_else(|| "the block sealer stopped".into())),
+    };
     eprintln!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), sealer).await;
+    if halted.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), sealer).await;
+    }
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
     drop(node);
-    Ok(())
+    match halted {
+        Some(reason) => bail!("node halted: {reason}"),
+        None => Ok(()),
+    }
 }
 
 fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
@@ -276,7 +320,19 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         contracts: Some(contracts),
         genesis_timestamp: None,
         staging_grace: std::time::Duration::from_secs(a.staging_grace_secs),
+        http_limits: openledger_devnet::HttpLimits {
+            requests_per_second: a.http_rate,
+            burst: a.http_burst,
+            max_in_flight: a.http_max_in_flight,
+            request_timeout: std::time::Duration::from_secs(a.http_timeout),
+        },
     };
+    if !(a.http_rate.is_finite() && a.http_rate > 0.0)
+        || a.http_burst == 0
+        || a.http_max_in_flight == 0
+    {
+        bail!("--http-rate, --http-burst and --http-max-in-flight must be above zero");
+    }
     if let Some(b) = &a.base
         && !b.join("config.json").is_file()
     {
@@ -432,20 +488,37 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 .parse()
                 .map_err(|e| eyre::eyre!("invalid --private-key: {e}"))?;
             let from = signer.address();
-            let cfg = match config {
-                Some(p) => serde_json::from_str(
-                    &std::fs::read_to_string(&p)
-                        .with_context(|| format!("reading {}", p.display()))?,
-                )
-                .with_context(|| format!("invalid deployment config {}", p.display()))?,
-                None => openledger_contracts::DeployConfig::dev(),
-            };
             let url = rpc_url
                 .parse()
                 .with_context(|| format!("invalid --rpc-url {rpc_url}"))?;
             let provider = ProviderBuilder::new()
                 .wallet(EthereumWallet::from(signer))
                 .connect_http(url);
+            let chain_id = alloy::providers::Provider::get_chain_id(&provider)
+                .await
+                .with_context(|| format!("cannot reach {rpc_url}"))?;
+            let explicit = config.is_some();
+            let mut cfg: openledger_contracts::DeployConfig = match config {
+                Some(p) => serde_json::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("invalid deployment config {}", p.display()))?,
+                // The built-in settings are the devnet's (a 5 s timelock, a 60 s vote, no
+                // proposal threshold): only for the devnet's chain id.
+                None if chain_id == openledger_primitives::DEV_CHAIN_ID => {
+                    openledger_contracts::DeployConfig::dev()
+                }
+                None => bail!(
+                    "chain {chain_id} is not the devnet ({}): pass --config FILE with this deployment's governance periods, fees and attributors (format: contracts/deployments/dev-config.json; the built-in settings are devnet settings)",
+                    openledger_primitives::DEV_CHAIN_ID
+                ),
+            };
+            // The attributor set defaults to the deployer, never to a dev account whose key is
+            // public (as the JavaScript deployer does).
+            if !explicit || cfg.attributors.is_empty() {
+                cfg.attributors = vec![from];
+            }
             eprintln!("deploying 7 contracts from {from} …");
             let d = openledger_contracts::deploy(&provider, from, &cfg).await?;
             if let Some(dir) = out.parent() {

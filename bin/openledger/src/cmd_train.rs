@@ -193,7 +193,7 @@ pub async fn train(a: TrainArgs) -> Result<()> {
             .await??;
     cfg.validate(&base.config)?;
     let client = DatanetClient::connect(&a.who.rpc_url, &a.api, signer).await?;
-    let rows = source::read_rows(&Reader::Api(client), &version).await?;
+    let rows = source::read_rows(&provider, &Reader::Api(client), &version).await?;
     let hash = content_hash(&a.base)?.0;
     eprintln!(
         "datanet {} version {} ({} rows, root {}), base {hash}",

@@ -65,7 +65,19 @@ enum Cmd {
     },
 }
 
-fn main() -> eyre::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line (the cause chain joined by ": "), never a backtrace, whatever
+            // RUST_BACKTRACE says.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> eyre::Result<()> {
     let cli = Cli::parse();
     threads::settle();
     let filter = tracing_subscriber::EnvFilter::try_from_env("OPENLEDGER_LOG")

@@ -76,6 +76,8 @@ impl AttributionService {
         let Ok(record) = AttributionRecord::from_bytes(&bytes) else {
             return Ok(None);
         };
+        let settlement =
+            self.settlement_state(&id, record.payer.is_some() && !record.fee.is_zero());
         let st = self.state.lock();
         let batch = st.settled.get(&id).map(|(b, proof)| {
             serde_json::json!({"batchId": b, "proof": proof, "root": st.batches.get(b).map(|f| f.root)})
@@ -86,6 +88,7 @@ impl AttributionService {
             "record": record,
             "batch": batch,
             "pending": pending,
+            "settlement": settlement,
         })))
     }
 }

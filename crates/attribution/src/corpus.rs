@@ -4,11 +4,17 @@
 //! Rows come from a version manifest exactly as training reads them: for each manifest entry in
 //! order, the content's bytes, `formats::parse(bytes, format_for(file_name), 4096)`, row `j`
 //! with id `0x<contentHash>:j` and text `Row::text()`, tokenized without special tokens.
+//!
+//! Every manifest is first checked against the version it claims on chain
+//! ([`openledger_datanet::ChainView::check`]: datanet id, registry, chain id, manifest hash,
+//! root, and each listed contribution's id, content hash and contributor): a Datanet owner
+//! chooses a version's hashes freely, and a manifest of another Datanet must not credit (or
+//! index) that Datanet's contributions under his version.
 
 use crate::index::{self, Document, IndexError, IndexMeta, SpanIndex};
 use alloy_primitives::{B256, keccak256};
 use openledger_datanet::{
-    ContentStore, DatanetClient, Manifest, ManifestEntry,
+    ChainView, ContentStore, DatanetClient, Manifest, ManifestEntry,
     formats::{self, Format},
 };
 use std::collections::HashMap;
@@ -24,6 +30,9 @@ pub enum CorpusError {
     /// The content or manifest could not be read.
     #[error("reading Datanet data: {0}")]
     Source(String),
+    /// The manifest is not the version it claims on chain.
+    #[error(transparent)]
+    Manifest(#[from] openledger_datanet::ManifestCheckError),
     /// A contribution could not be parsed into rows.
     #[error("contribution {contribution}: {reason}")]
     Parse {
@@ -49,6 +58,27 @@ pub enum RowSource {
 }
 
 impl RowSource {
+    /// The manifest of `datanet` `version`, which `manifest_hash` must be on chain, checked
+    /// against the chain through `chain`.
+    async fn checked_manifest(
+        &self,
+        chain: &ChainView,
+        datanet: u64,
+        version: u64,
+        manifest_hash: B256,
+    ) -> Result<Manifest, CorpusError> {
+        let v = chain.version(datanet, version).await?;
+        if v.manifest_hash != manifest_hash {
+            return Err(CorpusError::Source(format!(
+                "datanet {datanet} version {version} has manifest {} on chain, not {manifest_hash}",
+                v.manifest_hash
+            )));
+        }
+        let m = self.manifest(datanet, version, manifest_hash).await?;
+        chain.check(&v, &m).await?;
+        Ok(m)
+    }
+
     async fn manifest(
         &self,
         datanet: u64,
@@ -86,21 +116,19 @@ pub struct Corpus {
     pub row_ids: HashMap<String, u64>,
 }
 
-/// Content hash → contribution id of every entry of a version's manifest (checked against
-/// `manifest_hash`), for mapping the trainer's row ids (`0x<contentHash>:j`) to contributions.
+/// Content hash → contribution id of every entry of a version's manifest (`manifest_hash`,
+/// checked against the chain), for mapping the trainer's row ids (`0x<contentHash>:j`) to
+/// contributions.
 pub async fn contributions_by_content(
     source: &RowSource,
+    chain: &ChainView,
     datanet: u64,
     version: u64,
     manifest_hash: B256,
 ) -> Result<HashMap<B256, u64>, CorpusError> {
-    let manifest = source.manifest(datanet, version, manifest_hash).await?;
-    if manifest.hash() != manifest_hash {
-        return Err(CorpusError::Source(format!(
-            "manifest hashes to {}, expected {manifest_hash}",
-            manifest.hash()
-        )));
-    }
+    let manifest = source
+        .checked_manifest(chain, datanet, version, manifest_hash)
+        .await?;
     Ok(manifest
         .contributions
         .iter()
@@ -108,21 +136,19 @@ pub async fn contributions_by_content(
         .collect())
 }
 
-/// Parses and tokenizes every row of `manifest` (the manifest hash was checked by the caller).
+/// Parses and tokenizes every row of the version's manifest (`manifest_hash`, checked against
+/// the chain through `chain` first).
 pub async fn load(
     source: &RowSource,
+    chain: &ChainView,
     datanet: u64,
     version: u64,
     manifest_hash: B256,
     tokenizer: &Tokenizer,
 ) -> Result<Corpus, CorpusError> {
-    let manifest = source.manifest(datanet, version, manifest_hash).await?;
-    if manifest.hash() != manifest_hash {
-        return Err(CorpusError::Source(format!(
-            "manifest hashes to {}, the chain says {manifest_hash}",
-            manifest.hash()
-        )));
-    }
+    let manifest = source
+        .checked_manifest(chain, datanet, version, manifest_hash)
+        .await?;
     let mut out = Corpus::default();
     for e in &manifest.contributions {
         let bytes = source.content(datanet, e).await?;

@@ -6,6 +6,9 @@
 //! <dir>/indexes/        span indexes, one file per (Datanet, version, tokenizer)
 //! <dir>/batches/N.json  settled batch N: root, tx, every record's proof, credits per account
 //! <dir>/pending.json    records charged but not yet settled (survives restarts)
+//! <dir>/inflight.json   the batch being sent: written before its transaction, removed once
+//!                       the batch is on disk (a restart reconciles it with the chain)
+//! <dir>/dropped.json    records the contract refused for good, with its reason
 //! <dir>/keys.json       API keys (keccak-256 → address) and used key-request nonces
 //! ```
 
@@ -14,7 +17,7 @@ use crate::corpus::{self, RowSource};
 use crate::index::{IndexMeta, SpanIndex};
 use crate::influence::{InfluenceParams, Score};
 use crate::record::{self, AttributionRecord, Credit, ENGINE, MethodRecord, PPM, RECORD_VERSION};
-use crate::settle::{BatchFile, PendingRecord};
+use crate::settle::{BatchFile, FlushPoint, Inflight, PendingRecord};
 use crate::span::{self, SpanParams};
 use crate::trained::TrainedModel;
 use alloy::network::EthereumWallet;
@@ -24,6 +27,7 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
 use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
+use openledger_datanet::ChainView;
 use openledger_datanet::ContentStore;
 use openledger_serve::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
@@ -73,6 +77,8 @@ pub struct AttributionConfig {
     /// licensed reads by this account, instead of from `datanet_store` (e.g. a verifier who
     /// holds a licence but not the service's disks).
     pub datanet_api: Option<(String, PrivateKeySigner)>,
+    /// Crash tests only: a flush waits forever at this point (the test then kills the process).
+    pub pause_at: Option<FlushPoint>,
 }
 
 /// How influence enters records.
@@ -121,6 +127,7 @@ impl AttributionConfig {
             base_model: None,
             influence: InfluenceConfig::default(),
             datanet_api: None,
+            pause_at: None,
         }
     }
 }
@@ -148,6 +155,8 @@ pub(crate) fn storage_err(e: impl std::fmt::Display) -> ServiceError {
 
 /// (Datanet, version) pairs a model was trained on, and its training manifest hash.
 type TrainedOn = (Vec<(u64, u64)>, B256);
+/// A Datanet version's span index, built once.
+type IndexCell = Arc<tokio::sync::OnceCell<Arc<SpanIndex>>>;
 /// A model's training artifacts, or `None` when it was not trained here.
 type MaybeTrained = Option<Arc<TrainedModel>>;
 
@@ -162,6 +171,10 @@ pub(crate) struct State {
     pub settled: HashMap<B256, (u64, Vec<B256>)>,
     /// Settled batches.
     pub batches: BTreeMap<u64, BatchFile>,
+    /// The batch being sent (or left by a crash), until it is reconciled.
+    pub inflight: Option<Inflight>,
+    /// Records the contract refused for good → its reason.
+    pub dropped: BTreeMap<B256, String>,
 }
 
 /// The attribution service.
@@ -174,14 +187,22 @@ pub struct AttributionService {
     pub(crate) keys: KeyStore,
     tokenizer: Option<(Tokenizer, B256)>,
     rows: RowSource,
-    indexes: tokio::sync::Mutex<HashMap<(u64, u64), Arc<SpanIndex>>>,
+    /// One cell per Datanet version: the map's lock is held only to find the cell, so building
+    /// one version's index never blocks requests that use another.
+    indexes: Mutex<HashMap<(u64, u64), IndexCell>>,
     trained_on: Mutex<HashMap<u64, TrainedOn>>,
     models: Option<ContentStore>,
     base: tokio::sync::OnceCell<Option<Arc<openledger_model::Pretrained>>>,
     trained: tokio::sync::Mutex<HashMap<(B256, B256), MaybeTrained>>,
     pub(crate) state: Mutex<State>,
     pub(crate) notify: tokio::sync::Notify,
+    adapter_owner: parking_lot::RwLock<Option<AdapterOwner>>,
+    /// This service, for tasks it starts itself.
+    me: std::sync::Weak<AttributionService>,
 }
+
+/// Who trained an adapter that is not published yet (the training service knows).
+pub type AdapterOwner = Arc<dyn Fn(B256) -> Option<Address> + Send + Sync>;
 
 /// How long an authorisation holds its worst-case fee without completing.
 const RESERVATION_TTL: Duration = Duration::from_secs(600);
@@ -240,7 +261,8 @@ impl AttributionService {
         };
         let mut state = State::default();
         crate::settle::load_state(&cfg.dir, &mut state)?;
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             domain: auth::domain(chain_id, cfg.settlement),
             cfg,
             provider,
@@ -256,7 +278,15 @@ impl AttributionService {
             trained: Default::default(),
             state: Mutex::new(state),
             notify: tokio::sync::Notify::new(),
+            adapter_owner: Default::default(),
         }))
+    }
+
+    /// Lets the trainer of an unpublished adapter try it: `lookup` names who trained the
+    /// adapter with that hash (the training jobs service). Without it, only adapters registered
+    /// in `ModelRegistry` (or loaded by the operator) are served.
+    pub fn set_adapter_owner_lookup(&self, lookup: AdapterOwner) {
+        *self.adapter_owner.write() = Some(lookup);
     }
 
     /// The EIP-712 domain payers sign under.
@@ -269,12 +299,25 @@ impl AttributionService {
         &self.records
     }
 
-    /// The span index of a Datanet version, built on first use.
+    /// The span index of a Datanet version, built on first use (once, however many requests
+    /// ask at the same time).
     pub async fn index(&self, datanet: u64, version: u64) -> Result<Arc<SpanIndex>, ServiceError> {
-        let mut map = self.indexes.lock().await;
-        if let Some(ix) = map.get(&(datanet, version)) {
-            return Ok(ix.clone());
-        }
+        let cell = self
+            .indexes
+            .lock()
+            .entry((datanet, version))
+            .or_default()
+            .clone();
+        cell.get_or_try_init(|| self.build_index(datanet, version))
+            .await
+            .cloned()
+    }
+
+    async fn build_index(
+        &self,
+        datanet: u64,
+        version: u64,
+    ) -> Result<Arc<SpanIndex>, ServiceError> {
         let (tok, tok_hash) = self
             .tokenizer
             .as_ref()
@@ -289,7 +332,9 @@ impl AttributionService {
                 .call()
                 .await
                 .map_err(chain_err)?;
-            let corpus = corpus::load(&self.rows, datanet, version, v.manifestHash, tok).await?;
+            let chain = ChainView::new(self.provider.clone(), self.cfg.datanets);
+            let corpus =
+                corpus::load(&self.rows, &chain, datanet, version, v.manifestHash, tok).await?;
             let meta = IndexMeta {
                 datanet,
                 version,
@@ -302,9 +347,25 @@ impl AttributionService {
             .await
             .map_err(storage_err)??
         };
-        let ix = Arc::new(ix);
-        map.insert((datanet, version), ix.clone());
-        Ok(ix)
+        Ok(Arc::new(ix))
+    }
+
+    /// Starts building the span indexes a model's records will need, off the request path
+    /// (the answer is computed meanwhile).
+    fn warm_indexes(&self, model_id: u64) {
+        let Some(me) = self.me.upgrade().filter(|_| self.tokenizer.is_some()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let Ok((versions, _)) = me.trained_on(model_id).await else {
+                return;
+            };
+            for (d, v) in versions {
+                if let Err(e) = me.index(d, v).await {
+                    tracing::warn!(target: "attribution", datanet = d, version = v, error = %e, "span index not built");
+                }
+            }
+        });
     }
 
     /// The Datanet versions a registered model was trained on, and its training manifest hash.
@@ -376,6 +437,7 @@ impl AttributionService {
         let t = match TrainedModel::load(
             models,
             &self.rows,
+            &ChainView::new(self.provider.clone(), self.cfg.datanets),
             &base,
             base_model_hash,
             manifest_hash,
@@ -474,15 +536,36 @@ impl AttributionService {
         headers: &HeaderMap,
         req: &PendingInference,
     ) -> Result<Option<Charge>, HookError> {
-        let Some(model_id) = req.model.model_id else {
-            return Ok(None);
-        };
         let unavailable = |e: &dyn std::fmt::Display| {
             refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "chain_unavailable",
                 e.to_string(),
             )
+        };
+        if req.model.unregistered || req.model.mix.iter().any(|p| p.unregistered) {
+            return self.authorize_unpublished(headers, req).map(|()| None);
+        }
+        for part in &req.model.mix {
+            let Some(id) = part.model_id else { continue };
+            let m = ModelRegistry::new(self.cfg.models, self.provider.clone())
+                .getModel(U256::from(id))
+                .call()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if !m.pricePer1kTokens.is_zero() {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    "paid_model_in_mix",
+                    format!(
+                        "model {id} costs {} wei per 1,000 tokens: a paid model cannot be mixed with others; ask it alone with \"model\": \"model-{id}\"",
+                        m.pricePer1kTokens
+                    ),
+                ));
+            }
+        }
+        let Some(model_id) = req.model.model_id else {
+            return Ok(None);
         };
         let m = ModelRegistry::new(self.cfg.models, self.provider.clone())
             .getModel(U256::from(model_id))
@@ -525,6 +608,15 @@ impl AttributionService {
             .call()
             .await
             .map_err(|e| unavailable(&e))?;
+        // Escrow announced for withdrawal leaves after the governed delay: it may still pay for
+        // answers already given, never for new ones.
+        let leaving = settlement
+            .withdrawalRequest(payer)
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .amount;
+        let escrow = escrow.saturating_sub(leaving);
         let mut st = self.state.lock();
         st.reserved.retain(|_, r| r.3.elapsed() < RESERVATION_TTL);
         let owed = |pred: &dyn Fn(Address, u64) -> bool| -> U256 {
@@ -541,7 +633,7 @@ impl AttributionService {
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_escrow",
                 format!(
-                    "{payer} has {escrow} wei in AttributionSettlement escrow, {owed_all} owed by unsettled answers, and this request may cost up to {worst} wei ({} tokens at {price} per 1,000): deposit more with AttributionSettlement.deposit()",
+                    "{payer} has {escrow} wei in AttributionSettlement escrow (not counting {leaving} wei announced for withdrawal), {owed_all} owed by unsettled answers, and this request may cost up to {worst} wei ({} tokens at {price} per 1,000): deposit more with AttributionSettlement.deposit()",
                     req.prompt_tokens + req.max_completion_tokens
                 ),
             ));
@@ -562,11 +654,59 @@ impl AttributionService {
             req.request_id.clone(),
             (payer, model_id, worst, Instant::now()),
         );
+        drop(st);
+        self.warm_indexes(model_id);
         Ok(Some(Charge {
             payer,
             model_id,
             price_per_1k_tokens: price,
         }))
+    }
+
+    /// An adapter that is not in `ModelRegistry`: only the account that trained it may try it,
+    /// alone and with a signed session; such answers are free and unrecorded.
+    fn authorize_unpublished(
+        &self,
+        headers: &HeaderMap,
+        req: &PendingInference,
+    ) -> Result<(), HookError> {
+        let not_registered = |what: String| {
+            refuse(
+                StatusCode::FORBIDDEN,
+                "adapter_not_registered",
+                format!(
+                    "{what} is not registered in ModelRegistry: publish it to serve it; until then only the account that trained it may try it, alone, with a signed session"
+                ),
+            )
+        };
+        let Some(hash) = req.model.adapter_hash.filter(|_| req.model.mix.is_empty()) else {
+            return Err(not_registered("an adapter of this mix".into()));
+        };
+        let owner = self
+            .adapter_owner
+            .read()
+            .as_ref()
+            .and_then(|lookup| lookup(hash));
+        let Some(owner) = owner else {
+            return Err(not_registered(format!("adapter {hash}")));
+        };
+        match self.payer(headers, &req.model.name)? {
+            Some(signer) if signer == owner => Ok(()),
+            Some(signer) => Err(refuse(
+                StatusCode::FORBIDDEN,
+                "adapter_not_registered",
+                format!(
+                    "adapter {hash} is not published, and {signer} did not train it: only its trainer may try it before it is published"
+                ),
+            )),
+            None => Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                "missing_signature",
+                format!(
+                    "adapter {hash} is not published: its trainer tries it with a signed session (x-ol-signer, x-ol-nonce, x-ol-expiry, x-ol-signature)"
+                ),
+            )),
+        }
     }
 
     /// Computes the record of a finished request (deterministic; stores nothing).
@@ -735,8 +875,16 @@ impl InferenceHooks for AttributionService {
         Box::pin(self.authorize_inner(headers, request))
     }
 
+    fn abandoned(&self, request_id: &str) {
+        self.state.lock().reserved.remove(request_id);
+    }
+
     fn completed(&self, inference: CompletedInference) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
+            if inference.model.unregistered {
+                // a trainer trying an unpublished adapter: free and unrecorded
+                return serde_json::Value::Null;
+            }
             match self.record(&inference).await {
                 Ok(r) => r.summary(5),
                 Err(e) => {

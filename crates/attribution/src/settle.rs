@@ -4,6 +4,7 @@
 
 use crate::merkle;
 use crate::service::{AttributionService, ServiceError, State, chain_err, storage_err};
+use alloy::providers::Provider;
 use alloy_primitives::{Address, B256, U256};
 use openledger_contracts::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
@@ -58,9 +59,77 @@ pub struct BatchFile {
     pub credits: Vec<CreditLine>,
 }
 
+/// A batch whose transaction may be on its way: written before the transaction is sent, so a
+/// restart finds out from the chain whether it landed (`inflight.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inflight {
+    /// Records root (the contract refuses a root it settled already).
+    pub root: B256,
+    /// Record ids in leaf order.
+    pub records: Vec<B256>,
+    /// The transaction, once sent.
+    pub tx: Option<B256>,
+}
+
+/// A point in a flush where a crash test stops the service (see
+/// [`crate::AttributionConfig::pause_at`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPoint {
+    /// The intent is on disk; nothing was sent.
+    BeforeSend,
+    /// The transaction was sent; its receipt is not read yet.
+    AfterSend,
+    /// The batch is mined; nothing of it is on disk but the intent.
+    AfterMined,
+}
+
+impl std::str::FromStr for FlushPoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "before-send" => Ok(Self::BeforeSend),
+            "after-send" => Ok(Self::AfterSend),
+            "after-mined" => Ok(Self::AfterMined),
+            o => Err(format!(
+                "unknown flush point '{o}' (before-send, after-send, after-mined)"
+            )),
+        }
+    }
+}
+
+/// Where a record is in settlement, as `GET /api/attribution/{id}` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum Settlement {
+    /// Not charged (a free model): nothing to settle.
+    Free,
+    /// Charged, waiting for the next batch.
+    Pending,
+    /// In a batch whose transaction was sent and is not known to be mined yet.
+    Submitting,
+    /// In on-chain batch `batch_id`.
+    #[serde(rename_all = "camelCase")]
+    Settled {
+        /// Batch id.
+        batch_id: u64,
+    },
+    /// The contract refused to settle it (the reason is the contract's error); never charged.
+    Dropped {
+        /// Why.
+        reason: String,
+    },
+}
+
 pub(crate) fn load_state(dir: &Path, st: &mut State) -> Result<(), ServiceError> {
     if let Ok(b) = std::fs::read(dir.join("pending.json")) {
         st.pending = serde_json::from_slice(&b).map_err(storage_err)?;
+    }
+    if let Ok(b) = std::fs::read(dir.join("inflight.json")) {
+        st.inflight = Some(serde_json::from_slice(&b).map_err(storage_err)?);
+    }
+    if let Ok(b) = std::fs::read(dir.join("dropped.json")) {
+        st.dropped = serde_json::from_slice(&b).map_err(storage_err)?;
     }
     for e in std::fs::read_dir(dir.join("batches")).map_err(storage_err)? {
         let p = e.map_err(storage_err)?.path();
@@ -78,7 +147,12 @@ pub(crate) fn load_state(dir: &Path, st: &mut State) -> Result<(), ServiceError>
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ServiceError> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(storage_err)?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(storage_err)?;
+        f.write_all(bytes).map_err(storage_err)?;
+        f.sync_all().map_err(storage_err)?;
+    }
     std::fs::rename(&tmp, path).map_err(storage_err)
 }
 
@@ -89,8 +163,21 @@ pub(crate) fn save_pending(dir: &Path, pending: &[PendingRecord]) -> Result<(), 
     )
 }
 
+fn save_inflight(dir: &Path, inflight: Option<&Inflight>) -> Result<(), ServiceError> {
+    let path = dir.join("inflight.json");
+    match inflight {
+        Some(i) => write_atomic(&path, &serde_json::to_vec(i).map_err(storage_err)?),
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(storage_err(e)),
+        },
+    }
+}
+
 fn inference(p: &PendingRecord) -> AttributionSettlement::Inference {
     AttributionSettlement::Inference {
+        recordId: p.id,
         payer: p.payer,
         modelId: U256::from(p.model_id),
         fee: p.fee,
@@ -105,16 +192,37 @@ fn inference(p: &PendingRecord) -> AttributionSettlement::Inference {
     }
 }
 
+/// What a dry run of one record's settlement said.
+enum DryRun {
+    /// It would settle.
+    Ok,
+    /// The chain settled it already, in this batch.
+    Settled(u64),
+    /// The contract refuses it for good (its error).
+    Refused(String),
+}
+
+/// Most blocks one `eth_getLogs` asks for (under the node's 100,000-block limit).
+const LOG_WINDOW: u64 = 50_000;
+
 impl AttributionService {
     /// Settles up to `batch_records` pending records now; returns the batch id (`None` when
-    /// nothing was pending). Records whose settlement alone reverts (the payer withdrew its
-    /// escrow, the model was deactivated) are dropped from the queue with an error log.
+    /// nothing was settled).
+    ///
+    /// Nothing is charged twice and nothing is lost across a crash at any point: the batch's
+    /// intent (root and records) is written before its transaction is sent, the contract refuses
+    /// a root or record id it settled already, and a restart learns from the chain whether the
+    /// batch landed ([`AttributionService::reconcile`]). A record that the contract refuses on
+    /// its own (its model was deactivated, the payer's allowance was lowered) is dropped with the
+    /// contract's reason, which `GET /api/attribution/{id}` shows; a transport error drops
+    /// nothing (the batch is retried).
     pub async fn flush(&self) -> Result<Option<u64>, ServiceError> {
         let Some(attributor) = self.cfg.attributor.as_ref().map(|s| s.address()) else {
             return Err(ServiceError::Chain(
                 "no attributor account configured".into(),
             ));
         };
+        self.reconcile().await?;
         let batch: Vec<PendingRecord> = {
             let st = self.state.lock();
             st.pending
@@ -126,21 +234,21 @@ impl AttributionService {
         if batch.is_empty() {
             return Ok(None);
         }
-        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
         // Find the records that cannot settle on their own, so one never blocks the others.
         let mut good = Vec::new();
         for p in batch {
-            match settlement
-                .submitBatch(p.id, vec![inference(&p)])
-                .from(attributor)
-                .call()
-                .await
-            {
-                Ok(_) => good.push(p),
-                Err(e) => {
-                    tracing::error!(target: "attribution::settle", record = %p.id, error = %e, "record cannot settle; dropped");
+            match self.dry_run(attributor, &p).await? {
+                DryRun::Ok => good.push(p),
+                DryRun::Settled(b) => self.adopt(b, None).await?,
+                DryRun::Refused(reason) => {
+                    tracing::error!(target: "attribution::settle", record = %p.id, %reason, "the contract refuses this record; dropped");
                     let mut st = self.state.lock();
                     st.pending.retain(|x| x.id != p.id);
+                    st.dropped.insert(p.id, reason);
+                    write_atomic(
+                        &self.cfg.dir.join("dropped.json"),
+                        &serde_json::to_vec(&st.dropped).map_err(storage_err)?,
+                    )?;
                     save_pending(&self.cfg.dir, &st.pending)?;
                 }
             }
@@ -150,25 +258,143 @@ impl AttributionService {
         }
         let leaves: Vec<B256> = good.iter().map(|p| p.id).collect();
         let root = merkle::root(&leaves);
-        let credits = self.credits(attributor, &good).await?;
-        let receipt = settlement
+        let mut intent = Inflight {
+            root,
+            records: leaves.clone(),
+            tx: None,
+        };
+        {
+            let mut st = self.state.lock();
+            save_inflight(&self.cfg.dir, Some(&intent))?;
+            st.inflight = Some(intent.clone());
+        }
+        self.pause(FlushPoint::BeforeSend).await;
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let sent = settlement
             .submitBatch(root, good.iter().map(inference).collect())
             .send()
             .await
-            .map_err(chain_err)?
-            .get_receipt()
-            .await
             .map_err(chain_err)?;
-        let ev = receipt
-            .decoded_log::<AttributionSettlement::BatchSettled>()
-            .ok_or_else(|| {
-                ServiceError::Chain("submitBatch reverted (no BatchSettled event)".into())
-            })?;
+        intent.tx = Some(*sent.tx_hash());
+        {
+            let mut st = self.state.lock();
+            save_inflight(&self.cfg.dir, Some(&intent))?;
+            st.inflight = Some(intent.clone());
+        }
+        self.pause(FlushPoint::AfterSend).await;
+        let receipt = sent.get_receipt().await.map_err(chain_err)?;
+        self.pause(FlushPoint::AfterMined).await;
+        let Some(ev) = receipt.decoded_log::<AttributionSettlement::BatchSettled>() else {
+            // Reverted (e.g. a resubmission that lost the race to the first one): the chain
+            // knows what happened; the next flush reconciles.
+            return Err(ServiceError::Chain(format!(
+                "submitBatch {} reverted; reconciling with the chain on the next flush",
+                receipt.transaction_hash
+            )));
+        };
         let batch_id: u64 = ev.batchId.saturating_to();
+        self.adopt(batch_id, Some(receipt.transaction_hash)).await?;
+        Ok(Some(batch_id))
+    }
+
+    /// Settles the in-flight batch left by a crash: if the chain has its root, the batch is
+    /// recorded as settled; if its transaction failed or never arrived, its records stay pending
+    /// (resending is safe: the contract refuses a record twice).
+    pub async fn reconcile(&self) -> Result<(), ServiceError> {
+        let Some(intent) = self.state.lock().inflight.clone() else {
+            return Ok(());
+        };
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let b: u64 = settlement
+            .batchOfRoot(intent.root)
+            .call()
+            .await
+            .map_err(chain_err)?
+            .saturating_to();
+        if b != 0 {
+            tracing::info!(target: "attribution::settle", batch = b, root = %intent.root, "in-flight batch found on chain");
+            return self.adopt(b, intent.tx).await;
+        }
+        if let Some(tx) = intent.tx
+            && self
+                .provider
+                .get_transaction_by_hash(tx)
+                .await
+                .map_err(chain_err)?
+                .is_some()
+            && self
+                .provider
+                .get_transaction_receipt(tx)
+                .await
+                .map_err(chain_err)?
+                .is_none()
+        {
+            // Still in the node's pool: wait for it rather than send a second one.
+            return Err(ServiceError::Chain(format!(
+                "batch transaction {tx} is not mined yet; waiting"
+            )));
+        }
+        let mut st = self.state.lock();
+        save_inflight(&self.cfg.dir, None)?;
+        st.inflight = None;
+        Ok(())
+    }
+
+    /// Asks the chain whether `p` would settle alone.
+    async fn dry_run(
+        &self,
+        attributor: Address,
+        p: &PendingRecord,
+    ) -> Result<DryRun, ServiceError> {
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let e = match settlement
+            .submitBatch(p.id, vec![inference(p)])
+            .from(attributor)
+            .call()
+            .await
+        {
+            Ok(_) => return Ok(DryRun::Ok),
+            Err(e) => e,
+        };
+        use AttributionSettlement::AttributionSettlementErrors as E;
+        match e.as_decoded_interface_error::<E>() {
+            Some(E::RecordAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
+            Some(E::RootAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
+            // The attributor itself was removed: nothing about the record is wrong.
+            Some(E::NotAttributor(_)) => Err(ServiceError::Chain(format!(
+                "{attributor} is not in the attributor set; records stay pending"
+            ))),
+            Some(other) => Ok(DryRun::Refused(format!("{other:?}"))),
+            None if e.as_revert_data().is_some() => Ok(DryRun::Refused(e.to_string())),
+            None => Err(chain_err(e)),
+        }
+    }
+
+    /// Records on-chain batch `batch_id` as settled: its records (from its `InferenceSettled`
+    /// events), their proofs, its credits; removes them from the pending queue.
+    async fn adopt(&self, batch_id: u64, tx: Option<B256>) -> Result<(), ServiceError> {
+        if self.state.lock().batches.contains_key(&batch_id) {
+            return self.clear_settled(batch_id);
+        }
+        let (leaves, tx, block) = self.batch_records(batch_id, tx).await?;
+        let pending: Vec<PendingRecord> = {
+            let st = self.state.lock();
+            leaves
+                .iter()
+                .filter_map(|id| st.pending.iter().find(|p| p.id == *id).cloned())
+                .collect()
+        };
+        let attributor = self.cfg.attributor.as_ref().map(|s| s.address());
+        let credits = match attributor {
+            Some(a) if pending.len() == leaves.len() => self.credits(a, &pending, block).await?,
+            // Not all of the batch's records are ours (another attributor's batch, or a
+            // record already adopted): no credit lines we could vouch for.
+            _ => Vec::new(),
+        };
         let file = BatchFile {
             batch_id,
-            root,
-            tx: receipt.transaction_hash,
+            root: merkle::root(&leaves),
+            tx,
             records: leaves
                 .iter()
                 .enumerate()
@@ -184,15 +410,116 @@ impl AttributionService {
                 .join(format!("{batch_id}.json")),
             &serde_json::to_vec_pretty(&file).map_err(storage_err)?,
         )?;
-        let mut st = self.state.lock();
-        for (id, proof) in &file.records {
-            st.settled.insert(*id, (batch_id, proof.clone()));
+        {
+            let mut st = self.state.lock();
+            for (id, proof) in &file.records {
+                st.settled.insert(*id, (batch_id, proof.clone()));
+            }
+            st.batches.insert(batch_id, file);
         }
-        st.pending.retain(|p| !leaves.contains(&p.id));
+        tracing::info!(target: "attribution::settle", batch = batch_id, records = leaves.len(), "batch settled");
+        self.clear_settled(batch_id)
+    }
+
+    /// Drops batch `batch_id`'s records from the queue and clears a matching intent.
+    fn clear_settled(&self, batch_id: u64) -> Result<(), ServiceError> {
+        let mut st = self.state.lock();
+        let Some(file) = st.batches.get(&batch_id) else {
+            return Ok(());
+        };
+        let ids: std::collections::HashSet<B256> = file.records.iter().map(|r| r.0).collect();
+        let root = file.root;
+        st.pending.retain(|p| !ids.contains(&p.id));
         save_pending(&self.cfg.dir, &st.pending)?;
-        st.batches.insert(batch_id, file);
-        tracing::info!(target: "attribution::settle", batch = batch_id, records = leaves.len(), %root, "batch settled");
-        Ok(Some(batch_id))
+        if st.inflight.as_ref().is_some_and(|i| i.root == root) {
+            save_inflight(&self.cfg.dir, None)?;
+            st.inflight = None;
+        }
+        Ok(())
+    }
+
+    /// The record ids of on-chain batch `batch_id` in leaf order, its transaction and block,
+    /// read from its `InferenceSettled` events (searched backwards from the head).
+    async fn batch_records(
+        &self,
+        batch_id: u64,
+        tx: Option<B256>,
+    ) -> Result<(Vec<B256>, B256, u64), ServiceError> {
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let head = self.provider.get_block_number().await.map_err(chain_err)?;
+        if let Some(tx) = tx
+            && let Some(r) = self
+                .provider
+                .get_transaction_receipt(tx)
+                .await
+                .map_err(chain_err)?
+            && let Some(block) = r.block_number
+        {
+            let logs = settlement
+                .InferenceSettled_filter()
+                .topic1(U256::from(batch_id))
+                .from_block(block)
+                .to_block(block)
+                .query()
+                .await
+                .map_err(chain_err)?;
+            if !logs.is_empty() {
+                return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
+            }
+        }
+        let mut to = head;
+        loop {
+            let from = to.saturating_sub(LOG_WINDOW - 1);
+            let logs = settlement
+                .InferenceSettled_filter()
+                .topic1(U256::from(batch_id))
+                .from_block(from)
+                .to_block(to)
+                .query()
+                .await
+                .map_err(chain_err)?;
+            if let Some((_, first)) = logs.first() {
+                let tx = first.transaction_hash.unwrap_or_default();
+                let block = first.block_number.unwrap_or(to);
+                return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
+            }
+            if from == 0 {
+                return Err(ServiceError::Chain(format!(
+                    "batch {batch_id} has no InferenceSettled events on this chain"
+                )));
+            }
+            to = from - 1;
+        }
+    }
+
+    /// Waits forever at `point` when the crash test configured it (the test kills the process).
+    async fn pause(&self, point: FlushPoint) {
+        if self.cfg.pause_at == Some(point) {
+            eprintln!("attribution: paused at {point:?}");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Where record `id` is in settlement (`None` when it is not a record of this service).
+    pub fn settlement_state(&self, id: &B256, charged: bool) -> Settlement {
+        let st = self.state.lock();
+        if let Some((b, _)) = st.settled.get(id) {
+            return Settlement::Settled { batch_id: *b };
+        }
+        if let Some(r) = st.dropped.get(id) {
+            return Settlement::Dropped { reason: r.clone() };
+        }
+        if st
+            .inflight
+            .as_ref()
+            .is_some_and(|i| i.tx.is_some() && i.records.contains(id))
+        {
+            return Settlement::Submitting;
+        }
+        if st.pending.iter().any(|p| p.id == *id) || charged {
+            return Settlement::Pending;
+        }
+        Settlement::Free
     }
 
     /// The credits the contract will make for `batch`, by its rule (see the contract header).
@@ -200,59 +527,66 @@ impl AttributionService {
         &self,
         attributor: Address,
         batch: &[PendingRecord],
+        block: u64,
     ) -> Result<Vec<CreditLine>, ServiceError> {
+        let at = alloy::eips::BlockId::number(block);
         let p = self.provider.clone();
         let settlement = AttributionSettlement::new(self.cfg.settlement, p.clone());
         let params = ProtocolParams::new(
-            settlement.params().call().await.map_err(chain_err)?,
+            settlement
+                .params()
+                .block(at)
+                .call()
+                .await
+                .map_err(chain_err)?,
             p.clone(),
         );
         let cfg = params
             .settlementConfig(attributor)
+            .block(at)
             .call()
             .await
             .map_err(chain_err)?;
-        let (t_bps, m_bps) = (U256::from(cfg.treasuryBps), U256::from(cfg.modelOwnerBps));
+        let bps = openledger_contracts::fees::FeeSplitBps {
+            treasury: cfg.treasuryBps,
+            model_owner: cfg.modelOwnerBps,
+        };
         let models = ModelRegistry::new(self.cfg.models, p.clone());
         let datanets = DatanetRegistry::new(self.cfg.datanets, p.clone());
         let mut out = Vec::new();
-        let bps = U256::from(10_000u64);
         for r in batch {
-            let t = r.fee * t_bps / bps;
-            let m = r.fee * m_bps / bps;
+            let weights: Vec<U256> = r.shares.iter().map(|s| U256::from(s.1)).collect();
+            let pay = openledger_contracts::fees::split(r.fee, bps, &weights);
             let owner = models
                 .settlementInfo(U256::from(r.model_id))
+                .block(at)
                 .call()
                 .await
                 .map_err(chain_err)?
                 .owner;
-            if !m.is_zero() {
+            if !pay.model_owner.is_zero() {
                 out.push(CreditLine {
                     account: owner,
                     role: "modelOwner".into(),
                     contribution: None,
-                    amount: m,
+                    amount: pay.model_owner,
                 });
             }
-            let pool = r.fee - t - m;
-            let mut rest = pool;
-            if !r.shares.is_empty() && !pool.is_zero() {
+            if !r.shares.is_empty() && !pay.pool.is_zero() {
                 let ids: Vec<U256> = r.shares.iter().map(|s| U256::from(s.0)).collect();
                 let who = datanets
                     .contributorsOf(ids)
+                    .block(at)
                     .call()
                     .await
                     .map_err(chain_err)?;
-                let sum: U256 = r.shares.iter().map(|s| U256::from(s.1)).sum();
-                for ((c, w), a) in r.shares.iter().zip(who) {
-                    let amount = pool * U256::from(*w) / sum;
+                for (((c, _), a), amount) in r.shares.iter().zip(who).zip(&pay.contributions) {
                     if !amount.is_zero() {
-                        rest -= amount;
                         out.push(CreditLine {
                             account: a,
                             role: "contribution".into(),
                             contribution: Some(*c),
-                            amount,
+                            amount: *amount,
                         });
                     }
                 }
@@ -261,7 +595,7 @@ impl AttributionService {
                 account: cfg.treasury_,
                 role: "treasury".into(),
                 contribution: None,
-                amount: t + rest,
+                amount: pay.treasury,
             });
         }
         Ok(out)
@@ -409,6 +743,7 @@ impl AttributionService {
                 adapter_hash: rec.adapter_hash,
                 base_model_hash: rec.base_model_hash,
                 mix: vec![],
+                unregistered: false,
             },
             prompt_text: String::new(),
             prompt_tokens: prompt,

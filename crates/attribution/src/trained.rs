@@ -17,7 +17,7 @@ use crate::corpus::{self, RowSource};
 use crate::influence::{self, InfluenceParams, Score, SketchMatrix};
 use crate::span::ContributionKey;
 use alloy_primitives::{B256, keccak256};
-use openledger_datanet::ContentStore;
+use openledger_datanet::{ChainView, ContentStore};
 use openledger_model::{DType, LoraAdapter, Pretrained};
 use openledger_train::sketch::{Projector, QuerySketch, SketchConfig, SketchSet, TrainableAdapter};
 use serde::Deserialize;
@@ -92,10 +92,12 @@ pub struct TrainedModel {
 }
 
 impl TrainedModel {
-    /// Loads the manifest, sketches and adapter from `models` and maps rows to contributions.
+    /// Loads the manifest, sketches and adapter from `models` and maps rows to contributions
+    /// (each Datanet version's manifest checked against the chain through `chain`).
     pub async fn load(
         models: &ContentStore,
         rows: &RowSource,
+        chain: &ChainView,
         base: &Pretrained,
         base_model_hash: B256,
         manifest_hash: B256,
@@ -156,9 +158,14 @@ impl TrainedModel {
         }
         let mut by_content: HashMap<B256, ContributionKey> = HashMap::new();
         for d in &m.data {
-            for (h, c) in
-                corpus::contributions_by_content(rows, d.datanet_id, d.version, d.manifest_hash)
-                    .await?
+            for (h, c) in corpus::contributions_by_content(
+                rows,
+                chain,
+                d.datanet_id,
+                d.version,
+                d.manifest_hash,
+            )
+            .await?
             {
                 by_content.entry(h).or_insert((d.datanet_id, d.version, c));
             }

@@ -80,13 +80,18 @@ pub enum PoolError {
         /// Allowed gap.
         max_gap: u64,
     },
-    /// The sender cannot pay gas * price + value.
-    #[error("insufficient funds for gas * price + value: balance {balance}, tx cost {cost}")]
+    /// The sender cannot pay gas * price + value for this transaction on top of the ones it
+    /// already has in the pool.
+    #[error(
+        "insufficient funds for gas * price + value: balance {balance}, queued cost {pooled}, tx cost {cost}"
+    )]
     InsufficientFunds {
         /// Sender balance.
         balance: U256,
         /// Maximum cost of the transaction.
         cost: U256,
+        /// Maximum cost of the sender's other pooled transactions.
+        pooled: U256,
     },
     /// Gas limit below the intrinsic gas.
     #[error("intrinsic gas too low: have {have}, want {want}")]
@@ -121,9 +126,25 @@ pub enum PoolError {
     /// The same transaction is already in the pool.
     #[error("already known")]
     AlreadyKnown,
-    /// The pool is full.
+    /// The pool is full and nothing in it may make way for the transaction.
     #[error("txpool is full")]
     PoolFull,
+    /// The pool is full and the transaction pays no more than the cheapest one it could evict.
+    #[error(
+        "transaction underpriced: the pool is full; its cheapest evictable transaction pays a fee cap of {cheapest} wei"
+    )]
+    PoolUnderpriced {
+        /// Fee cap of the cheapest evictable transaction.
+        cheapest: u128,
+    },
+    /// The sender already has the most future-nonce transactions one sender may queue.
+    #[error(
+        "account limit exceeded: at most {limit} queued (future-nonce) transactions per sender"
+    )]
+    AccountLimit {
+        /// The per-sender limit.
+        limit: usize,
+    },
     /// Reading state failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -144,4 +165,10 @@ pub enum ChainError {
     /// The requested block or state is not available.
     #[error("{0}")]
     NotFound(String),
+    /// A call or estimate reached its deadline and was stopped.
+    #[error("execution aborted: deadline reached")]
+    Timeout,
+    /// A caller-supplied value is out of range (e.g. a timestamp past year 9999).
+    #[error("{0}")]
+    InvalidArgument(String),
 }

@@ -12,10 +12,16 @@ use revm::context_interface::block::BlobExcessGasAndPrice;
 use revm::context_interface::either::Either;
 use revm::context_interface::result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction};
 use revm::database::CacheDB;
+use revm::interpreter::interpreter::EthInterpreter;
+use revm::interpreter::{InstructionResult, Interpreter};
 use revm::primitives::AddressMap;
 use revm::primitives::hardfork::SpecId;
 use revm::state::{Account, Bytecode};
-use revm::{Context, Database, ExecuteCommitEvm, ExecuteEvm, MainBuilder, MainContext};
+use revm::{
+    Context, Database, ExecuteCommitEvm, ExecuteEvm, InspectEvm, Inspector, MainBuilder,
+    MainContext,
+};
+use std::time::Instant;
 
 /// The fork rules the node runs: revm's Osaka (solc 0.8.37's default EVM version).
 pub const SPEC: SpecId = SpecId::OSAKA;
@@ -315,19 +321,61 @@ pub struct CallRequest {
     pub nonce: Option<u64>,
     /// Access list.
     pub access_list: alloy_eips::eip2930::AccessList,
+    /// When to stop executing: the call then fails with [`CallError::Aborted`].
+    pub deadline: Option<Instant>,
 }
 
-/// Executes a call against `db` without committing anything.
+/// Why a read-only call produced no outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// Execution reached the request's deadline and was stopped.
+    #[error("execution aborted: deadline reached")]
+    Aborted,
+    /// The call cannot run (e.g. the sender cannot pay), in geth's words.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Instructions between two looks at the clock.
+const DEADLINE_CHECK_EVERY: u32 = 1024;
+
+/// Halts execution once a deadline has passed: every frame, at its next instruction, so a
+/// call tree unwinds within a few instructions per frame.
+#[derive(Debug)]
+struct Deadline {
+    at: Option<Instant>,
+    steps: u32,
+    reached: bool,
+}
+
+impl<CTX> Inspector<CTX, EthInterpreter> for Deadline {
+    fn step(&mut self, interp: &mut Interpreter<EthInterpreter>, _context: &mut CTX) {
+        if !self.reached {
+            let Some(at) = self.at else { return };
+            self.steps = self.steps.wrapping_add(1);
+            if !self.steps.is_multiple_of(DEADLINE_CHECK_EVERY) || Instant::now() < at {
+                return;
+            }
+            self.reached = true;
+        }
+        interp.halt(InstructionResult::OutOfGas);
+    }
+}
+
+/// Executes a call against `db` without committing anything, stopping at `req.deadline`.
 pub fn call<DB>(
     db: DB,
     chain_id: u64,
     params: &BlockParams,
     req: &CallRequest,
-) -> Result<CallOutcome, String>
+) -> Result<CallOutcome, CallError>
 where
     DB: revm::Database,
     DB::Error: std::fmt::Display,
 {
+    if req.deadline.is_some_and(|d| Instant::now() >= d) {
+        return Err(CallError::Aborted);
+    }
     let mut cfg = cfg(chain_id);
     cfg.disable_nonce_check = req.nonce.is_none();
     cfg.disable_base_fee = true;
@@ -338,7 +386,11 @@ where
         .with_db(db)
         .with_block(block)
         .with_cfg(cfg)
-        .build_mainnet();
+        .build_mainnet_with_inspector(Deadline {
+            at: req.deadline,
+            steps: 0,
+            reached: false,
+        });
     let tx = TxEnv {
         tx_type: if req.priority_fee.is_some() {
             2
@@ -359,7 +411,11 @@ where
         gas_priority_fee: req.priority_fee,
         ..Default::default()
     };
-    match evm.transact(tx) {
+    let result = evm.inspect_tx(tx);
+    if evm.inspector.reached {
+        return Err(CallError::Aborted);
+    }
+    match result {
         Ok(r) => Ok(match r.result {
             ExecutionResult::Success { output, gas, .. } => CallOutcome::Success {
                 output: output.into_data(),
@@ -374,8 +430,8 @@ where
                 gas_used: gas.tx_gas_used(),
             },
         }),
-        Err(EVMError::Transaction(e)) => Err(invalid_tx_message(&e)),
-        Err(e) => Err(e.to_string()),
+        Err(EVMError::Transaction(e)) => Err(CallError::Invalid(invalid_tx_message(&e))),
+        Err(e) => Err(CallError::Invalid(e.to_string())),
     }
 }
 
@@ -414,4 +470,51 @@ pub fn invalid_tx_message(e: &InvalidTransaction) -> String {
 /// Wraps bytecode for genesis.
 pub fn bytecode(code: Bytes) -> Bytecode {
     Bytecode::new_raw(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revm::database::{CacheDB, EmptyDB};
+    use std::time::Duration;
+
+    fn params() -> BlockParams {
+        BlockParams {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::ZERO,
+            gas_limit: 30_000_000,
+            base_fee: 0,
+            prevrandao: B256::ZERO,
+        }
+    }
+
+    /// `JUMPDEST PUSH1 0 JUMP` as init code: runs until out of gas.
+    fn endless(gas: u64, deadline: Option<Instant>) -> CallRequest {
+        CallRequest {
+            gas,
+            data: Bytes::from_static(&[0x5b, 0x60, 0x00, 0x56]),
+            deadline,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_call_is_stopped_at_its_deadline() {
+        let db = || CacheDB::new(EmptyDB::default());
+        // Without a deadline the loop ends out of gas.
+        let out = call(db(), 1, &params(), &endless(100_000, None));
+        assert!(
+            matches!(&out, Ok(CallOutcome::Halt { reason, .. }) if reason == "out of gas"),
+            "{out:?}"
+        );
+        // With one, a loop that could run for ages is aborted.
+        let soon = Instant::now() + Duration::from_millis(50);
+        let out = call(db(), 1, &params(), &endless(u64::MAX / 2, Some(soon)));
+        assert_eq!(out.map(|_| ()), Err(CallError::Aborted));
+        assert!(Instant::now() >= soon);
+        // A deadline already passed runs nothing.
+        let out = call(db(), 1, &params(), &endless(100_000, Some(Instant::now())));
+        assert_eq!(out.map(|_| ()), Err(CallError::Aborted));
+    }
 }

@@ -25,7 +25,7 @@ pub mod pool;
 pub mod store;
 
 pub use error::{ChainError, PoolError, StoreError};
-pub use exec::{CallOutcome, CallRequest};
+pub use exec::{CallError, CallOutcome, CallRequest};
 pub use genesis::{ChainSpec, DevAccount, DevPreset, dev_accounts};
 pub use node::{Head, NewBlock, Node, NodeConfig, SealMode, replay_and_verify};
 pub use pool::PoolConfig;

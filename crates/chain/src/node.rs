@@ -15,13 +15,24 @@ use parking_lot::{Mutex, RwLock};
 use revm::database::CacheDB;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, broadcast};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Most transactions considered for one block.
 const MAX_BLOCK_CANDIDATES: usize = 20_000;
+
+/// Fault injection for tests, off unless set: the next N seals panic (a fault point to check
+/// that a sealer panic never leaves a node serving a dead chain).
+pub const FAULT_SEAL_PANICS_ENV: &str = "OPENLEDGER_FAULT_SEAL_PANICS";
+
+/// Consecutive failed (or panicked) seals after which the sealer gives up and the node halts.
+pub const MAX_SEAL_FAILURES: u32 = 5;
+
+/// The latest block timestamp the dev clock methods may reach: 9999-12-31T23:59:59Z. Far
+/// beyond any real use, and far enough below `u64::MAX` that block timestamps never overflow.
+pub const MAX_TIMESTAMP: u64 = 253_402_300_799;
 
 /// How the node seals blocks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +98,10 @@ pub struct Node {
     pending: broadcast::Sender<B256>,
     time_offset: AtomicU64,
     next_timestamp: AtomicU64,
+    /// Seals left to fail on purpose (see [`FAULT_SEAL_PANICS_ENV`]).
+    fault_seal_panics: AtomicU32,
+    /// Why the node stopped producing blocks, once the sealer has given up.
+    halted: RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -102,6 +117,24 @@ fn now_secs() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+fn call_error(e: exec::CallError) -> ChainError {
+    match e {
+        exec::CallError::Aborted => ChainError::Timeout,
+        exec::CallError::Invalid(m) => ChainError::Execution(m),
+    }
+}
+
+/// The message of a panic payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "(no message)".into()),
+    }
 }
 
 /// State changes that create the genesis allocation.
@@ -328,6 +361,13 @@ impl Node {
             pending,
             time_offset: AtomicU64::new(0),
             next_timestamp: AtomicU64::new(0),
+            fault_seal_panics: AtomicU32::new(
+                std::env::var(FAULT_SEAL_PANICS_ENV)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+            halted: RwLock::new(None),
         }))
     }
 
@@ -418,7 +458,11 @@ impl Node {
             .map_err(|e| PoolError::Internal(e.to_string()))?;
         drop(reader);
         let (nonce, balance) = acct.map(|a| (a.nonce, a.balance)).unwrap_or_default();
-        let inserted = self.pool.lock().insert(tx, nonce, balance)?;
+        let inserted = {
+            let mut pool = self.pool.lock();
+            pool.maybe_expire(std::time::Instant::now());
+            pool.insert(tx, nonce, balance)?
+        };
         let _ = self.pending.send(inserted.hash);
         if inserted.pending {
             self.notify.notify_one();
@@ -440,6 +484,13 @@ impl Node {
     /// Seals one block from the pool (possibly empty). Returns it.
     pub fn seal(&self) -> Result<Arc<NewBlock>, ChainError> {
         let _guard = self.seal_lock.lock();
+        if self
+            .fault_seal_panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("injected sealing fault ({FAULT_SEAL_PANICS_ENV})");
+        }
         let parent = self.head();
         let base_fee = self.next_base_fee();
         let number = parent.header.number + 1;
@@ -479,6 +530,7 @@ impl Node {
                 let n = reader.account(&s)?.map(|a| a.nonce).unwrap_or_default();
                 pool.set_state_nonce(&s, n);
             }
+            pool.maybe_expire(std::time::Instant::now());
         }
         let event = Arc::new(NewBlock {
             header: block.header.clone(),
@@ -492,8 +544,16 @@ impl Node {
     }
 
     /// Runs the sealing loop until `shutdown` resolves.
+    ///
+    /// A seal that fails or panics is retried after a back-off (0.1 s, doubling, at most 2 s):
+    /// the state is consistent after a panic, since a block is committed in one redb
+    /// transaction and the head moves under the same lock. After [`MAX_SEAL_FAILURES`] failures
+    /// in a row the node halts instead: [`Node::halted`] says why, the RPC refuses every request,
+    /// and this function returns, so that the process can exit rather than serve a chain that
+    /// no longer moves.
     pub async fn run_sealer(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut failures = 0u32;
         loop {
             match self.cfg.seal {
                 SealMode::OnDemand => {
@@ -513,18 +573,43 @@ impl Node {
                 }
             }
             let node = self.clone();
-            match tokio::task::spawn_blocking(move || node.seal()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    warn!(target: "chain::seal", error = %e, "sealing failed; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let error = match tokio::task::spawn_blocking(move || node.seal()).await {
+                Ok(Ok(_)) => {
+                    failures = 0;
+                    continue;
                 }
-                Err(e) => {
-                    warn!(target: "chain::seal", error = %e, "sealing task panicked");
-                    return;
+                Ok(Err(e)) => format!("sealing failed: {e}"),
+                Err(e) if e.is_panic() => {
+                    format!("sealing panicked: {}", panic_message(e.into_panic()))
                 }
+                Err(e) => format!("sealing task failed: {e}"),
+            };
+            failures += 1;
+            if failures >= MAX_SEAL_FAILURES {
+                let reason = format!("the block sealer failed {failures} times in a row ({error})");
+                error!(target: "chain::seal", %reason, "halting: this node no longer produces blocks");
+                *self.halted.write() = Some(reason);
+                return;
+            }
+            let backoff = Duration::from_millis(100 << (failures - 1)).min(Duration::from_secs(2));
+            error!(target: "chain::seal", %error, failures, retry_in = ?backoff, "restarting the block sealer");
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(backoff) => {}
             }
         }
+    }
+
+    /// Why the node stopped producing blocks, if its sealer gave up (see [`Node::run_sealer`]).
+    pub fn halted(&self) -> Option<String> {
+        self.halted.read().clone()
+    }
+
+    /// Fault injection for tests: the next `n` seals panic (as [`FAULT_SEAL_PANICS_ENV`] does
+    /// for a whole process).
+    #[doc(hidden)]
+    pub fn inject_seal_panics(&self, n: u32) {
+        self.fault_seal_panics.store(n, Ordering::SeqCst);
     }
 
     /// Block parameters a call sees: the latest block's header (geth's "latest"), or with
@@ -535,8 +620,7 @@ impl Node {
         if pending {
             return BlockParams {
                 number: head.header.number + 1,
-                timestamp: (now_secs() + self.time_offset.load(Ordering::SeqCst))
-                    .max(head.header.timestamp + 1),
+                timestamp: self.clock(head.header.timestamp),
                 beneficiary: self.cfg.fee_recipient,
                 gas_limit: head.header.gas_limit,
                 base_fee: self.next_base_fee(),
@@ -555,14 +639,30 @@ impl Node {
 
     /// Dev only: moves the clock of future blocks forward by `secs`; returns the total offset.
     /// The next block's timestamp is also at least the head's plus `secs`, since blocks sealed
-    /// on demand may run ahead of the wall clock.
-    pub fn increase_time(&self, secs: u64) -> u64 {
-        let floor = self.head.read().header.timestamp + secs;
+    /// on demand may run ahead of the wall clock. Refused if the clock would pass
+    /// [`MAX_TIMESTAMP`].
+    pub fn increase_time(&self, secs: u64) -> Result<u64, ChainError> {
+        let too_far = || {
+            ChainError::InvalidArgument(format!(
+                "cannot move the clock {secs} s forward: block timestamps would pass {MAX_TIMESTAMP} (year 9999)"
+            ))
+        };
+        let head = self.head.read().header.timestamp;
+        let floor = head.checked_add(secs).ok_or_else(too_far)?;
+        let offset = self
+            .time_offset
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |o| {
+                let total = o.checked_add(secs)?;
+                let clock = now_secs().checked_add(total)?;
+                (clock.max(floor) <= MAX_TIMESTAMP).then_some(total)
+            })
+            .map_err(|_| too_far())?;
         self.next_timestamp.fetch_max(floor, Ordering::SeqCst);
-        self.time_offset.fetch_add(secs, Ordering::SeqCst) + secs
+        Ok(offset + secs)
     }
 
-    /// Dev only: the next block gets at least this timestamp (must exceed the head's).
+    /// Dev only: the next block gets at least this timestamp (must exceed the head's and be at
+    /// most [`MAX_TIMESTAMP`]).
     pub fn set_next_timestamp(&self, ts: u64) -> Result<(), ChainError> {
         let head = self.head.read().header.timestamp;
         if ts <= head {
@@ -570,15 +670,26 @@ impl Node {
                 "timestamp {ts} is not after the head block's timestamp {head}"
             )));
         }
+        if ts > MAX_TIMESTAMP {
+            return Err(ChainError::InvalidArgument(format!(
+                "timestamp {ts} is past {MAX_TIMESTAMP} (year 9999)"
+            )));
+        }
         self.next_timestamp.store(ts, Ordering::SeqCst);
         Ok(())
     }
 
+    /// The wall clock plus the dev offset, never behind the parent; saturating, so a clock
+    /// moved to its limit can never make sealing overflow.
+    fn clock(&self, parent: u64) -> u64 {
+        now_secs()
+            .saturating_add(self.time_offset.load(Ordering::SeqCst))
+            .max(parent.saturating_add(1))
+    }
+
     fn next_block_timestamp(&self, parent: u64) -> u64 {
         let forced = self.next_timestamp.swap(0, Ordering::SeqCst);
-        (now_secs() + self.time_offset.load(Ordering::SeqCst))
-            .max(parent + 1)
-            .max(forced)
+        self.clock(parent).max(forced)
     }
 
     /// `eth_call` on the latest state with optional state overrides.
@@ -593,8 +704,7 @@ impl Node {
         if let Some(o) = overrides {
             apply_overrides(&mut db, o)?;
         }
-        exec::call(&mut db, self.chain_id(), &self.call_params(pending), req)
-            .map_err(ChainError::Execution)
+        exec::call(&mut db, self.chain_id(), &self.call_params(pending), req).map_err(call_error)
     }
 
     /// `eth_estimateGas`: the smallest gas limit with which the call succeeds in the next block,
@@ -616,7 +726,7 @@ impl Node {
             let mut db = base.clone();
             let mut r = req.clone();
             r.gas = gas;
-            exec::call(&mut db, self.chain_id(), &params, &r).map_err(ChainError::Execution)
+            exec::call(&mut db, self.chain_id(), &params, &r).map_err(call_error)
         };
         let mut hi = if req.gas > 0 { req.gas.min(cap) } else { cap };
         let used = match run(hi)? {
@@ -625,7 +735,7 @@ impl Node {
         };
         let mut lo = used.saturating_sub(1).max(20_999);
         // Most calls succeed at a little above the used gas (63/64 rule): try that first.
-        let guess = (used + 2_300) * 64 / 63;
+        let guess = used.saturating_add(2_300).saturating_mul(64) / 63;
         if guess < hi && matches!(run(guess)?, CallOutcome::Success { .. }) {
             hi = guess;
         }

@@ -45,10 +45,20 @@ pub struct DeployConfig {
     pub licence_owner_bps: u16,
     /// Datanet creation fee in wei, decimal string.
     pub datanet_creation_fee: String,
-    /// Accounts allowed to submit settlement batches.
+    /// Accounts allowed to submit settlement batches (`openledger contracts deploy`: the
+    /// deployer when empty or absent).
+    #[serde(default)]
     pub attributors: Vec<Address>,
     /// Treasury; `None` means the Timelock itself.
     pub treasury: Option<Address>,
+    /// Seconds from `AttributionSettlement.requestWithdrawal` to `withdrawEscrow` (must exceed
+    /// the attributors' settlement interval); one day when absent.
+    #[serde(default = "default_escrow_withdrawal_delay")]
+    pub escrow_withdrawal_delay: u64,
+}
+
+fn default_escrow_withdrawal_delay() -> u64 {
+    86_400
 }
 
 impl DeployConfig {
@@ -72,6 +82,7 @@ impl DeployConfig {
             datanet_creation_fee: "10000000000000000".into(),
             attributors: vec![address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")],
             treasury: None,
+            escrow_withdrawal_delay: 30,
         })
     }
 
@@ -171,6 +182,7 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
                     licenceOwnerBps_: cfg.licence_owner_bps,
                     datanetCreationFee_: DeployConfig::u256(&cfg.datanet_creation_fee),
                     attributors: cfg.attributors.clone(),
+                    escrowWithdrawalDelay_: cfg.escrow_withdrawal_delay,
                 }
                 .abi_encode(),
             ),

@@ -13,6 +13,7 @@
 pub mod bindings;
 mod config;
 mod deploy;
+pub mod fees;
 mod genesis;
 
 pub use config::{DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan};

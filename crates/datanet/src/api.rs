@@ -4,12 +4,12 @@
 //! | --- | --- | --- |
 //! | GET | `/info` | anyone: `{chainId, registry}` |
 //! | GET | `/list` | anyone: every Datanet |
-//! | GET | `/{id}` | anyone: Datanet, contributions (metadata only), versions |
+//! | GET | `/{id}` | anyone: Datanet, contributions (metadata, `backed`), versions |
 //! | POST | `/{id}/uploads?name=F[&columns=a,b]` | signed `upload`; body streamed |
 //! | POST | `/{id}/versions/prepare` | anyone: stores the next manifest, returns root + hash |
-//! | GET | `/{id}/versions/{v}/manifest` | public Datanet, or signed `read` of the manifest hash |
+//! | GET | `/{id}/versions/{v}/manifest` | public Datanet, or signed `read` of the manifest hash; only the Datanet's own manifest |
 //! | GET | `/{id}/versions/{v}/proof/{contribution}` | anyone: inclusion proof |
-//! | GET | `/{id}/contributions/{c}/content` | public, or signed `read` of the content hash |
+//! | GET | `/{id}/contributions/{c}/content` | backed contributions only; public, or signed `read` of the content hash |
 //!
 //! Errors: `{"error": {"type": "...", "message": "..."}}` with a stable `type`.
 
@@ -114,11 +114,22 @@ impl From<ServiceError> for ApiError {
             ServiceError::NothingToPublish(_) => {
                 Self::new(StatusCode::CONFLICT, "nothing_to_publish", e)
             }
-            ServiceError::ContentMissing(..) => {
-                Self::new(StatusCode::CONFLICT, "content_missing", e)
+            // Reads of an unbacked contribution answer 403 (see `content`); a version that
+            // would include one is a conflict with the Datanet's state.
+            ServiceError::Unbacked { .. } => {
+                Self::new(StatusCode::CONFLICT, "unbacked_contribution", e)
+            }
+            ServiceError::ForeignManifest { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "foreign_manifest", e)
+            }
+            ServiceError::UnknownContribution { .. } => {
+                Self::new(StatusCode::NOT_FOUND, "contribution_not_found", e)
             }
             ServiceError::Chain(_) => Self::new(StatusCode::BAD_GATEWAY, "chain", e),
             ServiceError::Index(_) => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "index", e),
+            ServiceError::Nonces(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "nonce_store", e)
+            }
         }
     }
 }
@@ -171,8 +182,10 @@ async fn show(
         .values()
         .filter(|c| c.datanet_id == id)
         .map(|c| {
-            let up = st.uploads.get(&id).and_then(|m| m.get(&c.content_hash));
-            json!({"contribution": c, "validation": up})
+            // `backed`: its contributor uploaded it here; otherwise its hash was only
+            // recorded on chain, its content is never served and no version can include it.
+            let up = st.backing(c);
+            json!({"contribution": c, "backed": up.is_some(), "validation": up})
         })
         .collect();
     Ok(Json(json!({"datanet": d, "contributions": contributions})))
@@ -202,18 +215,19 @@ async fn authorise(
     let domain = auth::domain(svc.chain_id(), svc.registry());
     let now = auth::now();
     req.verify(&domain, action, datanet, content, now)?;
-    let mut st = svc.inner.state.lock().await;
-    let mut next = st.clone();
-    if !next.use_nonce(req.signer, req.nonce, req.expiry, now) {
+    // One appended line, remembered until the signature expires (crate::nonces).
+    let fresh = svc
+        .inner
+        .nonces
+        .use_nonce(req.signer, req.nonce, req.expiry, now)
+        .map_err(ServiceError::from)?;
+    if !fresh {
         return Err(AuthError::Replayed {
             signer: req.signer,
             nonce: req.nonce,
         }
         .into());
     }
-    next.save(&svc.inner.cfg.datadir)
-        .map_err(ServiceError::from)?;
-    *st = next;
     Ok(req.signer)
 }
 
@@ -421,8 +435,10 @@ async fn manifest(
     svc.sync().await?;
     let ver = version_of(&svc.snapshot().await, id, v)?;
     check_read(&svc, &h, id, ver.manifest_hash, None).await?;
-    let bytes = svc.store().get(&ver.manifest_hash).await?;
-    Ok(([("content-type", "application/json")], bytes).into_response())
+    // Only this Datanet's own manifest: the owner chooses the hash on chain and every
+    // Datanet shares one store.
+    let m = svc.own_manifest(id, &ver.manifest_hash).await?;
+    Ok(([("content-type", "application/json")], m.to_bytes()).into_response())
 }
 
 async fn proof(
@@ -431,7 +447,7 @@ async fn proof(
 ) -> ApiResult<Json<serde_json::Value>> {
     svc.sync().await?;
     let ver = version_of(&svc.snapshot().await, id, v)?;
-    let m = svc.manifest(&ver.manifest_hash).await?;
+    let m = svc.own_manifest(id, &ver.manifest_hash).await?;
     let p = m.proof(c).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -448,19 +464,14 @@ async fn content(
     h: HeaderMap,
 ) -> ApiResult<Response> {
     svc.sync().await?;
-    let st = svc.snapshot().await;
-    let info = st
-        .contributions
-        .get(&c)
-        .filter(|x| x.datanet_id == id)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "contribution_not_found",
-                format!("no contribution {c} in datanet {id}"),
-            )
-        })?
-        .clone();
+    // Served only if its contributor uploaded it to this Datanet: a hash copied from another
+    // Datanet's page and recorded on chain here opens nothing.
+    let info = svc.backed_contribution(id, c).await.map_err(|e| match e {
+        ServiceError::Unbacked { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "unbacked_contribution", e)
+        }
+        e => e.into(),
+    })?;
     check_read(&svc, &h, id, info.content_hash, Some(info.contributor)).await?;
     let bytes = svc.store().get(&info.content_hash).await?;
     Ok(([("content-type", "application/octet-stream")], bytes).into_response())

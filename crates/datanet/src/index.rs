@@ -1,5 +1,7 @@
 //! The service's index of the registry: Datanets, contributions, statuses, versions,
-//! licences, plus what only the service knows (validation records of uploads, used nonces).
+//! licences, plus what only the service knows (validation records of uploads). Used nonces
+//! live apart, in [`crate::nonces`] (an index written per request would grow and be rewritten
+//! with every signed read).
 //!
 //! It is rebuilt from `DatanetRegistry` events (`eth_getLogs` in block ranges). The whole
 //! index and the last processed block are written together to `index.json` (temp file +
@@ -97,7 +99,7 @@ pub struct ContributionInfo {
     /// Block of the `Contributed` event.
     pub block: u64,
     /// Whether the on-chain score equals this service's validation of the same content
-    /// (`None`: the content was not uploaded here).
+    /// (`None`: the content was not uploaded here by this contributor).
     #[serde(default)]
     pub score_matches: Option<bool>,
 }
@@ -142,8 +144,6 @@ pub struct IndexState {
     pub contributions: BTreeMap<u64, ContributionInfo>,
     /// Validated uploads: datanet → content hash → record.
     pub uploads: BTreeMap<u64, BTreeMap<B256, UploadInfo>>,
-    /// Used nonces: signer → nonce → expiry (pruned after expiry).
-    pub nonces: BTreeMap<Address, BTreeMap<U256, u64>>,
     /// Events applied (for audits and tests: each counted once).
     pub events_applied: u64,
 }
@@ -225,15 +225,15 @@ impl IndexState {
         })
     }
 
-    /// Records a nonce; `false` if it was already used. Forgets expired nonces.
-    pub fn use_nonce(&mut self, signer: Address, nonce: U256, expiry: u64, now: u64) -> bool {
-        let set = self.nonces.entry(signer).or_default();
-        set.retain(|_, exp| *exp >= now);
-        if set.contains_key(&nonce) {
-            return false;
-        }
-        set.insert(nonce, expiry);
-        true
+    /// The upload that backs a contribution: the file its contributor uploaded to its Datanet
+    /// through this service (EIP-712 signed, so the uploader is proven). `None`: the hash was
+    /// recorded on chain without such an upload (anyone can copy a hash from a public page);
+    /// its content is never served through this Datanet and it cannot be in a version.
+    pub fn backing(&self, c: &ContributionInfo) -> Option<&UploadInfo> {
+        self.uploads
+            .get(&c.datanet_id)
+            .and_then(|m| m.get(&c.content_hash))
+            .filter(|u| u.uploader == c.contributor)
     }
 
     /// Applies one registry event. Returns the contribution id newly accepted, if any.
@@ -286,6 +286,7 @@ impl IndexState {
                     .uploads
                     .get(&id(&e.datanetId))
                     .and_then(|m| m.get(&e.contentHash))
+                    .filter(|u| u.uploader == e.contributor)
                     .map(|u| u.score == e.qualityScore && u.row_count == e.rowCount);
                 self.contributions
                     .entry(c)

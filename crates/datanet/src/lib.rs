@@ -13,8 +13,9 @@
 //!
 //! Modules: [`store`] (keccak-256 content store over `object_store`: local disk or S3),
 //! [`formats`] (files → rows), [`validate`] (limits + quality score), [`manifest`] (version
-//! manifests and Merkle proofs), [`auth`] (EIP-712 signed requests), [`index`] (registry
-//! events → index), [`service`] + [`api`] (the axum router), [`client`] (CLI/UI side), [`demo`]
+//! manifests and Merkle proofs), [`onchain`] (a manifest checked against the version it claims
+//! on chain), [`auth`] (EIP-712 signed requests), [`nonces`] (used nonces until they expire),
+//! [`index`] (registry events → index), [`service`] + [`api`] (the axum router), [`client`] (CLI/UI side), [`demo`]
 //! (generated demo Datanets).
 //!
 //! # Validation and quality score (re-runnable by anyone)
@@ -44,6 +45,8 @@ pub mod demo;
 pub mod formats;
 pub mod index;
 pub mod manifest;
+pub mod nonces;
+pub mod onchain;
 pub mod service;
 pub mod store;
 pub mod validate;
@@ -52,5 +55,6 @@ pub use api::{ApiError, UploadReceipt, router};
 pub use client::{ClientError, DatanetClient, VerifyReport};
 pub use index::{ContributionInfo, DatanetInfo, IndexState, Status, UploadInfo, VersionInfo};
 pub use manifest::{Manifest, ManifestEntry, Proof};
+pub use onchain::{ChainVersion, ChainView, ManifestCheckError};
 pub use service::{DatanetService, ServiceConfig, ServiceError};
 pub use store::{ContentStore, StoreError};

@@ -1,6 +1,6 @@
 //! The Datanet service: content store + index + chain follower. [`crate::api`] puts HTTP on it.
 
-use crate::index::{IndexError, IndexState, Status};
+use crate::index::{ContributionInfo, IndexError, IndexState, Status};
 use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestEntry};
 use crate::store::{ContentStore, StoreError};
 use crate::validate::{RowIndex, ValidationConfig};
@@ -69,15 +69,46 @@ pub enum ServiceError {
     /// JSON-RPC.
     #[error("chain: {0}")]
     Chain(String),
-    /// The content of an accepted contribution is not in the store.
-    #[error("content {0} of contribution {1} is not in this service's store")]
-    ContentMissing(B256, u64),
+    /// A contribution was not uploaded to its Datanet by its contributor (its hash was
+    /// recorded on chain around the service): never served, never in a version.
+    #[error(
+        "contribution {contribution} of datanet {datanet} is not backed by an upload of its \
+         contributor to this Datanet: its content is not served and no version can include it"
+    )]
+    Unbacked {
+        /// Datanet.
+        datanet: u64,
+        /// Contribution.
+        contribution: u64,
+    },
+    /// The blob a version names as its manifest is not that Datanet's manifest on this
+    /// registry and chain (another Datanet's manifest, a contribution, or garbage).
+    #[error("{hash} is not a manifest of datanet {datanet} on this registry: {reason}")]
+    ForeignManifest {
+        /// Datanet of the URL.
+        datanet: u64,
+        /// The manifest hash on chain.
+        hash: B256,
+        /// What does not match.
+        reason: String,
+    },
+    /// No such contribution in this Datanet.
+    #[error("no contribution {contribution} in datanet {datanet}")]
+    UnknownContribution {
+        /// Datanet.
+        datanet: u64,
+        /// Contribution.
+        contribution: u64,
+    },
     /// Nothing accepted to publish.
     #[error("datanet {0} has no accepted contributions")]
     NothingToPublish(u64),
     /// No such Datanet.
     #[error("no datanet {0}")]
     UnknownDatanet(u64),
+    /// The used-nonce log.
+    #[error(transparent)]
+    Nonces(#[from] crate::nonces::NonceError),
 }
 
 pub(crate) struct Inner {
@@ -86,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) provider: DynProvider,
     pub(crate) chain_id: u64,
     pub(crate) state: tokio::sync::Mutex<IndexState>,
+    /// Used nonces of signed requests (`<datadir>/nonces.log`).
+    pub(crate) nonces: crate::nonces::NonceStore,
     pub(crate) rows: parking_lot::Mutex<HashMap<u64, RowIndex>>,
 }
 
@@ -132,6 +165,8 @@ impl DatanetService {
         let provider = ProviderBuilder::new().connect_http(url).erased();
         let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
         let state = IndexState::load(&cfg.datadir)?;
+        let nonces =
+            crate::nonces::NonceStore::open(cfg.datadir.join("nonces.log"), crate::auth::now())?;
         let svc = Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -139,6 +174,7 @@ impl DatanetService {
                 provider,
                 chain_id,
                 state: tokio::sync::Mutex::new(state),
+                nonces,
                 rows: parking_lot::Mutex::new(HashMap::new()),
             }),
         };
@@ -189,12 +225,9 @@ impl DatanetService {
             let Some(c) = st.contributions.get(&id) else {
                 return Ok(());
             };
-            let Some(up) = st
-                .uploads
-                .get(&c.datanet_id)
-                .and_then(|m| m.get(&c.content_hash))
-            else {
-                // Contributed on chain without uploading here: nothing to index.
+            let Some(up) = st.backing(c) else {
+                // Contributed on chain without its contributor uploading it here: nothing
+                // to index.
                 return Ok(());
             };
             (c.datanet_id, c.content_hash, up.format.clone())
@@ -303,11 +336,10 @@ impl DatanetService {
             let Some(c) = st.contributions.get(id) else {
                 continue;
             };
-            let up = st
-                .uploads
-                .get(&datanet)
-                .and_then(|m| m.get(&c.content_hash))
-                .ok_or(ServiceError::ContentMissing(c.content_hash, *id))?;
+            let up = st.backing(c).ok_or(ServiceError::Unbacked {
+                datanet,
+                contribution: *id,
+            })?;
             entries.push(ManifestEntry {
                 contribution_id: *id,
                 content_hash: c.content_hash,
@@ -330,10 +362,66 @@ impl DatanetService {
         Ok(manifest)
     }
 
-    /// Reads a stored manifest by hash.
-    pub async fn manifest(&self, hash: &B256) -> Result<Manifest, ServiceError> {
+    /// The manifest `hash` (a version's on-chain manifest hash) if it is `datanet`'s own: the
+    /// canonical bytes of a [`Manifest`] whose format, chain id, registry and datanet id are
+    /// this service's and `datanet`. Anything else in the shared store (another Datanet's
+    /// manifest, a contribution's bytes) is [`ServiceError::ForeignManifest`].
+    pub async fn own_manifest(&self, datanet: u64, hash: &B256) -> Result<Manifest, ServiceError> {
         let bytes = self.inner.store.get(hash).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ServiceError::Store(StoreError::Stream(format!("manifest {hash}: {e}"))))
+        let foreign = |reason: String| ServiceError::ForeignManifest {
+            datanet,
+            hash: *hash,
+            reason,
+        };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| foreign(format!("not a manifest ({e})")))?;
+        if m.to_bytes() != bytes.as_ref() {
+            return Err(foreign("not in canonical form".into()));
+        }
+        if m.format != MANIFEST_VERSION {
+            return Err(foreign(format!("format {}", m.format)));
+        }
+        if m.chain_id != self.inner.chain_id || m.registry != self.inner.cfg.registry {
+            return Err(foreign(format!(
+                "it belongs to registry {} on chain {}",
+                m.registry, m.chain_id
+            )));
+        }
+        if m.datanet_id != datanet {
+            return Err(foreign(format!("it is datanet {}'s", m.datanet_id)));
+        }
+        Ok(m)
+    }
+
+    /// A contribution of `datanet` whose content may be served: it exists in that Datanet
+    /// and its contributor uploaded it there ([`IndexState::backing`]). Catches up with the
+    /// chain first when the contribution is not indexed yet.
+    pub async fn backed_contribution(
+        &self,
+        datanet: u64,
+        contribution: u64,
+    ) -> Result<ContributionInfo, ServiceError> {
+        let find = |st: &IndexState| {
+            st.contributions
+                .get(&contribution)
+                .filter(|c| c.datanet_id == datanet)
+                .map(|c| (c.clone(), st.backing(c).is_some()))
+        };
+        let mut found = find(&*self.inner.state.lock().await);
+        if found.is_none() {
+            self.sync().await?;
+            found = find(&*self.inner.state.lock().await);
+        }
+        match found {
+            Some((c, true)) => Ok(c),
+            Some((_, false)) => Err(ServiceError::Unbacked {
+                datanet,
+                contribution,
+            }),
+            None => Err(ServiceError::UnknownContribution {
+                datanet,
+                contribution,
+            }),
+        }
     }
 }

@@ -14,8 +14,10 @@
 
 pub mod demo;
 mod http;
+pub mod limits;
 
 pub use http::{Slot, Slots};
+pub use limits::HttpLimits;
 
 use alloy_primitives::Address;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
@@ -69,6 +71,8 @@ pub struct DevnetConfig {
     pub genesis_timestamp: Option<u64>,
     /// Datanet uploads left staged longer than this by a killed process are removed at start.
     pub staging_grace: Duration,
+    /// Per-client rate, in-flight and time limits of the HTTP origin.
+    pub http_limits: HttpLimits,
 }
 
 impl Default for DevnetConfig {
@@ -87,6 +91,7 @@ impl Default for DevnetConfig {
             contracts: Some(DeployConfig::dev()),
             genesis_timestamp: None,
             staging_grace: openledger_datanet::service::STAGING_GRACE,
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct Devnet {
     pub deployments: Deployments,
     /// The datadir in use.
     pub datadir: PathBuf,
+    /// The Datanet service (when the registry is deployed), for in-process readers.
+    pub datanets: Option<openledger_datanet::DatanetService>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     tmp: Option<tempfile::TempDir>,
@@ -200,15 +207,17 @@ impl Devnet {
                     .await
                     .map_err(|e| DevnetError::Io(format!("cannot listen on {addr}: {e}")))?;
                 let bound = l.local_addr().map_err(|e| DevnetError::Io(e.to_string()))?;
-                tasks.push(tokio::spawn(serve_until(
-                    l,
-                    http::origin(rpc_router, &slots),
-                    rx,
-                )));
+                let origin =
+                    http::origin(rpc_router, &slots).layer(axum::middleware::from_fn_with_state(
+                        limits::Limiter::new(cfg.http_limits),
+                        limits::limit,
+                    ));
+                tasks.push(tokio::spawn(serve_until(l, origin, rx)));
                 Some(bound)
             }
             None => None,
         };
+        let mut datanets = None;
         if let Some(registry) = deployments.get("DatanetRegistry") {
             let mut svc_cfg = openledger_datanet::ServiceConfig::new(
                 format!("http://{rpc_addr}"),
@@ -221,6 +230,7 @@ impl Devnet {
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
             slots.datanets.set(svc.router());
             tasks.push(svc.spawn_follower(stop.subscribe()));
+            datanets = Some(svc);
         }
         Ok(Self {
             node,
@@ -230,6 +240,7 @@ impl Devnet {
             accounts,
             deployments,
             datadir,
+            datanets,
             stop,
             tasks,
             tmp,

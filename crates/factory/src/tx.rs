@@ -379,7 +379,8 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             )
         }),
         "setAllowance" => {
-            let amount = if f.str("amount").is_empty() || f.str("amount") == "unlimited" {
+            // A finite cap unless the user asks for none in so many words.
+            let amount = if f.str("amount").trim() == "unlimited" {
                 U256::MAX
             } else {
                 f.amount("amount", "The allowance", true)?

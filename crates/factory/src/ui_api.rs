@@ -95,7 +95,12 @@ pub(crate) async fn typed_upload(
         "datanets" if matches!(action, "upload" | "read") => {
             ("OpenLedger Datanets", st.chain.addr("DatanetRegistry")?)
         }
-        "jobs" if matches!(action, "create_job" | "cancel_job" | "publish_job") => {
+        "jobs"
+            if matches!(
+                action,
+                "create_job" | "cancel_job" | "publish_job" | "show_job"
+            ) =>
+        {
             ("OpenLedger Jobs", st.chain.addr("ModelRegistry")?)
         }
         s => {
@@ -228,9 +233,25 @@ pub(crate) async fn credits(
         .as_deref()
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
-    let pool = fee * U256::from(split.contributorsBps) / U256::from(10_000u64);
+    let shown: Vec<&CreditIn> = req.top_contributions.iter().take(64).collect();
+    // The contract's rule (openledger_contracts::fees), so what the page shows is what is paid.
+    // A record's weights sum to 1,000,000 ppm; the page shows its top credits, so the rest of
+    // the weight stands in as one more share (not shown) to keep the contract's divisor.
+    let mut weights: Vec<U256> = shown.iter().map(|c| U256::from(c.weight_ppm)).collect();
+    let listed: u64 = shown.iter().map(|c| u64::from(c.weight_ppm)).sum();
+    if listed < 1_000_000 {
+        weights.push(U256::from(1_000_000 - listed));
+    }
+    let pay = openledger_contracts::fees::split(
+        fee,
+        openledger_contracts::fees::FeeSplitBps {
+            treasury: split.treasuryBps,
+            model_owner: split.modelOwnerBps,
+        },
+        &weights,
+    );
     let mut out = Vec::new();
-    for c in req.top_contributions.iter().take(64) {
+    for (c, earned) in shown.iter().zip(&pay.contributions) {
         let info = reg
             .getContribution(U256::from(c.contribution))
             .call()
@@ -239,7 +260,7 @@ pub(crate) async fn credits(
         out.push(json!({
             "datanet": c.datanet, "version": c.version, "contribution": c.contribution,
             "contributor": info.contributor.to_checksum(None), "weightPercent": f64::from(c.weight_ppm) / 10_000.0,
-            "earned": crate::view::open(pool * U256::from(c.weight_ppm) / U256::from(1_000_000u64)),
+            "earned": crate::view::open(*earned),
         }));
     }
     Ok(Json(json!({

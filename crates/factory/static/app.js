@@ -292,6 +292,8 @@
     model_not_found: "The inference service does not know this model yet; wait a few seconds after publishing and try again.",
     model_not_servable: "This model cannot be served here (another base model, or deactivated).",
     model_inactive: "This model was deactivated by its owner.",
+    adapter_not_registered: "This adapter is not published: only the account that trained it may try it. Publish it as a model to serve it to everyone.",
+    paid_model_in_mix: "A paid model cannot be mixed with other adapters: chat with it alone.",
     queue_full: "The inference service is busy; try again in a moment.",
     unavailable: "The inference service is not running on this deployment yet.",
   };
@@ -428,7 +430,7 @@
     svg.innerHTML = "<polyline points='" + pts + "'/><text x='" + P + "' y='12'>loss " + y1.toFixed(3) + "</text><text x='" + P + "' y='" + (H - 6) + "'>" + y0.toFixed(3) + " · step " + x1 + "</text>";
   }
   // A request to the jobs API signed in the DatanetRequest scheme over keccak-256 of `body`.
-  async function signedJobRequest(url, action, datanetId, body, hashed) {
+  async function signedJobRequest(url, action, datanetId, body, hashed, method) {
     const hr = await fetch("/api/ui/hash", { method: "POST", body: hashed === undefined ? body : hashed });
     const h = await hr.json();
     if (!hr.ok) throw Object.assign(new Error(h.error.message), { plain: true });
@@ -436,7 +438,7 @@
     const sig = await provider().request({ method: "eth_signTypedData_v4", params: [ACCOUNT, JSON.stringify(t.typedData)] });
     const headers = Object.assign({ "content-type": "application/json" }, t.headers, { "x-ol-signature": sig.replace(/^0x/, "") });
     delete headers["x-ol-content-hash"];
-    const res = await fetch(url, { method: "POST", headers, body });
+    const res = method === "GET" ? await fetch(url, { headers }) : await fetch(url, { method: "POST", headers, body });
     let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
     if (!res.ok) {
       const msg = res.status === 503 ? "The training service is not running on this deployment yet." : (j && j.error ? j.error.message : "The training service answered " + res.status + ".");
@@ -489,16 +491,26 @@
     });
   }
   // Chat with a finished job's adapter by its content hash: OpenLoRA loads it from the models
-  // store; an unregistered adapter is free and gets no attribution record.
+  // store; before it is published only its trainer may try it (a signed session), free and
+  // without an attribution record.
   async function tryAdapter(form) {
     const st = $(".status", form), log = $("[data-try-log]", form);
     const text = form.elements.prompt.value.trim();
     if (!text) { say(st, "Type a message first.", "error"); return; }
     const btn = $("button", form); btn.disabled = true;
     try {
+      if (!form.dataset.model) {
+        // An unpublished adapter's hash is shown to its trainer only: a signed read of the job.
+        say(st, "Sign to read your adapter's hash…", "busy");
+        const j = await signedJobRequest("/api/jobs/" + form.dataset.job, "show_job", Number(form.dataset.datanet), "", form.dataset.job, "GET");
+        if (!j.result || !j.result.adapterHash) throw new Error("This job has no adapter.");
+        form.dataset.model = j.result.adapterHash;
+      }
+      say(st, "Signing the session (you trained this adapter)…", "busy");
+      const session = await chatSession(form.dataset.model);
       say(st, "Thinking…", "busy");
       const res = await fetch("/v1/chat/completions", {
-        method: "POST", headers: { "content-type": "application/json" },
+        method: "POST", headers: Object.assign({ "content-type": "application/json" }, session),
         body: JSON.stringify({ model: form.dataset.model, messages: [{ role: "user", content: text }], max_tokens: 48, temperature: 0 }),
       });
       let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
@@ -518,6 +530,7 @@
     const log = $("[data-job-log]", panel), svg = $("[data-loss-chart]", panel), bar = $("[data-job-progress]", panel), state = $("[data-job-state]", panel);
     const jstatus = $("[data-job-status]", panel), pub = $("form[data-publish-model]", panel), tryForm = $("form[data-try]", panel);
     const points = []; log.textContent = ""; svg.innerHTML = ""; bar.value = 0; pub.hidden = true; tryForm.hidden = true;
+    delete tryForm.dataset.model;
     $("[data-try-log]", tryForm).replaceChildren();
     const line = (t) => { log.textContent += t + "\n"; log.scrollTop = log.scrollHeight; };
     const setJob = (j) => {
@@ -528,7 +541,11 @@
         bar.value = 100;
         if (j.metrics && !panel.dataset.evaluated) panel.dataset.evaluated = "1", line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
         if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
-        if (j.result && j.result.adapterHash) { tryForm.dataset.model = j.result.adapterHash; tryForm.hidden = false; }
+        if (j.result) {
+          tryForm.dataset.job = j.id; tryForm.dataset.datanet = j.datanetId;
+          if (j.result.adapterHash) tryForm.dataset.model = j.result.adapterHash;
+          tryForm.hidden = false;
+        }
       }
       if (j.status === "failed" && j.error) say(jstatus, "Training failed: " + j.error.message, "error");
       if (j.status === "cancelled") say(jstatus, "Cancelled; nothing was stored.", "ok");

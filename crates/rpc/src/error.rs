@@ -74,6 +74,14 @@ impl RpcError {
             data: None,
         }
     }
+    /// -32003, geth's "response too large" for batch items past the response size limit.
+    pub fn response_too_large() -> Self {
+        Self {
+            code: -32003,
+            message: "response too large".into(),
+            data: None,
+        }
+    }
     /// Code 3, execution reverted, with the revert data and decoded reason.
     pub fn reverted(output: &Bytes) -> Self {
         let message = match decode_revert_reason(output) {
@@ -113,7 +121,8 @@ pub fn decode_revert_reason(output: &[u8]) -> Option<String> {
     }
     if sel == [0x4e, 0x48, 0x7b, 0x71] && rest.len() >= 32 {
         let code = alloy_primitives::U256::from_be_slice(&rest[..32]);
-        let what = match code.to::<u64>() {
+        // Any 256-bit value can come back from a contract: only the known codes have names.
+        let what = match u64::try_from(code).unwrap_or(u64::MAX) {
             0x01 => "assertion failed",
             0x11 => "arithmetic underflow or overflow",
             0x12 => "division or modulo by zero",
@@ -151,6 +160,8 @@ impl From<ChainError> for RpcError {
         match e {
             ChainError::NotFound(m) => RpcError::server(m),
             ChainError::Execution(m) => RpcError::server(m),
+            ChainError::InvalidArgument(m) => RpcError::invalid_params(m),
+            ChainError::Timeout => RpcError::server("execution aborted (timeout)"),
             other => RpcError::internal(other.to_string()),
         }
     }
@@ -178,5 +189,17 @@ mod tests {
         assert_eq!(decode_revert_reason(&[1, 2]), None);
         // Truncated string payload never panics.
         assert_eq!(decode_revert_reason(&data[..40]), None);
+        // Codes beyond 64 bits are unknown codes, not a panic of the RPC.
+        for code in [
+            alloy_primitives::U256::from(1u64) << 64,
+            alloy_primitives::U256::MAX,
+        ] {
+            let mut big = vec![0x4e, 0x48, 0x7b, 0x71];
+            big.extend_from_slice(&code.to_be_bytes::<32>());
+            assert_eq!(
+                decode_revert_reason(&big),
+                Some(format!("panic: unknown panic code ({code:#x})"))
+            );
+        }
     }
 }

@@ -11,12 +11,15 @@ use alloy_primitives::{Address, B256, Bytes, U64, U256};
 use alloy_rpc_types_eth::state::StateOverride;
 use alloy_rpc_types_eth::{FeeHistory, Filter, FilterBlockOption, Log, TransactionRequest};
 use alloy_signer::SignerSync;
+use openledger_chain::ChainError;
 use openledger_chain::{CallOutcome, CallRequest, Node, Reader};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 /// Limits and defaults of the RPC server; every one is configurable.
 #[derive(Clone, Debug)]
@@ -25,10 +28,17 @@ pub struct RpcConfig {
     pub max_body_bytes: usize,
     /// Most requests in one batch.
     pub max_batch: usize,
+    /// Most bytes of answers one batch may produce (geth's `batch-response-max-size`): the
+    /// answer that passes it and all after it are "response too large" errors (-32003).
+    pub max_batch_response_bytes: usize,
     /// Gas cap of `eth_call` and `eth_estimateGas`.
     pub gas_cap: u64,
-    /// Time limit of one `eth_call` / `eth_estimateGas`.
+    /// Time limit of one `eth_call` / `eth_estimateGas`: execution is stopped when it is
+    /// reached. The calls of one batch (or one WebSocket message) share one such deadline.
     pub call_timeout: Duration,
+    /// Most EVM executions (`eth_call`, `eth_estimateGas`) running at once; further calls wait
+    /// for a free slot until their deadline.
+    pub max_concurrent_calls: usize,
     /// Widest block range of `eth_getLogs`.
     pub max_log_range: u64,
     /// Most logs `eth_getLogs` returns.
@@ -44,8 +54,12 @@ impl Default for RpcConfig {
         Self {
             max_body_bytes: 5 * 1024 * 1024,
             max_batch: 1000,
+            max_batch_response_bytes: 25_000_000,
             gas_cap: 50_000_000,
             call_timeout: Duration::from_secs(5),
+            max_concurrent_calls: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
             max_log_range: 100_000,
             max_logs: 20_000,
             suggested_tip: 1_000_000_000,
@@ -62,6 +76,26 @@ pub struct RpcState {
     pub cfg: RpcConfig,
     /// Installed filters.
     pub filters: Mutex<Filters>,
+    /// EVM executions (calls, estimates) running now.
+    in_flight: Arc<AtomicUsize>,
+    /// Permits to run an EVM execution (`max_concurrent_calls`).
+    exec_slots: Arc<Semaphore>,
+}
+
+/// Counts an execution in [`RpcState::calls_in_flight`] while it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(gauge: &Arc<AtomicUsize>) -> Self {
+        gauge.fetch_add(1, Ordering::SeqCst);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for RpcState {
@@ -125,9 +159,17 @@ impl RpcState {
     pub fn new(node: Arc<Node>, cfg: RpcConfig) -> Arc<Self> {
         Arc::new(Self {
             node,
-            cfg,
             filters: Mutex::new(Filters::default()),
+            in_flight: Default::default(),
+            exec_slots: Arc::new(Semaphore::new(cfg.max_concurrent_calls.max(1))),
+            cfg,
         })
+    }
+
+    /// EVM executions (`eth_call`, `eth_estimateGas`) running now, including any whose caller
+    /// has already been answered.
+    pub fn calls_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     fn reader(&self) -> Result<Reader, RpcError> {
@@ -185,21 +227,56 @@ impl RpcState {
             data: req.input.input().cloned().unwrap_or_default(),
             nonce: req.nonce,
             access_list: req.access_list.unwrap_or_default(),
+            deadline: None,
         })
     }
 
+    /// Runs blocking work that is bounded on its own (sealing a block), waiting at most the
+    /// call timeout for it.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
     ) -> Result<T, RpcError> {
         let task = tokio::task::spawn_blocking(f);
         match tokio::time::timeout(self.cfg.call_timeout, task).await {
-            Err(_) => Err(RpcError::server(format!(
-                "execution aborted (timeout = {:?})",
-                self.cfg.call_timeout
-            ))),
+            Err(_) => Err(self.timeout_error()),
             Ok(Err(e)) => Err(RpcError::internal(format!("task failed: {e}"))),
             Ok(Ok(r)) => r,
+        }
+    }
+
+    /// geth's error for a call stopped at its deadline.
+    fn timeout_error(&self) -> RpcError {
+        RpcError::server(format!(
+            "execution aborted (timeout = {:?})",
+            self.cfg.call_timeout
+        ))
+    }
+
+    /// Runs an EVM execution on a blocking thread once one of the `max_concurrent_calls` slots
+    /// is free. `f` must stop at `deadline` itself (the EVM checks it as it steps); the slot is
+    /// held until it has, so executions never outnumber the slots.
+    async fn execute<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce() -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let slot = self.exec_slots.clone().acquire_owned();
+        let permit = match tokio::time::timeout_at(deadline.into(), slot).await {
+            Err(_) => return Err(self.timeout_error()),
+            Ok(Err(_)) => return Err(RpcError::internal("execution slots closed")),
+            Ok(Ok(p)) => p,
+        };
+        let gauge = InFlight::enter(&self.in_flight);
+        let task = tokio::task::spawn_blocking(move || {
+            let _held = (permit, gauge);
+            f()
+        });
+        // The execution stops at the deadline; the margin only covers a stalled disk read.
+        match tokio::time::timeout_at((deadline + Duration::from_secs(1)).into(), task).await {
+            Err(_) | Ok(Ok(Err(ChainError::Timeout))) => Err(self.timeout_error()),
+            Ok(Err(e)) => Err(RpcError::internal(format!("task failed: {e}"))),
+            Ok(Ok(r)) => r.map_err(RpcError::from),
         }
     }
 
@@ -242,12 +319,24 @@ impl RpcState {
         collect_logs(reader, filter, from, to, self.cfg.max_logs)
     }
 
-    /// Handles one method call.
+    /// Handles one method call, with its own deadline for any EVM execution.
     pub async fn handle(
         self: &Arc<Self>,
         method: &str,
         params: Value,
         ws: Option<&Arc<WsSession>>,
+    ) -> Result<Value, RpcError> {
+        let deadline = Instant::now() + self.cfg.call_timeout;
+        self.handle_until(method, params, ws, deadline).await
+    }
+
+    /// Handles one method call; any EVM execution it needs stops at `deadline`.
+    pub async fn handle_until(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+        ws: Option<&Arc<WsSession>>,
+        deadline: Instant,
     ) -> Result<Value, RpcError> {
         let p = Params::new(params)?;
         let node = &self.node;
@@ -317,10 +406,13 @@ impl RpcState {
                 let overrides: Option<StateOverride> = p.opt(2, "state overrides")?;
                 drop(self.state_reader(id)?);
                 let pending = matches!(id, Some(BlockId::Number(BlockNumberOrTag::Pending)));
-                let req = self.call_request(req)?;
+                let mut req = self.call_request(req)?;
+                req.deadline = Some(deadline);
                 let node = node.clone();
                 let out = self
-                    .blocking(move || Ok(node.call(&req, pending, overrides.as_ref())?))
+                    .execute(deadline, move || {
+                        node.call(&req, pending, overrides.as_ref())
+                    })
                     .await?;
                 match out {
                     CallOutcome::Success { output, .. } => Ok(json!(output)),
@@ -351,9 +443,12 @@ impl RpcState {
                 if req.gas > cap {
                     req.gas = cap;
                 }
+                req.deadline = Some(deadline);
                 let node = node.clone();
                 let out = self
-                    .blocking(move || Ok(node.estimate_gas(&req, cap, overrides.as_ref())?))
+                    .execute(deadline, move || {
+                        node.estimate_gas(&req, cap, overrides.as_ref())
+                    })
                     .await?;
                 match out {
                     Ok(gas) => Ok(quantity(U256::from(gas))),
@@ -380,13 +475,13 @@ impl RpcState {
             "eth_sendTransaction" => {
                 p.at_most(1)?;
                 let req: TransactionRequest = p.req(0, "transaction")?;
-                let tx = self.sign_request(req).await?;
+                let tx = self.sign_request(req, deadline).await?;
                 let ins = node.submit_tx(tx)?;
                 Ok(json!(ins.hash))
             }
             "eth_signTransaction" => {
                 let req: TransactionRequest = p.req(0, "transaction")?;
-                let tx = self.sign_request(req).await?;
+                let tx = self.sign_request(req, deadline).await?;
                 Ok(json!(Bytes::from(tx.encoded_2718())))
             }
             "eth_sign" => {
@@ -490,7 +585,7 @@ impl RpcState {
                     return Ok(Value::Null);
                 };
                 let body = r.body(n)?.unwrap_or_default();
-                let i = idx.to::<usize>();
+                let i = idx.saturating_to::<usize>();
                 match body.get(i) {
                     None => Ok(Value::Null),
                     Some((tx, from)) => {
@@ -578,13 +673,21 @@ impl RpcState {
                 }),
             },
             "txpool_status" => {
-                let (pending, queued) = node.pool().lock().status();
+                let (pending, queued) = {
+                    let mut pool = node.pool().lock();
+                    pool.maybe_expire(Instant::now());
+                    pool.status()
+                };
                 Ok(
                     json!({"pending": quantity(U256::from(pending)), "queued": quantity(U256::from(queued))}),
                 )
             }
             "txpool_content" => {
-                let (pending, queued) = node.pool().lock().content();
+                let (pending, queued) = {
+                    let mut pool = node.pool().lock();
+                    pool.maybe_expire(Instant::now());
+                    pool.content()
+                };
                 let render = |m: std::collections::BTreeMap<
                     Address,
                     Vec<Arc<openledger_chain::pool::PooledTx>>,
@@ -610,7 +713,7 @@ impl RpcState {
             }
             "evm_increaseTime" => {
                 let secs: U64 = p.req(0, "seconds")?;
-                Ok(quantity(U256::from(node.increase_time(secs.to::<u64>()))))
+                Ok(quantity(U256::from(node.increase_time(secs.to::<u64>())?)))
             }
             "evm_setNextBlockTimestamp" => {
                 let ts: U64 = p.req(0, "timestamp")?;
@@ -638,7 +741,12 @@ impl RpcState {
                 return to_json(rpc_tx(tx, *from, Some(loc)));
             }
         }
-        match self.node.pool().lock().get(&h) {
+        let pooled = {
+            let mut pool = self.node.pool().lock();
+            pool.maybe_expire(Instant::now());
+            pool.get(&h)
+        };
+        match pooled {
             Some(t) => to_json(rpc_tx(&t.tx, t.sender, None)),
             None => Ok(Value::Null),
         }
@@ -666,7 +774,8 @@ impl RpcState {
                 if *next > head {
                     return Ok(json!([]));
                 }
-                let from = (*next).max(head.saturating_sub(self.cfg.max_log_range - 1));
+                let from =
+                    (*next).max(head.saturating_sub(self.cfg.max_log_range.saturating_sub(1)));
                 let logs = collect_logs(&r, filter, from, head, self.cfg.max_logs)?;
                 *next = head + 1;
                 to_json(logs)
@@ -784,6 +893,7 @@ impl RpcState {
     async fn sign_request(
         self: &Arc<Self>,
         mut req: TransactionRequest,
+        deadline: Instant,
     ) -> Result<TxEnvelope, RpcError> {
         let from = req
             .from
@@ -806,10 +916,11 @@ impl RpcState {
         if req.gas.is_none() {
             let mut call = self.call_request(req.clone())?;
             call.nonce = None;
+            call.deadline = Some(deadline);
             let node2 = node.clone();
             let cap = self.cfg.gas_cap.min(node.gas_limit());
             let est = self
-                .blocking(move || Ok(node2.estimate_gas(&call, cap, None)?))
+                .execute(deadline, move || node2.estimate_gas(&call, cap, None))
                 .await?;
             match est {
                 Ok(g) => req.gas = Some(g),

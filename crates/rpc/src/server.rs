@@ -16,11 +16,19 @@ use serde_json::{Value, json};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tower_http::cors::CorsLayer;
 use tracing::debug;
+
+/// Requests of one batch handled at the same time.
+const BATCH_CONCURRENCY: usize = 16;
+
+/// Messages of one WebSocket connection handled at the same time; the connection is not read
+/// further until one of them is answered.
+const WS_IN_FLIGHT: usize = 16;
 
 fn error_response(id: Value, e: &RpcError) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": e.to_json()})
@@ -33,6 +41,11 @@ pub async fn process(
     body: &[u8],
     ws: Option<&Arc<WsSession>>,
 ) -> Option<Value> {
+    if let Some(e) = halted(state) {
+        return Some(error_response(Value::Null, &e));
+    }
+    // Every EVM execution of this message, a whole batch included, stops at one deadline.
+    let deadline = Instant::now() + state.cfg.call_timeout;
     let v: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -60,28 +73,55 @@ pub async fn process(
                     )),
                 ));
             }
-            let futs = items
-                .into_iter()
-                .map(|item| process_single(state, item, ws));
-            let out: Vec<Value> = futures::future::join_all(futs)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            // Items run a few at a time; their answers are counted in order, and once they pass
+            // the size limit the rest are not run but answered "response too large".
+            let limit = state.cfg.max_batch_response_bytes;
+            let over = AtomicBool::new(false);
+            let over = &over;
+            let mut answers = futures::stream::iter(items.into_iter().map(|item| async move {
+                if over.load(Ordering::SeqCst) {
+                    return too_large(&item);
+                }
+                process_single(state, item, ws, deadline).await
+            }))
+            .buffered(BATCH_CONCURRENCY);
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(answer) = answers.next().await {
+                let Some(mut answer) = answer else { continue };
+                if !over.load(Ordering::SeqCst) {
+                    bytes =
+                        bytes.saturating_add(serde_json::to_string(&answer).map_or(0, |s| s.len()));
+                    over.store(bytes > limit, Ordering::SeqCst);
+                }
+                if over.load(Ordering::SeqCst) {
+                    let id = answer.get("id").cloned().unwrap_or(Value::Null);
+                    answer = error_response(id, &RpcError::response_too_large());
+                }
+                out.push(answer);
+            }
             if out.is_empty() {
                 None
             } else {
                 Some(Value::Array(out))
             }
         }
-        other => process_single(state, other, ws).await,
+        other => process_single(state, other, ws, deadline).await,
     }
+}
+
+/// The "response too large" answer to a batch item that is not run; `None` for a
+/// notification.
+fn too_large(item: &Value) -> Option<Value> {
+    let id = item.as_object()?.get("id")?;
+    Some(error_response(id.clone(), &RpcError::response_too_large()))
 }
 
 async fn process_single(
     state: &Arc<RpcState>,
     item: Value,
     ws: Option<&Arc<WsSession>>,
+    deadline: Instant,
 ) -> Option<Value> {
     let Value::Object(mut obj) = item else {
         return Some(error_response(
@@ -110,7 +150,7 @@ async fn process_single(
         ));
     };
     let params = obj.remove("params").unwrap_or(Value::Null);
-    let result = state.handle(&method, params, ws).await;
+    let result = state.handle_until(&method, params, ws, deadline).await;
     if let Err(e) = &result {
         debug!(target: "rpc", %method, code = e.code, message = %e.message, "request failed");
     }
@@ -122,12 +162,28 @@ async fn process_single(
     })
 }
 
+/// The error every request gets once the node has stopped producing blocks: a node must not
+/// answer as if its stale head were current.
+fn halted(state: &RpcState) -> Option<RpcError> {
+    let reason = state.node.halted()?;
+    Some(RpcError::internal(format!(
+        "node halted: {reason}; restart it"
+    )))
+}
+
 struct App {
     rpc: Arc<RpcState>,
     ws_connections: AtomicUsize,
 }
 
 async fn http(State(app): State<Arc<App>>, body: Body) -> Response {
+    if let Some(e) = halted(&app.rpc) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(error_response(Value::Null, &e)),
+        )
+            .into_response();
+    }
     let limit = app.rpc.cfg.max_body_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
@@ -189,6 +245,7 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<String>(4096);
     let session = WsSession::new(tx.clone());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(WS_IN_FLIGHT));
     let writer = tokio::spawn(async move {
         while let Some(msg) = rx.recv().await {
             if sink.send(Message::Text(msg.into())).await.is_err() {
@@ -203,6 +260,9 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
             Message::Close(_) => break,
             _ => continue,
         };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
         let state = state.clone();
         let session = session.clone();
         let tx = tx.clone();
@@ -210,6 +270,7 @@ async fn ws_loop(state: Arc<RpcState>, socket: WebSocket) {
             if let Some(v) = process(&state, &data, Some(&session)).await {
                 let _ = tx.send(v.to_string()).await;
             }
+            drop(permit);
         });
     }
     drop(session);

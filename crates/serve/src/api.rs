@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use crate::engine::{Event, Finished, Job};
 use crate::error::ServeError;
-use crate::hooks::{Charge, CompletedInference, PendingInference, ServedModel};
+use crate::hooks::{Charge, CompletedInference, MixPart, PendingInference, ServedModel};
 use crate::mix::{linear_mix, mix_key};
 use crate::registry::Resolved;
 use crate::server::{AppState, load_local};
@@ -138,7 +138,7 @@ enum Kind {
 enum AdapterPlan {
     None,
     One { name: String, hash: B256 },
-    Mix(Vec<(String, B256, f32)>),
+    Mix(Vec<(String, MixPart)>),
 }
 
 /// A request that passed every check: only this goes further.
@@ -192,7 +192,19 @@ impl AppState {
                         ));
                     }
                     match self.dir.read().resolve(&a.id)? {
-                        Resolved::Adapter { hash, .. } => mix.push((a.id.clone(), hash, a.weight)),
+                        Resolved::Adapter {
+                            hash,
+                            model_id,
+                            unregistered,
+                        } => mix.push((
+                            a.id.clone(),
+                            MixPart {
+                                adapter_hash: hash,
+                                weight: a.weight,
+                                model_id,
+                                unregistered,
+                            },
+                        )),
                         Resolved::Base => {
                             return Err(ServeError::param(
                                 "adapters",
@@ -215,9 +227,13 @@ impl AppState {
                 hash,
             },
         };
-        let model_id = match self.dir.read().resolve(&c.model)? {
-            Resolved::Adapter { model_id, .. } => model_id,
-            Resolved::Base => None,
+        let (model_id, unregistered) = match self.dir.read().resolve(&c.model)? {
+            Resolved::Adapter {
+                model_id,
+                unregistered,
+                ..
+            } => (model_id, unregistered),
+            Resolved::Base => (None, false),
         };
         let served = ServedModel {
             name: c.model.clone(),
@@ -228,9 +244,10 @@ impl AppState {
             },
             base_model_hash: base_hash,
             mix: match &plan {
-                AdapterPlan::Mix(m) => m.iter().map(|(_, h, w)| (*h, *w)).collect(),
+                AdapterPlan::Mix(m) => m.iter().map(|(_, p)| p.clone()).collect(),
                 _ => Vec::new(),
             },
+            unregistered,
         };
         // sampling values
         if let Some(n) = c.n
@@ -447,11 +464,16 @@ impl AppState {
             }
             AdapterPlan::Mix(list) => {
                 let mut parts = Vec::with_capacity(list.len());
-                for (name, hash, w) in list {
-                    parts.push((self.cache.get(*hash, name).await?.0, *w));
+                for (name, p) in list {
+                    parts.push((self.cache.get(p.adapter_hash, name).await?.0, p.weight));
                 }
                 let model = self.base.config.clone();
-                let key = mix_key(&list.iter().map(|(_, h, w)| (*h, *w)).collect::<Vec<_>>());
+                let key = mix_key(
+                    &list
+                        .iter()
+                        .map(|(_, p)| (p.adapter_hash, p.weight))
+                        .collect::<Vec<_>>(),
+                );
                 let mixed = tokio::task::spawn_blocking(move || {
                     let mut mixed = linear_mix(&parts, &model)?;
                     mixed.prepare_serving()?;
@@ -508,8 +530,12 @@ async fn serve(
         max_completion_tokens: req.params.max_new_tokens,
     };
     let charge = st.hooks.authorize(&headers, &pending).await?;
+    // From here on the request is accounted for whatever happens: see `Tracked`.
+    let req = Arc::new(req);
+    let mut tracked = Tracked::new(st.clone(), req.clone(), charge);
     let (adapter, key) = st.adapter(&req.plan).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tracked.rx = Some(rx);
     st.engine.submit(Job {
         id: st.engine.next_id(),
         key,
@@ -521,9 +547,9 @@ async fn serve(
         permit,
     })?;
     if req.stream {
-        Ok(stream(st, req, charge, rx).into_response())
+        Ok(stream(tracked).into_response())
     } else {
-        collect(st, req, charge, rx).await
+        collect(tracked).await
     }
 }
 
@@ -542,40 +568,134 @@ fn usage(f: &Finished) -> Value {
     })
 }
 
-async fn attribution(
-    st: &AppState,
-    req: &ValidRequest,
+/// An authorised request's events and what it owes. Whatever the client does, the hooks hear
+/// about the request exactly once: [`InferenceHooks::completed`] with the whole answer, or —
+/// when the client closes the stream or the connection first and this value is dropped — with
+/// the tokens produced so far (nothing computed goes unpaid); [`InferenceHooks::abandoned`]
+/// when no token was produced. The hook runs in its own task, so a client that leaves while
+/// the record is being written cannot cancel it.
+///
+/// [`InferenceHooks::completed`]: crate::hooks::InferenceHooks::completed
+/// [`InferenceHooks::abandoned`]: crate::hooks::InferenceHooks::abandoned
+struct Tracked {
+    st: Arc<AppState>,
+    req: Arc<ValidRequest>,
     charge: Option<Charge>,
-    f: &Finished,
-) -> Value {
-    st.hooks
-        .completed(CompletedInference {
-            request_id: req.id.clone(),
-            model: req.served.clone(),
-            prompt_text: req.prompt_text.clone(),
-            prompt_tokens: req.prompt.clone(),
-            completion_text: f.text.clone(),
-            completion_tokens: f.completion.clone(),
-            charge,
-        })
-        .await
+    rx: Option<tokio::sync::mpsc::UnboundedReceiver<Event>>,
+    tokens: Vec<u32>,
+    text: String,
+    reported: bool,
 }
 
-async fn collect(
-    st: Arc<AppState>,
-    req: ValidRequest,
-    charge: Option<Charge>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> Result<Response, ServeError> {
+impl Tracked {
+    fn new(st: Arc<AppState>, req: Arc<ValidRequest>, charge: Option<Charge>) -> Self {
+        Self {
+            st,
+            req,
+            charge,
+            rx: None,
+            tokens: Vec::new(),
+            text: String::new(),
+            reported: false,
+        }
+    }
+
+    /// The next engine event (tokens are remembered for the charge).
+    async fn next(&mut self) -> Option<Event> {
+        let ev = self.rx.as_mut()?.recv().await;
+        if let Some(Event::Token { id, text }) = &ev {
+            self.tokens.push(*id);
+            self.text.push_str(text);
+        }
+        ev
+    }
+
+    /// Reports the finished request to the hooks; resolves to the `attribution` value.
+    fn complete(&mut self, tokens: Vec<u32>, text: String) -> tokio::task::JoinHandle<Value> {
+        self.reported = true;
+        let st = self.st.clone();
+        let inf = CompletedInference {
+            request_id: self.req.id.clone(),
+            model: self.req.served.clone(),
+            prompt_text: self.req.prompt_text.clone(),
+            prompt_tokens: self.req.prompt.clone(),
+            completion_text: text,
+            completion_tokens: tokens,
+            charge: self.charge.clone(),
+        };
+        tokio::spawn(async move { st.hooks.completed(inf).await })
+    }
+
+    /// The engine failed the request: nothing is owed.
+    fn fail(&mut self) {
+        self.reported = true;
+        self.st.hooks.abandoned(&self.req.id);
+    }
+
+    async fn attribution(&mut self, f: &Finished) -> Value {
+        self.complete(f.completion.clone(), f.text.clone())
+            .await
+            .unwrap_or_else(|e| json!({"error": format!("attribution task failed: {e}")}))
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if self.reported {
+            return;
+        }
+        // The client left: take what the engine already produced, then settle for it.
+        let mut finished = None;
+        if let Some(rx) = self.rx.as_mut() {
+            while let Ok(ev) = rx.try_recv() {
+                match ev {
+                    Event::Token { id, text } => {
+                        self.tokens.push(id);
+                        self.text.push_str(&text);
+                    }
+                    Event::Done(f) => {
+                        finished = Some(f);
+                        break;
+                    }
+                    Event::Failed(_) => break,
+                }
+            }
+        }
+        let (tokens, text) = match finished {
+            Some(f) => (f.completion, f.text),
+            None => (
+                std::mem::take(&mut self.tokens),
+                std::mem::take(&mut self.text),
+            ),
+        };
+        if tokens.is_empty() {
+            self.fail();
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            tracing::info!(target: "serve::api", request = %self.req.id, tokens = tokens.len(), "client left; charging the tokens produced");
+            drop(self.complete(tokens, text));
+        }
+    }
+}
+
+async fn collect(mut t: Tracked) -> Result<Response, ServeError> {
     let f = loop {
-        match rx.recv().await {
+        match t.next().await {
             Some(Event::Token { .. }) => {}
             Some(Event::Done(f)) => break f,
-            Some(Event::Failed(e)) => return Err(ServeError::Internal(e)),
-            None => return Err(ServeError::ShuttingDown),
+            Some(Event::Failed(e)) => {
+                t.fail();
+                return Err(ServeError::Internal(e));
+            }
+            None => {
+                t.fail();
+                return Err(ServeError::ShuttingDown);
+            }
         }
     };
-    let attribution = attribution(&st, &req, charge, &f).await;
+    let attribution = t.attribution(&f).await;
+    let req = &t.req;
     let created = now();
     let choice = match req.kind {
         Kind::Completion => {
@@ -605,10 +725,7 @@ fn now() -> u64 {
 }
 
 struct StreamState {
-    st: Arc<AppState>,
-    req: ValidRequest,
-    charge: Option<Charge>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    t: Tracked,
     created: u64,
     started: bool,
     done: bool,
@@ -622,7 +739,8 @@ impl StreamState {
         finish: Option<&str>,
         extra: Option<(Value, Value)>,
     ) -> Value {
-        let choice = match self.req.kind {
+        let req = &self.t.req;
+        let choice = match req.kind {
             Kind::Completion => {
                 json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
             }
@@ -635,12 +753,12 @@ impl StreamState {
                 json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish})
             }
         };
-        let object = if self.req.kind == Kind::Chat {
+        let object = if req.kind == Kind::Chat {
             "chat.completion.chunk"
         } else {
             "text_completion"
         };
-        let mut v = json!({"id": self.req.id, "object": object, "created": self.created, "model": self.req.served.name, "choices": [choice]});
+        let mut v = json!({"id": req.id, "object": object, "created": self.created, "model": req.served.name, "choices": [choice]});
         if let Some((usage, attribution)) = extra {
             v["usage"] = usage;
             v["attribution"] = attribution;
@@ -649,17 +767,9 @@ impl StreamState {
     }
 }
 
-fn stream(
-    st: Arc<AppState>,
-    req: ValidRequest,
-    charge: Option<Charge>,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
-) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+fn stream(t: Tracked) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
     let state = StreamState {
-        st,
-        req,
-        charge,
-        rx,
+        t,
         created: now(),
         started: false,
         done: false,
@@ -673,13 +783,13 @@ fn stream(
             return None;
         }
         loop {
-            let ev = match s.rx.recv().await {
+            let ev = match s.t.next().await {
                 Some(Event::Token { text, .. }) if text.is_empty() => continue,
                 Some(Event::Token { text, .. }) => {
                     SseEvent::default().data(s.chunk(Some(&text), None, None).to_string())
                 }
                 Some(Event::Done(f)) => {
-                    let attribution = attribution(&s.st, &s.req, s.charge.clone(), &f).await;
+                    let attribution = s.t.attribution(&f).await;
                     let last = s.chunk(
                         None,
                         Some(finish_reason(&f.reason)),
@@ -690,10 +800,14 @@ fn stream(
                     SseEvent::default().data(last.to_string())
                 }
                 Some(Event::Failed(e)) => {
+                    s.t.fail();
                     s.done = true;
                     SseEvent::default().data(ServeError::Internal(e).body().to_string())
                 }
-                None => return None,
+                None => {
+                    s.t.fail();
+                    return None;
+                }
             };
             s.started = true;
             return Some((Ok(ev), s));

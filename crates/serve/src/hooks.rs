@@ -6,9 +6,13 @@
 //! 1. [`InferenceHooks::authorize`] after the request is validated and before any compute: it
 //!    identifies the payer from the request headers and checks that the payer can afford the
 //!    request at the model's price. An error becomes the HTTP response (e.g. 402 with a message).
-//! 2. [`InferenceHooks::completed`] once the answer is complete (for a stream: after the last
-//!    token, before the final chunk): it returns the JSON that goes into the response's
-//!    `attribution` field (record id, top contributions — or a pending marker).
+//! 2. [`InferenceHooks::completed`] exactly once per request that produced tokens: when the
+//!    answer is complete (for a stream: after the last token, before the final chunk), or with
+//!    the tokens produced so far when the client went away first (a closed stream or
+//!    connection is charged for what was computed). It returns the JSON that goes into the
+//!    response's `attribution` field (record id, top contributions — or a pending marker).
+//! 3. [`InferenceHooks::abandoned`] instead, when a request ends without producing a token
+//!    (the engine failed, or the client left before the first token): nothing is owed.
 //!
 //! [`NoHooks`] serves everything for free with `attribution: null`.
 
@@ -31,8 +35,24 @@ pub struct ServedModel {
     pub adapter_hash: Option<B256>,
     /// Content hash of the base model directory (`openledger_model::content_hash`, 32 bytes).
     pub base_model_hash: B256,
-    /// For a per-request merge: every `(adapter hash, weight)` in the mix.
-    pub mix: Vec<(B256, f32)>,
+    /// For a per-request merge: every adapter in the mix.
+    pub mix: Vec<MixPart>,
+    /// The adapter is a raw content hash that is neither registered on chain nor loaded by the
+    /// operator (e.g. a fine-tune not yet published): the hooks decide who may use it.
+    pub unregistered: bool,
+}
+
+/// One adapter of a per-request mix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MixPart {
+    /// keccak-256 of the adapter blob.
+    pub adapter_hash: B256,
+    /// Its weight in the linear merge.
+    pub weight: f32,
+    /// On-chain `ModelRegistry` id, when it is a registered model.
+    pub model_id: Option<u64>,
+    /// Neither registered on chain nor loaded by the operator.
+    pub unregistered: bool,
 }
 
 /// A request about to be computed.
@@ -99,8 +119,13 @@ pub trait InferenceHooks: Send + Sync + 'static {
         request: &'a PendingInference,
     ) -> BoxFuture<'a, Result<Option<Charge>, HookError>>;
 
-    /// Called once per finished request; returns the response's `attribution` value.
+    /// Called once per request that produced tokens (finished, or cut short by the client);
+    /// returns the response's `attribution` value.
     fn completed(&self, inference: CompletedInference) -> BoxFuture<'_, serde_json::Value>;
+
+    /// Called instead of [`InferenceHooks::completed`] when an authorised request ends without
+    /// producing a token: whatever `authorize` reserved for it is released.
+    fn abandoned(&self, _request_id: &str) {}
 }
 
 /// No payment, no attribution.

@@ -61,6 +61,8 @@ pub enum Resolved {
         model_id: Option<u64>,
         /// Content hash.
         hash: B256,
+        /// A raw hash that is neither registered on chain nor loaded by the operator.
+        unregistered: bool,
     },
 }
 
@@ -114,6 +116,7 @@ impl Directory {
             return Ok(Resolved::Adapter {
                 model_id: None,
                 hash: e.adapter_hash,
+                unregistered: false,
             });
         }
         let id = name.strip_prefix("model-").unwrap_or(name);
@@ -130,9 +133,11 @@ impl Directory {
             if let Some(e) = self.chain.values().find(|e| e.adapter_hash == hash) {
                 return self.servable(name, e);
             }
+            let loaded = self.local.values().any(|e| e.adapter_hash == hash);
             return Ok(Resolved::Adapter {
                 model_id: None,
                 hash,
+                unregistered: !loaded,
             });
         }
         Err(ServeError::ModelNotFound(name.to_string()))
@@ -148,6 +153,7 @@ impl Directory {
         Ok(Resolved::Adapter {
             model_id: e.model_id,
             hash: e.adapter_hash,
+            unregistered: false,
         })
     }
 
@@ -313,6 +319,7 @@ mod tests {
         let one = Resolved::Adapter {
             model_id: Some(1),
             hash: B256::repeat_byte(1),
+            unregistered: false,
         };
         assert_eq!(d.resolve("model-1").unwrap(), one);
         assert_eq!(d.resolve("1").unwrap(), one);
@@ -348,7 +355,25 @@ mod tests {
             d.resolve("mine").unwrap(),
             Resolved::Adapter {
                 model_id: None,
-                hash: B256::repeat_byte(3)
+                hash: B256::repeat_byte(3),
+                unregistered: false,
+            }
+        );
+        // a raw hash: the operator's adapter is not "unregistered", any other hash is
+        assert_eq!(
+            d.resolve(&B256::repeat_byte(3).to_string()).unwrap(),
+            Resolved::Adapter {
+                model_id: None,
+                hash: B256::repeat_byte(3),
+                unregistered: false,
+            }
+        );
+        assert_eq!(
+            d.resolve(&B256::repeat_byte(4).to_string()).unwrap(),
+            Resolved::Adapter {
+                model_id: None,
+                hash: B256::repeat_byte(4),
+                unregistered: true,
             }
         );
         assert_eq!(d.remove_local("mine"), Some(B256::repeat_byte(3)));

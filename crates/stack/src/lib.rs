@@ -195,6 +195,10 @@ impl Stack {
         let server = Server::start(scfg, hooks)
             .await
             .map_err(|e| svc_err("inference server", &e))?;
+        let datanets = d
+            .datanets
+            .clone()
+            .ok_or_else(|| StackError::Service("training jobs: no Datanet service".into()))?;
         let jobs = JobService::open(JobsConfig {
             rpc_url: d.rpc_url(),
             chain_id: d.deployments.chain_id,
@@ -203,10 +207,20 @@ impl Stack {
             datadir: d.datadir.join("train"),
             models_store: models_store(&d.datadir),
             base_models: vec![base.to_path_buf()],
-            reader: ReaderConfig::Store(d.datadir.join("datanets/content").display().to_string()),
+            reader: ReaderConfig::Service(datanets),
+            limits: Default::default(),
         })
         .await
         .map_err(|e| svc_err("training jobs", &e))?;
+        // The trainer of a finished job may try its adapter before publishing it.
+        let trained = jobs.clone();
+        attribution.set_adapter_owner_lookup(Arc::new(move |hash| {
+            trained
+                .jobs()
+                .into_iter()
+                .find(|j| j.result.as_ref().is_some_and(|r| r.adapter_hash == hash))
+                .map(|j| j.owner)
+        }));
         d.slots.serve.set(server.router());
         d.slots.attribution.set(attribution.router());
         d.slots
@@ -351,6 +365,9 @@ impl Stack {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
         }
         if let Some(ai) = self.ai.lock().await.take() {
+            // A running training job stops within one step and stays resumable; without this
+            // its blocking thread keeps the runtime (and the process) alive after shutdown.
+            ai.jobs.shutdown().await;
             drop(ai.server);
             drop(ai.attribution);
             drop(ai.jobs);

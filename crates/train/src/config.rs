@@ -204,6 +204,95 @@ impl TrainConfig {
     }
 }
 
+/// What one training job may cost, checked when it is submitted (the jobs service's
+/// [`crate::jobs::JobsConfig::limits`]). Tokens are planned as an upper bound:
+/// steps × `batchSize` × `gradAccum` × `maxSeqLen`, with steps = `maxSteps`, or `epochs` ×
+/// ⌈rows / (`batchSize` × `gradAccum`)⌉ (packing only ever makes fewer sequences).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Largest `epochs`.
+    pub max_epochs: usize,
+    /// Largest `maxSteps` (and planned steps).
+    pub max_steps: usize,
+    /// Largest planned number of training tokens.
+    pub max_tokens: u64,
+    /// Queued or running jobs one owner may have.
+    pub max_active_per_owner: usize,
+    /// Queued or running jobs in the service.
+    pub max_active: usize,
+}
+
+impl Default for JobLimits {
+    /// 1,000 epochs, 100,000 steps, 50 M tokens (about half a day at the 1,000 tokens/s of
+    /// the `small` model on two cores), 4 active jobs per owner, 64 in all.
+    fn default() -> Self {
+        JobLimits {
+            max_epochs: 1_000,
+            max_steps: 100_000,
+            max_tokens: 50_000_000,
+            max_active_per_owner: 4,
+            max_active: 64,
+        }
+    }
+}
+
+impl JobLimits {
+    /// The planned optimizer steps and training tokens of `cfg` over `rows` rows.
+    pub fn plan(cfg: &TrainConfig, rows: u64) -> (u128, u128) {
+        let per_step = (cfg.batch_size as u128).saturating_mul(cfg.grad_accum as u128);
+        let steps = match cfg.max_steps {
+            Some(s) => s as u128,
+            None => (cfg.epochs as u128).saturating_mul((rows as u128).div_ceil(per_step.max(1))),
+        };
+        let tokens = steps
+            .saturating_mul(per_step)
+            .saturating_mul(cfg.max_seq_len as u128);
+        (steps, tokens)
+    }
+
+    /// 422 `over_limit` naming the field and the cap if `cfg` over `rows` rows costs more than
+    /// these limits allow.
+    pub fn check(&self, cfg: &TrainConfig, rows: u64) -> Result<()> {
+        let over = |field: &str, value: u128, cap: u128, what: &str| TrainError::OverLimit {
+            field: field.into(),
+            value,
+            cap,
+            what: what.into(),
+        };
+        if cfg.epochs > self.max_epochs {
+            return Err(over(
+                "epochs",
+                cfg.epochs as u128,
+                self.max_epochs as u128,
+                "epochs",
+            ));
+        }
+        if let Some(s) = cfg.max_steps
+            && s > self.max_steps
+        {
+            return Err(over("maxSteps", s as u128, self.max_steps as u128, "steps"));
+        }
+        let driver = if cfg.max_steps.is_some() {
+            "maxSteps"
+        } else {
+            "epochs"
+        };
+        let (steps, tokens) = Self::plan(cfg, rows);
+        if steps > self.max_steps as u128 {
+            return Err(over(driver, steps, self.max_steps as u128, "planned steps"));
+        }
+        if tokens > u128::from(self.max_tokens) {
+            return Err(over(
+                driver,
+                tokens,
+                u128::from(self.max_tokens),
+                "planned training tokens (steps × batchSize × gradAccum × maxSeqLen)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +326,59 @@ mod tests {
             }
         }
         assert!(TrainConfig::default().validate(&model()).is_ok());
+    }
+
+    #[test]
+    fn limits_name_the_field_and_the_cap() {
+        let l = JobLimits::default();
+        let over = |c: TrainConfig, rows: u64| match l.check(&c, rows) {
+            Err(TrainError::OverLimit {
+                field, value, cap, ..
+            }) => Some((field, value, cap)),
+            _ => None,
+        };
+        let c = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = TrainConfig::default();
+            f(&mut c);
+            c
+        };
+        assert_eq!(
+            over(c(&|c| c.epochs = 1001), 10),
+            Some(("epochs".into(), 1001, 1000))
+        );
+        assert_eq!(
+            over(c(&|c| c.max_steps = Some(100_001)), 10),
+            Some(("maxSteps".into(), 100_001, 100_000))
+        );
+        // 1,000 epochs over 8,000 rows at batch 8 = 1,000,000 planned steps.
+        assert_eq!(
+            over(c(&|c| c.epochs = 1000), 8000),
+            Some(("epochs".into(), 1_000_000, 100_000))
+        );
+        // 100,000 steps × 8 × 128 = 102.4 M tokens; 48,828 steps fit in 50 M.
+        assert_eq!(
+            over(c(&|c| c.max_steps = Some(100_000)), 10),
+            Some(("maxSteps".into(), 102_400_000, 50_000_000))
+        );
+        assert_eq!(over(c(&|c| c.max_steps = Some(48_828)), 10), None);
+        assert_eq!(
+            over(c(&|c| c.max_steps = Some(48_829)), 10).map(|o| o.0),
+            Some("maxSteps".into())
+        );
+        // Absurd values saturate instead of wrapping round to something small.
+        let huge = c(&|c| {
+            c.epochs = usize::MAX;
+            c.batch_size = 4096;
+        });
+        assert_eq!(over(huge, u64::MAX).map(|o| o.0), Some("epochs".into()));
+        let permissive = JobLimits {
+            max_epochs: usize::MAX,
+            max_steps: usize::MAX,
+            max_tokens: u64::MAX,
+            ..l
+        };
+        assert!(permissive.check(&TrainConfig::default(), 100).is_ok());
+        assert!(l.check(&TrainConfig::default(), 100).is_ok());
     }
 
     #[test]

@@ -41,6 +41,42 @@ pub enum TrainError {
         /// Version.
         version: u64,
     },
+    /// The version's manifest is not the version it claims on chain (another Datanet's
+    /// manifest, a foreign registry or chain, contributions that are not the version's).
+    #[error("{0}")]
+    ManifestMismatch(String),
+    /// A contribution of the version was not uploaded to its Datanet by its contributor (its
+    /// hash was only recorded on chain), so its content is not readable through that Datanet.
+    #[error(
+        "contribution {contribution} of datanet {datanet} is not backed by an upload of its \
+         contributor: it cannot be trained on"
+    )]
+    Unbacked {
+        /// Datanet.
+        datanet: u64,
+        /// Contribution.
+        contribution: u64,
+    },
+    /// A job would cost more than the service's limits allow (`JobLimits`).
+    #[error("{field}: {value} {what}, over the cap of {cap}")]
+    OverLimit {
+        /// The request field that sets the cost.
+        field: String,
+        /// The requested (or planned) amount.
+        value: u128,
+        /// The cap.
+        cap: u128,
+        /// What is counted.
+        what: String,
+    },
+    /// Too many queued or running jobs (of this owner, or in all); retry later.
+    #[error("{reason}")]
+    TooManyJobs {
+        /// Which cap, and how many jobs are active.
+        reason: String,
+        /// Suggested wait (the HTTP `Retry-After`).
+        retry_after_secs: u64,
+    },
     /// The base model named by hash or name is not known.
     #[error("base model {0} not found")]
     BaseModelNotFound(String),
@@ -59,6 +95,12 @@ pub enum TrainError {
     /// The request is not signed by the right account.
     #[error("unauthorised: {0}")]
     Unauthorised(String),
+    /// The signed request's nonce was used before (a replay).
+    #[error("replayed request: {0}")]
+    ReplayedNonce(String),
+    /// The used-nonce log failed.
+    #[error(transparent)]
+    Nonces(#[from] openledger_datanet::nonces::NonceError),
     /// The signed request's signer is not the job's owner.
     #[error("{0}")]
     Forbidden(String),
@@ -139,12 +181,18 @@ impl TrainError {
             TrainError::DatanetNotFound(_) => "datanet_not_found",
             TrainError::VersionNotFound { .. } => "version_not_found",
             TrainError::EmptyVersion { .. } => "empty_version",
+            TrainError::ManifestMismatch(_) => "manifest_mismatch",
+            TrainError::OverLimit { .. } => "over_limit",
+            TrainError::TooManyJobs { .. } => "too_many_jobs",
+            TrainError::Unbacked { .. } => "unbacked_contribution",
             TrainError::BaseModelNotFound(_) => "base_model_not_found",
             TrainError::Integrity(_) => "data_integrity",
             TrainError::Cancelled => "cancelled",
             TrainError::Conflict(_) => "conflict",
             TrainError::JobNotFound(_) => "job_not_found",
             TrainError::Unauthorised(_) => "unauthorised",
+            TrainError::ReplayedNonce(_) => "replayed_nonce",
+            TrainError::Nonces(_) => "nonce_store",
             TrainError::Forbidden(_) => "forbidden",
             TrainError::Model(_) => "model_error",
             TrainError::Tensor(_) => "tensor_error",
@@ -157,12 +205,27 @@ impl TrainError {
         }
     }
 
+    /// Seconds after which a refused request may be retried (HTTP `Retry-After`), if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            TrainError::TooManyJobs {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+
     /// The request field this error is about (the `field` of an HTTP error body), if one.
     pub fn field_name(&self) -> Option<&str> {
         match self {
-            TrainError::InvalidField { field, .. } => Some(field),
+            TrainError::InvalidField { field, .. } | TrainError::OverLimit { field, .. } => {
+                Some(field)
+            }
             TrainError::DatanetNotFound(_) | TrainError::NotLicensed { .. } => Some("datanetId"),
-            TrainError::VersionNotFound { .. } | TrainError::EmptyVersion { .. } => Some("version"),
+            TrainError::VersionNotFound { .. }
+            | TrainError::EmptyVersion { .. }
+            | TrainError::ManifestMismatch(_)
+            | TrainError::Unbacked { .. } => Some("version"),
             TrainError::BaseModelNotFound(_) => Some("baseModel"),
             _ => None,
         }
@@ -172,9 +235,14 @@ impl TrainError {
     pub fn status(&self) -> u16 {
         match self {
             TrainError::InvalidField { .. } | TrainError::Format { .. } => 400,
-            TrainError::EmptyVersion { .. } => 422,
-            TrainError::Unauthorised(_) => 401,
-            TrainError::NotLicensed { .. } | TrainError::Forbidden(_) => 403,
+            TrainError::EmptyVersion { .. }
+            | TrainError::ManifestMismatch(_)
+            | TrainError::OverLimit { .. } => 422,
+            TrainError::TooManyJobs { .. } => 429,
+            TrainError::Unauthorised(_) | TrainError::ReplayedNonce(_) => 401,
+            TrainError::NotLicensed { .. }
+            | TrainError::Forbidden(_)
+            | TrainError::Unbacked { .. } => 403,
             TrainError::DatanetNotFound(_)
             | TrainError::VersionNotFound { .. }
             | TrainError::BaseModelNotFound(_)

@@ -123,9 +123,20 @@ pub struct Prepared {
 
 /// Encodes, splits and truncates `rows`.
 pub fn prepare(base: &Pretrained, rows: &[(String, Row)], cfg: &TrainConfig) -> Result<Prepared> {
+    prepare_until(base, rows, cfg, &AtomicBool::new(false))
+}
+
+/// [`prepare`], stopping with [`TrainError::Cancelled`] as soon as `cancel` is set.
+fn prepare_until(
+    base: &Pretrained,
+    rows: &[(String, Row)],
+    cfg: &TrainConfig,
+    cancel: &AtomicBool,
+) -> Result<Prepared> {
     let enc = Encoder::new(base)?;
     let (mut train, mut val, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (id, row) in rows {
+        check(cancel)?;
         let (ids, mask) = enc.encode(row)?;
         let e = Example {
             row_id: id.clone(),
@@ -155,6 +166,15 @@ pub fn prepare(base: &Pretrained, rows: &[(String, Row)], cfg: &TrainConfig) -> 
     })
 }
 
+/// `Err(Cancelled)` once `cancel` is set.
+fn check(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(Ordering::Relaxed) {
+        Err(TrainError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
 /// Mean loss per target token of `adapter` (or the base model) over `examples`.
 pub fn evaluate(
     base: &Pretrained,
@@ -162,12 +182,24 @@ pub fn evaluate(
     examples: &[Example],
     batch_size: usize,
 ) -> Result<Option<f64>> {
+    evaluate_until(base, adapter, examples, batch_size, &AtomicBool::new(false))
+}
+
+/// [`evaluate`], stopping between micro-batches once `cancel` is set.
+fn evaluate_until(
+    base: &Pretrained,
+    adapter: Option<&Arc<LoraAdapter>>,
+    examples: &[Example],
+    batch_size: usize,
+    cancel: &AtomicBool,
+) -> Result<Option<f64>> {
     if examples.is_empty() {
         return Ok(None);
     }
     let pad = base.config.eos_ids().first().copied().unwrap_or(0);
     let (mut sum, mut n) = (0f64, 0usize);
     for chunk in examples.chunks(batch_size.max(1)) {
+        check(cancel)?;
         let seqs: Vec<(&[u32], &[u8])> = chunk
             .iter()
             .map(|e| (e.ids.as_slice(), e.mask.as_slice()))
@@ -211,9 +243,22 @@ fn steps_in_epoch(train: &[Example], cfg: &TrainConfig, epoch: usize) -> usize {
 
 /// Total optimizer steps of the run.
 pub fn total_steps(train: &[Example], cfg: &TrainConfig) -> usize {
+    total_steps_until(train, cfg, &AtomicBool::new(false)).unwrap_or_default()
+}
+
+/// [`total_steps`], stopping between epochs once `cancel` is set (with packing every epoch's
+/// sequences are planned, so a large `epochs` takes a while).
+fn total_steps_until(train: &[Example], cfg: &TrainConfig, cancel: &AtomicBool) -> Result<usize> {
     match cfg.max_steps {
-        Some(s) => s,
-        None => (0..cfg.epochs).map(|e| steps_in_epoch(train, cfg, e)).sum(),
+        Some(s) => Ok(s),
+        None => {
+            let mut total = 0usize;
+            for e in 0..cfg.epochs {
+                check(cancel)?;
+                total = total.saturating_add(steps_in_epoch(train, cfg, e));
+            }
+            Ok(total)
+        }
     }
 }
 
@@ -257,7 +302,9 @@ fn dropout_adapter(
 }
 
 /// Runs a fine-tune. With `workdir`, checkpoints go there every `checkpointEvery` steps and a
-/// matching checkpoint found there is resumed. `cancel` is polled between steps.
+/// matching checkpoint found there is resumed. `cancel` is polled while the data is prepared,
+/// between validation batches and between micro-batches, so it takes effect within one
+/// optimizer step.
 pub fn train(
     base: &Pretrained,
     base_hash: &str,
@@ -268,7 +315,7 @@ pub fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<TrainOutput> {
     cfg.validate(&base.config)?;
-    let prepared = prepare(base, rows, cfg)?;
+    let prepared = prepare_until(base, rows, cfg, cancel)?;
     let device = base.model.device().clone();
     let fp = fingerprint(base_hash, &prepared, cfg);
     let lora = cfg.lora_config();
@@ -299,7 +346,7 @@ pub fn train(
         },
     )?;
     let (train_ex, val_ex) = (&prepared.train, &prepared.val);
-    let total = total_steps(train_ex, cfg);
+    let total = total_steps_until(train_ex, cfg, cancel)?;
     let pad = base.config.eos_ids().first().copied().unwrap_or(0);
 
     let mut st = match workdir {
@@ -314,7 +361,7 @@ pub fn train(
     let mut st = match st.take() {
         Some(s) => s,
         None => {
-            let base_val = evaluate(base, None, val_ex, cfg.batch_size)?;
+            let base_val = evaluate_until(base, None, val_ex, cfg.batch_size, cancel)?;
             on_event(Event::Log {
                 message: format!(
                     "{} training / {} validation examples, {} skipped; {total} steps; base validation loss {}",
@@ -347,9 +394,7 @@ pub fn train(
         let micro = epoch_micro_batches(train_ex, cfg, st.epoch);
         let groups: Vec<&[Vec<Vec<usize>>]> = micro.chunks(cfg.grad_accum).collect();
         while st.epoch_step < groups.len() && st.step < total {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(TrainError::Cancelled);
-            }
+            check(cancel)?;
             let step = st.step + 1;
             let lr = cfg.lr_at(step, total);
             opt.params.lr = lr;
@@ -370,6 +415,7 @@ pub fn train(
             let mut acc: Vec<Option<Tensor>> = vec![None; params.len()];
             let mut step_loss = 0f64;
             for (k, batch) in batches.iter().enumerate() {
+                check(cancel)?;
                 let adapter = if cfg.dropout > 0.0 {
                     dropout_adapter(&lora, base, &params, cfg, step, k)?
                 } else {
@@ -420,7 +466,7 @@ pub fn train(
             });
             let epoch_done = st.epoch_step >= groups.len() || st.step >= total;
             if epoch_done {
-                let val = evaluate(base, Some(&trainable), val_ex, cfg.batch_size)?;
+                let val = evaluate_until(base, Some(&trainable), val_ex, cfg.batch_size, cancel)?;
                 let m = EpochMetrics {
                     epoch: st.epoch,
                     step: st.step,

@@ -13,6 +13,9 @@ use tempfile::TempDir;
 /// A running node.
 pub struct TestNode {
     pub node: Arc<Node>,
+    /// The RPC server's state (its limits and execution gauges).
+    #[allow(dead_code)]
+    pub rpc: Arc<RpcState>,
     pub url: String,
     pub ws_url: String,
     pub accounts: Vec<DevAccount>,
@@ -29,6 +32,16 @@ impl TestNode {
     }
 
     pub async fn start_with(datadir: Option<&Path>, seal: SealMode, rpc: RpcConfig) -> Self {
+        Self::start_full(datadir, seal, rpc, PoolConfig::default()).await
+    }
+
+    /// A node with its own pool policy as well.
+    pub async fn start_full(
+        datadir: Option<&Path>,
+        seal: SealMode,
+        rpc: RpcConfig,
+        pool: PoolConfig,
+    ) -> Self {
         let (dir, path) = match datadir {
             Some(p) => (None, p.to_path_buf()),
             None => {
@@ -48,7 +61,7 @@ impl TestNode {
             spec,
             seal,
             fee_recipient: alloy::primitives::Address::repeat_byte(0xfe),
-            pool: PoolConfig::default(),
+            pool,
             dev_accounts: accounts.clone(),
             dev_methods: true,
         })
@@ -64,6 +77,7 @@ impl TestNode {
             let _ = r1.changed().await;
         }));
         let state = RpcState::new(node.clone(), rpc);
+        let rpc = state.clone();
         let server = tokio::spawn(async move {
             let _ = openledger_rpc::serve(state, listener, async move {
                 let _ = r2.changed().await;
@@ -72,6 +86,7 @@ impl TestNode {
         });
         Self {
             node,
+            rpc,
             url: format!("http://{addr}"),
             ws_url: format!("ws://{addr}"),
             accounts,

@@ -42,16 +42,38 @@ async fn deploys_the_protocol_on_anvil() {
     }
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("anvil.json");
-    let res = Command::new(env!("CARGO_BIN_EXE_openledger"))
-        .args(["contracts", "deploy", "--rpc-url", &url, "--out"])
-        .arg(&out)
-        .env(
-            "OPENLEDGER_PRIVATE_KEY",
-            "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
-        )
-        .output()
-        .expect("run deploy");
-    let _ = child.kill();
+    let deploy = |config: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_openledger"));
+        cmd.args(["contracts", "deploy", "--rpc-url", &url, "--out"])
+            .arg(&out)
+            .env(
+                "OPENLEDGER_PRIVATE_KEY",
+                // dev account 1: not the key of the dev config's attributor (account 0)
+                "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+            );
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.output().expect("run deploy")
+    };
+    // Dangerous defaults: the devnet's settings (a 5 s timelock, a 60 s vote, a dev key as the
+    // attributor) are refused on any chain but the devnet's.
+    let res = deploy(None);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success(),
+        "deployed with devnet defaults to chain 31337"
+    );
+    assert!(err.contains("--config"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    assert!(!out.exists());
+    // An explicit config without attributors: the deployer is the attributor.
+    let mut cfg = serde_json::to_value(openledger_contracts::DeployConfig::dev()).expect("cfg");
+    cfg["timelockMinDelay"] = serde_json::json!(86_400);
+    cfg.as_object_mut().expect("object").remove("attributors");
+    let cfg_path = dir.path().join("prod.json");
+    std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
+    let res = deploy(Some(&cfg_path));
     assert!(
         res.status.success(),
         "deploy failed: {}",
@@ -61,11 +83,28 @@ async fn deploys_the_protocol_on_anvil() {
         serde_json::from_str(&std::fs::read_to_string(&out).expect("out file")).expect("json");
     assert_eq!(d.chain_id, 31337);
     assert_eq!(d.contracts.len(), 7);
+    let params = openledger_contracts::bindings::ProtocolParams::new(
+        d.get("ProtocolParams").expect("params"),
+        &provider,
+    );
+    assert!(params.isAttributor(d.deployer).call().await.expect("call"));
+    let dev_key_holder: alloy_primitives::Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        .parse()
+        .expect("addr");
+    assert!(
+        !params
+            .isAttributor(dev_key_holder)
+            .call()
+            .await
+            .expect("call")
+    );
+    let _ = child.kill();
     let _ = child.wait();
     // The addresses follow CREATE(deployer, nonce 0..6), as planned.
-    let plan =
-        openledger_contracts::plan(&openledger_contracts::DeployConfig::dev(), d.deployer, 0);
-    for s in plan {
+    let mut planned: openledger_contracts::DeployConfig =
+        serde_json::from_value(cfg).expect("config");
+    planned.attributors = vec![d.deployer];
+    for s in openledger_contracts::plan(&planned, d.deployer, 0) {
         assert_eq!(d.get(s.name), Some(s.address), "{}", s.name);
     }
 }

@@ -3,11 +3,13 @@
 
 mod common;
 
+mod attacks;
 mod bad_input;
 mod contracts;
 mod crash;
 mod datanet_kill;
 mod deploy_anvil;
+mod devnet_sigterm;
 mod pool;
 mod restart;
 mod rpc;

@@ -115,7 +115,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
             .display()
             .to_string(),
     )?;
-    let rows = source::read_rows(&Reader::Store(content), &vref).await?;
+    let rows = source::read_rows(&reader, &Reader::Store(content), &vref).await?;
     let cfg = TrainConfig {
         epochs: 100,
         learning_rate: 1e-2,

@@ -147,6 +147,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         adapter_hash: Some(adapter_hash),
         base_model_hash: B256::repeat_byte(0xba),
         mix: vec![],
+        unregistered: false,
     };
     let pending = |id: &str| PendingInference {
         request_id: id.into(),
@@ -371,4 +372,94 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     assert_eq!(c.payer, payer.address());
     devnet.shutdown().await;
     Ok(())
+}
+
+/// `openledger_contracts::fees::split` (what settlement's credit lines and the UI show) is the
+/// contract's rule: random fees and weights settled on chain move every balance by exactly what
+/// it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fee_rule_in_rust_is_the_contracts() -> Result<()> {
+    use openledger_contracts::bindings::ProtocolParams;
+    use openledger_contracts::fees::{FeeSplitBps, split};
+    let w = crate::attacks::World::start(30).await?;
+    let payer = w.acct(6);
+    w.fund(&payer).await?;
+    let attributor = crate::attacks::provider(&w.rpc, &w.acct(0))?;
+    let settlement = AttributionSettlement::new(w.settlement_address()?, &attributor);
+    let params = ProtocolParams::new(
+        w.devnet
+            .deployments
+            .get("ProtocolParams")
+            .ok_or(eyre!("no params"))?,
+        &attributor,
+    );
+    let s = params.feeSplit().call().await?;
+    let bps = FeeSplitBps {
+        treasury: s.treasuryBps,
+        model_owner: s.modelOwnerBps,
+    };
+    let treasury = params.treasury().call().await?;
+    // contributions 1..=3 of the world's Datanet belong to accounts 2..=4; account 1 owns the model
+    let accounts: Vec<Address> = [treasury, w.acct(1).address()]
+        .into_iter()
+        .chain((2..5).map(|i| w.acct(i).address()))
+        .collect();
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for case in 0..12 {
+        let n = (next() % 4) as usize;
+        let weights: Vec<U256> = (0..n).map(|_| U256::from(next() % 1_000_000 + 1)).collect();
+        let fee = U256::from(next() % 10_000_000_000_000 + 1);
+        let record = alloy_primitives::keccak256(format!("fee-rule-{case}"));
+        let before = balances(&settlement, &accounts).await?;
+        let inference = AttributionSettlement::Inference {
+            recordId: record,
+            payer: payer.address(),
+            modelId: U256::from(w.model_id),
+            fee,
+            shares: weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| AttributionSettlement::Share {
+                    contributionId: U256::from(i as u64 + 1),
+                    weight: *w,
+                })
+                .collect(),
+        };
+        send(settlement.submitBatch(record, vec![inference])).await?;
+        let after = balances(&settlement, &accounts).await?;
+        let delta: Vec<U256> = after.iter().zip(&before).map(|(a, b)| *a - *b).collect();
+        let pay = split(fee, bps, &weights);
+        let mut expected = vec![
+            pay.treasury,
+            pay.model_owner,
+            U256::ZERO,
+            U256::ZERO,
+            U256::ZERO,
+        ];
+        for (i, c) in pay.contributions.iter().enumerate() {
+            expected[2 + i] += *c;
+        }
+        assert_eq!(
+            delta, expected,
+            "case {case}: fee {fee}, weights {weights:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn balances<P: Provider>(
+    s: &AttributionSettlement::AttributionSettlementInstance<P>,
+    who: &[Address],
+) -> Result<Vec<U256>> {
+    let mut out = Vec::new();
+    for a in who {
+        out.push(s.balanceOf(*a).call().await?);
+    }
+    Ok(out)
 }

@@ -118,3 +118,58 @@ async fn follower_picks_up_events_without_requests() -> Result<()> {
     h.devnet.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_read_is_not_accepted_twice_across_a_restart() -> Result<()> {
+    let mut h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let d = owner
+        .create_datanet("replays", "", true, U256::from(1000u64))
+        .await?;
+    let r = owner
+        .upload_bytes(
+            d,
+            "one.txt",
+            &[],
+            b"a note about cormorants drying their wings".to_vec(),
+        )
+        .await?;
+    let c = owner.contribute(d, &r).await?;
+    h.svc.sync().await?;
+    let headers = openledger_datanet::auth::sign(
+        &h.devnet.accounts[0].signer,
+        &openledger_datanet::auth::domain(h.svc.chain_id(), h.svc.registry()),
+        "read",
+        d,
+        r.content_hash,
+        300,
+    )?;
+    let read = |api: String| {
+        let headers = headers.clone();
+        async move {
+            let mut req =
+                reqwest::Client::new().get(format!("{api}/{d}/contributions/{c}/content"));
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            eyre::Ok((
+                status,
+                body["error"]["type"].as_str().unwrap_or("").to_string(),
+            ))
+        }
+    };
+    ensure!(read(h.api.clone()).await?.0 == 200);
+    let again = read(h.api.clone()).await?;
+    ensure!(again == (401, "replayed_nonce".into()), "{again:?}");
+    h.restart_service().await?;
+    let after = read(h.api.clone()).await?;
+    ensure!(
+        after == (401, "replayed_nonce".into()),
+        "after a restart: {after:?}"
+    );
+    ensure!(h.dir.path().join("svc/nonces.log").exists());
+    Ok(())
+}

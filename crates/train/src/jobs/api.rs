@@ -49,7 +49,12 @@ impl IntoResponse for ApiError {
         if let Some(field) = self.0.field_name() {
             body["field"] = serde_json::json!(field);
         }
-        (status, Json(serde_json::json!({ "error": body }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        if let Some(secs) = self.0.retry_after() {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -86,8 +91,13 @@ impl JobService {
             super::now(),
         )
         .map_err(|e| TrainError::Unauthorised(e.to_string()))?;
-        if !self.inner.nonces.lock().insert((req.signer, req.nonce)) {
-            return Err(TrainError::Unauthorised(format!(
+        let fresh = self
+            .inner
+            .nonces
+            .use_nonce(req.signer, req.nonce, req.expiry, super::now())
+            .map_err(TrainError::from)?;
+        if !fresh {
+            return Err(TrainError::ReplayedNonce(format!(
                 "nonce {} of {} was already used",
                 req.nonce, req.signer
             ))
@@ -153,6 +163,7 @@ async fn list(
         .jobs()
         .into_iter()
         .filter(|j| q.owner.is_none_or(|o| o == j.owner))
+        .map(|j| public_view(&j))
         .collect();
     Json(serde_json::json!({ "jobs": jobs }))
 }
@@ -167,11 +178,41 @@ async fn base_models(State(svc): State<JobService>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "baseModels": list }))
 }
 
+/// A job as anyone may see it: an unpublished adapter's hash is its trainer's until it is
+/// registered on chain (with it, a stranger could register the adapter as their own model).
+fn public_view(job: &super::Job) -> serde_json::Value {
+    let mut v = serde_json::to_value(job).unwrap_or_default();
+    redact(&mut v);
+    v
+}
+
+/// Removes `result.adapterHash` from a job's JSON unless the job is published.
+fn redact(job: &mut serde_json::Value) {
+    if job.get("published").is_none_or(serde_json::Value::is_null)
+        && let Some(r) = job.get_mut("result").and_then(|r| r.as_object_mut())
+    {
+        r.remove("adapterHash");
+    }
+}
+
+/// `GET /{id}`: the public view, or the whole job (with the adapter hash) for a request signed
+/// by its owner (action `show_job`, content hash = keccak-256 of the job id).
 async fn show(
     State(svc): State<JobService>,
     Path(id): Path<String>,
-) -> ApiResult<Json<super::Job>> {
-    Ok(Json(svc.job(&id).ok_or(TrainError::JobNotFound(id))?))
+    h: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    let job = svc
+        .job(&id)
+        .ok_or_else(|| TrainError::JobNotFound(id.clone()))?;
+    if !h.contains_key(openledger_datanet::auth::headers::SIGNATURE) {
+        return Ok(Json(public_view(&job)));
+    }
+    let caller = svc.authorise(&h, "show_job", job.datanet_id, id.as_bytes())?;
+    if caller != job.owner {
+        return Err(TrainError::Forbidden(format!("{caller} does not own {id}")).into());
+    }
+    Ok(Json(serde_json::to_value(&job).unwrap_or_default()))
 }
 
 async fn events(
@@ -189,7 +230,7 @@ async fn events(
         _ => "status",
     };
     let done = job.status.is_terminal();
-    let first = serde_json::json!({"type": first, "job": job});
+    let first = serde_json::json!({"type": first, "job": public_view(&job)});
     let to_sse = |v: &serde_json::Value| {
         let kind = v["type"].as_str().unwrap_or("message").to_string();
         SseEvent::default().event(kind).data(v.to_string())
@@ -201,7 +242,10 @@ async fn events(
         }
         loop {
             match rx.recv().await {
-                Ok((jid, v)) if jid == id => {
+                Ok((jid, mut v)) if jid == id => {
+                    if let Some(j) = v.get_mut("job") {
+                        redact(j);
+                    }
                     let end = matches!(v["type"].as_str(), Some("done" | "failed" | "cancelled"));
                     return Some((Ok(to_sse(&v)), (rx, id, end)));
                 }

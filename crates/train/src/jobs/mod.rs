@@ -7,19 +7,21 @@
 //! ```text
 //! jobs/<id>/job.json    the Job record (JSON, written by temp file + fsync + rename)
 //! jobs/<id>/work/       checkpoints of the run (removed when it ends)
+//! nonces.log            used request nonces until they expire (openledger_datanet::nonces)
 //! ```
 
 pub mod api;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use alloy::providers::DynProvider;
 use alloy::signers::local::PrivateKeySigner;
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use alloy_sol_types::Eip712Domain;
+use openledger_datanet::nonces::NonceStore;
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_model::{DType, Device, Pretrained};
 use parking_lot::Mutex;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 
 use crate::checkpoint::write_atomic;
-use crate::config::TrainConfig;
+use crate::config::{JobLimits, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::output::{self, BaseModelRef, Stored};
 use crate::publish::Published;
@@ -44,8 +46,11 @@ pub enum ReaderConfig {
         /// The operator's key.
         signer: PrivateKeySigner,
     },
-    /// The Datanet content store (location for `ContentStore::open`), when co-located.
-    Store(String),
+    /// The Datanet service in this process (the devnet): the same rules as its API (only
+    /// backed contributions, only a Datanet's own manifest), no operator licence needed.
+    /// (There is no bare-store reader: a store cannot tell who uploaded a blob, and a job
+    /// owner must never read a permissioned blob through a Datanet he controls.)
+    Service(openledger_datanet::DatanetService),
 }
 
 /// Configuration of [`JobService::open`].
@@ -67,6 +72,8 @@ pub struct JobsConfig {
     pub base_models: Vec<PathBuf>,
     /// How Datanet rows are read.
     pub reader: ReaderConfig,
+    /// What one job may cost and how many may wait ([`JobLimits::default`]).
+    pub limits: JobLimits,
 }
 
 /// Life cycle of a job.
@@ -163,14 +170,61 @@ struct Base {
     dir: PathBuf,
 }
 
+/// The stop signal of a running job: the trainer polls `flag` between micro-batches, the
+/// async stages (licence check, reading rows) race [`Cancel::fired`].
+struct Cancel {
+    flag: Arc<AtomicBool>,
+    /// Set when the owner cancelled (not the service shutting down).
+    by_owner: AtomicBool,
+    notify: Notify,
+}
+
+impl Cancel {
+    fn new() -> Self {
+        Cancel {
+            flag: Arc::new(AtomicBool::new(false)),
+            by_owner: AtomicBool::new(false),
+            notify: Notify::new(),
+        }
+    }
+
+    fn fire(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn is_fired(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the job is cancelled.
+    async fn fired(&self) {
+        loop {
+            // Registered before the flag is read, so a `fire` in between is not missed.
+            let notified = self.notify.notified();
+            if self.is_fired() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How long [`JobService::shutdown`] waits for the running job to reach the end of its step.
+pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub(crate) struct Inner {
     cfg: JobsConfig,
     provider: DynProvider,
     store: ContentStore,
     bases: Vec<Base>,
     jobs: Mutex<BTreeMap<String, Job>>,
-    cancels: Mutex<BTreeMap<String, Arc<AtomicBool>>>,
-    nonces: Mutex<HashSet<(Address, U256)>>,
+    cancels: Mutex<BTreeMap<String, Arc<Cancel>>>,
+    stopping: AtomicBool,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Used nonces of signed requests (`<datadir>/nonces.log`), kept across restarts until
+    /// their signatures expire.
+    nonces: NonceStore,
     events: broadcast::Sender<(String, serde_json::Value)>,
     wake: Notify,
     domain: Eip712Domain,
@@ -243,6 +297,7 @@ impl JobService {
             }
             jobs.insert(job.id.clone(), job);
         }
+        let nonces = NonceStore::open(cfg.datadir.join("nonces.log"), now())?;
         let (events, _) = broadcast::channel(1024);
         let domain = domain(cfg.chain_id, cfg.model_registry);
         let svc = JobService {
@@ -253,15 +308,67 @@ impl JobService {
                 bases,
                 jobs: Mutex::new(jobs),
                 cancels: Mutex::new(BTreeMap::new()),
-                nonces: Mutex::new(HashSet::new()),
+                stopping: AtomicBool::new(false),
+                worker: Mutex::new(None),
+                nonces,
                 events,
                 wake: Notify::new(),
                 domain,
             }),
         };
         let worker = svc.clone();
-        tokio::spawn(async move { worker.run_queue().await });
+        let handle = tokio::spawn(async move { worker.run_queue().await });
+        *svc.inner.worker.lock() = Some(handle);
         Ok(svc)
+    }
+
+    /// Stops the worker: a running job stops within one training step (or while its data is
+    /// read) and stays `running` on disk with its checkpoints, so the next [`JobService::open`]
+    /// resumes it; queued jobs stay queued. Waits up to [`SHUTDOWN_WAIT`] for the worker.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        for c in self.inner.cancels.lock().values() {
+            c.fire();
+        }
+        self.inner.wake.notify_one();
+        let worker = self.inner.worker.lock().take();
+        if let Some(w) = worker
+            && tokio::time::timeout(SHUTDOWN_WAIT, w).await.is_err()
+        {
+            tracing::warn!(target: "train::jobs", "the running job did not stop in time");
+        }
+    }
+
+    /// 429 `too_many_jobs` if `owner` (or the service) already has as many queued or running
+    /// jobs as [`JobLimits`] allow.
+    fn check_capacity(&self, jobs: &BTreeMap<String, Job>, owner: Address) -> Result<()> {
+        let limits = &self.inner.cfg.limits;
+        let active: Vec<&Job> = jobs.values().filter(|j| !j.status.is_terminal()).collect();
+        let mine = active.iter().filter(|j| j.owner == owner).count();
+        // The running job's estimate of the time it has left, within [1 s, 1 h].
+        let retry_after_secs = active
+            .iter()
+            .find_map(|j| j.progress.as_ref().filter(|_| j.status == Status::Running))
+            .map(|p| p.eta_secs.clamp(1.0, 3600.0) as u64)
+            .unwrap_or(60);
+        let reason = if mine >= limits.max_active_per_owner {
+            format!(
+                "{owner} has {mine} queued or running jobs, the cap per owner is {}",
+                limits.max_active_per_owner
+            )
+        } else if active.len() >= limits.max_active {
+            format!(
+                "the service has {} queued or running jobs, its cap is {}",
+                active.len(),
+                limits.max_active
+            )
+        } else {
+            return Ok(());
+        };
+        Err(TrainError::TooManyJobs {
+            reason,
+            retry_after_secs,
+        })
     }
 
     /// A job by id.
@@ -315,11 +422,14 @@ impl JobService {
         version: u64,
         config: TrainConfig,
     ) -> Result<Job> {
+        self.check_capacity(&self.inner.jobs.lock(), owner)?;
         let base = self.base(base_model)?;
         let cfg_json = std::fs::read(base.dir.join("config.json"))
             .map_err(|e| TrainError::io(base.dir.join("config.json"), e))?;
         let model_cfg = openledger_model::Config::from_json(&String::from_utf8_lossy(&cfg_json))?;
         config.validate(&model_cfg)?;
+        // Caps that do not depend on the data, before anything is read.
+        self.inner.cfg.limits.check(&config, 0)?;
         let v = source::check_access(
             &self.inner.provider,
             self.inner.cfg.datanet_registry,
@@ -328,11 +438,19 @@ impl JobService {
             version,
         )
         .await?;
-        // An empty version is refused now, from its manifest (verified against the on-chain
-        // root), not discovered when the job starts.
-        source::check_not_empty(&self.reader().await?, &v).await?;
+        // The manifest is checked against the chain, every contribution must be readable
+        // through that Datanet, and an empty version is refused now, not when the job starts.
+        let manifest =
+            source::check_version(&self.inner.provider, &self.reader().await?, &v).await?;
+        let rows: u64 = manifest
+            .contributions
+            .iter()
+            .map(|e| e.row_count)
+            .fold(0, u64::saturating_add);
+        self.inner.cfg.limits.check(&config, rows)?;
         let job = {
             let mut jobs = self.inner.jobs.lock();
+            self.check_capacity(&jobs, owner)?;
             let next = jobs
                 .keys()
                 .filter_map(|k| k.strip_prefix("job-")?.parse::<u64>().ok())
@@ -369,30 +487,39 @@ impl JobService {
         Ok(job)
     }
 
-    /// Cancels a queued or running job of `caller`.
+    /// Cancels a queued or running job of `caller`. A queued job is cancelled at once; a
+    /// running one stops within one training step (its status turns `cancelled` then).
     pub fn cancel(&self, id: &str, caller: Address) -> Result<Job> {
-        let job = self
-            .job(id)
-            .ok_or_else(|| TrainError::JobNotFound(id.into()))?;
-        if job.owner != caller {
-            return Err(TrainError::Forbidden(format!("{caller} does not own {id}")));
-        }
-        match job.status {
-            Status::Queued => {
-                let job = self.update(id, |j| j.status = Status::Cancelled)?;
-                self.emit(id, serde_json::json!({"type": "cancelled", "job": job}));
-                Ok(job)
+        let job = {
+            let mut jobs = self.inner.jobs.lock();
+            let job = jobs
+                .get_mut(id)
+                .ok_or_else(|| TrainError::JobNotFound(id.into()))?;
+            if job.owner != caller {
+                return Err(TrainError::Forbidden(format!("{caller} does not own {id}")));
             }
-            Status::Running => {
-                if let Some(flag) = self.inner.cancels.lock().get(id) {
-                    flag.store(true, Ordering::Relaxed);
+            match job.status {
+                Status::Queued => {
+                    job.status = Status::Cancelled;
+                    job.updated_at = now();
                 }
-                Ok(job)
+                Status::Running => {}
+                s => {
+                    return Err(TrainError::Conflict(
+                        format!("{id} is already {s:?}").to_lowercase(),
+                    ));
+                }
             }
-            s => Err(TrainError::Conflict(
-                format!("{id} is already {s:?}").to_lowercase(),
-            )),
+            job.clone()
+        };
+        if job.status == Status::Cancelled {
+            self.save(&job)?;
+            self.emit(id, serde_json::json!({"type": "cancelled", "job": job}));
+        } else if let Some(c) = self.inner.cancels.lock().get(id) {
+            c.by_owner.store(true, Ordering::SeqCst);
+            c.fire();
         }
+        Ok(job)
     }
 
     async fn reader(&self) -> Result<Reader> {
@@ -401,34 +528,64 @@ impl JobService {
             ReaderConfig::Api { api, signer } => {
                 Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
             }
-            ReaderConfig::Store(loc) => Reader::Store(ContentStore::open(loc)?),
+            ReaderConfig::Service(svc) => Reader::Service(svc.clone()),
         })
+    }
+
+    /// The oldest queued job, switched to `running` with its stop signal registered, in one
+    /// step under the jobs lock (so a cancel sees either a queued job or a stop signal).
+    fn start_next(&self) -> Option<(Job, Arc<Cancel>)> {
+        let mut jobs = self.inner.jobs.lock();
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let job = jobs.values_mut().find(|j| j.status == Status::Queued)?;
+        job.status = Status::Running;
+        job.updated_at = now();
+        let cancel = Arc::new(Cancel::new());
+        self.inner
+            .cancels
+            .lock()
+            .insert(job.id.clone(), cancel.clone());
+        // A shutdown that fired the signals before this one was registered.
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            cancel.fire();
+        }
+        Some((job.clone(), cancel))
     }
 
     async fn run_queue(&self) {
         loop {
-            let next = self
-                .inner
-                .jobs
-                .lock()
-                .values()
-                .find(|j| j.status == Status::Queued)
-                .map(|j| j.id.clone());
-            match next {
-                Some(id) => self.run_job(&id).await,
-                None => self.inner.wake.notified().await,
+            let notified = self.inner.wake.notified();
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            match self.start_next() {
+                Some((job, cancel)) => self.run_job(job, cancel).await,
+                None => notified.await,
             }
         }
     }
 
-    async fn run_job(&self, id: &str) {
-        let cancel = Arc::new(AtomicBool::new(false));
-        self.inner
-            .cancels
-            .lock()
-            .insert(id.to_string(), cancel.clone());
-        let result = self.train_job(id, cancel.clone()).await;
+    async fn run_job(&self, job: Job, cancel: Arc<Cancel>) {
+        let id = job.id.as_str();
+        let result = match self.save(&job) {
+            Ok(()) => {
+                self.emit(id, serde_json::json!({"type": "status", "job": job}));
+                self.train_job(&job, &cancel).await
+            }
+            Err(e) => Err(e),
+        };
         self.inner.cancels.lock().remove(id);
+        if matches!(result, Err(TrainError::Cancelled))
+            && !cancel.by_owner.load(Ordering::SeqCst)
+            && self.inner.stopping.load(Ordering::SeqCst)
+        {
+            // Stopped by a shutdown: the record stays `running` and the checkpoints stay, so
+            // the next open resumes the job.
+            tracing::info!(target: "train::jobs", job = id, "stopped for shutdown; resumes at the next start");
+            return;
+        }
         let workdir = job_dir(&self.inner.cfg.datadir, id).join("work");
         let (status, extra) = match result {
             Ok((stored, metrics)) => {
@@ -464,20 +621,28 @@ impl JobService {
         }
     }
 
-    async fn train_job(&self, id: &str, cancel: Arc<AtomicBool>) -> Result<(Stored, Metrics)> {
-        let job = self.update(id, |j| j.status = Status::Running)?;
-        self.emit(id, serde_json::json!({"type": "status", "job": job}));
+    async fn train_job(&self, job: &Job, cancel: &Cancel) -> Result<(Stored, Metrics)> {
+        let id = job.id.as_str();
         let cfg = &self.inner.cfg;
-        // Licence again (it is checked at submission; a restart may come much later).
-        let v = source::check_access(
-            &self.inner.provider,
-            cfg.datanet_registry,
-            job.owner,
-            job.datanet_id,
-            job.version,
-        )
-        .await?;
-        let rows = source::read_rows(&self.reader().await?, &v).await?;
+        // Licence and data again (checked at submission; a restart may come much later),
+        // given up as soon as the job is cancelled.
+        let (v, rows) = tokio::select! {
+            r = async {
+                let v = source::check_access(
+                    &self.inner.provider,
+                    cfg.datanet_registry,
+                    job.owner,
+                    job.datanet_id,
+                    job.version,
+                )
+                .await?;
+                let rows =
+                    source::read_rows(&self.inner.provider, &self.reader().await?, &v).await?;
+                Ok::<_, TrainError>((v, rows))
+            } => r?,
+            _ = cancel.fired() => return Err(TrainError::Cancelled),
+        };
+        let cancel = cancel.flag.clone();
         let base_dir = self.base(&job.base_model.hash)?.dir.clone();
         let workdir = job_dir(&cfg.datadir, id).join("work");
         let (svc, jid, tcfg, hash) = (
@@ -489,6 +654,9 @@ impl JobService {
         let mut first_step = true;
         let out = tokio::task::spawn_blocking(move || -> Result<trainer::TrainOutput> {
             let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
+            if cancel.load(Ordering::SeqCst) {
+                return Err(TrainError::Cancelled);
+            }
             trainer::train(
                 &base,
                 &hash,

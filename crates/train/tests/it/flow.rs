@@ -71,7 +71,7 @@ async fn fine_tune_beats_the_base_model_and_reproduces_answers() -> Result<()> {
     let p = source::provider(&w.devnet.rpc_url())?;
     let v =
         source::check_access(&p, w.registry()?, w.devnet.accounts[0].address, w.public, 0).await?;
-    let rows = source::read_rows(&Reader::Api(client(&w.devnet, &w.api, 0).await?), &v).await?;
+    let rows = source::read_rows(&p, &Reader::Api(client(&w.devnet, &w.api, 0).await?), &v).await?;
     assert_eq!(rows.len(), 72);
     let base = Pretrained::load(&dir, &Device::Cpu, DType::F32)?;
     let hash = content_hash(&dir)?.0;

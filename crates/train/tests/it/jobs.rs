@@ -49,6 +49,31 @@ impl Api {
         let status = resp.status().as_u16();
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
+
+    /// `GET /{id}` signed by `account` (`show_job` over the job id).
+    async fn show_signed(
+        &self,
+        w: &World,
+        account: usize,
+        id: &str,
+        datanet: u64,
+    ) -> Result<(u16, Value)> {
+        let headers = openledger_datanet::auth::sign(
+            &w.devnet.accounts[account].signer,
+            &domain(self.chain_id, self.registry),
+            "show_job",
+            datanet,
+            keccak256(id.as_bytes()),
+            300,
+        )?;
+        let mut req = self.http.get(format!("{}/{id}", self.url));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +95,7 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
             api: w.api.clone(),
             signer: w.devnet.accounts[0].signer.clone(),
         },
+        limits: Default::default(),
     })
     .await?;
     let app = axum::Router::new().nest("/api/jobs", svc.router());
@@ -199,7 +225,24 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         .json()
         .await?;
     assert_eq!(j["status"], "succeeded", "{j}");
-    assert!(j["result"]["adapterHash"].is_string() && j["metrics"]["steps"] == 4);
+    assert_eq!(j["metrics"]["steps"], 4, "{j}");
+    // An unpublished adapter's hash is its trainer's: not in the public job, the list or the
+    // job's events; in the job signed for by its owner; 403 for anyone else's signature.
+    assert!(
+        j["result"].is_object() && j["result"].get("adapterHash").is_none(),
+        "{j}"
+    );
+    assert!(
+        !text.contains("adapterHash"),
+        "the events show the hash: {text}"
+    );
+    let all: Value = api.http.get(&url).send().await?.json().await?;
+    assert!(!all.to_string().contains("adapterHash"), "{all}");
+    let (s, mine) = api.show_signed(&w, 0, &id, w.public).await?;
+    assert_eq!(s, 200, "{mine}");
+    assert!(mine["result"]["adapterHash"].is_string(), "{mine}");
+    let (s, theirs) = api.show_signed(&w, 1, &id, w.public).await?;
+    assert_eq!(s, 403, "{theirs}");
 
     // Publish: first the call to sign, then the signed transaction relayed.
     let pb = json!({"pricePer1kTokens": "1000", "metadataURI": "demo"});
@@ -244,6 +287,18 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         .await?;
     assert_eq!(s, 200, "{p}");
     assert!(p["modelId"].as_u64().is_some_and(|m| m >= 1));
+    // Published, the hash is on chain: the public job shows it.
+    let j: Value = api
+        .http
+        .get(format!("{url}/{id}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        j["result"]["adapterHash"], mine["result"]["adapterHash"],
+        "{j}"
+    );
 
     // Cancel a second job; it can never be published.
     let (s, v) = api

@@ -49,6 +49,7 @@ impl ChildConfig {
                 api: self.api.clone(),
                 signer: PrivateKeySigner::from_bytes(&self.operator_key)?,
             },
+            limits: Default::default(),
         })
     }
 }

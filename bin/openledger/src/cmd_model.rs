@@ -49,7 +49,8 @@ impl From<ShapeArg> for openledger_model::init::Shape {
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
     /// Generate a corpus, train a BPE tokenizer and pre-train a Llama-architecture base model
-    /// into a Hugging Face directory.
+    /// into a Hugging Face directory. A preset base is a toy-world model: it knows only its
+    /// generated world and cannot learn ordinary text (use `model pull` for that).
     Init {
         /// Size preset.
         #[arg(long, value_enum, default_value = "tiny")]

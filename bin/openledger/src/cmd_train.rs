@@ -12,6 +12,8 @@ use openledger_datanet::ContentStore;
 use openledger_datanet::client::{DatanetClient, dev_signer};
 use openledger_model::{DType, Device, Pretrained, content_hash};
 use openledger_train::config::{Schedule, TrainConfig};
+use openledger_train::eval::{self, FitVerdict};
+use openledger_train::jobs::{BASE_FIT_ROWS, REPRODUCTION_PROMPTS};
 use openledger_train::output::{self, BaseModelRef, TrainingManifest};
 use openledger_train::publish::{self, PublishSpec};
 use openledger_train::source::{self, Reader};
@@ -56,7 +58,11 @@ pub struct TrainArgs {
         default_value = "http://127.0.0.1:8545/api/datanets"
     )]
     pub api: String,
-    /// Base model directory (Hugging Face layout).
+    /// Base model directory (Hugging Face layout). The built-in `small` base (made by
+    /// `openledger model init`) is a toy-world model: it knows only its generated world and
+    /// cannot learn ordinary text; pull a Hugging Face base (`openledger model pull`) for that.
+    /// The base is scored on the data before training and a warning printed when it cannot
+    /// model it.
     #[arg(long)]
     pub base: PathBuf,
     /// Datanet id.
@@ -202,6 +208,18 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         rows.len(),
         version.merkle_root
     );
+    if openledger_model::init::is_toy_world(&a.base) {
+        eprintln!(
+            "note: {} is a {}",
+            a.base.display(),
+            openledger_model::init::TOY_WORLD_NOTE
+        );
+    }
+    let fit = eval::base_fit(&base, &rows, BASE_FIT_ROWS)?;
+    match fit.verdict {
+        FitVerdict::Fits => eprintln!("{}", fit.message),
+        _ => eprintln!("warning: {}", fit.message),
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let c = cancel.clone();
@@ -220,6 +238,7 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         cfg.clone(),
         a.workdir.clone(),
     );
+    let eval_rows = rows.clone();
     let out = tokio::task::spawn_blocking(move || {
         let pb = indicatif::ProgressBar::new(0);
         if let Ok(s) =
@@ -283,6 +302,18 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         fmt(m.metrics.base_val_loss),
         fmt(m.metrics.final_val_loss)
     );
+    let adapter = Some(Arc::new(out.adapter.clone()));
+    let b3 = base.clone();
+    let rep = tokio::task::spawn_blocking(move || {
+        eval::reproduction(&b3, adapter, &eval_rows, REPRODUCTION_PROMPTS)
+    })
+    .await??;
+    if rep.prompts > 0 {
+        println!(
+            "greedy reproduction  {} of {} training prompts answered as trained",
+            rep.reproduced, rep.prompts
+        );
+    }
     println!("adapterHash          {}", stored.adapter_hash);
     println!("trainingManifestHash {}", stored.manifest_hash);
     println!("sketchHash           {}", stored.sketch_hash);

@@ -1,6 +1,7 @@
 //! Integration tests of the ModelFactory UI: one binary (see STYLE.md).
 
 mod api;
+mod base_fit;
 mod browser;
 mod full;
 mod harness;

@@ -384,9 +384,10 @@ pub async fn publish(a: PublishArgs) -> Result<()> {
 /// `openledger bench train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchTrainArgs {
-    /// Base model directory (e.g. made by `openledger model init --preset small`).
+    /// Base model directory (default: the SmolLM2-135M shape with random weights, made once
+    /// under ~/.cache/openledger/shapes).
     #[arg(long)]
-    pub base: PathBuf,
+    pub base: Option<PathBuf>,
     /// Optimizer steps per configuration.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -436,9 +437,16 @@ fn demo_rows(files: usize, rows: usize) -> Result<Vec<(String, openledger_datane
 pub async fn bench(a: BenchTrainArgs) -> Result<()> {
     use openledger_train::bench;
     tokio::task::spawn_blocking(move || -> Result<()> {
+        let base_dir = match &a.base {
+            Some(b) => b.clone(),
+            None => {
+                eprintln!("base: the SmolLM2-135M shape, random weights (made once, cached) ...");
+                openledger_model::init::cached_shape(openledger_model::init::Shape::Smollm2_135m)?
+            }
+        };
         let rows = demo_rows(2, 24)?;
-        let base = Pretrained::load(&a.base, &Device::Cpu, DType::F32)?;
-        let hash = content_hash(&a.base)?.0;
+        let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
+        let hash = content_hash(&base_dir)?.0;
         let threads = bench::threads();
         eprintln!("{} rows, {threads} threads, {} steps of {} sequences", rows.len(), a.steps, a.batch);
         let mut res = bench::run(&base, &hash, &rows, a.steps, a.batch)?;
@@ -453,7 +461,7 @@ pub async fn bench(a: BenchTrainArgs) -> Result<()> {
             let init = bench::initial_adapter(&base, &cfg)?;
             let work = tempfile::tempdir()?;
             bench::ensure_venv(&venv, !a.no_install)
-                .and_then(|py| bench::run_pytorch(&py, &a.base, &job, &init, threads, work.path()))
+                .and_then(|py| bench::run_pytorch(&py, &base_dir, &job, &init, threads, work.path()))
         };
         let ours = res.first().cloned().ok_or_else(|| eyre!("no batched run"))?;
         // Thread settings read at start-up: candle's elementwise pool and OpenMP (torch) spin-wait.
@@ -464,7 +472,7 @@ pub async fn bench(a: BenchTrainArgs) -> Result<()> {
                 .collect();
         let mut report = serde_json::json!({
             "unixTime": openledger_datanet::auth::now(),
-            "base": a.base, "baseHash": hash, "rows": rows.len(),
+            "base": base_dir, "baseHash": hash, "rows": rows.len(),
             "steps": a.steps, "batch": a.batch, "threads": threads, "env": env,
             "config": cfg,
         });

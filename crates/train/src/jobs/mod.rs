@@ -586,7 +586,9 @@ impl JobService {
             tracing::info!(target: "train::jobs", job = id, "stopped for shutdown; resumes at the next start");
             return;
         }
-        let workdir = job_dir(&self.inner.cfg.datadir, id).join("work");
+        // Checkpoints go before the job is marked over, so a terminal job never has any (a
+        // crash in between resumes a finished job from scratch: the same outputs again).
+        let _ = std::fs::remove_dir_all(job_dir(&self.inner.cfg.datadir, id).join("work"));
         let (status, extra) = match result {
             Ok((stored, metrics)) => {
                 let r = self.update(id, |j| {
@@ -615,7 +617,6 @@ impl JobService {
                 )
             }
         };
-        let _ = std::fs::remove_dir_all(&workdir);
         if let Ok(job) = status {
             self.emit(id, serde_json::json!({"type": extra, "job": job}));
         }

@@ -149,9 +149,7 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             let provider = ProviderBuilder::new()
                 .connect_http(chain.rpc_url.parse()?)
                 .erased();
-            let registry = d
-                .get("DatanetRegistry")
-                .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+            let registry = d.contracts.datanet_registry;
             let chain = openledger_datanet::ChainView::new(provider.clone(), registry);
             let reg = DatanetRegistry::new(registry, provider);
             let v = reg
@@ -265,11 +263,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         .wallet(EthereumWallet::from(signer.clone()))
         .connect_http(a.chain.rpc_url.parse()?)
         .erased();
-    let settlement = AttributionSettlement::new(
-        d.get("AttributionSettlement")
-            .ok_or_else(|| eyre!("no AttributionSettlement"))?,
-        provider.clone(),
-    );
+    let settlement = AttributionSettlement::new(d.contracts.settlement, provider.clone());
     let url = format!("{}/api/earnings/{who}", a.api.trim_end_matches('/'));
     match reqwest::get(&url).await {
         Ok(r) if r.status().is_success() => {

@@ -113,9 +113,9 @@ impl AttributionConfig {
     ) -> Self {
         Self {
             rpc_url: rpc_url.into(),
-            settlement: deployments.get("AttributionSettlement").unwrap_or_default(),
-            models: deployments.get("ModelRegistry").unwrap_or_default(),
-            datanets: deployments.get("DatanetRegistry").unwrap_or_default(),
+            settlement: deployments.contracts.settlement,
+            models: deployments.contracts.model_registry,
+            datanets: deployments.contracts.datanet_registry,
             dir: dir.into(),
             datanet_store: datanet_store.into(),
             tokenizer: None,

@@ -16,6 +16,8 @@ mod deploy;
 pub mod fees;
 mod genesis;
 
-pub use config::{DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan};
+pub use config::{
+    Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,
+};
 pub use deploy::{DeployError, deploy};
 pub use genesis::{GenesisError, predeploy};

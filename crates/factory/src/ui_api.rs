@@ -16,6 +16,7 @@ use alloy_primitives::{Address, B256, Bytes, keccak256};
 use axum::Json;
 use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
+use openledger_contracts::Contract;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -92,16 +93,17 @@ pub(crate) async fn typed_upload(
 ) -> Result<Json<Value>, UiError> {
     let action = req.action.as_deref().unwrap_or("upload");
     let (name, registry) = match req.service.as_deref().unwrap_or("datanets") {
-        "datanets" if matches!(action, "upload" | "read") => {
-            ("OpenLedger Datanets", st.chain.addr("DatanetRegistry")?)
-        }
+        "datanets" if matches!(action, "upload" | "read") => (
+            "OpenLedger Datanets",
+            st.chain.addr(Contract::DatanetRegistry)?,
+        ),
         "jobs"
             if matches!(
                 action,
                 "create_job" | "cancel_job" | "publish_job" | "show_job"
             ) =>
         {
-            ("OpenLedger Jobs", st.chain.addr("ModelRegistry")?)
+            ("OpenLedger Jobs", st.chain.addr(Contract::ModelRegistry)?)
         }
         s => {
             return Err(UiError::Invalid(format!(
@@ -165,7 +167,7 @@ pub(crate) async fn typed_session(
     State(st): State<AppState>,
     Json(req): Json<TypedSession>,
 ) -> Result<Json<Value>, UiError> {
-    let settlement = st.chain.addr("AttributionSettlement")?;
+    let settlement = st.chain.addr(Contract::AttributionSettlement)?;
     if req.model.is_empty() {
         return Err(UiError::Invalid("Choose a model first.".into()));
     }
@@ -225,8 +227,14 @@ pub(crate) async fn credits(
     use alloy_primitives::U256;
     use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
     let chain_err = |e: alloy::contract::Error| UiError::upstream("the chain did not answer", e);
-    let reg = DatanetRegistry::new(st.chain.addr("DatanetRegistry")?, st.chain.provider.clone());
-    let params = ProtocolParams::new(st.chain.addr("ProtocolParams")?, st.chain.provider.clone());
+    let reg = DatanetRegistry::new(
+        st.chain.addr(Contract::DatanetRegistry)?,
+        st.chain.provider.clone(),
+    );
+    let params = ProtocolParams::new(
+        st.chain.addr(Contract::ProtocolParams)?,
+        st.chain.provider.clone(),
+    );
     let split = params.feeSplit().call().await.map_err(chain_err)?;
     let fee: U256 = req
         .fee
@@ -285,7 +293,7 @@ pub(crate) async fn verify(
 ) -> Result<Json<Value>, UiError> {
     use openledger_contracts::bindings::AttributionSettlement;
     let s = AttributionSettlement::new(
-        st.chain.addr("AttributionSettlement")?,
+        st.chain.addr(Contract::AttributionSettlement)?,
         st.chain.provider.clone(),
     );
     let ok = s

@@ -92,7 +92,7 @@ impl World {
         let mut contracts = openledger_contracts::DeployConfig::dev();
         contracts.escrow_withdrawal_delay = escrow_withdrawal_delay;
         let devnet = Devnet::start(DevnetConfig {
-            contracts: Some(contracts),
+            contracts,
             ..DevnetConfig::default()
         })
         .await?;
@@ -126,10 +126,7 @@ impl World {
             .await?;
         let base_hash = openledger_model::content_hash(&base)?.0;
         let models = ModelRegistry::new(
-            devnet
-                .deployments
-                .get("ModelRegistry")
-                .ok_or(eyre!("no registry"))?,
+            devnet.deployments.contracts.model_registry,
             provider(&rpc, &acct(1))?,
         );
         send(models.registerModel(ModelRegistry::ModelSpec {
@@ -161,10 +158,7 @@ impl World {
     }
 
     pub(crate) fn settlement_address(&self) -> Result<Address> {
-        self.devnet
-            .deployments
-            .get("AttributionSettlement")
-            .ok_or(eyre!("no settlement"))
+        Ok(self.devnet.deployments.contracts.settlement)
     }
 
     fn attribution_config(&self, dir: &Path) -> AttributionConfig {
@@ -192,7 +186,7 @@ impl World {
         let mut scfg = ServeConfig::new(&self.base, self.tmp.path().join("serve-cache"));
         scfg.store = Some(self.models_loc.clone());
         scfg.rpc_url = Some(self.rpc.clone());
-        scfg.registry = self.devnet.deployments.get("ModelRegistry");
+        scfg.registry = Some(self.devnet.deployments.contracts.model_registry);
         let hooks: Arc<dyn InferenceHooks> = svc.clone();
         let server = Server::start(scfg, hooks).await?;
         let app = server.router().merge(svc.router());

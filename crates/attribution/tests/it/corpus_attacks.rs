@@ -29,10 +29,7 @@ async fn a_version_cannot_claim_another_datanets_manifest_for_attribution() -> R
     let devnet = Devnet::start(DevnetConfig::default()).await?;
     let rpc = devnet.rpc_url();
     let api = format!("{rpc}/api/datanets");
-    let registry = devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+    let registry = devnet.deployments.contracts.datanet_registry;
     let client = |i: usize| DatanetClient::connect(&rpc, &api, devnet.accounts[i].signer.clone());
     let (owner, alice, attacker) = (client(0).await?, client(1).await?, client(5).await?);
 

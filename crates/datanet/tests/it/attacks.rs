@@ -39,11 +39,7 @@ fn registry(
     h: &Harness,
     account: usize,
 ) -> Result<DatanetRegistry::DatanetRegistryInstance<DynProvider>> {
-    let address = h
-        .devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+    let address = h.devnet.deployments.contracts.datanet_registry;
     // Nonces read per transaction: the same account also sends through a DatanetClient.
     let provider = ProviderBuilder::new()
         .disable_recommended_fillers()

@@ -34,10 +34,7 @@ async fn wait_listed(t: &crate::common::TestServer, id: &str) -> Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_registered_models_become_servable_without_restart() -> Result<()> {
     let devnet = Devnet::start(DevnetConfig::default()).await?;
-    let registry = devnet
-        .deployments
-        .get("ModelRegistry")
-        .ok_or_else(|| eyre::eyre!("no ModelRegistry"))?;
+    let registry = devnet.deployments.contracts.model_registry;
     let store_dir = tempfile::tempdir()?;
     let store_loc = store_dir.path().display().to_string();
     let t = start(|c| {

@@ -34,14 +34,8 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
         .unwrap_or_default();
     let devnet = Devnet::start(DevnetConfig::default()).await?;
     let api = format!("{}/api/datanets", devnet.rpc_url());
-    let registry = devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
-    let model_registry = devnet
-        .deployments
-        .get("ModelRegistry")
-        .ok_or_else(|| eyre!("no ModelRegistry"))?;
+    let registry = devnet.deployments.contracts.datanet_registry;
+    let model_registry = devnet.deployments.contracts.model_registry;
     let service = devnet
         .datanets
         .clone()

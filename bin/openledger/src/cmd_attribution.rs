@@ -9,6 +9,7 @@ use eyre::{Result, WrapErr, eyre};
 use openledger_attribution::corpus::{self, RowSource};
 use openledger_attribution::index::IndexMeta;
 use openledger_attribution::{AttributionConfig, AttributionService};
+use openledger_contracts::Confirm;
 use openledger_contracts::Deployments;
 use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry};
 use openledger_datanet::ContentStore;
@@ -285,7 +286,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         if claimable.is_zero() {
             return Err(eyre!("nothing to claim"));
         }
-        let r = settlement.claim().send().await?.get_receipt().await?;
+        let r = settlement.claim().send().await?.confirm().await?;
         if !r.status() {
             return Err(eyre!("claim reverted"));
         }

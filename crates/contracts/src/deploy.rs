@@ -1,6 +1,7 @@
 //! Deploys and wires the protocol contracts on any EVM chain over JSON-RPC.
 
 use crate::config::{Contracts, DeployConfig, Deployments, plan};
+use crate::confirm::Confirm;
 use alloy_network::TransactionBuilder;
 use alloy_primitives::Address;
 use alloy_provider::Provider;
@@ -52,7 +53,7 @@ pub async fn deploy<P: Provider>(
             .with_nonce(s.nonce);
         let pending = provider.send_transaction(tx).await.map_err(rpc)?;
         let receipt = pending
-            .get_receipt()
+            .confirm()
             .await
             .map_err(|e| DeployError::Rpc(e.to_string()))?;
         if !receipt.status() {

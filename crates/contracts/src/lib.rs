@@ -12,6 +12,7 @@
 
 pub mod bindings;
 mod config;
+pub mod confirm;
 mod deploy;
 pub mod fees;
 mod genesis;
@@ -19,5 +20,6 @@ mod genesis;
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,
 };
+pub use confirm::{Confirm, ReceiptError};
 pub use deploy::{DeployError, deploy};
 pub use genesis::{GenesisError, predeploy};

@@ -4,6 +4,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
+use openledger_contracts::Confirm;
 use openledger_rpc::{RpcConfig, RpcState};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -132,7 +133,7 @@ pub async fn send_wait(
     p.send_transaction(tx)
         .await
         .expect("send")
-        .get_receipt()
+        .confirm()
         .await
         .expect("receipt")
 }

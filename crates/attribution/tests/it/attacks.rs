@@ -11,6 +11,7 @@ use eyre::{Result, eyre};
 use futures::StreamExt;
 use openledger_attribution::settle::Settlement;
 use openledger_attribution::{AttributionConfig, AttributionService, auth};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -68,7 +69,7 @@ pub(crate) fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
 pub(crate) async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
     c: alloy::contract::CallBuilder<P, T>,
 ) -> Result<()> {
-    let r = c.send().await?.get_receipt().await?;
+    let r = c.send().await?.confirm().await?;
     if !r.status() {
         return Err(eyre!("transaction reverted"));
     }
@@ -431,7 +432,7 @@ async fn escrow_cannot_leave_before_the_answers_it_paid_for_are_settled() -> Res
     let grab = settlement.withdrawEscrow(U256::from(DEPOSIT)).send().await;
     let reverted = match grab {
         Err(_) => true,
-        Ok(p) => !p.get_receipt().await?.status(),
+        Ok(p) => !p.confirm().await?.status(),
     };
     assert!(
         reverted,

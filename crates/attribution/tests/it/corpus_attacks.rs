@@ -7,6 +7,7 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::corpus::{self, CorpusError, RowSource};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::{
     ChainView, ContentStore, DatanetClient, ManifestCheckError, UploadReceipt,
@@ -81,7 +82,7 @@ async fn a_version_cannot_claim_another_datanets_manifest_for_attribution() -> R
         .publishVersion(U256::from(mine), root, U256::from(1), manifest_hash)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
 
     let chain = ChainView::new(

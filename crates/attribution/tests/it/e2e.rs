@@ -12,6 +12,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_contracts::Confirm;
 use openledger_contracts::Contract;
 use openledger_contracts::bindings::{AttributionSettlement, ProtocolParams};
 use openledger_datanet::{ContentStore, DatanetClient};
@@ -204,13 +205,13 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         .value(deposit)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     settlement
         .setAllowance(U256::from(published.model_id), U256::MAX)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     let http = reqwest::Client::new();
     let body = serde_json::json!({
@@ -307,7 +308,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
             .claim()
             .send()
             .await?
-            .get_receipt()
+            .confirm()
             .await?;
         let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
         assert_eq!(wp.get_balance(who.address()).await? + gas, before + owed);

@@ -11,6 +11,7 @@ use alloy_primitives::{Address, B256, U256};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::DatanetClient;
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -34,7 +35,7 @@ fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
 async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
     c: alloy::contract::CallBuilder<P, T>,
 ) -> Result<()> {
-    let r = c.send().await?.get_receipt().await?;
+    let r = c.send().await?.confirm().await?;
     if !r.status() {
         return Err(eyre!("transaction reverted"));
     }
@@ -330,7 +331,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         .claim()
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
     let after = wp.get_balance(winner.address()).await?;

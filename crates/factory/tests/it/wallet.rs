@@ -16,6 +16,7 @@ use axum::routing::post;
 use eyre::Result;
 use fantoccini::Client;
 use fantoccini::wd::WebDriverCompatibleCommand;
+use openledger_contracts::Confirm;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +46,7 @@ impl Wallet {
         let tx = TransactionRequest::default()
             .with_to(address)
             .with_value(U256::from(fund) * U256::from(10u64).pow(U256::from(18)));
-        p.send_transaction(tx).await?.get_receipt().await?;
+        p.send_transaction(tx).await?.confirm().await?;
         let calls = Arc::new(Mutex::new(Vec::new()));
         let inner = Inner {
             signer,

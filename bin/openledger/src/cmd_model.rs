@@ -112,13 +112,27 @@ pub enum ModelCmd {
         #[arg(long)]
         stop: Vec<String>,
     },
-    /// Prefill and decode tokens/s at batch 1 and 16; prints a table and writes JSON.
+    /// Batch-1 prefill and decode tokens/s in each weight format, side by side with llama.cpp
+    /// (f32 and Q8_0 GGUF of the same weights) when --llamacpp names a Python that has it,
+    /// interleaved repeats, medians; accuracy of each format against the f32 NumPy reference;
+    /// then batch 1 vs 16 with 0, 1 and 16 adapters. Prints tables and writes JSON.
     Bench {
-        /// Model directory.
-        dir: PathBuf,
+        /// Model directory (default: the SmolLM2-135M shape with random weights, made once
+        /// under ~/.cache/openledger/shapes).
+        dir: Option<PathBuf>,
         /// Where to write the JSON results.
         #[arg(long, default_value = "bench-out/model.json")]
         out: PathBuf,
+        /// Weight formats to measure.
+        #[arg(long, value_delimiter = ',', default_value = "f32,bf16,int8")]
+        weights: Vec<openledger_model::WeightFormat>,
+        /// A Python with llama-cpp-python, gguf, numpy and safetensors
+        /// (crates/model/benches/llamacpp/compare.py runs under it).
+        #[arg(long)]
+        llamacpp: Option<PathBuf>,
+        /// Interleaved repeats (ours, then llama.cpp, again); medians are reported.
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
     },
 }
 
@@ -264,16 +278,247 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
                 seq.finish
             );
         }
-        ModelCmd::Bench { dir, out } => {
-            let p = Pretrained::load(&dir, &Device::Cpu, DType::F32)?;
-            let rows = openledger_model::bench::throughput(&p.model, &[1, 16], 64, 32)?;
-            println!("{}", openledger_model::bench::table(&rows));
-            if let Some(parent) = out.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
-            println!("wrote {}", out.display());
-        }
+        ModelCmd::Bench {
+            dir,
+            out,
+            weights,
+            llamacpp,
+            repeat,
+        } => bench(dir, out, weights, llamacpp, repeat)?,
     }
     Ok(())
+}
+
+/// One engine × weight format of `model bench`: medians of the interleaved repeats.
+#[derive(serde::Serialize)]
+struct Batch1 {
+    engine: String,
+    weights: String,
+    prefill_tokens_per_s: Vec<f64>,
+    decode_tokens_per_s: Vec<f64>,
+    prefill_median: f64,
+    decode_median: f64,
+    weight_bytes: Option<usize>,
+    /// Largest |logit − NumPy f32 reference| over the 64-token prompt.
+    max_abs_logit_diff_vs_numpy_reference: Option<f64>,
+    /// Mean next-token NLL on held-out text (nats), and its difference from ours in f32.
+    heldout_nll: Option<f64>,
+    heldout_nll_vs_f32: Option<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `openledger model bench`.
+fn bench(
+    dir: Option<PathBuf>,
+    out: PathBuf,
+    formats: Vec<openledger_model::WeightFormat>,
+    llamacpp: Option<PathBuf>,
+    repeat: usize,
+) -> eyre::Result<()> {
+    use openledger_model::bench::{batch1, logits_and_nll};
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            eprintln!("base: the SmolLM2-135M shape, random weights (made once, cached) ...");
+            openledger_model::init::cached_shape(openledger_model::init::Shape::Smollm2_135m)?
+        }
+    };
+    let folder = out
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::fs::create_dir_all(&folder)?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../crates/model/benches/llamacpp/compare.py");
+    let mut models = Vec::new();
+    for f in &formats {
+        let p = Pretrained::load_as(&dir, &Device::Cpu, Some(*f))?;
+        models.push((*f, p));
+    }
+    let cfg = models
+        .first()
+        .map(|m| m.1.config.clone())
+        .ok_or_else(|| eyre::eyre!("no weight format to measure"))?;
+    let (prompt_len, steps) = (64, 32);
+    let mut ours: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); models.len()];
+    let mut theirs: Vec<serde_json::Value> = Vec::new();
+    for rep in 0..repeat.max(1) {
+        for (k, (f, p)) in models.iter().enumerate() {
+            let (pre, dec) = batch1(&p.model, prompt_len, steps)?;
+            println!(
+                "repeat {rep}: openledger {:>5}: prefill {pre:>8.1} tok/s  decode {dec:>7.1} tok/s",
+                f.name()
+            );
+            ours[k].0.push(pre);
+            ours[k].1.push(dec);
+        }
+        if let Some(py) = &llamacpp {
+            let json = folder.join("llamacpp-run.json");
+            let status = std::process::Command::new(py)
+                .arg(&script)
+                .arg(&dir)
+                .arg(&json)
+                .args(["--types", "f32,q8_0", "--repeat", "1"])
+                .stdout(std::process::Stdio::null())
+                .status()?;
+            eyre::ensure!(status.success(), "{} failed", script.display());
+            let runs: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&json)?)?;
+            for r in runs {
+                let (pre, dec) = (
+                    r["prefill_tokens_per_s"][0].as_f64().unwrap_or(0.0),
+                    r["decode_tokens_per_s"][0].as_f64().unwrap_or(0.0),
+                );
+                println!(
+                    "repeat {rep}: llama.cpp  {:>5}: prefill {pre:>8.1} tok/s  decode {dec:>7.1} tok/s",
+                    r["weights"].as_str().unwrap_or("?")
+                );
+                theirs.push(r);
+            }
+        }
+    }
+    // accuracy of each format: the NumPy f32 reference on the bench prompt (when a Python
+    // with numpy is at hand), and held-out NLL on text the generated corpus writes
+    let prompt: Vec<u32> = (0..prompt_len)
+        .map(|i| ((i * 31 + 3) % cfg.vocab_size) as u32)
+        .collect();
+    let reference = match &llamacpp {
+        Some(py) => {
+            let tmp = folder.join("reference-logits.safetensors");
+            let ids: Vec<String> = prompt.iter().map(|i| i.to_string()).collect();
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../crates/model/tests/reference/reference.py");
+            let ok = std::process::Command::new(py)
+                .arg(script)
+                .args(["logits"])
+                .arg(&dir)
+                .arg(ids.join(","))
+                .arg(&tmp)
+                .status()?
+                .success();
+            eyre::ensure!(ok, "the NumPy reference failed");
+            let mut m = openledger_model::load_safetensors(&tmp, &Device::Cpu)?;
+            m.remove("logits")
+        }
+        None => None,
+    };
+    let text = openledger_model::init::World::new(9)
+        .documents(40, 99)
+        .join(" ");
+    let mut rows = Vec::new();
+    let mut f32_nll = None;
+    for (k, (f, p)) in models.iter().enumerate() {
+        let heldout = p.encode(&text)?;
+        let heldout = &heldout[..heldout.len().min(256)];
+        let (_, nll) = logits_and_nll(&p.model, heldout)?;
+        if *f == openledger_model::WeightFormat::F32 {
+            f32_nll = Some(nll);
+        }
+        let diff = match &reference {
+            Some(want) => {
+                let (got, _) = logits_and_nll(&p.model, &prompt)?;
+                Some(f64::from(
+                    (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?,
+                ))
+            }
+            None => None,
+        };
+        rows.push(Batch1 {
+            engine: "openledger".into(),
+            weights: f.name().into(),
+            prefill_median: median(&ours[k].0),
+            decode_median: median(&ours[k].1),
+            prefill_tokens_per_s: ours[k].0.clone(),
+            decode_tokens_per_s: ours[k].1.clone(),
+            weight_bytes: Some(p.model.weight_bytes()),
+            max_abs_logit_diff_vs_numpy_reference: diff,
+            heldout_nll: Some(nll),
+            heldout_nll_vs_f32: None,
+        });
+    }
+    for r in rows.iter_mut() {
+        r.heldout_nll_vs_f32 = r.heldout_nll.zip(f32_nll).map(|(a, b)| a - b);
+    }
+    for t in ["f32", "q8_0"] {
+        let runs: Vec<&serde_json::Value> = theirs.iter().filter(|r| r["weights"] == t).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let col =
+            |key: &str| -> Vec<f64> { runs.iter().filter_map(|r| r[key][0].as_f64()).collect() };
+        let (pre, dec) = (col("prefill_tokens_per_s"), col("decode_tokens_per_s"));
+        rows.push(Batch1 {
+            engine: runs[0]["engine"].as_str().unwrap_or("llama.cpp").into(),
+            weights: t.into(),
+            prefill_median: median(&pre),
+            decode_median: median(&dec),
+            prefill_tokens_per_s: pre,
+            decode_tokens_per_s: dec,
+            weight_bytes: None,
+            max_abs_logit_diff_vs_numpy_reference: runs[0]["max_abs_logit_diff_vs_numpy_reference"]
+                .as_f64(),
+            heldout_nll: None,
+            heldout_nll_vs_f32: None,
+        });
+    }
+    println!(
+        "\nbatch 1, {} ({} parameters), medians of {repeat} interleaved repeats",
+        dir.display(),
+        cfg.num_parameters()
+    );
+    println!(
+        "{:<58} {:>6} {:>10} {:>10} {:>10} {:>11} {:>10}",
+        "engine", "weights", "MB", "prefill/s", "decode/s", "max|Δlogit|", "ΔNLL"
+    );
+    for r in &rows {
+        println!(
+            "{:<58} {:>6} {:>10} {:>10.1} {:>10.1} {:>11} {:>10}",
+            r.engine,
+            r.weights,
+            r.weight_bytes
+                .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1e6)),
+            r.prefill_median,
+            r.decode_median,
+            r.max_abs_logit_diff_vs_numpy_reference
+                .map_or("-".into(), |d| format!("{d:.2e}")),
+            r.heldout_nll_vs_f32
+                .map_or("-".into(), |d| format!("{d:+.4}")),
+        );
+    }
+    let find = |e: &str, w: &str| {
+        rows.iter()
+            .find(|r| r.engine.starts_with(e) && r.weights == w)
+            .map(|r| r.decode_median)
+    };
+    let mut ratios = serde_json::Map::new();
+    for (ours_w, theirs_w) in [("f32", "f32"), ("bf16", "f32"), ("int8", "q8_0")] {
+        if let (Some(a), Some(b)) = (find("openledger", ours_w), find("llama.cpp", theirs_w)) {
+            println!(
+                "decode, openledger {ours_w} ÷ llama.cpp {theirs_w}: {:.2}×",
+                a / b
+            );
+            ratios.insert(format!("{ours_w}_vs_llamacpp_{theirs_w}"), (a / b).into());
+        }
+    }
+    // batch 1 vs 16, with adapters (the first format)
+    let (_, p) = &models[0];
+    let more = openledger_model::bench::throughput(&p.model, &[1, 16], 64, 32)?;
+    println!("\n{}", openledger_model::bench::table(&more));
+    let report = serde_json::json!({
+        "model_dir": dir, "parameters": cfg.num_parameters(), "repeat": repeat,
+        "threads": candle_core_threads(),
+        "batch1": rows, "decode_ratios": ratios, "batched": more,
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Threads of the CPU kernels (the rayon pool).
+fn candle_core_threads() -> usize {
+    openledger_model::candle::utils::get_num_threads()
 }

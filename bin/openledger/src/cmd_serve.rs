@@ -144,9 +144,14 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
 /// Options of `openledger bench serve`.
 #[derive(clap::Args, Debug)]
 pub struct BenchServeArgs {
-    /// Base model directory (default: the `small` preset, made once into bench-out/base-small).
+    /// Base model directory (default: the SmolLM2-135M shape with random weights, made once
+    /// under ~/.cache/openledger/shapes).
     #[arg(long)]
     base: Option<PathBuf>,
+    /// How the base weights are held: f32, bf16 or int8 (default: as the checkpoint stores
+    /// them).
+    #[arg(long)]
+    weights: Option<openledger_model::WeightFormat>,
     /// Numbers of distinct adapters.
     #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
     adapters: Vec<usize>,
@@ -193,27 +198,16 @@ pub async fn bench_serve(a: BenchServeArgs) -> eyre::Result<()> {
     let base = match a.base {
         Some(b) => b,
         None => {
-            let dir = PathBuf::from("bench-out/base-small");
-            if !dir.join("config.json").exists() {
-                eprintln!(
-                    "making the small base model in {} (a few minutes) ...",
-                    dir.display()
-                );
-                let d = dir.clone();
-                tokio::task::spawn_blocking(move || {
-                    let opts = openledger_model::init::InitOptions::preset(
-                        openledger_model::init::Preset::Small,
-                        42,
-                    );
-                    openledger_model::init::init(&d, &opts, |_| {})
-                })
-                .await??;
-            }
-            dir
+            eprintln!("base: the SmolLM2-135M shape, random weights (made once, cached) ...");
+            tokio::task::spawn_blocking(|| {
+                openledger_model::init::cached_shape(openledger_model::init::Shape::Smollm2_135m)
+            })
+            .await??
         }
     };
     let opts = BenchOptions {
         base_dir: base,
+        weights: a.weights,
         adapters: a.adapters,
         ranks: a.ranks,
         targets: if a.targets.iter().any(|t| t == "all") {
@@ -242,12 +236,17 @@ pub async fn bench_serve(a: BenchServeArgs) -> eyre::Result<()> {
         "cold load (disk → RAM, rank 16): p50 {:.2} ms, p90 {:.2} ms",
         report.cold_load_r16_p50_ms, report.cold_load_r16_p90_ms
     );
-    for (r, b) in &report.ram_per_adapter {
+    for ((r, b), (_, x)) in report.ram_per_adapter.iter().zip(&report.ram_vs_f32_params) {
         println!(
-            "RAM per resident adapter, rank {r}: {:.1} KiB",
+            "RAM per resident adapter, rank {r}: {:.1} KiB ({x:.2}× its f32 parameter bytes)",
             *b as f64 / 1024.0
         );
     }
+    println!(
+        "base weights held as {}: {:.1} MB",
+        report.base_weights.0,
+        report.base_weights.1 as f64 / 1e6
+    );
     for ((r, one), (_, naive)) in report
         .ratio_vs_one_adapter
         .iter()

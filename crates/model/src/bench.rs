@@ -89,6 +89,24 @@ fn run_one(
     ))
 }
 
+/// Batch-1 prefill and decode tokens/s of the base model with the prompt llama.cpp's
+/// comparison uses (token i = (31 i + 3) mod vocab).
+pub fn batch1(model: &Model, prompt_len: usize, decode_steps: usize) -> Result<(f64, f64)> {
+    run_one(model, 1, &BatchAdapters::none(1), prompt_len, decode_steps)
+}
+
+/// Last-position logits of `ids` fed one chunk (prefill), `[len, vocab]` for every position,
+/// and the mean negative log-likelihood of each next token, in nats.
+pub fn logits_and_nll(model: &Model, ids: &[u32]) -> Result<(candle_core::Tensor, f64)> {
+    let x = candle_core::Tensor::new(ids, model.device())?.unsqueeze(0)?;
+    let logits = model.forward(&x, &BatchAdapters::none(1))?.squeeze(0)?;
+    let n = ids.len();
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(0, 0, n - 1)?, 1)?;
+    let next = candle_core::Tensor::new(&ids[1..], model.device())?.unsqueeze(1)?;
+    let nll = lp.gather(&next, 1)?.mean_all()?.to_scalar::<f32>()?;
+    Ok((logits, -f64::from(nll)))
+}
+
 /// Measures each batch size without adapters, and the largest one with one shared adapter and
 /// with one distinct adapter per sequence (rank 8 on q_proj and v_proj, PEFT's default targets).
 pub fn throughput(
@@ -155,6 +173,34 @@ pub fn throughput(
     let distinct = BatchAdapters::new(adapters, (0..b).map(Some).collect())?;
     add(b, b, &distinct, &mut rows)?;
     Ok(rows)
+}
+
+/// The rate (GFLOP/s) of the dense kernel multiplying `rows` rows by a random `[out, in]`
+/// weight held in `format` (best of three timings).
+pub fn dense_gflops(
+    out: usize,
+    inp: usize,
+    rows: usize,
+    format: crate::WeightFormat,
+) -> Result<f64> {
+    use candle_core::{Device, Tensor};
+    let w = Tensor::randn(0f32, 0.02, (out, inp), &Device::Cpu)?;
+    let d = Arc::new(crate::dense::Dense::from_tensor(&w, format)?);
+    let x = Tensor::randn(0f32, 1.0, (rows, inp), &Device::Cpu)?;
+    let op = || -> Result<Tensor> {
+        Ok(x.apply_op1_arc(Arc::new(Box::new(crate::dense::DenseOp(d.clone()))))?)
+    };
+    op()?; // warm
+    let reps = (2_000_000_000 / (2 * rows * out * inp)).clamp(4, 2_000);
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            std::hint::black_box(op()?);
+        }
+        best = best.max((2 * rows * out * inp * reps) as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    Ok(best)
 }
 
 /// A plain-text table of the rows.

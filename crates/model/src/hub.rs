@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use crate::config::{Config, GenerationConfig};
+use crate::dense::WeightFormat;
 use crate::error::{Error, Result, read_json};
 use crate::model::Model;
 use crate::weights::{check_weights, load_model_weights};
@@ -212,6 +213,53 @@ pub struct Pretrained {
     pub add_bos: bool,
 }
 
+/// The format a checkpoint stores its weights in: bf16 for bf16 and f16 files, else f32 (read
+/// from the safetensors header of the embedding, without loading any weight).
+pub fn stored_format(dir: &Path) -> Result<WeightFormat> {
+    let single = dir.join("model.safetensors");
+    let file = if single.exists() {
+        single
+    } else {
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: std::collections::HashMap<String, String>,
+        }
+        let index: Index = read_json(&dir.join("model.safetensors.index.json"))?;
+        let shard = index
+            .weight_map
+            .get("model.embed_tokens.weight")
+            .ok_or_else(|| Error::MissingTensor("model.embed_tokens.weight".into()))?;
+        dir.join(shard)
+    };
+    let mut f = std::fs::File::open(&file).map_err(|e| Error::io(&file, e))?;
+    let bad = |reason: &str| Error::Safetensors {
+        path: file.clone(),
+        reason: reason.into(),
+    };
+    use std::io::Read;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("shorter than its header length"))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        return Err(bad("header longer than 100 MiB"));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|_| bad("truncated header"))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| bad("header is not JSON"))?;
+    let dtype = v
+        .get("model.embed_tokens.weight")
+        .and_then(|t| t.get("dtype"))
+        .and_then(|d| d.as_str())
+        .unwrap_or("F32");
+    Ok(match dtype {
+        "BF16" | "F16" => WeightFormat::Bf16,
+        _ => WeightFormat::F32,
+    })
+}
+
 /// `add_bos_token` of `tokenizer_config.json` (see [`Pretrained::add_bos`]).
 fn add_bos_token(path: &Path) -> Result<bool> {
     if !path.exists() {
@@ -228,16 +276,43 @@ impl Pretrained {
     /// Loads `dir` onto `device` in `dtype` (f32 or bf16 on CPU). Every file is checked:
     /// missing or truncated safetensors, tensors of the wrong dtype or shape, and malformed
     /// JSON are errors naming the file or tensor.
+    ///
+    /// On the CPU the activations are f32 and the weights are held as `dtype` says (f32, or
+    /// bf16 widened in registers); see [`Self::load_as`] for int8 and as-stored.
     pub fn load(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::load_inner(dir, device, dtype)
+        let format = match dtype {
+            DType::F32 => Some(WeightFormat::F32),
+            DType::BF16 => Some(WeightFormat::Bf16),
+            _ => None,
+        };
+        Self::load_inner(dir, device, dtype, format)
     }
 
-    fn load_inner(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+    /// Loads `dir` with the frozen weights held in `format` on the CPU (activations f32);
+    /// `None` keeps the format the checkpoint stores (bf16 and f16 as bf16, else f32).
+    pub fn load_as(dir: &Path, device: &Device, format: Option<WeightFormat>) -> Result<Self> {
+        let format = match format {
+            Some(f) => f,
+            None => stored_format(dir)?,
+        };
+        let dtype = match format {
+            WeightFormat::Bf16 => DType::BF16,
+            WeightFormat::F32 | WeightFormat::Int8 => DType::F32,
+        };
+        Self::load_inner(dir, device, dtype, Some(format))
+    }
+
+    fn load_inner(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        format: Option<WeightFormat>,
+    ) -> Result<Self> {
         let config = Config::from_file(&dir.join("config.json"))?;
         let weights = load_model_weights(dir, device)?;
         check_weights(&config, &weights)?;
         let vb = VarBuilder::from_tensors(weights, dtype, device);
-        let model = Model::new(&config, vb)?;
+        let model = Model::new_as(&config, vb, format)?;
         let tok_path = dir.join("tokenizer.json");
         let tokenizer = if tok_path.exists() {
             Some(load_tokenizer(&tok_path)?)

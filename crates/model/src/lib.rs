@@ -1,13 +1,16 @@
 //! Llama-family language models with PEFT LoRA adapters, on candle.
 //!
-//! - [`Model`]: Llama / Mistral / Qwen2 decoder (RMSNorm, RoPE, GQA, SwiGLU), loaded from a
-//!   Hugging Face directory with [`Pretrained::load`]; f32 or bf16, device-generic.
+//! - [`Model`]: Llama / Mistral / Qwen2 decoder (RMSNorm, RoPE with linear or Llama 3
+//!   scaling, GQA, SwiGLU), loaded from a Hugging Face directory with [`Pretrained::load`] /
+//!   [`Pretrained::load_as`]; on the CPU the frozen weights are held as f32, bf16 (as stored)
+//!   or int8 ([`WeightFormat`]) and the activations are f32.
 //! - [`LoraAdapter`]: PEFT adapters (load, save, trainable); [`BatchAdapters`] tells one forward
 //!   pass which adapter each sequence uses, so rows of different adapters share a batch.
 //! - [`generate`]: KV-cached decoding with greedy / temperature / top-k / top-p sampling,
 //!   repetition penalty, stop strings and tokens, seeded reproducible sampling, streaming.
 //! - [`init`]: builds a small base model from scratch (generated corpus, BPE tokenizer,
-//!   pre-training) and [`info`] identifies a model directory by a content hash.
+//!   pre-training), or a random-weight directory in the exact layout of a real checkpoint
+//!   ([`init::Shape`]); [`info`] identifies a model directory by a content hash.
 //!
 //! ```
 //! # fn main() -> Result<(), openledger_model::Error> {
@@ -30,6 +33,7 @@
 pub mod bench;
 pub mod blob;
 mod config;
+mod dense;
 mod error;
 mod generate;
 mod hub;
@@ -44,11 +48,12 @@ mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use config::{Config, GenerationConfig, ModelType, RopeScaling, TokenIds};
+pub use dense::WeightFormat;
 pub use error::{Error, Result};
 pub use generate::{
     FinishReason, Sampler, SamplingParams, Sequence, TokenOut, decode_step, generate,
 };
-pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer};
+pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer, stored_format};
 pub use info::{FileEntry, ModelInfo, content_hash, info};
 pub use kv::KvCache;
 pub use linear::BatchAdapters;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 
+use crate::dense::{Dense, DenseOp, WeightFormat, bf16, fma8};
 use crate::error::{Error, Result};
 use crate::lora::{LoraAdapter, LoraPair, Proj};
 use crate::profile::{self, Phase};
@@ -121,6 +122,106 @@ pub(crate) enum RowPlan {
     },
 }
 
+impl RowPlan {
+    /// The plan for a subset of the rows (`rows[i]` = the row the i-th new row was).
+    pub(crate) fn select(&self, rows: &[u32], device: &Device) -> Result<RowPlan> {
+        Ok(match self {
+            RowPlan::Base => RowPlan::Base,
+            RowPlan::Whole(a) => RowPlan::Whole(a.clone()),
+            RowPlan::Rows {
+                adapters, row_slot, ..
+            } => {
+                let picked: Vec<u32> = rows
+                    .iter()
+                    .map(|&r| row_slot.get(r as usize).copied().unwrap_or(0))
+                    .collect();
+                RowPlan::Rows {
+                    adapters: adapters.clone(),
+                    slots: Tensor::from_vec(picked.clone(), picked.len(), device)?,
+                    row_slot: picked,
+                }
+            }
+        })
+    }
+
+    /// Adds the LoRA of a model-level module (the output head) to `y` = base output for `x`:
+    /// `pair_of` picks each adapter's pair; `dims` = (in, out).
+    pub(crate) fn add_module(
+        &self,
+        x: &Tensor,
+        y: Tensor,
+        pair_of: impl Fn(&LoraAdapter) -> Option<&LoraPair>,
+        dims: (usize, usize),
+    ) -> Result<Tensor> {
+        match self {
+            RowPlan::Base => Ok(y),
+            RowPlan::Whole(adapter) => match pair_of(adapter) {
+                None => Ok(y),
+                Some(pair) => {
+                    let dt = x.dtype();
+                    let (a, b) = (pair.a.to_dtype(dt)?, pair.b.to_dtype(dt)?);
+                    Ok((y + (x.matmul(&a.t()?)?.matmul(&b.t()?)? * pair.scale)?)?)
+                }
+            },
+            RowPlan::Rows {
+                adapters,
+                row_slot,
+                slots,
+            } => {
+                let pairs: Vec<Option<&LoraPair>> = adapters.iter().map(|a| pair_of(a)).collect();
+                if pairs.iter().all(Option::is_none) {
+                    return Ok(y);
+                }
+                let y = y.contiguous()?;
+                if rows_cpu_add(x, &pairs, row_slot, &y, dims)? {
+                    return Ok(y);
+                }
+                Ok((y + rows_gathered(x, &pairs, slots, dims)?)?)
+            }
+        }
+    }
+
+    /// The embedding LoRA of every row: `s·B·A[:, token]` per row whose adapter has one
+    /// (`[rows, hidden]`), `None` when no row's does. Differentiable for a whole-batch adapter.
+    pub(crate) fn embed_delta(&self, ids: &Tensor, hidden: usize) -> Result<Option<Tensor>> {
+        let delta = |pair: &LoraPair, ids: &Tensor| -> Result<Tensor> {
+            let a = pair.a.index_select(ids, 1)?.t()?; // [n, r]
+            let dt = a.dtype();
+            Ok((a.matmul(&pair.b.to_dtype(dt)?.t()?)? * pair.scale)?)
+        };
+        match self {
+            RowPlan::Base => Ok(None),
+            RowPlan::Whole(adapter) => adapter.embed_pair().map(|p| delta(p, ids)).transpose(),
+            RowPlan::Rows {
+                adapters, row_slot, ..
+            } => {
+                if adapters.iter().all(|a| a.embed_pair().is_none()) {
+                    return Ok(None);
+                }
+                let dev = ids.device();
+                let all = ids.to_vec1::<u32>()?;
+                let mut out = Tensor::zeros((all.len(), hidden), DType::F32, dev)?;
+                for (k, adapter) in adapters.iter().enumerate() {
+                    let Some(pair) = adapter.embed_pair() else {
+                        continue;
+                    };
+                    let rows: Vec<u32> = (0..all.len() as u32)
+                        .filter(|&r| row_slot[r as usize] == k as u32 + 1)
+                        .collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let toks: Vec<u32> = rows.iter().map(|&r| all[r as usize]).collect();
+                    let n = rows.len();
+                    let d = delta(pair, &Tensor::from_vec(toks, n, dev)?)?.to_dtype(DType::F32)?;
+                    out = out.index_add(&Tensor::from_vec(rows, n, dev)?, &d, 0)?;
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+}
+
 /// Read access to the f32 data of a contiguous CPU tensor.
 pub(crate) struct CpuView<'a> {
     guard: candle_core::StorageRef<'a>,
@@ -141,6 +242,32 @@ impl<'a> CpuView<'a> {
     pub(crate) fn slice(&self) -> &[f32] {
         match &*self.guard {
             Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => &[],
+        }
+    }
+}
+
+/// Read access to the bf16 data (as bits) of a contiguous CPU tensor.
+pub(crate) struct Bf16View<'a> {
+    guard: candle_core::StorageRef<'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Bf16View<'a> {
+    pub(crate) fn new(t: &'a Tensor) -> Option<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let (start, end) = layout.contiguous_offsets()?;
+        match &*guard {
+            Storage::Cpu(CpuStorage::BF16(_)) => Some(Bf16View { guard, start, end }),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn bits(&self) -> &[u16] {
+        use half::slice::HalfFloatSliceExt;
+        match &*self.guard {
+            Storage::Cpu(CpuStorage::BF16(v)) => v[self.start..self.end].reinterpret_cast(),
             _ => &[],
         }
     }
@@ -402,27 +529,6 @@ fn widen8(b: &[u16; 8]) -> [f32; 8] {
     v
 }
 
-/// a·b + c over eight lanes: one fused multiply-add where the dispatched SIMD is eight lanes
-/// wide (AVX2 + FMA), lane by lane otherwise.
-#[inline(always)]
-fn fma8<S: pulp::Simd>(simd: S, a: [f32; 8], b: [f32; 8], c: [f32; 8]) -> [f32; 8] {
-    if S::F32_LANES == 8 {
-        bytemuck::cast(simd.mul_add_e_f32s(bytemuck::cast(a), bytemuck::cast(b), bytemuck::cast(c)))
-    } else {
-        let mut r = c;
-        for l in 0..8 {
-            r[l] += a[l] * b[l];
-        }
-        r
-    }
-}
-
-/// A bf16 (its bits) as f32: exact.
-#[inline(always)]
-fn bf16(bits: u16) -> f32 {
-    f32::from_bits(u32::from(bits) << 16)
-}
-
 /// [`row_kernel`] as an in-place op on the base matmul's output, which candle hands over
 /// with its storage locked for writing.
 struct AddRows<'a, 'p> {
@@ -462,29 +568,44 @@ impl candle_core::InplaceOp1 for AddRows<'_, '_> {
     }
 }
 
+/// The base weight of a projection.
+#[derive(Clone, Debug)]
+pub(crate) enum BaseWeight {
+    /// A tensor: a training variable (read live, so each optimiser step shows), or a frozen
+    /// weight off the CPU / in a compute dtype other than f32.
+    Tensor {
+        /// `W`, `[out, in]` as Hugging Face stores it; for a frozen weight the transposed
+        /// view of `wt`.
+        weight: Tensor,
+        /// `Wᵀ`, `[in, out]`, contiguous, when frozen: candle's gemm then reads its right-hand
+        /// side row by row (1.5–4.8× faster at 2–16 rows than through a transposed view).
+        wt: Option<Tensor>,
+    },
+    /// A frozen weight on the CPU, held in its [`WeightFormat`] and multiplied by the dense
+    /// kernel (`dense.rs`).
+    Dense(Arc<Dense>),
+}
+
 /// A projection `y = x·Wᵀ (+ b)` plus per-row LoRA deltas.
 #[derive(Clone, Debug)]
 pub(crate) struct LoraLinear {
-    /// `W`, `[out, in]` as Hugging Face stores it. A frozen weight is held once: this is then
-    /// the transposed view of [`Self::wt`].
-    pub(crate) weight: Tensor,
-    /// `Wᵀ`, `[in, out]`, contiguous, when the weight is frozen. The base matmul then reads its
-    /// right-hand side row by row, which candle's gemm does 1.5–4.8× faster than through a
-    /// transposed view at 2–16 rows and 1.1–1.7× at 64 (crates/model/README.md).
-    /// `None` for a variable being trained: a copy would go stale when the optimiser steps.
-    wt: Option<Tensor>,
+    pub(crate) base: BaseWeight,
     pub(crate) bias: Option<Tensor>,
+    out: usize,
+    inp: usize,
     layer: usize,
     proj: Proj,
 }
 
 impl LoraLinear {
+    /// Reads `{proj}.weight` (and `.bias`); a frozen weight on the CPU is held in `format`.
     pub(crate) fn new(
         vb: candle_nn::VarBuilder,
         cfg: &crate::Config,
         layer: usize,
         proj: Proj,
         bias: bool,
+        format: Option<WeightFormat>,
     ) -> Result<Self> {
         let (out, inp) = proj.dims(cfg);
         let vb = vb.pp(proj.name());
@@ -494,16 +615,42 @@ impl LoraLinear {
         } else {
             None
         };
-        Self::from_weight(weight, bias, layer, proj)
+        match format {
+            Some(f) if weight.device().is_cpu() && !weight.is_variable() => {
+                let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
+                Ok(Self::dense(
+                    Arc::new(Dense::from_tensor(&weight, f)?),
+                    bias,
+                    layer,
+                    proj,
+                ))
+            }
+            _ => Self::from_weight(weight, bias, layer, proj),
+        }
     }
 
-    /// A projection of `weight` `[out, in]`; a frozen weight is laid out transposed.
+    /// A projection over a dense weight.
+    pub(crate) fn dense(d: Arc<Dense>, bias: Option<Tensor>, layer: usize, proj: Proj) -> Self {
+        let (out, inp) = d.dims();
+        LoraLinear {
+            base: BaseWeight::Dense(d),
+            bias,
+            out,
+            inp,
+            layer,
+            proj,
+        }
+    }
+
+    /// A projection of the tensor `weight` `[out, in]`; a frozen weight is laid out
+    /// transposed.
     pub(crate) fn from_weight(
         weight: Tensor,
         bias: Option<Tensor>,
         layer: usize,
         proj: Proj,
     ) -> Result<Self> {
+        let (out, inp) = weight.dims2()?;
         let (weight, wt) = if weight.is_variable() {
             (weight, None)
         } else {
@@ -511,21 +658,51 @@ impl LoraLinear {
             (wt.t()?, Some(wt))
         };
         Ok(LoraLinear {
-            weight,
-            wt,
+            base: BaseWeight::Tensor { weight, wt },
             bias,
+            out,
+            inp,
             layer,
             proj,
+        })
+    }
+
+    /// `W` `[out, in]` (for a dense weight: its values as f32, a copy).
+    pub(crate) fn weight(&self) -> Result<Tensor> {
+        match &self.base {
+            BaseWeight::Tensor { weight, .. } => Ok(weight.clone()),
+            BaseWeight::Dense(d) => d.to_tensor(&candle_core::Device::Cpu),
+        }
+    }
+
+    /// Bytes of the base weight in memory.
+    pub(crate) fn weight_bytes(&self) -> usize {
+        match &self.base {
+            BaseWeight::Tensor { weight, .. } => {
+                weight.elem_count() * weight.dtype().size_in_bytes()
+            }
+            BaseWeight::Dense(d) => d.bytes(),
+        }
+    }
+
+    /// `x·Wᵀ` `[rows, in]` → `[rows, out]`, without bias or adapters.
+    fn base_matmul(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.base {
+            BaseWeight::Dense(d) if x.device().is_cpu() && x.dtype() == DType::F32 => x
+                .contiguous()?
+                .apply_op1_arc(Arc::new(Box::new(DenseOp(d.clone()))))?,
+            BaseWeight::Dense(d) => {
+                x.matmul(&d.to_tensor(x.device())?.to_dtype(x.dtype())?.t()?)?
+            }
+            BaseWeight::Tensor { wt: Some(wt), .. } => x.matmul(wt)?,
+            BaseWeight::Tensor { weight, .. } => x.matmul(&weight.t()?)?,
         })
     }
 
     /// x: [rows, in] → [rows, out].
     pub(crate) fn forward(&self, x: &Tensor, plan: &RowPlan) -> Result<Tensor> {
         let timer = profile::time(Phase::BaseMatmul);
-        let mut y = match &self.wt {
-            Some(wt) => x.matmul(wt)?,
-            None => x.matmul(&self.weight.t()?)?,
-        };
+        let mut y = self.base_matmul(x)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
@@ -544,8 +721,10 @@ impl LoraLinear {
                     Ok(y)
                 }
                 Some(pair) => {
-                    // shrink to rank r, then expand
-                    let d = (x.matmul(&pair.a.t()?)?.matmul(&pair.b.t()?)? * pair.scale)?;
+                    // shrink to rank r, then expand (in the activations' dtype)
+                    let dt = x.dtype();
+                    let (a, b) = (pair.a.to_dtype(dt)?, pair.b.to_dtype(dt)?);
+                    let d = (x.matmul(&a.t()?)?.matmul(&b.t()?)? * pair.scale)?;
                     Ok((y + d)?)
                 }
             },
@@ -570,13 +749,7 @@ impl LoraLinear {
         }
     }
 
-    /// Per-row LoRA on the CPU in f32, one pass over the rows, added in place to `y`
-    /// `[rows, out]` (the fresh output of the base matmul): for row i with adapter k,
-    /// h = s_k·A_k·x_i (rank r_k), y_i += B_k·h. Ranks may differ between rows; rows with no
-    /// adapter (or whose adapter leaves this projection alone) are left as they are. `false`
-    /// (and `y` untouched) when the tensors are not contiguous f32 on the CPU; then
-    /// [`Self::bgmv_gathered`] runs. Not differentiable: serving only (training takes
-    /// [`RowPlan::Whole`]).
+    /// [`rows_cpu_add`] for this projection.
     fn bgmv_cpu_add(
         &self,
         x: &Tensor,
@@ -584,128 +757,177 @@ impl LoraLinear {
         row_slot: &[u32],
         y: &Tensor,
     ) -> Result<bool> {
-        if !x.device().is_cpu() || x.dtype() != DType::F32 || y.dtype() != DType::F32 {
-            return Ok(false);
-        }
-        let (out, inp) = self.weight.dims2()?;
-        let x = x.contiguous()?;
-        let Some(xv) = CpuView::new(&x) else {
-            return Ok(false);
-        };
-        // read guards on the f32 data of pairs without a packed copy first, then plain slices
-        // (of those or of the packed copies), which the kernel's threads share
-        let mut views = Vec::with_capacity(pairs.len());
-        for p in pairs {
-            views.push(match p {
-                Some(p) if p.packed().is_none() => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
-                    (Some(a), Some(b)) => Some((a, b)),
-                    _ => return Ok(false),
-                },
-                _ => None,
-            });
-        }
-        let mut host = Vec::with_capacity(pairs.len());
-        for (p, v) in pairs.iter().zip(&views) {
-            host.push(match (p, v) {
-                (None, _) => None,
-                (Some(p), Some((a, b))) => Some(HostPair::Plain {
-                    a: a.slice(),
-                    b: b.slice(),
-                    r: p.a.dim(0)?,
-                    scale: p.scale as f32,
-                }),
-                (Some(p), None) => p.packed().map(|k| HostPair::Packed {
-                    a: &k.a,
-                    bt: &k.bt,
-                    scale: p.scale as f32,
-                }),
-            });
-        }
-        let xs = xv.slice();
-        let rows = row_slot.len();
-        if xs.len() != rows * inp {
-            return Err(Error::InvalidArgument(format!(
-                "{} rows of {inp} features expected, got {} values",
-                rows,
-                xs.len()
-            )));
-        }
-        if y.dims() != [rows, out] || !y.is_contiguous() {
-            return Ok(false);
-        }
-        y.inplace_op1(&AddRows {
-            xs,
-            row_slot,
-            pairs: &host,
-            dims: (inp, out),
-        })?;
-        Ok(true)
+        rows_cpu_add(x, pairs, row_slot, y, (self.inp, self.out))
     }
 
-    /// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
-    /// the largest rank (padded rows of A and columns of B add nothing), stacked once with a
-    /// zero slot for rows without an adapter, gathered per row, two batched matmuls.
+    /// [`rows_gathered`] for this projection.
     fn bgmv_gathered(
         &self,
         x: &Tensor,
         pairs: &[Option<&LoraPair>],
         slots: &Tensor,
     ) -> Result<Tensor> {
-        let (dt, dev) = (x.dtype(), x.device());
-        let (out, inp) = self.weight.dims2()?;
-        let mut rank = 0;
-        for p in pairs.iter().flatten() {
-            rank = rank.max(p.a.dim(0)?);
-        }
-        let mut a = vec![Tensor::zeros((rank, inp), dt, dev)?];
-        let mut b = vec![Tensor::zeros((out, rank), dt, dev)?];
-        for p in pairs {
-            match p {
-                None => {
-                    a.push(a[0].clone());
-                    b.push(b[0].clone());
-                }
-                Some(p) => {
-                    let pad = rank - p.a.dim(0)?;
-                    a.push(p.a.to_dtype(dt)?.pad_with_zeros(0, 0, pad)?);
-                    b.push((p.b.to_dtype(dt)? * p.scale)?.pad_with_zeros(1, 0, pad)?);
-                }
-            }
-        }
-        let a = Tensor::stack(&a, 0)?.index_select(slots, 0)?; // [rows, r, in]
-        let b = Tensor::stack(&b, 0)?.index_select(slots, 0)?; // [rows, out, r]
-        Ok(x.unsqueeze(1)?
-            .matmul(&a.transpose(1, 2)?)?
-            .matmul(&b.transpose(1, 2)?)?
-            .squeeze(1)?)
+        rows_gathered(x, pairs, slots, (self.inp, self.out))
     }
 
-    /// W + s·B·A (computed in f32).
+    /// W + s·B·A (computed in f32; a dense weight is stored again in its format).
     pub(crate) fn merged(&self, adapter: &LoraAdapter) -> Result<Self> {
         let Some(pair) = adapter.pair(self.layer, self.proj) else {
             return Ok(self.clone());
         };
-        let dt = self.weight.dtype();
         let f = candle_core::DType::F32;
         let (a, b) = (pair.a.to_dtype(f)?, pair.b.to_dtype(f)?);
-        match &self.wt {
+        match &self.base {
+            BaseWeight::Dense(d) => {
+                let delta = (b.matmul(&a)? * pair.scale)?.to_device(&candle_core::Device::Cpu)?;
+                let w = (d.to_tensor(&candle_core::Device::Cpu)? + delta)?;
+                let d = Dense::from_tensor(&w, d.format())?;
+                Ok(Self::dense(
+                    Arc::new(d),
+                    self.bias.clone(),
+                    self.layer,
+                    self.proj,
+                ))
+            }
             // Wᵀ + (s·B·A)ᵀ = Wᵀ + s·Aᵀ·Bᵀ: merged in the transposed layout, no copy to turn
-            Some(wt) => {
+            BaseWeight::Tensor { wt: Some(wt), .. } => {
+                let dt = wt.dtype();
                 let delta_t = (a.t()?.matmul(&b.t()?)? * pair.scale)?;
                 let wt = (wt.to_dtype(f)? + delta_t)?.to_dtype(dt)?.contiguous()?;
                 Ok(LoraLinear {
-                    weight: wt.t()?,
-                    wt: Some(wt),
+                    base: BaseWeight::Tensor {
+                        weight: wt.t()?,
+                        wt: Some(wt),
+                    },
                     ..self.clone()
                 })
             }
-            None => {
+            BaseWeight::Tensor { weight, wt: None } => {
+                let dt = weight.dtype();
                 let delta = (b.matmul(&a)? * pair.scale)?;
-                let weight = (self.weight.to_dtype(f)? + delta)?.to_dtype(dt)?;
+                let weight = (weight.to_dtype(f)? + delta)?.to_dtype(dt)?;
                 Self::from_weight(weight, self.bias.clone(), self.layer, self.proj)
             }
         }
     }
+}
+
+/// Per-row LoRA on the CPU in f32, one pass over the rows, added in place to `y`
+/// `[rows, out]` (the fresh output of the base matmul): for row i with adapter k,
+/// h = s_k·A_k·x_i (rank r_k), y_i += B_k·h. Ranks may differ between rows; rows with no
+/// adapter (or whose adapter leaves this module alone) are left as they are. `false` (and `y`
+/// untouched) when the tensors are not contiguous f32 on the CPU; then [`rows_gathered`]
+/// runs. Not differentiable: serving only (training takes [`RowPlan::Whole`]).
+pub(crate) fn rows_cpu_add(
+    x: &Tensor,
+    pairs: &[Option<&LoraPair>],
+    row_slot: &[u32],
+    y: &Tensor,
+    (inp, out): (usize, usize),
+) -> Result<bool> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || y.dtype() != DType::F32 {
+        return Ok(false);
+    }
+    let x = x.contiguous()?;
+    let Some(xv) = CpuView::new(&x) else {
+        return Ok(false);
+    };
+    // read guards on the data of every pair first (f32 A and B of pairs without a
+    // serving layout, bf16 A and Bᵀ of the others), then plain slices, which the kernel's
+    // threads share
+    enum Guards<'a> {
+        Plain(CpuView<'a>, CpuView<'a>),
+        Packed(Bf16View<'a>, Bf16View<'a>),
+    }
+    let mut views = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        views.push(match p {
+            None => None,
+            Some(p) => match p.packed() {
+                Some(k) => match (Bf16View::new(&k.a), Bf16View::new(&k.bt)) {
+                    (Some(a), Some(bt)) => Some(Guards::Packed(a, bt)),
+                    _ => return Ok(false),
+                },
+                None => match (CpuView::new(&p.a), CpuView::new(&p.b)) {
+                    (Some(a), Some(b)) => Some(Guards::Plain(a, b)),
+                    _ => return Ok(false),
+                },
+            },
+        });
+    }
+    let mut host = Vec::with_capacity(pairs.len());
+    for (p, v) in pairs.iter().zip(&views) {
+        host.push(match (p, v) {
+            (Some(p), Some(Guards::Plain(a, b))) => Some(HostPair::Plain {
+                a: a.slice(),
+                b: b.slice(),
+                r: p.a.dim(0)?,
+                scale: p.scale as f32,
+            }),
+            (Some(p), Some(Guards::Packed(a, bt))) => Some(HostPair::Packed {
+                a: a.bits(),
+                bt: bt.bits(),
+                scale: p.scale as f32,
+            }),
+            _ => None,
+        });
+    }
+    let xs = xv.slice();
+    let rows = row_slot.len();
+    if xs.len() != rows * inp {
+        return Err(Error::InvalidArgument(format!(
+            "{} rows of {inp} features expected, got {} values",
+            rows,
+            xs.len()
+        )));
+    }
+    if y.dims() != [rows, out] || !y.is_contiguous() {
+        return Ok(false);
+    }
+    y.inplace_op1(&AddRows {
+        xs,
+        row_slot,
+        pairs: &host,
+        dims: (inp, out),
+    })?;
+    Ok(true)
+}
+
+/// The same with tensor ops on any device/dtype: every adapter's A and s·B zero-padded to
+/// the largest rank (padded rows of A and columns of B add nothing), stacked once with a
+/// zero slot for rows without an adapter, gathered per row, two batched matmuls.
+pub(crate) fn rows_gathered(
+    x: &Tensor,
+    pairs: &[Option<&LoraPair>],
+    slots: &Tensor,
+    (inp, out): (usize, usize),
+) -> Result<Tensor> {
+    let (dt, dev) = (x.dtype(), x.device());
+    let mut rank = 0;
+    for p in pairs.iter().flatten() {
+        rank = rank.max(p.a.dim(0)?);
+    }
+    let mut a = vec![Tensor::zeros((rank, inp), dt, dev)?];
+    let mut b = vec![Tensor::zeros((out, rank), dt, dev)?];
+    for p in pairs {
+        match p {
+            None => {
+                a.push(a[0].clone());
+                b.push(b[0].clone());
+            }
+            Some(p) => {
+                let pad = rank - p.a.dim(0)?;
+                a.push(p.a.to_dtype(dt)?.pad_with_zeros(0, 0, pad)?);
+                b.push((p.b.to_dtype(dt)? * p.scale)?.pad_with_zeros(1, 0, pad)?);
+            }
+        }
+    }
+    let a = Tensor::stack(&a, 0)?.index_select(slots, 0)?; // [rows, r, in]
+    let b = Tensor::stack(&b, 0)?.index_select(slots, 0)?; // [rows, out, r]
+    Ok(x.unsqueeze(1)?
+        .matmul(&a.transpose(1, 2)?)?
+        .matmul(&b.transpose(1, 2)?)?
+        .squeeze(1)?)
 }
 
 #[cfg(test)]
@@ -811,13 +1033,19 @@ mod tests {
         let want = x.matmul(&w.t()?.contiguous()?)?;
         // frozen: Wᵀ contiguous, and `weight` a view of that same storage
         let lin = LoraLinear::from_weight(w.copy()?, None, 0, Proj::Up)?;
-        let wt = lin.wt.as_ref().expect("a frozen weight is transposed");
+        let BaseWeight::Tensor {
+            weight,
+            wt: Some(wt),
+        } = &lin.base
+        else {
+            panic!("a frozen weight is transposed");
+        };
         assert!(wt.is_contiguous() && wt.dims() == [inp, out]);
         assert!(
-            !lin.weight.is_contiguous(),
+            !weight.is_contiguous(),
             "weight is the view, not a second copy"
         );
-        assert_eq!(max_diff(&lin.weight, &w), 0.0);
+        assert_eq!(max_diff(weight, &w), 0.0);
         assert!(max_diff(&lin.forward(&x, &RowPlan::Base)?, &want) < 1e-5);
         // merged in the transposed layout: W + s·B·A, and the same outputs as unmerged
         let vm = candle_nn::VarMap::new();
@@ -832,15 +1060,33 @@ mod tests {
         let adapter = LoraAdapter::from_tensors(lc, &cfg, t, &dev, DType::F32)?;
         let pair = adapter.pair(0, Proj::Up).expect("up_proj is targeted");
         let merged = lin.merged(&adapter)?;
-        assert!(merged.wt.as_ref().is_some_and(|t| t.is_contiguous()));
+        assert!(
+            matches!(&merged.base, BaseWeight::Tensor { wt: Some(t), .. } if t.is_contiguous())
+        );
         let delta = (pair.b.matmul(&pair.a)? * pair.scale)?;
-        assert!(max_diff(&merged.weight, &(&w + delta)?) < 1e-5);
+        assert!(max_diff(&merged.weight()?, &(&w + &delta)?) < 1e-5);
+        // a dense weight merges the same way, in its own format
+        let dense = LoraLinear::dense(
+            Arc::new(Dense::from_tensor(&w, WeightFormat::F32)?),
+            None,
+            0,
+            Proj::Up,
+        );
+        let dm = dense.merged(&adapter)?;
+        assert!(matches!(dm.base, BaseWeight::Dense(_)));
+        assert!(max_diff(&dm.weight()?, &(&w + delta)?) < 1e-5);
+        assert!(
+            max_diff(
+                &dm.forward(&x, &RowPlan::Base)?,
+                &merged.forward(&x, &RowPlan::Base)?
+            ) < 1e-4
+        );
         let unmerged = lin.forward(&x, &RowPlan::Whole(Arc::new(adapter.clone())))?;
         assert!(max_diff(&merged.forward(&x, &RowPlan::Base)?, &unmerged) < 1e-4);
         // a variable (a base model being trained) is not copied: a step of the optimiser shows
         let var = candle_core::Var::from_tensor(&w)?;
         let trained = LoraLinear::from_weight(var.as_tensor().clone(), None, 0, Proj::Up)?;
-        assert!(trained.wt.is_none());
+        assert!(matches!(trained.base, BaseWeight::Tensor { wt: None, .. }));
         var.set(&(&w * 2.0)?)?;
         let d = max_diff(&trained.forward(&x, &RowPlan::Base)?, &(&want * 2.0)?);
         assert!(d < 1e-4, "the forward reads the variable as it is now: {d}");
@@ -923,7 +1169,10 @@ mod tests {
             for (s, &len) in rows.iter().enumerate() {
                 let xs = x.narrow(0, start, len)?;
                 let want = match per_seq[s].and_then(|k| adapters[k].pair(0, proj)) {
-                    Some(p) => (xs.matmul(&p.a.t()?)?.matmul(&p.b.t()?)? * p.scale)?,
+                    Some(p) => {
+                        let (a, b) = (p.a.to_dtype(DType::F32)?, p.b.to_dtype(DType::F32)?);
+                        (xs.matmul(&a.t()?)?.matmul(&b.t()?)? * p.scale)?
+                    }
                     None => Tensor::zeros((len, out), DType::F32, &dev)?,
                 };
                 for got in [&cpu, &gathered] {
@@ -933,7 +1182,7 @@ mod tests {
                 start += len;
             }
             let plain = lin.forward(&x, &plan)?;
-            let d = max_diff(&(plain - x.matmul(&lin.weight.t()?)?)?, &cpu);
+            let d = max_diff(&(plain - x.matmul(&lin.weight()?.t()?)?)?, &cpu);
             assert!(d < 1e-4, "forward adds the per-row delta: {d}");
         }
         Ok(())

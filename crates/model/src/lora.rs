@@ -238,11 +238,12 @@ impl LoraConfig {
         match &self.target_modules {
             TargetModules::List(names) => {
                 for n in names {
-                    if !all.iter().any(|path| suffix_match(path, n)) {
+                    let extra = [EMBED_PATH, HEAD_PATH].iter().any(|p| suffix_match(p, n));
+                    if !extra && !all.iter().any(|path| suffix_match(path, n)) {
                         return Err(Error::Adapter(format!(
                             "target_modules entry {n:?} names no supported module \
                              (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj \
-                             of {num_layers} layers)"
+                             of {num_layers} layers, embed_tokens, lm_head)"
                         )));
                     }
                 }
@@ -262,7 +263,10 @@ impl LoraConfig {
     fn targets_path(&self, path: &str) -> bool {
         match &self.target_modules {
             TargetModules::List(names) => names.iter().any(|n| suffix_match(path, n)),
-            TargetModules::Pattern(p) if p == "all-linear" => true,
+            // PEFT's all-linear: every linear layer but the output head; no embedding
+            TargetModules::Pattern(p) if p == "all-linear" => {
+                path != HEAD_PATH && path != EMBED_PATH
+            }
             TargetModules::Pattern(p) => {
                 regex::Regex::new(&format!("^(?:{p})$")).is_ok_and(|re| re.is_match(path))
             }
@@ -284,14 +288,31 @@ impl LoraConfig {
 
     /// Rank of one module (after `rank_pattern`).
     pub fn rank(&self, layer: usize, proj: Proj) -> usize {
-        Self::pattern_value(&self.rank_pattern, &proj.path(layer)).unwrap_or(self.r)
+        self.rank_at(&proj.path(layer))
     }
 
     /// Scale s of one module: alpha/r, or alpha/√r with rsLoRA (after the patterns).
     pub fn scale(&self, layer: usize, proj: Proj) -> f64 {
-        let path = proj.path(layer);
-        let r = self.rank(layer, proj) as f64;
-        let alpha = Self::pattern_value(&self.alpha_pattern, &path).unwrap_or(self.lora_alpha);
+        self.scale_at(&proj.path(layer))
+    }
+
+    /// Whether the token embedding (`model.embed_tokens`) carries an adapter.
+    pub fn targets_embed(&self) -> bool {
+        self.targets_path(EMBED_PATH)
+    }
+
+    /// Whether the output head (`lm_head`) carries an adapter.
+    pub fn targets_head(&self) -> bool {
+        self.targets_path(HEAD_PATH)
+    }
+
+    fn rank_at(&self, path: &str) -> usize {
+        Self::pattern_value(&self.rank_pattern, path).unwrap_or(self.r)
+    }
+
+    fn scale_at(&self, path: &str) -> f64 {
+        let r = self.rank_at(path) as f64;
+        let alpha = Self::pattern_value(&self.alpha_pattern, path).unwrap_or(self.lora_alpha);
         if self.use_rslora {
             alpha / r.sqrt()
         } else {
@@ -299,6 +320,16 @@ impl LoraConfig {
         }
     }
 }
+
+/// Module path of the token embedding, and PEFT's names of its LoRA tensors (PEFT's
+/// `lora_embedding_A` `[r, vocab]` and `lora_embedding_B` `[hidden, r]`: e += s·B·A[:, token]).
+const EMBED_PATH: &str = "model.embed_tokens";
+const EMBED_A: &str = "base_model.model.model.embed_tokens.lora_embedding_A";
+const EMBED_B: &str = "base_model.model.model.embed_tokens.lora_embedding_B";
+/// Module path of the output head and its LoRA tensors (`[r, hidden]`, `[vocab, r]`).
+const HEAD_PATH: &str = "lm_head";
+const HEAD_A: &str = "base_model.model.lm_head.lora_A.weight";
+const HEAD_B: &str = "base_model.model.lm_head.lora_B.weight";
 
 fn suffix_match(path: &str, name: &str) -> bool {
     path == name || path.ends_with(&format!(".{name}"))
@@ -318,30 +349,32 @@ pub struct LoraPair {
     packed: Option<Arc<Packed>>,
 }
 
-/// One pair's serving copy: A `[r, in]` and Bᵀ `[r, out]` as bf16 bits, row-major. Half the
+/// One pair's serving layout: A `[r, in]` and Bᵀ `[r, out]`, bf16, contiguous. Half the
 /// bytes of f32, which is what the per-row kernel is bound by when a batch holds many
-/// adapters; Bᵀ makes the expand r contiguous rows of `out`.
+/// adapters; Bᵀ makes the expand r contiguous rows of `out`. The pair's `a` and `b` are these
+/// same tensors (`b` a transposed view of `bt`), so the adapter is held once.
 #[derive(Debug)]
 pub(crate) struct Packed {
-    pub(crate) a: Vec<u16>,
-    pub(crate) bt: Vec<u16>,
+    pub(crate) a: Tensor,
+    pub(crate) bt: Tensor,
 }
 
 impl Packed {
     fn bytes(&self) -> usize {
-        (self.a.len() + self.bt.len()) * 2
+        (self.a.elem_count() + self.bt.elem_count()) * 2
     }
 }
 
 impl LoraPair {
-    /// The serving copy, once [`LoraAdapter::prepare_serving`] made it.
+    /// The serving layout, once [`LoraAdapter::prepare_serving`] made it.
     pub(crate) fn packed(&self) -> Option<&Packed> {
         self.packed.as_deref()
     }
 
-    /// Rounds A and B to bf16 and keeps the packed copy; the f32 tensors take the rounded
-    /// values, so every path (per-row kernel, plain matmuls, merged weights) computes with the
-    /// same numbers. Training variables and tensors off the CPU are left alone.
+    /// Rounds A and B to bf16 and lays them out for the per-row kernel; `a` and `b` become
+    /// those bf16 tensors, so every path (per-row kernel, plain matmuls, merged weights)
+    /// computes with the same numbers. Training variables and tensors off the CPU are left
+    /// alone.
     fn prepare(&mut self) -> Result<()> {
         if self.packed.is_some()
             || !self.b.device().is_cpu()
@@ -350,22 +383,11 @@ impl LoraPair {
         {
             return Ok(());
         }
-        let bits = |t: &Tensor| -> Result<Vec<u16>> {
-            Ok(t.flatten_all()?
-                .to_vec1::<half::bf16>()?
-                .into_iter()
-                .map(half::bf16::to_bits)
-                .collect())
-        };
-        let a16 = self.a.to_dtype(DType::BF16)?;
-        let b16 = self.b.to_dtype(DType::BF16)?;
-        let packed = Packed {
-            a: bits(&a16)?,
-            bt: bits(&b16.t()?.contiguous()?)?,
-        };
-        self.a = a16.to_dtype(self.a.dtype())?;
-        self.b = b16.to_dtype(self.b.dtype())?;
-        self.packed = Some(Arc::new(packed));
+        let a = self.a.to_dtype(DType::BF16)?.contiguous()?;
+        let bt = self.b.to_dtype(DType::BF16)?.t()?.contiguous()?;
+        self.a = a.clone();
+        self.b = bt.t()?;
+        self.packed = Some(Arc::new(Packed { a, bt }));
         Ok(())
     }
 }
@@ -375,6 +397,10 @@ impl LoraPair {
 pub struct LoraAdapter {
     config: LoraConfig,
     layers: Vec<[Option<LoraPair>; 7]>,
+    /// On the token embedding: A `[r, vocab]`, B `[hidden, r]` (PEFT's layout).
+    embed: Option<LoraPair>,
+    /// On the output head: A `[r, hidden]`, B `[vocab, r]`.
+    head: Option<LoraPair>,
 }
 
 fn tensor_name(layer: usize, proj: Proj, ab: char) -> String {
@@ -412,7 +438,25 @@ impl LoraAdapter {
             .and_then(|l| l[proj as usize].as_ref())
     }
 
-    /// Every adapted projection with its pair.
+    /// The pair on the token embedding: A `[r, vocab]`, B `[hidden, r]`.
+    pub fn embed_pair(&self) -> Option<&LoraPair> {
+        self.embed.as_ref()
+    }
+
+    /// The pair on the output head: A `[r, hidden]`, B `[vocab, r]`.
+    pub fn head_pair(&self) -> Option<&LoraPair> {
+        self.head.as_ref()
+    }
+
+    /// Every pair, the embedding's and the head's included.
+    fn all_pairs(&self) -> impl Iterator<Item = &LoraPair> {
+        self.pairs()
+            .map(|(_, _, p)| p)
+            .chain(self.embed.iter())
+            .chain(self.head.iter())
+    }
+
+    /// Every adapted projection of the decoder layers with its pair.
     pub fn pairs(&self) -> impl Iterator<Item = (usize, Proj, &LoraPair)> {
         self.layers.iter().enumerate().flat_map(|(l, ps)| {
             Proj::ALL
@@ -430,23 +474,26 @@ impl LoraAdapter {
         for pair in self.layers.iter_mut().flatten().flatten() {
             pair.prepare()?;
         }
+        for pair in self.embed.iter_mut().chain(self.head.iter_mut()) {
+            pair.prepare()?;
+        }
         Ok(())
     }
 
-    /// Bytes held in memory: A and B, plus the serving copy once made.
+    /// Bytes held in memory: A and B (once prepared for serving, their bf16 layout only).
     pub fn resident_bytes(&self) -> usize {
-        self.pairs()
-            .map(|(_, _, p)| {
-                (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes()
-                    + p.packed().map_or(0, Packed::bytes)
+        self.all_pairs()
+            .map(|p| match p.packed() {
+                Some(k) => k.bytes(),
+                None => (p.a.elem_count() + p.b.elem_count()) * p.a.dtype().size_in_bytes(),
             })
             .sum()
     }
 
     /// Number of trainable parameters (elements of all A and B).
     pub fn num_parameters(&self) -> usize {
-        self.pairs()
-            .map(|(_, _, p)| p.a.elem_count() + p.b.elem_count())
+        self.all_pairs()
+            .map(|p| p.a.elem_count() + p.b.elem_count())
             .sum()
     }
 
@@ -462,10 +509,30 @@ impl LoraAdapter {
         config.check_targets(model.num_hidden_layers)?;
         let nl = model.num_hidden_layers;
         let mut found: HashMap<(usize, Proj, char), Tensor> = HashMap::new();
+        let mut extra: HashMap<&'static str, Tensor> = HashMap::new();
         for (name, t) in tensors {
+            if let Some(key) = [EMBED_A, EMBED_B, HEAD_A, HEAD_B]
+                .into_iter()
+                .find(|k| *k == name)
+            {
+                let wanted = if key.contains("embed_tokens") {
+                    config.targets_embed()
+                } else {
+                    config.targets_head()
+                };
+                if !wanted {
+                    return Err(Error::Adapter(format!(
+                        "tensor {name} is for a module not in target_modules"
+                    )));
+                }
+                check_float(&name, &t)?;
+                extra.insert(key, t);
+                continue;
+            }
             let Some((layer, proj, ab)) = parse_name(&name) else {
                 return Err(Error::Adapter(format!(
-                    "unexpected tensor {name:?} (only lora_A/lora_B of q/k/v/o/gate/up/down projections)"
+                    "unexpected tensor {name:?} (only lora_A/lora_B of q/k/v/o/gate/up/down \
+                     projections and lm_head, lora_embedding_A/B of embed_tokens)"
                 )));
             };
             if layer >= nl {
@@ -520,7 +587,48 @@ impl LoraAdapter {
                 });
             }
         }
-        Ok(LoraAdapter { config, layers })
+        let (v, h) = (model.vocab_size, model.hidden_size);
+        let mut side = |path: &str, (a, b): (&str, &str), want: ([usize; 2], [usize; 2])| {
+            let r = config.rank_at(path);
+            let mut take = |name: &str, shape: [usize; 2]| -> Result<Tensor> {
+                let t = extra
+                    .remove(name)
+                    .ok_or_else(|| Error::MissingTensor(name.to_string()))?;
+                if t.dims() != shape {
+                    return Err(Error::Adapter(format!(
+                        "tensor {name} has shape {:?}, expected {shape:?} (rank {r}, vocab_size \
+                         {v}, hidden_size {h}); the adapter was made for a different base model",
+                        t.dims()
+                    )));
+                }
+                Ok(t.to_device(device)?.to_dtype(dtype)?)
+            };
+            let (wa, wb) = want;
+            let wa = [r, wa[1]];
+            let wb = [wb[0], r];
+            Ok::<_, Error>(LoraPair {
+                a: take(a, wa)?,
+                b: take(b, wb)?,
+                scale: config.scale_at(path),
+                packed: None,
+            })
+        };
+        let embed = if config.targets_embed() {
+            Some(side(EMBED_PATH, (EMBED_A, EMBED_B), ([0, v], [h, 0]))?)
+        } else {
+            None
+        };
+        let head = if config.targets_head() {
+            Some(side(HEAD_PATH, (HEAD_A, HEAD_B), ([0, h], [v, 0]))?)
+        } else {
+            None
+        };
+        Ok(LoraAdapter {
+            config,
+            layers,
+            embed,
+            head,
+        })
     }
 
     /// Loads a PEFT adapter directory.
@@ -534,11 +642,22 @@ impl LoraAdapter {
     /// The tensors under their PEFT names, detached, on the CPU.
     pub fn named_tensors(&self) -> HashMap<String, Tensor> {
         let mut map = HashMap::new();
+        let host = |t: &Tensor| {
+            let t = t.detach();
+            t.to_device(&Device::Cpu).unwrap_or(t)
+        };
         for (l, p, pair) in self.pairs() {
             for (ab, t) in [('A', &pair.a), ('B', &pair.b)] {
-                let t = t.detach();
-                let t = t.to_device(&Device::Cpu).unwrap_or(t);
-                map.insert(tensor_name(l, p, ab), t);
+                map.insert(tensor_name(l, p, ab), host(t));
+            }
+        }
+        for (pair, (a, b)) in [
+            (&self.embed, (EMBED_A, EMBED_B)),
+            (&self.head, (HEAD_A, HEAD_B)),
+        ] {
+            if let Some(p) = pair {
+                map.insert(a.to_string(), host(&p.a));
+                map.insert(b.to_string(), host(&p.b));
             }
         }
         map
@@ -559,7 +678,8 @@ impl LoraAdapter {
 
     /// A fresh trainable adapter: A ~ U(-1/√in, 1/√in) (PEFT's Kaiming default), B = 0, both
     /// registered as [`Var`]s in `varmap` under their PEFT names, so an optimizer over
-    /// `varmap.all_vars()` trains exactly A and B, and `save` writes the trained values.
+    /// `varmap.all_vars()` trains exactly A and B, and `save` writes the trained values. On the
+    /// embedding, as PEFT does: A = 0, B ~ N(0, 1).
     pub fn trainable(
         config: LoraConfig,
         model: &Config,
@@ -593,6 +713,26 @@ impl LoraAdapter {
                     data.insert(name, var);
                 }
             }
+        }
+        let (v, h) = (model.vocab_size, model.hidden_size);
+        let mut vars: Vec<(&str, Var)> = Vec::new();
+        if config.targets_embed() {
+            let r = config.rank_at(EMBED_PATH);
+            let b = crate::weights::normal(&mut rng, h * r, 1.0);
+            vars.push((EMBED_A, Var::zeros((r, v), dtype, device)?));
+            let b = Tensor::from_vec(b, (h, r), device)?.to_dtype(dtype)?;
+            vars.push((EMBED_B, Var::from_tensor(&b)?));
+        }
+        if config.targets_head() {
+            let r = config.rank_at(HEAD_PATH);
+            let a = uniform(&mut rng, r * h, 1.0 / (h as f64).sqrt());
+            let a = Tensor::from_vec(a, (r, h), device)?.to_dtype(dtype)?;
+            vars.push((HEAD_A, Var::from_tensor(&a)?));
+            vars.push((HEAD_B, Var::zeros((v, r), dtype, device)?));
+        }
+        for (name, var) in vars {
+            tensors.insert(name.to_string(), var.as_tensor().clone());
+            data.insert(name.to_string(), var);
         }
         drop(data);
         Self::from_tensors(config, model, tensors, device, dtype)
@@ -667,10 +807,14 @@ mod tests {
         let once = a.named_tensors();
         a.prepare_serving()?; // idempotent
         let mut changed = 0;
+        let f32s = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
         for (name, t) in &once {
-            let v = t.flatten_all()?.to_vec1::<f32>()?;
-            let orig = before[name].flatten_all()?.to_vec1::<f32>()?;
-            let again = a.named_tensors()[name].flatten_all()?.to_vec1::<f32>()?;
+            assert_eq!(t.dtype(), DType::BF16, "{name}");
+            let v = f32s(t)?;
+            let orig = f32s(&before[name])?;
+            let again = f32s(&a.named_tensors()[name])?;
             assert_eq!(v, again, "{name}: a second prepare changes nothing");
             for (x, o) in v.iter().zip(&orig) {
                 assert_eq!(x.to_bits() & 0xffff, 0, "{name}: {x} is not a bf16 value");
@@ -684,16 +828,12 @@ mod tests {
         assert!(changed > 0, "random f32 weights must round somewhere");
         for (_, _, p) in a.pairs() {
             let k = p.packed().expect("packed");
-            let bits = |t: &Tensor| -> Result<Vec<u16>> {
-                Ok(t.flatten_all()?
-                    .to_vec1::<f32>()?
-                    .iter()
-                    .map(|x| (x.to_bits() >> 16) as u16)
-                    .collect())
-            };
-            assert_eq!(k.a, bits(&p.a)?);
-            assert_eq!(k.bt, bits(&p.b.t()?.contiguous()?)?);
+            assert_eq!(f32s(&k.a)?, f32s(&p.a)?);
+            assert_eq!(f32s(&k.bt)?, f32s(&p.b.t()?)?);
+            assert!(k.a.is_contiguous() && k.bt.is_contiguous());
         }
+        // held once: two bytes per parameter (the pair's tensors are the serving layout)
+        assert_eq!(a.resident_bytes(), 2 * a.num_parameters());
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::config::Config;
+use crate::dense::{Dense, WeightFormat};
 use crate::error::{Error, Result};
 use crate::kv::{Heads, HostSeq, KvCache, LayerKv, attend_host};
 use crate::linear::{BatchAdapters, CpuView, LoraLinear, RowPlan};
@@ -27,11 +28,15 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        Ok(RmsNorm {
-            weight: vb.get(size, "weight")?,
-            eps,
-        })
+    /// The weight in the activations' dtype `act`.
+    fn new(size: usize, eps: f64, vb: VarBuilder, act: DType) -> Result<Self> {
+        let weight = vb.get(size, "weight")?;
+        let weight = if weight.dtype() == act {
+            weight
+        } else {
+            weight.to_dtype(act)?
+        };
+        Ok(RmsNorm { weight, eps })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -191,11 +196,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn new(cfg: &Config, layer: usize, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &Config, layer: usize, vb: VarBuilder, f: Option<WeightFormat>) -> Result<Self> {
         Ok(Mlp {
-            gate: LoraLinear::new(vb.clone(), cfg, layer, Proj::Gate, false)?,
-            up: LoraLinear::new(vb.clone(), cfg, layer, Proj::Up, false)?,
-            down: LoraLinear::new(vb, cfg, layer, Proj::Down, false)?,
+            gate: LoraLinear::new(vb.clone(), cfg, layer, Proj::Gate, false, f)?,
+            up: LoraLinear::new(vb.clone(), cfg, layer, Proj::Up, false, f)?,
+            down: LoraLinear::new(vb, cfg, layer, Proj::Down, false, f)?,
         })
     }
 
@@ -362,13 +367,19 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &Config, layer: usize, rotary: Arc<Rotary>, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        cfg: &Config,
+        layer: usize,
+        rotary: Arc<Rotary>,
+        vb: VarBuilder,
+        f: Option<WeightFormat>,
+    ) -> Result<Self> {
         let (qb, ob) = (cfg.qkv_bias(), cfg.o_bias());
         Ok(Attention {
-            q: LoraLinear::new(vb.clone(), cfg, layer, Proj::Q, qb)?,
-            k: LoraLinear::new(vb.clone(), cfg, layer, Proj::K, qb)?,
-            v: LoraLinear::new(vb.clone(), cfg, layer, Proj::V, qb)?,
-            o: LoraLinear::new(vb, cfg, layer, Proj::O, ob)?,
+            q: LoraLinear::new(vb.clone(), cfg, layer, Proj::Q, qb, f)?,
+            k: LoraLinear::new(vb.clone(), cfg, layer, Proj::K, qb, f)?,
+            v: LoraLinear::new(vb.clone(), cfg, layer, Proj::V, qb, f)?,
+            o: LoraLinear::new(vb, cfg, layer, Proj::O, ob, f)?,
             heads: Heads {
                 heads: cfg.num_attention_heads,
                 kv_heads: cfg.num_kv_heads(),
@@ -417,13 +428,19 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &Config, layer: usize, rotary: Arc<Rotary>, vb: VarBuilder) -> Result<Self> {
-        let h = cfg.hidden_size;
+    fn new(
+        cfg: &Config,
+        layer: usize,
+        rotary: Arc<Rotary>,
+        vb: VarBuilder,
+        (f, act): (Option<WeightFormat>, DType),
+    ) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
         Ok(DecoderLayer {
-            attn: Attention::new(cfg, layer, rotary, vb.pp("self_attn"))?,
-            mlp: Mlp::new(cfg, layer, vb.pp("mlp"))?,
-            input_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
-            post_norm: RmsNorm::new(h, cfg.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
+            attn: Attention::new(cfg, layer, rotary, vb.pp("self_attn"), f)?,
+            mlp: Mlp::new(cfg, layer, vb.pp("mlp"), f)?,
+            input_norm: RmsNorm::new(h, eps, vb.pp("input_layernorm"), act)?,
+            post_norm: RmsNorm::new(h, eps, vb.pp("post_attention_layernorm"), act)?,
         })
     }
 
@@ -441,36 +458,104 @@ impl DecoderLayer {
     }
 }
 
+/// The token embedding.
+#[derive(Clone, Debug)]
+enum Embed {
+    /// A tensor (a training variable, or off the CPU).
+    Tensor(Embedding),
+    /// Frozen on the CPU in its format; rows widened to f32 when looked up.
+    Dense(Arc<Dense>),
+}
+
+/// The output head `[vocab, hidden]`.
+#[derive(Clone, Debug)]
+enum Head {
+    /// A tensor (for a tied head: the embedding matrix itself).
+    Tensor(Tensor),
+    /// Frozen on the CPU (for a tied head: the embedding's own store).
+    Dense(Arc<Dense>),
+}
+
 /// A Llama / Mistral / Qwen2 causal language model.
 #[derive(Clone, Debug)]
 pub struct Model {
     cfg: Config,
-    embed: Embedding,
+    embed: Embed,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Tensor,
+    lm_head: Head,
     device: Device,
+    /// The activations' dtype (f32 whenever the weights are dense).
     dtype: DType,
+    /// The format of frozen weights on the CPU (`None`: tensors).
+    format: Option<WeightFormat>,
 }
 
 impl Model {
     /// Builds the model from weights with Hugging Face names (`model.layers.0.self_attn.q_proj.weight`, ...).
+    /// On the CPU, frozen weights are held in the format of the builder's dtype (f32 or bf16)
+    /// and the activations are f32; trainable variables are read as they are.
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        let format = match (vb.device().is_cpu(), vb.dtype()) {
+            (true, DType::F32) => Some(WeightFormat::F32),
+            (true, DType::BF16) => Some(WeightFormat::Bf16),
+            _ => None,
+        };
+        Self::new_as(cfg, vb, format)
+    }
+
+    /// [`Model::new`] with frozen weights on the CPU held in `format` (`None`: as tensors of
+    /// the builder's dtype, which is then also the activations' dtype).
+    pub fn new_as(cfg: &Config, vb: VarBuilder, format: Option<WeightFormat>) -> Result<Self> {
         cfg.validate()?;
-        let (device, dtype) = (vb.device().clone(), vb.dtype());
-        let rotary = Arc::new(Rotary::new(cfg, dtype, &device)?);
+        let device = vb.device().clone();
+        let format = format.filter(|_| device.is_cpu());
+        let act = if format.is_some() {
+            DType::F32
+        } else {
+            vb.dtype()
+        };
+        let rotary = Arc::new(Rotary::new(cfg, act, &device)?);
         let m = vb.pp("model");
         let embed_w = m.get((cfg.vocab_size, cfg.hidden_size), "embed_tokens.weight")?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|l| DecoderLayer::new(cfg, l, rotary.clone(), m.pp(format!("layers.{l}"))))
+            .map(|l| {
+                let vb = m.pp(format!("layers.{l}"));
+                DecoderLayer::new(cfg, l, rotary.clone(), vb, (format, act))
+            })
             .collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
-        let lm_head = if cfg.tie_word_embeddings {
-            embed_w.clone()
-        } else {
-            vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?
+        let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"), act)?;
+        let dense = |w: &Tensor| -> Result<Option<Arc<Dense>>> {
+            Ok(match format {
+                Some(f) if !w.is_variable() => Some(Arc::new(Dense::from_tensor(w, f)?)),
+                _ => None,
+            })
         };
-        let embed = Embedding::new(embed_w, cfg.hidden_size);
+        let (embed, lm_head) = match dense(&embed_w)? {
+            Some(d) => {
+                let head = if cfg.tie_word_embeddings {
+                    Head::Dense(d.clone())
+                } else {
+                    let w = vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?;
+                    match dense(&w)? {
+                        Some(h) => Head::Dense(h),
+                        None => Head::Tensor(w),
+                    }
+                };
+                (Embed::Dense(d), head)
+            }
+            None => {
+                let head = if cfg.tie_word_embeddings {
+                    embed_w.clone()
+                } else {
+                    vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?
+                };
+                (
+                    Embed::Tensor(Embedding::new(embed_w, cfg.hidden_size)),
+                    Head::Tensor(head),
+                )
+            }
+        };
         Ok(Model {
             cfg: cfg.clone(),
             embed,
@@ -478,7 +563,55 @@ impl Model {
             norm,
             lm_head,
             device,
-            dtype,
+            dtype: act,
+            format,
+        })
+    }
+
+    /// The format frozen weights are held in (`None`: tensors of [`Self::dtype`]).
+    pub fn weight_format(&self) -> Option<WeightFormat> {
+        self.format
+    }
+
+    /// Bytes the base weights hold in memory (a tied head counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut n = match &self.embed {
+            Embed::Tensor(e) => t(e.embeddings()),
+            Embed::Dense(d) => d.bytes(),
+        };
+        if !self.cfg.tie_word_embeddings {
+            n += match &self.lm_head {
+                Head::Tensor(h) => t(h),
+                Head::Dense(d) => d.bytes(),
+            };
+        }
+        for l in &self.layers {
+            let (a, m) = (&l.attn, &l.mlp);
+            for lin in [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down] {
+                n += lin.weight_bytes() + lin.bias.as_ref().map_or(0, t);
+            }
+            n += t(&l.input_norm.weight) + t(&l.post_norm.weight);
+        }
+        n + t(&self.norm.weight)
+    }
+
+    /// `h·headᵀ` plus the head LoRA of each row's adapter: `h` `[rows, hidden]` → logits
+    /// `[rows, vocab]`.
+    fn head(&self, h: &Tensor, plan: &RowPlan) -> Result<Tensor> {
+        let _t = profile::time(Phase::LmHead);
+        let y = self.head_base(h)?;
+        let dims = (self.cfg.hidden_size, self.cfg.vocab_size);
+        plan.add_module(h, y, |a| a.head_pair(), dims)
+    }
+
+    fn head_base(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(match &self.lm_head {
+            Head::Dense(d) if h.dtype() == DType::F32 => h
+                .contiguous()?
+                .apply_op1_arc(Arc::new(Box::new(crate::dense::DenseOp(d.clone()))))?,
+            Head::Dense(d) => h.matmul(&d.to_tensor(h.device())?.to_dtype(h.dtype())?.t()?)?,
+            Head::Tensor(w) => h.matmul(&w.t()?)?,
         })
     }
 
@@ -510,7 +643,14 @@ impl Model {
     fn run(&self, ids: &Tensor, layout: &mut Layout, plan: &RowPlan) -> Result<Tensor> {
         let mut x = {
             let _t = profile::time(Phase::Embed);
-            self.embed.forward(ids)?
+            let x = match &self.embed {
+                Embed::Tensor(e) => e.forward(ids)?,
+                Embed::Dense(d) => d.gather(&ids.to_vec1::<u32>()?, &self.device)?,
+            };
+            match plan.embed_delta(ids, self.cfg.hidden_size)? {
+                Some(d) => (x + d.to_dtype(self.dtype)?)?,
+                None => x,
+            }
         };
         for layer in &self.layers {
             x = layer.forward(&x, layout, plan)?;
@@ -529,8 +669,7 @@ impl Model {
         let plan = adapters.plan(&vec![t; b], &self.device)?;
         let flat = ids.flatten_all()?;
         let h = self.run(&flat, &mut Layout::Uniform { b, t }, &plan)?;
-        Ok(h.matmul(&self.lm_head.t()?)?
-            .reshape((b, t, self.cfg.vocab_size))?)
+        Ok(self.head(&h, &plan)?.reshape((b, t, self.cfg.vocab_size))?)
     }
 
     /// One step of incremental decoding for a batch of sequences: appends each sequence's new
@@ -560,15 +699,43 @@ impl Model {
             last.push(end - 1);
             seq.cache.len += r;
         }
-        let _t = profile::time(Phase::LmHead);
+        let head_plan = plan.select(&last, &self.device)?;
         let last = Tensor::from_vec(last, rows.len(), &self.device)?;
-        Ok(h.index_select(&last, 0)?.matmul(&self.lm_head.t()?)?)
+        self.head(&h.index_select(&last, 0)?, &head_plan)
     }
 
     /// A copy of this model with `adapter` merged into the base weights (W + s·B·A).
     pub fn merged(&self, adapter: &LoraAdapter) -> Result<Model> {
         let _t = profile::time(Phase::Merge);
         let mut m = self.clone();
+        let f32 = DType::F32;
+        // the embedding: E + s·(B·A)ᵀ = E + s·Aᵀ·Bᵀ (a tied head keeps the embedding it had,
+        // as PEFT's embedding LoRA leaves the head alone)
+        if let Some(p) = adapter.embed_pair() {
+            let delta = (p.a.to_dtype(f32)?.t()?.matmul(&p.b.to_dtype(f32)?.t()?)? * p.scale)?;
+            m.embed = match &self.embed {
+                Embed::Dense(d) => {
+                    let w = (d.to_tensor(&self.device)? + delta)?;
+                    Embed::Dense(Arc::new(Dense::from_tensor(&w, d.format())?))
+                }
+                Embed::Tensor(e) => {
+                    let w = e.embeddings();
+                    let w = (w.to_dtype(f32)? + delta)?.to_dtype(w.dtype())?;
+                    Embed::Tensor(Embedding::new(w, self.cfg.hidden_size))
+                }
+            };
+        }
+        // the head: W + s·B·A
+        if let Some(p) = adapter.head_pair() {
+            let delta = (p.b.to_dtype(f32)?.matmul(&p.a.to_dtype(f32)?)? * p.scale)?;
+            m.lm_head = match &self.lm_head {
+                Head::Dense(d) => {
+                    let w = (d.to_tensor(&self.device)? + delta)?;
+                    Head::Dense(Arc::new(Dense::from_tensor(&w, d.format())?))
+                }
+                Head::Tensor(w) => Head::Tensor((w.to_dtype(f32)? + delta)?.to_dtype(w.dtype())?),
+            };
+        }
         for layer in &mut m.layers {
             let a = &mut layer.attn;
             for lin in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
@@ -582,11 +749,15 @@ impl Model {
         Ok(m)
     }
 
-    /// All weights under their Hugging Face names (tied `lm_head` omitted).
-    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+    /// All weights under their Hugging Face names (tied `lm_head` omitted); dense weights as
+    /// f32 copies of the values they hold.
+    pub fn named_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![(
             "model.embed_tokens.weight".to_string(),
-            self.embed.embeddings().clone(),
+            match &self.embed {
+                Embed::Tensor(e) => e.embeddings().clone(),
+                Embed::Dense(d) => d.to_tensor(&self.device)?,
+            },
         )];
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{l}");
@@ -609,7 +780,7 @@ impl Model {
                 (&m.up, "mlp.up_proj"),
                 (&m.down, "mlp.down_proj"),
             ] {
-                out.push((format!("{p}.{name}.weight"), lin.weight.clone()));
+                out.push((format!("{p}.{name}.weight"), lin.weight()?));
                 if let Some(b) = &lin.bias {
                     out.push((format!("{p}.{name}.bias"), b.clone()));
                 }
@@ -617,9 +788,13 @@ impl Model {
         }
         out.push(("model.norm.weight".to_string(), self.norm.weight.clone()));
         if !self.cfg.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), self.lm_head.clone()));
+            let head = match &self.lm_head {
+                Head::Tensor(h) => h.clone(),
+                Head::Dense(d) => d.to_tensor(&self.device)?,
+            };
+            out.push(("lm_head.weight".to_string(), head));
         }
-        out
+        Ok(out)
     }
 }
 

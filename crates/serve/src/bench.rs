@@ -38,6 +38,8 @@ use crate::scheduler::SchedulerConfig;
 pub struct BenchOptions {
     /// Base model directory.
     pub base_dir: PathBuf,
+    /// How the base weights are held (`None`: as the checkpoint stores them).
+    pub weights: Option<openledger_model::WeightFormat>,
     /// Numbers of distinct adapters.
     pub adapters: Vec<usize>,
     /// Ranks.
@@ -102,7 +104,7 @@ pub struct Scenario {
     /// Adapter loads from disk during the run.
     pub cold_loads: u64,
     /// Traffic model: MiB of base weights a forward pass reads (every linear layer and the
-    /// output head, f32), whatever the batch.
+    /// output head, in the format they are held in), whatever the batch.
     pub base_mib_per_step: f64,
     /// Traffic model: MiB of adapter weights a forward pass reads (mean distinct adapters per
     /// batch × one adapter's serving copy, bf16).
@@ -155,6 +157,10 @@ pub struct BenchReport {
     pub cold_load_r16_stages_p50_ms: [f64; 3],
     /// RAM per resident adapter by rank (bytes).
     pub ram_per_adapter: Vec<(usize, u64)>,
+    /// RAM per resident adapter ÷ its parameters' bytes in f32 (the blob's), by rank.
+    pub ram_vs_f32_params: Vec<(usize, f64)>,
+    /// The format the base weights were held in, and their bytes.
+    pub base_weights: (String, usize),
     /// Per rank: throughput of the largest adapter count / one-adapter throughput (the ratio
     /// of their medians).
     pub ratio_vs_one_adapter: Vec<(usize, f64)>,
@@ -167,8 +173,8 @@ pub struct BenchReport {
     pub ratio_vs_naive: Vec<(usize, f64)>,
     /// Per rank: one adapter's parameters / the base model's parameters.
     pub adapter_share_of_base: Vec<(usize, f64)>,
-    /// The best rate of a base-projection matmul on this machine (GFLOP/s, f32, best of a few
-    /// batch sizes).
+    /// The best rate of a base-projection matmul on this machine (GFLOP/s, best of a few
+    /// batch sizes, of candle's f32 gemm and the dense kernel in the served format).
     pub matmul_gflops: f64,
     /// The same rate by batch size: (rows, GFLOP/s).
     pub matmul_gflops_by_rows: Vec<(usize, f64)>,
@@ -207,13 +213,19 @@ fn adapter_params(cfg: &openledger_model::Config, r: usize, targets: &[Proj]) ->
 
 /// The best f32 matmul rate (GFLOP/s) of the base model's projection shapes at a few batch
 /// sizes (rows), through the same candle matmul the forward pass uses: (rows, rate) each.
-fn matmul_gflops(cfg: &openledger_model::Config) -> eyre_lite::Result<Vec<(usize, f64)>> {
+fn matmul_gflops(
+    cfg: &openledger_model::Config,
+    format: Option<openledger_model::WeightFormat>,
+) -> eyre_lite::Result<Vec<(usize, f64)>> {
     use openledger_model::Tensor;
     let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
     let mut rates = Vec::new();
     for rows in [16usize, 64, 256, 1024] {
         let mut best = 0.0f64;
         for (o, k) in [(i, h), (h, i)] {
+            if let Some(f) = format {
+                best = best.max(openledger_model::bench::dense_gflops(o, k, rows, f)?);
+            }
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (o, k), &Device::Cpu)?;
             let wt = w.t()?;
@@ -504,12 +516,14 @@ pub async fn run(
     o: BenchOptions,
     mut progress: impl FnMut(&str),
 ) -> eyre_lite::Result<BenchReport> {
-    let dir = o.base_dir.clone();
+    let (dir, weights) = (o.base_dir.clone(), o.weights);
     let base = Arc::new(
-        tokio::task::spawn_blocking(move || Pretrained::load(&dir, &Device::Cpu, DType::F32))
+        tokio::task::spawn_blocking(move || Pretrained::load_as(&dir, &Device::Cpu, weights))
             .await
             .map_err(|e| eyre_lite::Error(e.to_string()))??,
     );
+    let format = base.model.weight_format();
+    let base_bytes = base.model.weight_bytes();
     let cfg = base.config.clone();
     let targets = o
         .targets
@@ -527,7 +541,7 @@ pub async fn run(
         return Err(eyre_lite::Error("no target projections".into()));
     }
     let c2 = cfg.clone();
-    let rates = tokio::task::spawn_blocking(move || matmul_gflops(&c2))
+    let rates = tokio::task::spawn_blocking(move || matmul_gflops(&c2, format))
         .await
         .map_err(|e| eyre_lite::Error(e.to_string()))??;
     let gflops = rates.iter().map(|r| r.1).fold(0.0, f64::max);
@@ -546,6 +560,7 @@ pub async fn run(
     let tmp = std::env::temp_dir().join(format!("openlora-bench-{:x}", rand::random::<u64>()));
     let mut scenarios = Vec::new();
     let (mut ram_per, mut ratio_one, mut ratio_naive) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ram_ratio = Vec::new();
     let (mut cold_p50, mut cold_p90, mut cold_stages) = (0.0, 0.0, [0.0; 3]);
     let max_n = o.adapters.iter().copied().max().unwrap_or(1);
     for &rank in &o.ranks {
@@ -581,6 +596,10 @@ pub async fn run(
                 let mut a = a;
                 a.prepare_serving()?;
                 ram_per.push((rank, adapter_bytes(&a)));
+                ram_ratio.push((
+                    rank,
+                    adapter_bytes(&a) as f64 / (4 * a.num_parameters()) as f64,
+                ));
                 first = Some(Arc::new(a));
             }
             let (h, _) = cache.insert_blob(blob, "bench", None).await?;
@@ -620,8 +639,10 @@ pub async fn run(
             ));
         }
         let n_adapter = adapter_params(&cfg, rank, &targets);
+        // the base as held (a tied head is read twice a step: embedding rows and the head)
+        let held = base_bytes as f64 / cfg.num_parameters() as f64;
         let traffic = Traffic {
-            base_mib: mib(4 * n_base),
+            base_mib: mib((held * n_base as f64) as usize),
             adapter_mib: mib(2 * n_adapter),
         };
         share.push((rank, n_adapter as f64 / n_base as f64));
@@ -758,6 +779,11 @@ pub async fn run(
         cold_load_r16_p90_ms: cold_p90,
         cold_load_r16_stages_p50_ms: cold_stages,
         ram_per_adapter: ram_per,
+        ram_vs_f32_params: ram_ratio,
+        base_weights: (
+            format.map_or("tensor", |f| f.name()).to_string(),
+            base_bytes,
+        ),
         ratio_vs_one_adapter: ratio_one,
         ratio_vs_naive: ratio_naive,
         ratio_vs_one_adapter_paired: ratio_paired,
@@ -839,7 +865,8 @@ mod tests {
 
     #[test]
     fn the_matmul_rate_is_measured_at_every_batch_size() {
-        let rates = matmul_gflops(&small()).expect("rates");
+        let rates =
+            matmul_gflops(&small(), Some(openledger_model::WeightFormat::Bf16)).expect("rates");
         assert_eq!(
             rates.iter().map(|r| r.0).collect::<Vec<_>>(),
             [16, 64, 256, 1024]

@@ -5,7 +5,9 @@
 //! generation is immutable: a lookup returns an `Arc<LoraAdapter>` that the request keeps for
 //! its whole life. Eviction drops only the cache's own reference, so it never changes work in
 //! flight, and an entry whose `Arc` is held elsewhere (pinned) is never chosen for eviction.
-//! Every load verifies the hash: the store verifies on read, the disk tier re-hashes the file.
+//! Hashes are verified when a blob enters the local disk tier, not on every load into RAM:
+//! the store verifies on read, a local blob is hashed on insertion, and a file found on disk
+//! at open is hashed at its first load (a corrupt one is deleted and refetched).
 //!
 //! ```text
 //! <disk_dir>/<64 hex>.blob   one adapter blob per file, named by its keccak-256
@@ -117,7 +119,8 @@ pub struct AdapterCache {
     device: Device,
     dtype: DType,
     ram: Mutex<Lru<Arc<LoraAdapter>>>,
-    disk: Mutex<Lru<()>>,
+    /// Blobs on disk, each with whether this process has verified its hash.
+    disk: Mutex<Lru<bool>>,
     loading: Mutex<HashMap<B256, Arc<tokio::sync::Mutex<()>>>>,
     metrics: Arc<Metrics>,
 }
@@ -197,7 +200,7 @@ impl AdapterCache {
         found.sort();
         let mut disk = Lru::new();
         for (_, hash, size) in found {
-            disk.insert(hash, (), size);
+            disk.insert(hash, false, size); // not verified yet
         }
         set_gauges(&metrics.disk, disk.bytes, disk.entries.len());
         Ok(AdapterCache {
@@ -281,7 +284,8 @@ impl AdapterCache {
             return Ok((a, Tier::Ram));
         }
         let started = Instant::now();
-        if self.disk.lock().touch(&hash).is_some() {
+        let on_disk = self.disk.lock().touch(&hash).copied();
+        if let Some(verified) = on_disk {
             let path = blob_path(&self.cfg.disk_dir, &hash);
             let (model, dev, dt, nm) = (
                 self.model.clone(),
@@ -289,12 +293,16 @@ impl AdapterCache {
                 self.dtype,
                 name.to_string(),
             );
+            let check = (!verified).then_some(hash);
             let res =
-                tokio::task::spawn_blocking(move || load_file(&path, hash, &nm, &model, &dev, dt))
+                tokio::task::spawn_blocking(move || load_file(&path, check, &nm, &model, &dev, dt))
                     .await
                     .map_err(|e| ServeError::Internal(e.to_string()))?;
             match res {
                 Ok(a) => {
+                    if let Some(v) = self.disk.lock().entries.get_mut(&hash) {
+                        v.value = true;
+                    }
                     inc(&self.metrics.disk.hits);
                     self.metrics
                         .load_disk
@@ -441,7 +449,8 @@ impl AdapterCache {
         let mut evict = Vec::new();
         {
             let mut disk = self.disk.lock();
-            disk.insert(hash, (), blob.len() as u64);
+            // its hash was checked on the way in (store read or local insertion)
+            disk.insert(hash, true, blob.len() as u64);
             while disk.bytes > self.cfg.disk_budget {
                 let Some(v) = disk.victim(&hash, |_| true) else {
                     break;
@@ -464,16 +473,20 @@ enum LoadFile {
     Refused(ServeError),
 }
 
-/// Reads a disk-tier blob, verifies its hash and parses it (the cold-load path).
+/// Reads a disk-tier blob and parses it (the cold-load path), verifying its hash when `check`
+/// names one (a file this process has not verified yet).
 fn load_file(
     path: &Path,
-    hash: B256,
+    check: Option<B256>,
     name: &str,
     model: &Config,
     device: &Device,
     dtype: DType,
 ) -> Result<LoraAdapter, LoadFile> {
     let bytes = std::fs::read(path).map_err(|_| LoadFile::Missing)?;
+    let Some(hash) = check else {
+        return parse_adapter(&bytes, name, model, device, dtype).map_err(LoadFile::Refused);
+    };
     // Hashing is the larger half of a cold load (keccak over every byte); it runs on a second
     // thread while this one parses, and a parsed adapter is only returned once its hash holds.
     let (actual, parsed) = std::thread::scope(|s| {
@@ -510,6 +523,73 @@ pub fn cold_load_stages(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_blob_is_hashed_once_on_entry_and_a_file_found_at_open_at_first_load() {
+        let cfg = openledger_model::Config::from_json(
+            r#"{"model_type":"llama","hidden_size":16,"intermediate_size":24,
+            "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":10}"#,
+        )
+        .expect("config");
+        let lc = openledger_model::LoraConfig::new(2, 4.0, &[openledger_model::Proj::Q]);
+        let vm = candle_nn::VarMap::new();
+        let a =
+            LoraAdapter::trainable(lc, &cfg, &vm, &Device::Cpu, DType::F32, 1).expect("adapter");
+        let blob = a.to_blob().expect("blob");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let open = || {
+            AdapterCache::open(
+                CacheConfig {
+                    disk_dir: tmp.path().to_path_buf(),
+                    disk_budget: u64::MAX,
+                    ram_budget: u64::MAX,
+                },
+                None,
+                cfg.clone(),
+                Device::Cpu,
+                DType::F32,
+                Arc::new(Metrics::default()),
+            )
+            .expect("cache")
+        };
+        let c = open();
+        let (hash, _) = c
+            .insert_blob(blob.clone(), "a", None)
+            .await
+            .expect("insert");
+        assert_eq!(
+            c.disk.lock().entries.get(&hash).map(|e| e.value),
+            Some(true)
+        );
+        // a blob changed on disk behind the cache's back, but still a valid adapter
+        let mut other = blob.clone();
+        let b = LoraAdapter::trainable(
+            openledger_model::LoraConfig::new(2, 4.0, &[openledger_model::Proj::Q]),
+            &cfg,
+            &candle_nn::VarMap::new(),
+            &Device::Cpu,
+            DType::F32,
+            2,
+        )
+        .expect("adapter");
+        other.clone_from(&b.to_blob().expect("blob"));
+        std::fs::write(c.disk_path(&hash), &other).expect("write");
+        // this process verified it on entry: a load into RAM reads it without re-hashing
+        assert!(c.evict_ram(&hash));
+        assert!(c.get(hash, "a").await.is_ok());
+        // a new process (a cache opened on the directory) hashes it at its first load,
+        // finds the mismatch, drops the file, and has no store to refetch from
+        let c2 = open();
+        assert_eq!(
+            c2.disk.lock().entries.get(&hash).map(|e| e.value),
+            Some(false)
+        );
+        assert!(matches!(
+            c2.get(hash, "a").await,
+            Err(ServeError::ModelNotFound(_))
+        ));
+        assert!(!c2.disk_path(&hash).exists());
+    }
 
     #[test]
     fn lru_evicts_oldest_evictable() {

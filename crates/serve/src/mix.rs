@@ -14,6 +14,14 @@ pub fn linear_mix(
     parts: &[(Arc<LoraAdapter>, f32)],
     model: &Config,
 ) -> Result<LoraAdapter, openledger_model::Error> {
+    if parts
+        .iter()
+        .any(|(a, _)| a.embed_pair().is_some() || a.head_pair().is_some())
+    {
+        return Err(openledger_model::Error::Adapter(
+            "a mix of adapters on embed_tokens or lm_head is not supported".into(),
+        ));
+    }
     let mut targets = Vec::new();
     let mut ranks = BTreeMap::new();
     let mut alphas = BTreeMap::new();

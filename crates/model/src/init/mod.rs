@@ -404,7 +404,7 @@ fn write_dir(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     write_json(&out.join("config.json"), cfg)?;
     let weights: std::collections::HashMap<String, Tensor> = model
-        .named_weights()
+        .named_weights()?
         .into_iter()
         .map(|(n, t)| (n, t.detach()))
         .collect();

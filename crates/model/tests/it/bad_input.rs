@@ -197,8 +197,8 @@ fn bad_adapters_name_the_problem() -> eyre::Result<()> {
         ("bias", serde_json::json!("all"), "bias"),
         (
             "target_modules",
-            serde_json::json!(["q_proj", "embed_tokens"]),
-            "embed_tokens",
+            serde_json::json!(["q_proj", "wte"]),
+            "\"wte\" names no supported module",
         ),
         (
             "target_modules",

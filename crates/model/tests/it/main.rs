@@ -8,3 +8,4 @@ mod init;
 mod lora;
 mod parity;
 mod shapes;
+mod vocab_adapters;

@@ -83,14 +83,14 @@ def load_adapter(adir):
     if adir is None:
         return {}
     cfg = json.load(open(os.path.join(adir, "adapter_config.json")))
-    t = load_file(os.path.join(adir, "adapter_model.safetensors"))
+    t = load_weights(os.path.join(adir, "adapter_model.safetensors"))
     out = {}
     for name, a in t.items():
-        m = re.fullmatch(r"base_model\.model\.(.+)\.lora_A\.weight", name)
+        m = re.fullmatch(r"base_model\.model\.(.+)\.lora_(?:A\.weight|embedding_A)", name)
         if not m:
             continue
         module = m.group(1)
-        b = t[name.replace("lora_A", "lora_B")]
+        b = t[name.replace("lora_A", "lora_B").replace("lora_embedding_A", "lora_embedding_B")]
         r = a.shape[0]
         alpha = cfg["lora_alpha"]
         for pat, val in (cfg.get("alpha_pattern") or {}).items():
@@ -130,6 +130,10 @@ def logits(model_dir, ids, adapter_dir=None):
         return y
 
     x = w["model.embed_tokens.weight"][ids]
+    if "model.embed_tokens" in lora:
+        # PEFT's embedding LoRA: A [r, vocab], B [hidden, r]; e += s * B @ A[:, token]
+        a, b, s = lora["model.embed_tokens"]
+        x = x + s * (a[:, ids].T @ b.T)
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}"
         h = rms_norm(x, w[p + ".input_layernorm.weight"], eps)
@@ -153,7 +157,11 @@ def logits(model_dir, ids, adapter_dir=None):
         x = x + linear(silu(linear(h, p + ".mlp.gate_proj")) * linear(h, p + ".mlp.up_proj"), p + ".mlp.down_proj")
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else w["lm_head.weight"]
-    return x @ head.T
+    out = x @ head.T
+    if "lm_head" in lora:
+        a, b, s = lora["lm_head"]
+        out = out + s * ((x @ a.T) @ b.T)
+    return out
 
 
 def make_adapter(model_dir, out_dir, seed):

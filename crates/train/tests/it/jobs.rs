@@ -142,7 +142,7 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
             Some("learningRate"),
         ),
         (
-            job(w.public, 0, &with("targetModules", json!(["lm_head"]))),
+            job(w.public, 0, &with("targetModules", json!(["router"]))),
             400,
             "invalid_field",
             Some("targetModules"),

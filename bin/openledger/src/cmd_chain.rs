@@ -533,7 +533,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
         }
         ContractsCmd::DevGenesis => {
             let (mut spec, _) = DevPreset::default().build()?;
-            let d = openledger_contracts::predeploy(
+            let d = openledger_devnet::predeploy(
                 &mut spec,
                 &openledger_contracts::DeployConfig::dev(),
             )?;

@@ -13,9 +13,11 @@
 //! ```
 
 pub mod demo;
+pub mod genesis;
 mod http;
 pub mod limits;
 
+pub use genesis::{GenesisError, predeploy};
 pub use http::{Slot, Slots};
 pub use limits::HttpLimits;
 
@@ -36,7 +38,7 @@ pub enum DevnetError {
     Chain(#[from] openledger_chain::ChainError),
     /// Predeploying the protocol contracts failed.
     #[error(transparent)]
-    Genesis(#[from] openledger_contracts::GenesisError),
+    Genesis(#[from] GenesisError),
     /// I/O (datadir, socket).
     #[error("{0}")]
     Io(String),
@@ -161,7 +163,7 @@ impl Devnet {
             ..Default::default()
         };
         let (mut spec, accounts) = preset.build()?;
-        let deployments = openledger_contracts::predeploy(&mut spec, &cfg.contracts)?;
+        let deployments = predeploy(&mut spec, &cfg.contracts)?;
         let node = Node::open(NodeConfig {
             datadir: datadir.clone(),
             spec,

@@ -3,10 +3,10 @@
 //! nonce) are written into the genesis. Executing the real constructors — not copying runtime
 //! bytecode — keeps immutables (chain id in EIP-712 domains, wired addresses) exactly right.
 
-use crate::config::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, plan};
 use alloy_primitives::{B256, TxKind, U256};
 use openledger_chain::ChainSpec;
 use openledger_chain::genesis::add_predeploy;
+use openledger_contracts::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, plan};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{CacheDB, EmptyDB};

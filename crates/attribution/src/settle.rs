@@ -728,17 +728,16 @@ impl AttributionService {
             tokens_hash(&prompt) == rec.prompt_hash,
             "transcript differs".into(),
         );
-        let charge =
-            rec.payer
-                .zip(rec.model_id)
-                .map(|(payer, model_id)| openledger_serve::hooks::Charge {
-                    payer,
-                    model_id,
-                    price_per_1k_tokens: rec.price_per_1k_tokens,
-                });
-        let inf = openledger_serve::hooks::CompletedInference {
+        let charge = rec.payer.zip(rec.model_id).map(|(payer, model_id)| {
+            openledger_contracts::hooks::Charge {
+                payer,
+                model_id,
+                price_per_1k_tokens: rec.price_per_1k_tokens,
+            }
+        });
+        let inf = openledger_contracts::hooks::CompletedInference {
             request_id: rec.request_id.clone(),
-            model: openledger_serve::hooks::ServedModel {
+            model: openledger_contracts::hooks::ServedModel {
                 name: rec.model_name.clone(),
                 model_id: rec.model_id,
                 adapter_hash: rec.adapter_hash,

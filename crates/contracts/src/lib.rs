@@ -15,6 +15,7 @@ mod config;
 pub mod confirm;
 mod deploy;
 pub mod fees;
+pub mod hooks;
 
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,

@@ -2,6 +2,6 @@
 
 mod api;
 mod browser;
-mod full;
 mod harness;
+mod ui;
 mod wallet;

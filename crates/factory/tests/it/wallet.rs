@@ -3,6 +3,8 @@
 //! content script is), whose `request` goes to a signer this test runs with a fresh key. It
 //! signs transactions (sent raw to the node), EIP-712 data and messages itself, and forwards
 //! reads to the node; the UI must work with it exactly as with any injected wallet.
+//! (Also included by path in `openledger-stack`'s tests; each binary uses part of it.)
+#![allow(dead_code)]
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::providers::{Provider, ProviderBuilder};

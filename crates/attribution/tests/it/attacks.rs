@@ -59,8 +59,15 @@ fn base_dir() -> Result<PathBuf> {
     Ok(model)
 }
 
+/// A provider that signs as `s`. Nonces are read per transaction: alloy's default cache takes a
+/// nonce even for a transaction whose gas estimate then fails (the refused withdrawal below),
+/// and every later transaction would wait behind that gap for good.
 pub(crate) fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
     Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(s.clone()))
         .connect_http(rpc.parse()?)
         .erased())

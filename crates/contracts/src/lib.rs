@@ -14,6 +14,7 @@ pub mod bindings;
 mod config;
 pub mod confirm;
 mod deploy;
+pub mod eip712;
 pub mod fees;
 pub mod hooks;
 

@@ -240,12 +240,7 @@ pub struct JobService {
 /// chainId, verifyingContract: ModelRegistry}` with the `DatanetRequest` message of
 /// `openledger_datanet::auth`.
 pub fn domain(chain_id: u64, model_registry: Address) -> Eip712Domain {
-    alloy_sol_types::eip712_domain! {
-        name: "OpenLedger Jobs",
-        version: "1",
-        chain_id: chain_id,
-        verifying_contract: model_registry,
-    }
+    openledger_contracts::eip712::jobs_domain(chain_id, model_registry)
 }
 
 fn now() -> u64 {

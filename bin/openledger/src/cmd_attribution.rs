@@ -9,6 +9,7 @@ use eyre::{Result, WrapErr, eyre};
 use openledger_attribution::corpus::{self, RowSource};
 use openledger_attribution::index::IndexMeta;
 use openledger_attribution::{AttributionConfig, AttributionService};
+use openledger_contracts::Confirm;
 use openledger_contracts::Deployments;
 use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry};
 use openledger_datanet::ContentStore;
@@ -149,9 +150,7 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             let provider = ProviderBuilder::new()
                 .connect_http(chain.rpc_url.parse()?)
                 .erased();
-            let registry = d
-                .get("DatanetRegistry")
-                .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+            let registry = d.contracts.datanet_registry;
             let chain = openledger_datanet::ChainView::new(provider.clone(), registry);
             let reg = DatanetRegistry::new(registry, provider);
             let v = reg
@@ -265,11 +264,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         .wallet(EthereumWallet::from(signer.clone()))
         .connect_http(a.chain.rpc_url.parse()?)
         .erased();
-    let settlement = AttributionSettlement::new(
-        d.get("AttributionSettlement")
-            .ok_or_else(|| eyre!("no AttributionSettlement"))?,
-        provider.clone(),
-    );
+    let settlement = AttributionSettlement::new(d.contracts.settlement, provider.clone());
     let url = format!("{}/api/earnings/{who}", a.api.trim_end_matches('/'));
     match reqwest::get(&url).await {
         Ok(r) if r.status().is_success() => {
@@ -291,7 +286,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         if claimable.is_zero() {
             return Err(eyre!("nothing to claim"));
         }
-        let r = settlement.claim().send().await?.get_receipt().await?;
+        let r = settlement.claim().send().await?.confirm().await?;
         if !r.status() {
             return Err(eyre!("claim reverted"));
         }

@@ -317,7 +317,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         base_fee_recipient: c.treasury,
         fee_recipient: c.fee_recipient,
         rpc: c.rpc_config(),
-        contracts: Some(contracts),
+        contracts,
         genesis_timestamp: None,
         staging_grace: std::time::Duration::from_secs(a.staging_grace_secs),
         http_limits: openledger_devnet::HttpLimits {
@@ -354,7 +354,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     );
     print_accounts(&devnet.accounts, 10_000);
     println!("Protocol contracts (predeployed at genesis)\n==================");
-    for (name, address) in &devnet.deployments.contracts {
+    for (name, address) in devnet.deployments.contracts.iter() {
         println!("{name:<22} {address}");
     }
     println!();
@@ -525,7 +525,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             std::fs::write(&out, serde_json::to_string_pretty(&d)? + "\n")?;
-            for (name, a) in &d.contracts {
+            for (name, a) in d.contracts.iter() {
                 println!("{name:<22} {a}");
             }
             println!("deployments written to {}", out.display());
@@ -533,7 +533,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
         }
         ContractsCmd::DevGenesis => {
             let (mut spec, _) = DevPreset::default().build()?;
-            let d = openledger_contracts::predeploy(
+            let d = openledger_devnet::predeploy(
                 &mut spec,
                 &openledger_contracts::DeployConfig::dev(),
             )?;

@@ -21,7 +21,7 @@
 
 use alloy::signers::{SignerSync, local::PrivateKeySigner};
 use alloy_primitives::{Address, B256, U256, keccak256};
-use alloy_sol_types::{Eip712Domain, SolStruct, eip712_domain, sol};
+use alloy_sol_types::{Eip712Domain, SolStruct};
 use openledger_datanet::auth::{self as dauth, AuthError, SignedRequest};
 use openledger_datanet::nonces::NonceStore;
 use parking_lot::Mutex;
@@ -32,31 +32,11 @@ use std::path::PathBuf;
 
 pub use openledger_datanet::auth::headers;
 
-sol! {
-    /// A payer's signed inference session.
-    #[derive(Debug)]
-    struct InferenceSession {
-        string model;
-        uint256 nonce;
-        uint256 expiry;
-    }
-    /// A request for an API key.
-    #[derive(Debug)]
-    struct ApiKeyRequest {
-        string label;
-        uint256 nonce;
-        uint256 expiry;
-    }
-}
+pub use openledger_contracts::eip712::{ApiKeyRequest, InferenceSession};
 
 /// The EIP-712 domain.
 pub fn domain(chain_id: u64, settlement: Address) -> Eip712Domain {
-    eip712_domain! {
-        name: "OpenLedger Inference",
-        version: "1",
-        chain_id: chain_id,
-        verifying_contract: settlement,
-    }
+    openledger_contracts::eip712::inference_domain(chain_id, settlement)
 }
 
 fn headers_of(

@@ -27,11 +27,11 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
 use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
-use openledger_datanet::ChainView;
-use openledger_datanet::ContentStore;
-use openledger_serve::hooks::{
+use openledger_contracts::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
 };
+use openledger_datanet::ChainView;
+use openledger_datanet::ContentStore;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -113,9 +113,9 @@ impl AttributionConfig {
     ) -> Self {
         Self {
             rpc_url: rpc_url.into(),
-            settlement: deployments.get("AttributionSettlement").unwrap_or_default(),
-            models: deployments.get("ModelRegistry").unwrap_or_default(),
-            datanets: deployments.get("DatanetRegistry").unwrap_or_default(),
+            settlement: deployments.contracts.settlement,
+            models: deployments.contracts.model_registry,
+            datanets: deployments.contracts.datanet_registry,
             dir: dir.into(),
             datanet_store: datanet_store.into(),
             tokenizer: None,

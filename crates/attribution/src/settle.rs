@@ -6,6 +6,7 @@ use crate::merkle;
 use crate::service::{AttributionService, ServiceError, State, chain_err, storage_err};
 use alloy::providers::Provider;
 use alloy_primitives::{Address, B256, U256};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
 };
@@ -282,7 +283,7 @@ impl AttributionService {
             st.inflight = Some(intent.clone());
         }
         self.pause(FlushPoint::AfterSend).await;
-        let receipt = sent.get_receipt().await.map_err(chain_err)?;
+        let receipt = sent.confirm().await.map_err(chain_err)?;
         self.pause(FlushPoint::AfterMined).await;
         let Some(ev) = receipt.decoded_log::<AttributionSettlement::BatchSettled>() else {
             // Reverted (e.g. a resubmission that lost the race to the first one): the chain
@@ -727,17 +728,16 @@ impl AttributionService {
             tokens_hash(&prompt) == rec.prompt_hash,
             "transcript differs".into(),
         );
-        let charge =
-            rec.payer
-                .zip(rec.model_id)
-                .map(|(payer, model_id)| openledger_serve::hooks::Charge {
-                    payer,
-                    model_id,
-                    price_per_1k_tokens: rec.price_per_1k_tokens,
-                });
-        let inf = openledger_serve::hooks::CompletedInference {
+        let charge = rec.payer.zip(rec.model_id).map(|(payer, model_id)| {
+            openledger_contracts::hooks::Charge {
+                payer,
+                model_id,
+                price_per_1k_tokens: rec.price_per_1k_tokens,
+            }
+        });
+        let inf = openledger_contracts::hooks::CompletedInference {
             request_id: rec.request_id.clone(),
-            model: openledger_serve::hooks::ServedModel {
+            model: openledger_contracts::hooks::ServedModel {
                 name: rec.model_name.clone(),
                 model_id: rec.model_id,
                 adapter_hash: rec.adapter_hash,

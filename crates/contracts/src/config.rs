@@ -8,7 +8,6 @@ use crate::bindings::{
 use alloy_primitives::{Address, Bytes, U256, address};
 use alloy_sol_types::SolConstructor;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Deployer of the dev genesis predeploy: "OpenLedger" in ASCII; nobody holds its key.
 pub const GENESIS_DEPLOYER: Address = address!("0x4f70656e4c656467657200000000000000000000");
@@ -35,16 +34,18 @@ pub struct DeployConfig {
     pub voting_delay: u64,
     /// Seconds a vote stays open.
     pub voting_period: u64,
-    /// Votes needed to propose (wei of GOPEN), decimal string.
-    pub proposal_threshold: String,
+    /// Votes needed to propose (wei of GOPEN), a decimal string of whole wei.
+    #[serde(with = "wei")]
+    pub proposal_threshold: U256,
     /// Quorum as a percentage of supply.
     pub quorum_percent: u64,
     /// Initial fee split.
     pub fee_split: FeeSplit,
     /// Datanet owner's share of licence fees (bps).
     pub licence_owner_bps: u16,
-    /// Datanet creation fee in wei, decimal string.
-    pub datanet_creation_fee: String,
+    /// Datanet creation fee, a decimal string of whole wei.
+    #[serde(with = "wei")]
+    pub datanet_creation_fee: U256,
     /// Accounts allowed to submit settlement batches (`openledger contracts deploy`: the
     /// deployer when empty or absent).
     #[serde(default)]
@@ -71,7 +72,7 @@ impl DeployConfig {
             timelock_min_delay: 5,
             voting_delay: 1,
             voting_period: 60,
-            proposal_threshold: "0".into(),
+            proposal_threshold: U256::ZERO,
             quorum_percent: 4,
             fee_split: FeeSplit {
                 treasury_bps: 1000,
@@ -79,21 +80,160 @@ impl DeployConfig {
                 contributors_bps: 5000,
             },
             licence_owner_bps: 2000,
-            datanet_creation_fee: "10000000000000000".into(),
+            datanet_creation_fee: U256::from(10_000_000_000_000_000u64),
             attributors: vec![address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")],
             treasury: None,
             escrow_withdrawal_delay: 30,
         })
     }
+}
 
-    fn u256(s: &str) -> U256 {
-        s.parse().unwrap_or_default()
+/// Amounts in a deploy config: a decimal string of whole wei ("10000000000000000"). Anything
+/// else ("1e16", "0.01", hex, a number) is an error naming the value: a typo must never deploy
+/// a fee or threshold of 0.
+mod wei {
+    use alloy_primitives::U256;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &U256, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<U256, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(D::Error::custom(format!(
+                "{s:?} is not an amount: write whole wei as decimal digits, e.g. \"10000000000000000\" for 0.01 OPEN"
+            )));
+        }
+        U256::from_str_radix(&s, 10)
+            .map_err(|e| D::Error::custom(format!("{s:?} is not an amount: {e}")))
+    }
+}
+
+/// One of the seven protocol contracts, in deployment order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Contract {
+    /// The governance token.
+    Gopen,
+    /// The Timelock that owns every parameter.
+    Timelock,
+    /// The Governor that proposes to the Timelock.
+    Governor,
+    /// Fee split, fees, attributors, escrow delay.
+    ProtocolParams,
+    /// Datanets, contributions, versions, licences.
+    DatanetRegistry,
+    /// Models and their prices.
+    ModelRegistry,
+    /// Escrow, settlement batches, claims.
+    AttributionSettlement,
+}
+
+impl Contract {
+    /// All seven, in deployment order (the deployer's nonces 0..7 of a plan).
+    pub const ALL: [Contract; 7] = [
+        Contract::Gopen,
+        Contract::Timelock,
+        Contract::Governor,
+        Contract::ProtocolParams,
+        Contract::DatanetRegistry,
+        Contract::ModelRegistry,
+        Contract::AttributionSettlement,
+    ];
+
+    /// The Solidity contract's name (the key in deployment files).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Contract::Gopen => "GOPEN",
+            Contract::Timelock => "OpenLedgerTimelock",
+            Contract::Governor => "OpenLedgerGovernor",
+            Contract::ProtocolParams => "ProtocolParams",
+            Contract::DatanetRegistry => "DatanetRegistry",
+            Contract::ModelRegistry => "ModelRegistry",
+            Contract::AttributionSettlement => "AttributionSettlement",
+        }
+    }
+}
+
+impl std::fmt::Display for Contract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+/// Where each protocol contract is. In JSON, an object keyed by contract name; all seven are
+/// required and an unknown name is an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contracts {
+    /// `GOPEN`.
+    #[serde(rename = "GOPEN")]
+    pub gopen: Address,
+    /// `OpenLedgerTimelock`.
+    #[serde(rename = "OpenLedgerTimelock")]
+    pub timelock: Address,
+    /// `OpenLedgerGovernor`.
+    #[serde(rename = "OpenLedgerGovernor")]
+    pub governor: Address,
+    /// `ProtocolParams`.
+    #[serde(rename = "ProtocolParams")]
+    pub params: Address,
+    /// `DatanetRegistry`.
+    #[serde(rename = "DatanetRegistry")]
+    pub datanet_registry: Address,
+    /// `ModelRegistry`.
+    #[serde(rename = "ModelRegistry")]
+    pub model_registry: Address,
+    /// `AttributionSettlement`.
+    #[serde(rename = "AttributionSettlement")]
+    pub settlement: Address,
+}
+
+impl Contracts {
+    /// The addresses a plan from `deployer` at `first_nonce` creates.
+    pub fn planned(deployer: Address, first_nonce: u64) -> Self {
+        let at = |i: u64| deployer.create(first_nonce + i);
+        Self {
+            gopen: at(0),
+            timelock: at(1),
+            governor: at(2),
+            params: at(3),
+            datanet_registry: at(4),
+            model_registry: at(5),
+            settlement: at(6),
+        }
+    }
+
+    /// The address of `c`.
+    pub fn address(&self, c: Contract) -> Address {
+        match c {
+            Contract::Gopen => self.gopen,
+            Contract::Timelock => self.timelock,
+            Contract::Governor => self.governor,
+            Contract::ProtocolParams => self.params,
+            Contract::DatanetRegistry => self.datanet_registry,
+            Contract::ModelRegistry => self.model_registry,
+            Contract::AttributionSettlement => self.settlement,
+        }
+    }
+
+    /// Each contract with its address, in deployment order.
+    pub fn iter(&self) -> impl Iterator<Item = (Contract, Address)> + '_ {
+        Contract::ALL.into_iter().map(|c| (c, self.address(c)))
+    }
+
+    /// The contract at `address`, if any.
+    pub fn find(&self, address: Address) -> Option<Contract> {
+        self.iter().find(|(_, a)| *a == address).map(|(c, _)| c)
     }
 }
 
 /// One creation transaction of the plan.
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// The contract.
+    pub contract: Contract,
     /// Contract name.
     pub name: &'static str,
     /// Deployer nonce.
@@ -114,15 +254,8 @@ pub struct Deployments {
     pub deployer: Address,
     /// Block of the deployment (0 for genesis).
     pub block: u64,
-    /// Contract name → address.
-    pub contracts: BTreeMap<String, Address>,
-}
-
-impl Deployments {
-    /// Address of a contract by name.
-    pub fn get(&self, name: &str) -> Option<Address> {
-        self.contracts.get(name).copied()
-    }
+    /// Where each contract is.
+    pub contracts: Contracts,
 }
 
 fn with_args(code: &[u8], args: Vec<u8>) -> Bytes {
@@ -133,98 +266,87 @@ fn with_args(code: &[u8], args: Vec<u8>) -> Bytes {
 
 /// The seven creation transactions for `cfg` from `deployer` starting at `first_nonce`.
 pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step> {
-    let at = |i: u64| deployer.create(first_nonce + i);
-    let (gopen, timelock, governor, params, datanets, models, settlement) =
-        (at(0), at(1), at(2), at(3), at(4), at(5), at(6));
+    let c = Contracts::planned(deployer, first_nonce);
+    let (gopen, timelock, governor, params, datanets, models) = (
+        c.gopen,
+        c.timelock,
+        c.governor,
+        c.params,
+        c.datanet_registry,
+        c.model_registry,
+    );
     let treasury = cfg.treasury.unwrap_or(timelock);
-    let steps: Vec<(&'static str, Bytes)> = vec![
-        ("GOPEN", GOPEN::BYTECODE.clone()),
-        (
-            "OpenLedgerTimelock",
-            with_args(
-                &OpenLedgerTimelock::BYTECODE,
-                OpenLedgerTimelock::constructorCall {
-                    minDelay: U256::from(cfg.timelock_min_delay),
-                    proposers: vec![governor],
-                    executors: vec![Address::ZERO],
-                    admin: Address::ZERO,
-                }
-                .abi_encode(),
-            ),
+    let code: [Bytes; 7] = [
+        GOPEN::BYTECODE.clone(),
+        with_args(
+            &OpenLedgerTimelock::BYTECODE,
+            OpenLedgerTimelock::constructorCall {
+                minDelay: U256::from(cfg.timelock_min_delay),
+                proposers: vec![governor],
+                executors: vec![Address::ZERO],
+                admin: Address::ZERO,
+            }
+            .abi_encode(),
         ),
-        (
-            "OpenLedgerGovernor",
-            with_args(
-                &OpenLedgerGovernor::BYTECODE,
-                OpenLedgerGovernor::constructorCall {
-                    token: gopen,
-                    timelock,
-                    votingDelay_: alloy_primitives::Uint::from(cfg.voting_delay),
-                    votingPeriod_: cfg.voting_period as u32,
-                    proposalThreshold_: DeployConfig::u256(&cfg.proposal_threshold),
-                    quorumPercent: U256::from(cfg.quorum_percent),
-                }
-                .abi_encode(),
-            ),
+        with_args(
+            &OpenLedgerGovernor::BYTECODE,
+            OpenLedgerGovernor::constructorCall {
+                token: gopen,
+                timelock,
+                votingDelay_: alloy_primitives::Uint::from(cfg.voting_delay),
+                votingPeriod_: cfg.voting_period as u32,
+                proposalThreshold_: cfg.proposal_threshold,
+                quorumPercent: U256::from(cfg.quorum_percent),
+            }
+            .abi_encode(),
         ),
-        (
-            "ProtocolParams",
-            with_args(
-                &ProtocolParams::BYTECODE,
-                ProtocolParams::constructorCall {
-                    owner_: timelock,
-                    treasury_: treasury,
-                    split: ProtocolParams::FeeSplit {
-                        treasuryBps: cfg.fee_split.treasury_bps,
-                        modelOwnerBps: cfg.fee_split.model_owner_bps,
-                        contributorsBps: cfg.fee_split.contributors_bps,
-                    },
-                    licenceOwnerBps_: cfg.licence_owner_bps,
-                    datanetCreationFee_: DeployConfig::u256(&cfg.datanet_creation_fee),
-                    attributors: cfg.attributors.clone(),
-                    escrowWithdrawalDelay_: cfg.escrow_withdrawal_delay,
-                }
-                .abi_encode(),
-            ),
+        with_args(
+            &ProtocolParams::BYTECODE,
+            ProtocolParams::constructorCall {
+                owner_: timelock,
+                treasury_: treasury,
+                split: ProtocolParams::FeeSplit {
+                    treasuryBps: cfg.fee_split.treasury_bps,
+                    modelOwnerBps: cfg.fee_split.model_owner_bps,
+                    contributorsBps: cfg.fee_split.contributors_bps,
+                },
+                licenceOwnerBps_: cfg.licence_owner_bps,
+                datanetCreationFee_: cfg.datanet_creation_fee,
+                attributors: cfg.attributors.clone(),
+                escrowWithdrawalDelay_: cfg.escrow_withdrawal_delay,
+            }
+            .abi_encode(),
         ),
-        (
-            "DatanetRegistry",
-            with_args(
-                &DatanetRegistry::BYTECODE,
-                DatanetRegistry::constructorCall { params_: params }.abi_encode(),
-            ),
+        with_args(
+            &DatanetRegistry::BYTECODE,
+            DatanetRegistry::constructorCall { params_: params }.abi_encode(),
         ),
-        (
-            "ModelRegistry",
-            with_args(
-                &ModelRegistry::BYTECODE,
-                ModelRegistry::constructorCall {
-                    datanets_: datanets,
-                }
-                .abi_encode(),
-            ),
+        with_args(
+            &ModelRegistry::BYTECODE,
+            ModelRegistry::constructorCall {
+                datanets_: datanets,
+            }
+            .abi_encode(),
         ),
-        (
-            "AttributionSettlement",
-            with_args(
-                &AttributionSettlement::BYTECODE,
-                AttributionSettlement::constructorCall {
-                    params_: params,
-                    models_: models,
-                    datanets_: datanets,
-                }
-                .abi_encode(),
-            ),
+        with_args(
+            &AttributionSettlement::BYTECODE,
+            AttributionSettlement::constructorCall {
+                params_: params,
+                models_: models,
+                datanets_: datanets,
+            }
+            .abi_encode(),
         ),
     ];
-    let _ = settlement;
-    steps
+    Contract::ALL
         .into_iter()
+        .zip(code)
         .enumerate()
-        .map(|(i, (name, initcode))| Step {
-            name,
+        .map(|(i, (contract, initcode))| Step {
+            contract,
+            name: contract.name(),
             nonce: first_nonce + i as u64,
-            address: at(i as u64),
+            address: c.address(contract),
             initcode,
         })
         .collect()
@@ -233,6 +355,31 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An amount that is not whole wei in decimal digits is refused, naming the value; a
+    /// round trip keeps the decimal string.
+    #[test]
+    fn deploy_config_amounts_are_whole_wei_or_an_error() {
+        let mut v = serde_json::to_value(DeployConfig::dev()).expect("config as JSON");
+        assert_eq!(v["datanetCreationFee"], "10000000000000000");
+        for bad in ["1e16", "0.01", "0x2386f26fc10000", "", "-1", " 1"] {
+            v["datanetCreationFee"] = bad.into();
+            let e = serde_json::from_value::<DeployConfig>(v.clone())
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains("is not an amount"), "{bad}: {e}");
+        }
+        v["datanetCreationFee"] = 10.into();
+        assert!(serde_json::from_value::<DeployConfig>(v.clone()).is_err());
+        v["proposalThreshold"] = "1".repeat(80).into();
+        v["datanetCreationFee"] = "7".into();
+        let e = serde_json::from_value::<DeployConfig>(v.clone()).expect_err("overflow");
+        assert!(e.to_string().contains("is not an amount"), "{e}");
+        v["proposalThreshold"] = "5".into();
+        let c: DeployConfig = serde_json::from_value(v).expect("valid");
+        assert_eq!(c.datanet_creation_fee, U256::from(7));
+        assert_eq!(c.proposal_threshold, U256::from(5));
+    }
 
     /// The Rust plan and the JavaScript plan (`deploy.mjs --plan`) agree byte for byte.
     #[test]

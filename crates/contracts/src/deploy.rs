@@ -1,11 +1,11 @@
 //! Deploys and wires the protocol contracts on any EVM chain over JSON-RPC.
 
-use crate::config::{DeployConfig, Deployments, plan};
+use crate::config::{Contracts, DeployConfig, Deployments, plan};
+use crate::confirm::Confirm;
 use alloy_network::TransactionBuilder;
 use alloy_primitives::Address;
 use alloy_provider::Provider;
 use alloy_rpc_types_eth::TransactionRequest;
-use std::collections::BTreeMap;
 
 /// Why a deployment failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +43,17 @@ pub async fn deploy<P: Provider>(
         .pending()
         .await
         .map_err(rpc)?;
-    let mut contracts = BTreeMap::new();
     let mut block = 0;
-    for s in plan(cfg, from, nonce) {
+    let steps = plan(cfg, from, nonce);
+    let contracts = Contracts::planned(from, nonce);
+    for s in steps {
         let tx = TransactionRequest::default()
             .with_from(from)
             .with_deploy_code(s.initcode.clone())
             .with_nonce(s.nonce);
         let pending = provider.send_transaction(tx).await.map_err(rpc)?;
         let receipt = pending
-            .get_receipt()
+            .confirm()
             .await
             .map_err(|e| DeployError::Rpc(e.to_string()))?;
         if !receipt.status() {
@@ -70,7 +71,6 @@ pub async fn deploy<P: Provider>(
             });
         }
         block = receipt.block_number.unwrap_or_default();
-        contracts.insert(s.name.to_string(), s.address);
     }
     Ok(Deployments {
         chain_id,

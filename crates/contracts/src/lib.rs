@@ -1,6 +1,6 @@
 //! How Rust calls OpenLedger's protocol contracts: `sol!` bindings generated from the committed
-//! artifacts in `contracts/out`, the deployment configuration, the genesis predeploy of the
-//! `dev` chain, and deployment to any EVM chain over JSON-RPC.
+//! artifacts in `contracts/out`, the deployment configuration and plan (which the devnet's
+//! genesis predeploy executes), and deployment to any EVM chain over JSON-RPC.
 //!
 //! ```
 //! use openledger_contracts::{DeployConfig, plan};
@@ -12,10 +12,14 @@
 
 pub mod bindings;
 mod config;
+pub mod confirm;
 mod deploy;
+pub mod eip712;
 pub mod fees;
-mod genesis;
+pub mod hooks;
 
-pub use config::{DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan};
+pub use config::{
+    Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,
+};
+pub use confirm::{Confirm, ReceiptError};
 pub use deploy::{DeployError, deploy};
-pub use genesis::{GenesisError, predeploy};

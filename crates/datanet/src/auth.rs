@@ -10,19 +10,9 @@
 use alloy::signers::{SignerSync, local::PrivateKeySigner};
 use alloy_primitives::Signature;
 use alloy_primitives::{Address, B256, U256};
-use alloy_sol_types::{Eip712Domain, SolStruct, eip712_domain, sol};
+use alloy_sol_types::{Eip712Domain, SolStruct};
 
-sol! {
-    /// The signed request.
-    #[derive(Debug)]
-    struct DatanetRequest {
-        string action;
-        uint256 datanetId;
-        bytes32 contentHash;
-        uint256 nonce;
-        uint256 expiry;
-    }
-}
+pub use openledger_contracts::eip712::DatanetRequest;
 
 /// Longest accepted signature validity.
 pub const MAX_VALIDITY_SECS: u64 = 24 * 3600;
@@ -43,12 +33,7 @@ pub mod headers {
 
 /// The EIP-712 domain.
 pub fn domain(chain_id: u64, registry: Address) -> Eip712Domain {
-    eip712_domain! {
-        name: "OpenLedger Datanets",
-        version: "1",
-        chain_id: chain_id,
-        verifying_contract: registry,
-    }
+    openledger_contracts::eip712::datanets_domain(chain_id, registry)
 }
 
 /// The fields of a signed request, as parsed from headers.

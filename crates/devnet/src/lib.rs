@@ -6,16 +6,18 @@
 //! # async fn demo() -> Result<(), openledger_devnet::DevnetError> {
 //! let devnet = openledger_devnet::Devnet::start(openledger_devnet::DevnetConfig::default()).await?;
 //! println!("{}", devnet.rpc_url());
-//! let registry = devnet.deployments.get("DatanetRegistry");
-//! assert!(registry.is_some());
+//! let registry = devnet.deployments.contracts.datanet_registry;
+//! assert!(!registry.is_zero());
 //! devnet.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 pub mod demo;
+pub mod genesis;
 mod http;
 pub mod limits;
 
+pub use genesis::{GenesisError, predeploy};
 pub use http::{Slot, Slots};
 pub use limits::HttpLimits;
 
@@ -36,7 +38,7 @@ pub enum DevnetError {
     Chain(#[from] openledger_chain::ChainError),
     /// Predeploying the protocol contracts failed.
     #[error(transparent)]
-    Genesis(#[from] openledger_contracts::GenesisError),
+    Genesis(#[from] GenesisError),
     /// I/O (datadir, socket).
     #[error("{0}")]
     Io(String),
@@ -65,8 +67,8 @@ pub struct DevnetConfig {
     pub fee_recipient: Address,
     /// RPC limits.
     pub rpc: RpcConfig,
-    /// Protocol contracts to predeploy (`None` for a bare chain).
-    pub contracts: Option<DeployConfig>,
+    /// Settings of the protocol contracts predeployed at genesis.
+    pub contracts: DeployConfig,
     /// Genesis timestamp; `None` uses the current time.
     pub genesis_timestamp: Option<u64>,
     /// Datanet uploads left staged longer than this by a killed process are removed at start.
@@ -88,7 +90,7 @@ impl Default for DevnetConfig {
             base_fee_recipient: None,
             fee_recipient: Address::ZERO,
             rpc: RpcConfig::default(),
-            contracts: Some(DeployConfig::dev()),
+            contracts: DeployConfig::dev(),
             genesis_timestamp: None,
             staging_grace: openledger_datanet::service::STAGING_GRACE,
             http_limits: HttpLimits::default(),
@@ -161,15 +163,7 @@ impl Devnet {
             ..Default::default()
         };
         let (mut spec, accounts) = preset.build()?;
-        let deployments = match &cfg.contracts {
-            Some(c) => openledger_contracts::predeploy(&mut spec, c)?,
-            None => Deployments {
-                chain_id: cfg.chain_id,
-                deployer: Address::ZERO,
-                block: 0,
-                contracts: Default::default(),
-            },
-        };
+        let deployments = predeploy(&mut spec, &cfg.contracts)?;
         let node = Node::open(NodeConfig {
             datadir: datadir.clone(),
             spec,
@@ -217,8 +211,8 @@ impl Devnet {
             }
             None => None,
         };
-        let mut datanets = None;
-        if let Some(registry) = deployments.get("DatanetRegistry") {
+        let datanets = {
+            let registry = deployments.contracts.datanet_registry;
             let mut svc_cfg = openledger_datanet::ServiceConfig::new(
                 format!("http://{rpc_addr}"),
                 registry,
@@ -230,8 +224,8 @@ impl Devnet {
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
             slots.datanets.set(svc.router());
             tasks.push(svc.spawn_follower(stop.subscribe()));
-            datanets = Some(svc);
-        }
+            Some(svc)
+        };
         Ok(Self {
             node,
             rpc_addr,

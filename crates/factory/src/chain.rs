@@ -12,6 +12,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolEvent;
+use openledger_contracts::Contract;
 use openledger_contracts::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
@@ -135,10 +136,10 @@ impl Chain {
         }
     }
 
-    pub fn addr(&self, name: &'static str) -> Result<Address, UiError> {
+    pub fn addr(&self, c: Contract) -> Result<Address, UiError> {
         self.cfg
-            .contract(name)
-            .ok_or(UiError::MissingContract(name))
+            .contract(c)
+            .ok_or(UiError::MissingContract(c.name()))
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, UiError> {
@@ -217,20 +218,20 @@ impl Chain {
             open: open(open_bal),
             ..Default::default()
         };
-        if let Some(g) = self.cfg.contract("GOPEN") {
+        if let Some(g) = self.cfg.contract(Contract::Gopen) {
             let g = GOPEN::new(g, p.clone());
             b.gopen = open(g.balanceOf(a).call().await.map_err(chain_err)?);
             b.votes = open(g.getVotes(a).call().await.map_err(chain_err)?);
             let d = g.delegates(a).call().await.map_err(chain_err)?;
             b.delegate = (d != Address::ZERO).then(|| d.to_checksum(None));
         }
-        if let Some(r) = self.cfg.contract("DatanetRegistry") {
+        if let Some(r) = self.cfg.contract(Contract::DatanetRegistry) {
             let r = DatanetRegistry::new(r, p.clone());
             let v = r.balanceOf(a).call().await.map_err(chain_err)?;
             b.datanet_claimable = open(v);
             b.datanet_claimable_wei = v.to_string();
         }
-        if let Some(s) = self.cfg.contract("AttributionSettlement") {
+        if let Some(s) = self.cfg.contract(Contract::AttributionSettlement) {
             let s = AttributionSettlement::new(s, p.clone());
             let v = s.balanceOf(a).call().await.map_err(chain_err)?;
             b.settlement_claimable = open(v);
@@ -242,7 +243,7 @@ impl Chain {
 
     /// Licence earnings a contribution can collect now.
     pub async fn pending_reward(&self, contribution: u64) -> Result<U256, UiError> {
-        let r = DatanetRegistry::new(self.addr("DatanetRegistry")?, self.provider.clone());
+        let r = DatanetRegistry::new(self.addr(Contract::DatanetRegistry)?, self.provider.clone());
         r.pendingReward(U256::from(contribution))
             .call()
             .await
@@ -250,10 +251,11 @@ impl Chain {
     }
 
     pub async fn governance(&self) -> Result<GovernanceInfo, UiError> {
-        let gov = OpenLedgerGovernor::new(self.addr("OpenLedgerGovernor")?, self.provider.clone());
-        let params = ProtocolParams::new(self.addr("ProtocolParams")?, self.provider.clone());
+        let gov = OpenLedgerGovernor::new(self.addr(Contract::Governor)?, self.provider.clone());
+        let params =
+            ProtocolParams::new(self.addr(Contract::ProtocolParams)?, self.provider.clone());
         let tl = openledger_contracts::bindings::OpenLedgerTimelock::new(
-            self.addr("OpenLedgerTimelock")?,
+            self.addr(Contract::Timelock)?,
             self.provider.clone(),
         );
         let split = params.feeSplit().call().await.map_err(chain_err)?;
@@ -278,7 +280,7 @@ impl Chain {
     }
 
     pub async fn proposals(&self) -> Result<Vec<ProposalView>, UiError> {
-        let addr = self.addr("OpenLedgerGovernor")?;
+        let addr = self.addr(Contract::Governor)?;
         let gov = OpenLedgerGovernor::new(addr, self.provider.clone());
         let filter = Filter::new()
             .address(addr)
@@ -323,7 +325,7 @@ impl Chain {
     }
 
     pub async fn models(&self) -> Result<Vec<ModelView>, UiError> {
-        let Some(addr) = self.cfg.contract("ModelRegistry") else {
+        let Some(addr) = self.cfg.contract(Contract::ModelRegistry) else {
             return Ok(Vec::new());
         };
         let reg = ModelRegistry::new(addr, self.provider.clone());
@@ -447,8 +449,8 @@ impl Chain {
 
     /// "DatanetRegistry (0x…)" for protocol contracts, the checksummed address otherwise.
     pub fn name_of(&self, a: Address) -> String {
-        match self.cfg.contracts.iter().find(|(_, v)| **v == a) {
-            Some((name, _)) => name.clone(),
+        match self.cfg.contracts.and_then(|c| c.find(a)) {
+            Some(c) => c.name().to_string(),
             None => a.to_checksum(None),
         }
     }

@@ -1,7 +1,7 @@
 //! What the UI needs to know about the deployment it is part of.
 
 use alloy_primitives::Address;
-use std::collections::BTreeMap;
+use openledger_contracts::{Contract, Contracts};
 
 /// Configuration of the UI router.
 #[derive(Clone, Debug)]
@@ -12,8 +12,8 @@ pub struct FactoryConfig {
     pub datanets_url: String,
     /// Chain id (for EIP-712 domains and wallet checks).
     pub chain_id: u64,
-    /// Protocol contract addresses by name (`DatanetRegistry`, `GOPEN`, …).
-    pub contracts: BTreeMap<String, Address>,
+    /// Where the protocol contracts are (`None`: not deployed; the pages that need them say so).
+    pub contracts: Option<Contracts>,
     /// Accounts offered by the "dev account" switcher (their keys live in the node).
     pub dev_accounts: Vec<Address>,
     /// Whether the node answers `evm_increaseTime` / `evm_mine` (shows the time-travel button).
@@ -31,7 +31,7 @@ impl FactoryConfig {
             rpc_url: rpc_url.into(),
             datanets_url: datanets_url.into(),
             chain_id,
-            contracts: BTreeMap::new(),
+            contracts: None,
             dev_accounts: Vec::new(),
             dev_methods: true,
             max_upload_bytes: openledger_datanet::validate::ValidationConfig::default().max_bytes,
@@ -51,13 +51,13 @@ impl FactoryConfig {
             format!("{}/api/datanets", rpc_url.trim_end_matches('/')),
             deployments.chain_id,
         );
-        cfg.contracts = deployments.contracts.clone();
+        cfg.contracts = Some(deployments.contracts);
         cfg.dev_accounts = dev_accounts.into_iter().collect();
         cfg
     }
 
-    /// Address of a protocol contract by name.
-    pub fn contract(&self, name: &str) -> Option<Address> {
-        self.contracts.get(name).copied()
+    /// Address of a protocol contract.
+    pub fn contract(&self, c: Contract) -> Option<Address> {
+        self.contracts.map(|cs| cs.address(c))
     }
 }

@@ -4,6 +4,7 @@
 use crate::config::FactoryConfig;
 use alloy_primitives::{Address, B256};
 use alloy_sol_types::{SolEventInterface, SolInterface};
+use openledger_contracts::Contract;
 use openledger_contracts::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     OpenLedgerTimelock, ProtocolParams,
@@ -197,11 +198,7 @@ pub(crate) fn method_name(input: &[u8]) -> String {
 
 /// "Contract.method(args…)" for a call to a protocol contract, or the raw selector.
 pub(crate) fn describe_call(cfg: &FactoryConfig, to: Address, input: &[u8]) -> String {
-    let name = cfg
-        .contracts
-        .iter()
-        .find(|(_, a)| **a == to)
-        .map(|(n, _)| n.as_str());
+    let name = cfg.contracts.and_then(|c| c.find(to)).map(Contract::name);
     let decoded = name.and_then(|n| {
         each_contract!(n, m => {
             decode_calls::<m::Calls>(input)
@@ -244,11 +241,7 @@ pub(crate) fn describe_log(
     topics: &[B256],
     data: &[u8],
 ) -> String {
-    let name = cfg
-        .contracts
-        .iter()
-        .find(|(_, a)| **a == addr)
-        .map(|(n, _)| n.as_str());
+    let name = cfg.contracts.and_then(|c| c.find(addr)).map(Contract::name);
     name.and_then(|n| {
         each_contract!(n, m => {
             decode_events::<m::Events>(topics, data)

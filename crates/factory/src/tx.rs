@@ -8,6 +8,7 @@ use crate::error::UiError;
 use alloy_primitives::utils::parse_ether;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolCall, sol};
+use openledger_contracts::Contract;
 use openledger_contracts::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
@@ -136,7 +137,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             } else {
                 f.amount("licenceFee", "The licence fee", true)?
             };
-            let params = ProtocolParams::new(chain.addr("ProtocolParams")?, p);
+            let params = ProtocolParams::new(chain.addr(Contract::ProtocolParams)?, p);
             let creation = params
                 .datanetCreationFee()
                 .call()
@@ -154,7 +155,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             .abi_encode();
             Ok(TxCall {
                 value: creation,
-                ..call(chain.addr("DatanetRegistry")?, data)
+                ..call(chain.addr(Contract::DatanetRegistry)?, data)
             })
         }
         "contribute" => {
@@ -169,10 +170,10 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 metadataURI: format!("rows-root:{}", f.b256("rowsRoot", "The rows root")?),
             }
             .abi_encode();
-            Ok(call(chain.addr("DatanetRegistry")?, data))
+            Ok(call(chain.addr(Contract::DatanetRegistry)?, data))
         }
         "approve" => Ok(call(
-            chain.addr("DatanetRegistry")?,
+            chain.addr(Contract::DatanetRegistry)?,
             DatanetRegistry::approveCall {
                 contributionId: U256::from(f.u64("contributionId", "The contribution id")?),
             }
@@ -186,7 +187,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 ));
             }
             Ok(call(
-                chain.addr("DatanetRegistry")?,
+                chain.addr(Contract::DatanetRegistry)?,
                 DatanetRegistry::rejectCall {
                     contributionId: U256::from(f.u64("contributionId", "The contribution id")?),
                     reason: reason.to_string(),
@@ -207,7 +208,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 .as_u64()
                 .ok_or_else(|| UiError::Upstream("the Datanet service sent no count".into()))?;
             Ok(call(
-                chain.addr("DatanetRegistry")?,
+                chain.addr(Contract::DatanetRegistry)?,
                 DatanetRegistry::publishVersionCall {
                     datanetId: U256::from(id),
                     merkleRoot: get("merkleRoot")?,
@@ -219,7 +220,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
         }
         "buyLicence" => {
             let id = U256::from(f.u64("datanetId", "The Datanet id")?);
-            let reg = DatanetRegistry::new(chain.addr("DatanetRegistry")?, p);
+            let reg = DatanetRegistry::new(chain.addr(Contract::DatanetRegistry)?, p);
             let d = reg.getDatanet(id).call().await.map_err(chain_err)?;
             Ok(TxCall {
                 value: d.licenceFee,
@@ -239,7 +240,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 return Err(invalid("There are no licence earnings to collect."));
             }
             Ok(call(
-                chain.addr("DatanetRegistry")?,
+                chain.addr(Contract::DatanetRegistry)?,
                 DatanetRegistry::collectCall {
                     contributionIds: ids,
                 }
@@ -248,8 +249,8 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
         }
         "claim" => {
             let name = match f.str("contract") {
-                "DatanetRegistry" => "DatanetRegistry",
-                "AttributionSettlement" => "AttributionSettlement",
+                "DatanetRegistry" => Contract::DatanetRegistry,
+                "AttributionSettlement" => Contract::AttributionSettlement,
                 _ => {
                     return Err(invalid(
                         "Choose what to claim: licence or inference earnings.",
@@ -263,10 +264,13 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
         }
         "wrap" => Ok(TxCall {
             value: f.amount("amount", "The amount to wrap", false)?,
-            ..call(chain.addr("GOPEN")?, GOPEN::depositCall {}.abi_encode())
+            ..call(
+                chain.addr(Contract::Gopen)?,
+                GOPEN::depositCall {}.abi_encode(),
+            )
         }),
         "unwrap" => Ok(call(
-            chain.addr("GOPEN")?,
+            chain.addr(Contract::Gopen)?,
             GOPEN::withdrawCall {
                 amount: f.amount("amount", "The amount to unwrap", false)?,
             }
@@ -279,7 +283,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 f.address("delegatee", "The delegate")?
             };
             Ok(call(
-                chain.addr("GOPEN")?,
+                chain.addr(Contract::Gopen)?,
                 GOPEN::delegateCall { delegatee: to }.abi_encode(),
             ))
         }
@@ -299,7 +303,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                     "Set the inference fee split to treasury {t} / model owner {m} / contributors {c} bps"
                 );
             }
-            let params = chain.addr("ProtocolParams")?;
+            let params = chain.addr(Contract::ProtocolParams)?;
             let inner = ProtocolParams::setFeeSplitCall {
                 treasuryBps: t,
                 modelOwnerBps: m,
@@ -307,7 +311,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             }
             .abi_encode();
             Ok(call(
-                chain.addr("OpenLedgerGovernor")?,
+                chain.addr(Contract::Governor)?,
                 OpenLedgerGovernor::proposeCall {
                     targets: vec![params],
                     values: vec![U256::ZERO],
@@ -324,7 +328,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 return Err(invalid("Choose For, Against or Abstain."));
             }
             let voter = f.address("from", "Your account")?;
-            let gov = OpenLedgerGovernor::new(chain.addr("OpenLedgerGovernor")?, p);
+            let gov = OpenLedgerGovernor::new(chain.addr(Contract::Governor)?, p);
             let snapshot = gov.proposalSnapshot(id).call().await.map_err(chain_err)?;
             if snapshot.is_zero() {
                 return Err(UiError::NotFound("There is no such proposal.".into()));
@@ -358,14 +362,14 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             ))
         }
         "queue" => Ok(call(
-            chain.addr("OpenLedgerGovernor")?,
+            chain.addr(Contract::Governor)?,
             queueCall {
                 proposalId: f.u256("proposalId", "The proposal id")?,
             }
             .abi_encode(),
         )),
         "execute" => Ok(call(
-            chain.addr("OpenLedgerGovernor")?,
+            chain.addr(Contract::Governor)?,
             executeCall {
                 proposalId: f.u256("proposalId", "The proposal id")?,
             }
@@ -374,7 +378,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
         "escrowDeposit" => Ok(TxCall {
             value: f.amount("amount", "The deposit", false)?,
             ..call(
-                chain.addr("AttributionSettlement")?,
+                chain.addr(Contract::AttributionSettlement)?,
                 AttributionSettlement::depositCall {}.abi_encode(),
             )
         }),
@@ -386,7 +390,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 f.amount("amount", "The allowance", true)?
             };
             Ok(call(
-                chain.addr("AttributionSettlement")?,
+                chain.addr(Contract::AttributionSettlement)?,
                 AttributionSettlement::setAllowanceCall {
                     modelId: U256::from(f.u64("modelId", "The model id")?),
                     amount,
@@ -416,7 +420,7 @@ fn register_model(chain: &Chain, f: &Form<'_>) -> Result<(Address, Vec<u8>), UiE
         metadataURI: f.str("metadataURI").to_string(),
     };
     Ok((
-        chain.addr("ModelRegistry")?,
+        chain.addr(Contract::ModelRegistry)?,
         ModelRegistry::registerModelCall { spec }.abi_encode(),
     ))
 }

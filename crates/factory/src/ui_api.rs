@@ -12,10 +12,11 @@ use crate::error::UiError;
 use crate::explain;
 use crate::pages::AppState;
 use crate::tx;
-use alloy_primitives::{Address, B256, Bytes, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use axum::Json;
 use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
+use openledger_contracts::{Contract, eip712};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -92,16 +93,17 @@ pub(crate) async fn typed_upload(
 ) -> Result<Json<Value>, UiError> {
     let action = req.action.as_deref().unwrap_or("upload");
     let (name, registry) = match req.service.as_deref().unwrap_or("datanets") {
-        "datanets" if matches!(action, "upload" | "read") => {
-            ("OpenLedger Datanets", st.chain.addr("DatanetRegistry")?)
-        }
+        "datanets" if matches!(action, "upload" | "read") => (
+            "OpenLedger Datanets",
+            st.chain.addr(Contract::DatanetRegistry)?,
+        ),
         "jobs"
             if matches!(
                 action,
                 "create_job" | "cancel_job" | "publish_job" | "show_job"
             ) =>
         {
-            ("OpenLedger Jobs", st.chain.addr("ModelRegistry")?)
+            ("OpenLedger Jobs", st.chain.addr(Contract::ModelRegistry)?)
         }
         s => {
             return Err(UiError::Invalid(format!(
@@ -109,44 +111,27 @@ pub(crate) async fn typed_upload(
             )));
         }
     };
-    let nonce = rand::random::<u64>().to_string();
+    let nonce = rand::random::<u64>();
     let expiry = openledger_datanet::auth::now() + 300;
-    let typed = json!({
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"}
-            ],
-            "DatanetRequest": [
-                {"name": "action", "type": "string"},
-                {"name": "datanetId", "type": "uint256"},
-                {"name": "contentHash", "type": "bytes32"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "expiry", "type": "uint256"}
-            ]
+    let domain = match name {
+        "OpenLedger Jobs" => eip712::jobs_domain(st.cfg.chain_id, registry),
+        _ => eip712::datanets_domain(st.cfg.chain_id, registry),
+    };
+    let typed = eip712::typed_data(
+        &eip712::DatanetRequest {
+            action: action.to_string(),
+            datanetId: U256::from(req.datanet_id),
+            contentHash: req.content_hash,
+            nonce: U256::from(nonce),
+            expiry: U256::from(expiry),
         },
-        "primaryType": "DatanetRequest",
-        "domain": {
-            "name": name,
-            "version": "1",
-            "chainId": st.cfg.chain_id,
-            "verifyingContract": registry,
-        },
-        "message": {
-            "action": action,
-            "datanetId": req.datanet_id,
-            "contentHash": req.content_hash,
-            "nonce": nonce,
-            "expiry": expiry,
-        }
-    });
+        domain,
+    );
     Ok(Json(json!({
         "typedData": typed,
         "headers": {
             "x-ol-signer": req.signer,
-            "x-ol-nonce": nonce,
+            "x-ol-nonce": nonce.to_string(),
             "x-ol-expiry": expiry.to_string(),
             "x-ol-content-hash": req.content_hash,
         }
@@ -165,33 +150,23 @@ pub(crate) async fn typed_session(
     State(st): State<AppState>,
     Json(req): Json<TypedSession>,
 ) -> Result<Json<Value>, UiError> {
-    let settlement = st.chain.addr("AttributionSettlement")?;
+    let settlement = st.chain.addr(Contract::AttributionSettlement)?;
     if req.model.is_empty() {
         return Err(UiError::Invalid("Choose a model first.".into()));
     }
-    let nonce = rand::random::<u64>().to_string();
+    let nonce = rand::random::<u64>();
     let expiry = openledger_datanet::auth::now() + 3600;
-    let typed = json!({
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"}
-            ],
-            "InferenceSession": [
-                {"name": "model", "type": "string"},
-                {"name": "nonce", "type": "uint256"},
-                {"name": "expiry", "type": "uint256"}
-            ]
+    let typed = eip712::typed_data(
+        &eip712::InferenceSession {
+            model: req.model.clone(),
+            nonce: U256::from(nonce),
+            expiry: U256::from(expiry),
         },
-        "primaryType": "InferenceSession",
-        "domain": {"name": "OpenLedger Inference", "version": "1", "chainId": st.cfg.chain_id, "verifyingContract": settlement},
-        "message": {"model": req.model, "nonce": nonce, "expiry": expiry}
-    });
+        eip712::inference_domain(st.cfg.chain_id, settlement),
+    );
     Ok(Json(json!({
         "typedData": typed,
-        "headers": {"x-ol-signer": req.signer, "x-ol-nonce": nonce, "x-ol-expiry": expiry.to_string()},
+        "headers": {"x-ol-signer": req.signer, "x-ol-nonce": nonce.to_string(), "x-ol-expiry": expiry.to_string()},
         "expiry": expiry,
     })))
 }
@@ -225,8 +200,14 @@ pub(crate) async fn credits(
     use alloy_primitives::U256;
     use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
     let chain_err = |e: alloy::contract::Error| UiError::upstream("the chain did not answer", e);
-    let reg = DatanetRegistry::new(st.chain.addr("DatanetRegistry")?, st.chain.provider.clone());
-    let params = ProtocolParams::new(st.chain.addr("ProtocolParams")?, st.chain.provider.clone());
+    let reg = DatanetRegistry::new(
+        st.chain.addr(Contract::DatanetRegistry)?,
+        st.chain.provider.clone(),
+    );
+    let params = ProtocolParams::new(
+        st.chain.addr(Contract::ProtocolParams)?,
+        st.chain.provider.clone(),
+    );
     let split = params.feeSplit().call().await.map_err(chain_err)?;
     let fee: U256 = req
         .fee
@@ -285,7 +266,7 @@ pub(crate) async fn verify(
 ) -> Result<Json<Value>, UiError> {
     use openledger_contracts::bindings::AttributionSettlement;
     let s = AttributionSettlement::new(
-        st.chain.addr("AttributionSettlement")?,
+        st.chain.addr(Contract::AttributionSettlement)?,
         st.chain.provider.clone(),
     );
     let ok = s

@@ -30,7 +30,7 @@ pub mod bench;
 pub mod cache;
 pub mod engine;
 pub mod error;
-pub mod hooks;
+pub use openledger_contracts::hooks;
 pub mod metrics;
 pub mod mix;
 pub mod registry;

@@ -190,7 +190,7 @@ impl Stack {
         let mut scfg = ServeConfig::new(base, d.datadir.join("serve-cache"));
         scfg.store = Some(models_store(&d.datadir));
         scfg.rpc_url = Some(d.rpc_url());
-        scfg.registry = d.deployments.get("ModelRegistry");
+        scfg.registry = Some(d.deployments.contracts.model_registry);
         let hooks: Arc<dyn InferenceHooks> = attribution.clone();
         let server = Server::start(scfg, hooks)
             .await
@@ -202,8 +202,8 @@ impl Stack {
         let jobs = JobService::open(JobsConfig {
             rpc_url: d.rpc_url(),
             chain_id: d.deployments.chain_id,
-            datanet_registry: d.deployments.get("DatanetRegistry").unwrap_or_default(),
-            model_registry: d.deployments.get("ModelRegistry").unwrap_or_default(),
+            datanet_registry: d.deployments.contracts.datanet_registry,
+            model_registry: d.deployments.contracts.model_registry,
             datadir: d.datadir.join("train"),
             models_store: models_store(&d.datadir),
             base_models: vec![base.to_path_buf()],
@@ -345,7 +345,7 @@ impl Stack {
         let published = openledger_train::publish::publish(
             &d.rpc_url(),
             owner.signer.clone(),
-            d.deployments.get("ModelRegistry").unwrap_or_default(),
+            d.deployments.contracts.model_registry,
             &spec,
         )
         .await

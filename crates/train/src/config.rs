@@ -311,7 +311,7 @@ mod tests {
             ("learningRate", Box::new(|c| c.learning_rate = f64::NAN)),
             (
                 "targetModules",
-                Box::new(|c| c.target_modules = vec!["lm_head".into()]),
+                Box::new(|c| c.target_modules = vec!["mlp.router".into()]),
             ),
             ("dropout", Box::new(|c| c.dropout = 1.0)),
             ("batchSize", Box::new(|c| c.batch_size = 0)),

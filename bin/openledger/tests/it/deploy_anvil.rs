@@ -82,11 +82,8 @@ async fn deploys_the_protocol_on_anvil() {
     let d: openledger_contracts::Deployments =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("out file")).expect("json");
     assert_eq!(d.chain_id, 31337);
-    assert_eq!(d.contracts.len(), 7);
-    let params = openledger_contracts::bindings::ProtocolParams::new(
-        d.get("ProtocolParams").expect("params"),
-        &provider,
-    );
+    assert_eq!(d.contracts.iter().count(), 7);
+    let params = openledger_contracts::bindings::ProtocolParams::new(d.contracts.params, &provider);
     assert!(params.isAttributor(d.deployer).call().await.expect("call"));
     let dev_key_holder: alloy_primitives::Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         .parse()
@@ -105,7 +102,7 @@ async fn deploys_the_protocol_on_anvil() {
         serde_json::from_value(cfg).expect("config");
     planned.attributors = vec![d.deployer];
     for s in openledger_contracts::plan(&planned, d.deployer, 0) {
-        assert_eq!(d.get(s.name), Some(s.address), "{}", s.name);
+        assert_eq!(d.contracts.address(s.contract), s.address, "{}", s.name);
     }
 }
 

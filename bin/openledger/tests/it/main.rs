@@ -1,16 +1,11 @@
-//! Integration tests: a real node over real HTTP and WebSocket sockets, driven by alloy's
-//! provider (and by raw JSON-RPC where a client library would hide the behaviour).
+//! Integration tests that need the `openledger` binary itself: they spawn it, kill it, deploy
+//! with it, or check how it exits. The chain's and the JSON-RPC server's own tests live in
+//! `crates/chain/tests` and `crates/rpc/tests`.
 
 mod common;
 
 mod attacks;
-mod bad_input;
-mod contracts;
 mod crash;
 mod datanet_kill;
 mod deploy_anvil;
 mod devnet_sigterm;
-mod pool;
-mod restart;
-mod rpc;
-mod subscriptions;

@@ -11,6 +11,7 @@ use eyre::{Result, eyre};
 use futures::StreamExt;
 use openledger_attribution::settle::Settlement;
 use openledger_attribution::{AttributionConfig, AttributionService, auth};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -58,8 +59,15 @@ fn base_dir() -> Result<PathBuf> {
     Ok(model)
 }
 
+/// A provider that signs as `s`. Nonces are read per transaction: alloy's default cache takes a
+/// nonce even for a transaction whose gas estimate then fails (the refused withdrawal below),
+/// and every later transaction would wait behind that gap for good.
 pub(crate) fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
     Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
         .wallet(EthereumWallet::from(s.clone()))
         .connect_http(rpc.parse()?)
         .erased())
@@ -68,7 +76,7 @@ pub(crate) fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
 pub(crate) async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
     c: alloy::contract::CallBuilder<P, T>,
 ) -> Result<()> {
-    let r = c.send().await?.get_receipt().await?;
+    let r = c.send().await?.confirm().await?;
     if !r.status() {
         return Err(eyre!("transaction reverted"));
     }
@@ -92,7 +100,7 @@ impl World {
         let mut contracts = openledger_contracts::DeployConfig::dev();
         contracts.escrow_withdrawal_delay = escrow_withdrawal_delay;
         let devnet = Devnet::start(DevnetConfig {
-            contracts: Some(contracts),
+            contracts,
             ..DevnetConfig::default()
         })
         .await?;
@@ -126,10 +134,7 @@ impl World {
             .await?;
         let base_hash = openledger_model::content_hash(&base)?.0;
         let models = ModelRegistry::new(
-            devnet
-                .deployments
-                .get("ModelRegistry")
-                .ok_or(eyre!("no registry"))?,
+            devnet.deployments.contracts.model_registry,
             provider(&rpc, &acct(1))?,
         );
         send(models.registerModel(ModelRegistry::ModelSpec {
@@ -161,10 +166,7 @@ impl World {
     }
 
     pub(crate) fn settlement_address(&self) -> Result<Address> {
-        self.devnet
-            .deployments
-            .get("AttributionSettlement")
-            .ok_or(eyre!("no settlement"))
+        Ok(self.devnet.deployments.contracts.settlement)
     }
 
     fn attribution_config(&self, dir: &Path) -> AttributionConfig {
@@ -192,7 +194,7 @@ impl World {
         let mut scfg = ServeConfig::new(&self.base, self.tmp.path().join("serve-cache"));
         scfg.store = Some(self.models_loc.clone());
         scfg.rpc_url = Some(self.rpc.clone());
-        scfg.registry = self.devnet.deployments.get("ModelRegistry");
+        scfg.registry = Some(self.devnet.deployments.contracts.model_registry);
         let hooks: Arc<dyn InferenceHooks> = svc.clone();
         let server = Server::start(scfg, hooks).await?;
         let app = server.router().merge(svc.router());
@@ -437,7 +439,7 @@ async fn escrow_cannot_leave_before_the_answers_it_paid_for_are_settled() -> Res
     let grab = settlement.withdrawEscrow(U256::from(DEPOSIT)).send().await;
     let reverted = match grab {
         Err(_) => true,
-        Ok(p) => !p.get_receipt().await?.status(),
+        Ok(p) => !p.confirm().await?.status(),
     };
     assert!(
         reverted,

@@ -7,6 +7,7 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::corpus::{self, CorpusError, RowSource};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::{
     ChainView, ContentStore, DatanetClient, ManifestCheckError, UploadReceipt,
@@ -29,10 +30,7 @@ async fn a_version_cannot_claim_another_datanets_manifest_for_attribution() -> R
     let devnet = Devnet::start(DevnetConfig::default()).await?;
     let rpc = devnet.rpc_url();
     let api = format!("{rpc}/api/datanets");
-    let registry = devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+    let registry = devnet.deployments.contracts.datanet_registry;
     let client = |i: usize| DatanetClient::connect(&rpc, &api, devnet.accounts[i].signer.clone());
     let (owner, alice, attacker) = (client(0).await?, client(1).await?, client(5).await?);
 
@@ -84,7 +82,7 @@ async fn a_version_cannot_claim_another_datanets_manifest_for_attribution() -> R
         .publishVersion(U256::from(mine), root, U256::from(1), manifest_hash)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
 
     let chain = ChainView::new(

@@ -12,6 +12,8 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_contracts::Confirm;
+use openledger_contracts::Contract;
 use openledger_contracts::bindings::{AttributionSettlement, ProtocolParams};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -66,7 +68,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         devnet.http_url().ok_or(eyre!("no http"))?
     );
     let acct = |i: usize| devnet.accounts[i].signer.clone();
-    let dep = |n: &str| devnet.deployments.get(n).ok_or(eyre!("no {n}"));
+    let dep = |c: Contract| -> Result<Address> { Ok(devnet.deployments.contracts.address(c)) };
 
     // Three contributors, one fact each (asked two ways), plus a shared generic line.
     let owner = DatanetClient::connect(&rpc, &api, acct(1)).await?;
@@ -102,7 +104,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     let reader = provider(&rpc, &acct(1))?;
     let vref = source::check_access(
         &reader,
-        dep("DatanetRegistry")?,
+        dep(Contract::DatanetRegistry)?,
         acct(1).address(),
         d,
         version,
@@ -151,7 +153,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     let published = publish::publish(
         &rpc,
         acct(1),
-        dep("ModelRegistry")?,
+        dep(Contract::ModelRegistry)?,
         &PublishSpec {
             base_model_id: "tiny".into(),
             base_model_hash: publish::base_hash_bytes(&base_hash)?,
@@ -184,7 +186,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     let mut scfg = ServeConfig::new(&base_dir, tmp.path().join("serve-cache"));
     scfg.store = Some(models_loc);
     scfg.rpc_url = Some(rpc.clone());
-    scfg.registry = Some(dep("ModelRegistry")?);
+    scfg.registry = Some(dep(Contract::ModelRegistry)?);
     let hooks: Arc<dyn InferenceHooks> = svc.clone();
     let server = Server::start(scfg, hooks).await?;
     let app = server.router().merge(svc.router());
@@ -195,7 +197,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     // The payer escrows and allows; then asks contributor 1's question.
     let payer = acct(6);
     let pp = provider(&rpc, &payer)?;
-    let settlement_addr = dep("AttributionSettlement")?;
+    let settlement_addr = dep(Contract::AttributionSettlement)?;
     let settlement = AttributionSettlement::new(settlement_addr, &pp);
     let deposit = U256::from(10u64).pow(U256::from(16u64));
     settlement
@@ -203,13 +205,13 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         .value(deposit)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     settlement
         .setAllowance(U256::from(published.model_id), U256::MAX)
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     let http = reqwest::Client::new();
     let body = serde_json::json!({
@@ -275,7 +277,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         "index rebuilt from the API"
     );
 
-    let params = ProtocolParams::new(dep("ProtocolParams")?, &pp);
+    let params = ProtocolParams::new(dep(Contract::ProtocolParams)?, &pp);
     let treasury = params.treasury().call().await?;
     let mut accounts: Vec<Address> = vec![treasury, acct(1).address()];
     accounts.extend((2..5).map(|i| acct(i).address()));
@@ -306,7 +308,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
             .claim()
             .send()
             .await?
-            .get_receipt()
+            .confirm()
             .await?;
         let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
         assert_eq!(wp.get_balance(who.address()).await? + gas, before + owed);

@@ -11,6 +11,7 @@ use alloy_primitives::{Address, B256, U256};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::DatanetClient;
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -34,7 +35,7 @@ fn provider(rpc: &str, s: &PrivateKeySigner) -> Result<DynProvider> {
 async fn send<P: Provider, T: alloy::contract::CallDecoder + Send>(
     c: alloy::contract::CallBuilder<P, T>,
 ) -> Result<()> {
-    let r = c.send().await?.get_receipt().await?;
+    let r = c.send().await?.confirm().await?;
     if !r.status() {
         return Err(eyre!("transaction reverted"));
     }
@@ -83,10 +84,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
 
     // The model, registered by the Datanet owner (who holds the licence).
     let model_owner = provider(&rpc, &acct(1))?;
-    let registry_addr = devnet
-        .deployments
-        .get("ModelRegistry")
-        .ok_or(eyre!("no registry"))?;
+    let registry_addr = devnet.deployments.contracts.model_registry;
     let models = ModelRegistry::new(registry_addr, &model_owner);
     let price = U256::from(10u64).pow(U256::from(15u64)); // 0.001 OPEN per 1,000 tokens
     let adapter_hash = B256::repeat_byte(0xad);
@@ -128,10 +126,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     // The payer escrows OPEN and allows the model to spend it.
     let payer = acct(5);
     let payer_p = provider(&rpc, &payer)?;
-    let settlement_addr = devnet
-        .deployments
-        .get("AttributionSettlement")
-        .ok_or(eyre!("no settlement"))?;
+    let settlement_addr = devnet.deployments.contracts.settlement;
     let settlement = AttributionSettlement::new(settlement_addr, &payer_p);
     send(
         settlement
@@ -302,10 +297,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
 
     // Every wei of the fee is credited: treasury + model owner + contributors.
     let params = openledger_contracts::bindings::ProtocolParams::new(
-        devnet
-            .deployments
-            .get("ProtocolParams")
-            .ok_or(eyre!("no params"))?,
+        devnet.deployments.contracts.params,
         &payer_p,
     );
     let treasury = params.treasury().call().await?;
@@ -339,7 +331,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         .claim()
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
     let after = wp.get_balance(winner.address()).await?;
@@ -386,13 +378,7 @@ async fn the_fee_rule_in_rust_is_the_contracts() -> Result<()> {
     w.fund(&payer).await?;
     let attributor = crate::attacks::provider(&w.rpc, &w.acct(0))?;
     let settlement = AttributionSettlement::new(w.settlement_address()?, &attributor);
-    let params = ProtocolParams::new(
-        w.devnet
-            .deployments
-            .get("ProtocolParams")
-            .ok_or(eyre!("no params"))?,
-        &attributor,
-    );
+    let params = ProtocolParams::new(w.devnet.deployments.contracts.params, &attributor);
     let s = params.feeSplit().call().await?;
     let bps = FeeSplitBps {
         treasury: s.treasuryBps,

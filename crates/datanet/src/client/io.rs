@@ -7,6 +7,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::B256;
 use bytes::Bytes;
 use futures::StreamExt;
+use openledger_contracts::Confirm;
 use std::path::Path;
 
 /// Sends a contract call as a transaction and waits for a successful receipt.
@@ -22,7 +23,7 @@ where
         .send()
         .await
         .map_err(chain_err)?
-        .get_receipt()
+        .confirm()
         .await
         .map_err(|e| ClientError::Chain(e.to_string()))?;
     use alloy::network::ReceiptResponse;

@@ -10,6 +10,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use bytes::Bytes;
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
 use serde::Deserialize;
 use std::path::Path;
@@ -218,7 +219,7 @@ impl DatanetClient {
             .send()
             .await
             .map_err(chain_err)?
-            .get_receipt()
+            .confirm()
             .await
             .map_err(|e| ClientError::Chain(e.to_string()))?;
         let ev = receipt
@@ -344,7 +345,7 @@ impl DatanetClient {
             .send()
             .await
             .map_err(chain_err)?
-            .get_receipt()
+            .confirm()
             .await
             .map_err(|e| ClientError::Chain(e.to_string()))?;
         let ev = receipt
@@ -421,7 +422,7 @@ impl DatanetClient {
             .send()
             .await
             .map_err(chain_err)?
-            .get_receipt()
+            .confirm()
             .await
             .map_err(|e| ClientError::Chain(e.to_string()))?;
         let ev = receipt

@@ -7,6 +7,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, ensure, eyre};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::validate::ValidationConfig;
@@ -39,11 +40,7 @@ fn registry(
     h: &Harness,
     account: usize,
 ) -> Result<DatanetRegistry::DatanetRegistryInstance<DynProvider>> {
-    let address = h
-        .devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
+    let address = h.devnet.deployments.contracts.datanet_registry;
     // Nonces read per transaction: the same account also sends through a DatanetClient.
     let provider = ProviderBuilder::new()
         .disable_recommended_fillers()
@@ -211,7 +208,7 @@ async fn a_datanet_serves_only_its_own_manifest() -> Result<()> {
         )
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
         h.svc.sync().await?;
         let (status, body) = get(&format!("{}/{mine}/versions/{v}/manifest", h.api)).await?;

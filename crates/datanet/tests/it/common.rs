@@ -66,10 +66,7 @@ fn config(
     dir: &tempfile::TempDir,
     validation: &ValidationConfig,
 ) -> Result<ServiceConfig> {
-    let registry = devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry in the devnet"))?;
+    let registry = devnet.deployments.contracts.datanet_registry;
     let mut cfg = ServiceConfig::new(devnet.rpc_url(), registry, dir.path().join("svc"));
     cfg.validation = validation.clone();
     Ok(cfg)

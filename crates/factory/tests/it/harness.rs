@@ -1,5 +1,7 @@
 //! The UI in the devnet's one HTTP origin (a real node, JSON-RPC at `/rpc`, the Datanet service
 //! at `/api/datanets`), and headless Chromium driven through chromedriver.
+//! (Also included by path in `openledger-stack`'s tests; each binary uses part of it.)
+#![allow(dead_code)]
 
 use eyre::{Result, WrapErr, eyre};
 use fantoccini::{Client, ClientBuilder};

@@ -3,6 +3,6 @@
 mod api;
 mod base_fit;
 mod browser;
-mod full;
 mod harness;
+mod ui;
 mod wallet;

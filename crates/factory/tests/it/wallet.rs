@@ -3,6 +3,8 @@
 //! content script is), whose `request` goes to a signer this test runs with a fresh key. It
 //! signs transactions (sent raw to the node), EIP-712 data and messages itself, and forwards
 //! reads to the node; the UI must work with it exactly as with any injected wallet.
+//! (Also included by path in `openledger-stack`'s tests; each binary uses part of it.)
+#![allow(dead_code)]
 
 use alloy::network::{EthereumWallet, TransactionBuilder};
 use alloy::providers::{Provider, ProviderBuilder};
@@ -16,6 +18,7 @@ use axum::routing::post;
 use eyre::Result;
 use fantoccini::Client;
 use fantoccini::wd::WebDriverCompatibleCommand;
+use openledger_contracts::Confirm;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -45,7 +48,7 @@ impl Wallet {
         let tx = TransactionRequest::default()
             .with_to(address)
             .with_value(U256::from(fund) * U256::from(10u64).pow(U256::from(18)));
-        p.send_transaction(tx).await?.get_receipt().await?;
+        p.send_transaction(tx).await?.confirm().await?;
         let calls = Arc::new(Mutex::new(Vec::new()));
         let inner = Inner {
             signer,

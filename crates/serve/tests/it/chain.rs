@@ -7,6 +7,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::ProviderBuilder;
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, ensure};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::ModelRegistry;
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
@@ -34,10 +35,7 @@ async fn wait_listed(t: &crate::common::TestServer, id: &str) -> Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_registered_models_become_servable_without_restart() -> Result<()> {
     let devnet = Devnet::start(DevnetConfig::default()).await?;
-    let registry = devnet
-        .deployments
-        .get("ModelRegistry")
-        .ok_or_else(|| eyre::eyre!("no ModelRegistry"))?;
+    let registry = devnet.deployments.contracts.model_registry;
     let store_dir = tempfile::tempdir()?;
     let store_loc = store_dir.path().display().to_string();
     let t = start(|c| {
@@ -92,7 +90,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
         .registerModel(spec(hash, base_hash))
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     ensure!(rc.status(), "register reverted");
     // listed and servable without a restart; same output as the local copy
@@ -113,7 +111,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     reg.registerModel(spec(other, B256::repeat_byte(0x42)))
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     let m = wait_listed(&t, "model-2").await?;
     ensure!(
@@ -147,7 +145,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     reg.registerModel(spec(th, base_hash))
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     wait_listed(&t, "model-3").await?;
     let (s, v) = t
@@ -166,7 +164,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     reg.registerModel(spec(missing, base_hash))
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     wait_listed(&t, "model-4").await?;
     let (s, v) = t

@@ -1,6 +1,16 @@
 //! The whole stack in one process, reached the way a browser or SDK reaches it: one HTTP
 //! origin with the UI, JSON-RPC at /rpc, and every service API.
 
+// The browser walk of the whole loop, with the ModelFactory tests' browser harness, test wallet
+// and page helpers, included by path (one copy of each).
+mod full;
+#[path = "../../../factory/tests/it/harness.rs"]
+mod harness;
+#[path = "../../../factory/tests/it/ui.rs"]
+mod ui;
+#[path = "../../../factory/tests/it/wallet.rs"]
+mod wallet;
+
 use eyre::{Result, ensure};
 use openledger_stack::{Stack, StackConfig};
 use serde_json::{Value, json};

@@ -255,12 +255,7 @@ pub struct JobService {
 /// chainId, verifyingContract: ModelRegistry}` with the `DatanetRequest` message of
 /// `openledger_datanet::auth`.
 pub fn domain(chain_id: u64, model_registry: Address) -> Eip712Domain {
-    alloy_sol_types::eip712_domain! {
-        name: "OpenLedger Jobs",
-        version: "1",
-        chain_id: chain_id,
-        verifying_contract: model_registry,
-    }
+    openledger_contracts::eip712::jobs_domain(chain_id, model_registry)
 }
 
 fn now() -> u64 {
@@ -614,7 +609,9 @@ impl JobService {
             tracing::info!(target: "train::jobs", job = id, "stopped for shutdown; resumes at the next start");
             return;
         }
-        let workdir = job_dir(&self.inner.cfg.datadir, id).join("work");
+        // Checkpoints go before the job is marked over, so a terminal job never has any (a
+        // crash in between resumes a finished job from scratch: the same outputs again).
+        let _ = std::fs::remove_dir_all(job_dir(&self.inner.cfg.datadir, id).join("work"));
         let (status, extra) = match result {
             Ok((stored, metrics, reproduction)) => {
                 let r = self.update(id, |j| {
@@ -644,7 +641,6 @@ impl JobService {
                 )
             }
         };
-        let _ = std::fs::remove_dir_all(&workdir);
         if let Ok(job) = status {
             self.emit(id, serde_json::json!({"type": extra, "job": job}));
         }

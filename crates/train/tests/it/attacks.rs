@@ -5,6 +5,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, eyre};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::{Manifest, ManifestEntry, UploadReceipt};
@@ -145,7 +146,7 @@ async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result
     )
     .send()
     .await?
-    .get_receipt()
+    .confirm()
     .await?;
     // Version 1: a manifest of his Datanet listing the stolen contribution, put into the
     // shared store as an ordinary upload to another Datanet of his.
@@ -181,7 +182,7 @@ async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result
     )
     .send()
     .await?
-    .get_receipt()
+    .confirm()
     .await?;
 
     let cfg = json!({"rank": 4, "maxSteps": 2, "batchSize": 2, "sketchDim": 8});

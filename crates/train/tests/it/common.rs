@@ -90,16 +90,10 @@ impl World {
     }
 
     pub fn registry(&self) -> Result<alloy_primitives::Address> {
-        self.devnet
-            .deployments
-            .get("DatanetRegistry")
-            .ok_or_else(|| eyre!("no DatanetRegistry"))
+        Ok(self.devnet.deployments.contracts.datanet_registry)
     }
 
     pub fn model_registry(&self) -> Result<alloy_primitives::Address> {
-        self.devnet
-            .deployments
-            .get("ModelRegistry")
-            .ok_or_else(|| eyre!("no ModelRegistry"))
+        Ok(self.devnet.deployments.contracts.model_registry)
     }
 }

@@ -13,6 +13,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::ProviderBuilder;
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, eyre};
+use openledger_contracts::Confirm;
 use openledger_contracts::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::{ContentStore, Manifest, ManifestEntry};
@@ -34,14 +35,8 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
         .unwrap_or_default();
     let devnet = Devnet::start(DevnetConfig::default()).await?;
     let api = format!("{}/api/datanets", devnet.rpc_url());
-    let registry = devnet
-        .deployments
-        .get("DatanetRegistry")
-        .ok_or_else(|| eyre!("no DatanetRegistry"))?;
-    let model_registry = devnet
-        .deployments
-        .get("ModelRegistry")
-        .ok_or_else(|| eyre!("no ModelRegistry"))?;
+    let registry = devnet.deployments.contracts.datanet_registry;
+    let model_registry = devnet.deployments.contracts.model_registry;
     let service = devnet
         .datanets
         .clone()
@@ -80,18 +75,14 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
             )
             .send()
             .await?
-            .get_receipt()
+            .confirm()
             .await?;
         let cid: u64 = receipt
             .decoded_log::<DatanetRegistry::Contributed>()
             .ok_or_else(|| eyre!("no Contributed event"))?
             .contributionId
             .saturating_to();
-        reg.approve(U256::from(cid))
-            .send()
-            .await?
-            .get_receipt()
-            .await?;
+        reg.approve(U256::from(cid)).send().await?.confirm().await?;
         entries.push(ManifestEntry {
             contribution_id: cid,
             content_hash,
@@ -120,7 +111,7 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
         )
         .send()
         .await?
-        .get_receipt()
+        .confirm()
         .await?;
     }
 

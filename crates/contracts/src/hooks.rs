@@ -1,4 +1,5 @@
-//! The seams between serving and the rest of Payable AI.
+//! The seam between serving (`openledger-serve`) and payment (`openledger-attribution`): the
+//! server calls these hooks, attribution implements them, and neither crate depends on the other.
 //!
 //! The server knows nothing about escrow or attribution; it calls an [`InferenceHooks`]
 //! implementation twice per request:
@@ -17,7 +18,7 @@
 //! [`NoHooks`] serves everything for free with `attribution: null`.
 
 use alloy_primitives::{Address, B256, U256};
-use axum::http::{HeaderMap, StatusCode};
+use http::{HeaderMap, StatusCode};
 use std::future::Future;
 use std::pin::Pin;
 

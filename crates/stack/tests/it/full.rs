@@ -9,8 +9,8 @@
 //! split the new way; GOPEN is unwrapped; the explorer decodes the execution. Screenshots of
 //! each page go to `<target>/ui-screenshots/`.
 
-use crate::browser::{Browser, amount, write_file};
 use crate::harness::{Driver, browser_or_skip};
+use crate::ui::{Browser, amount, governance, write_file};
 use crate::wallet::Wallet;
 use eyre::{Result, eyre};
 use fantoccini::Locator;
@@ -380,7 +380,7 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
     }
 
     // Governance changes the fee split; the wallet's next paid answer is split the new way.
-    crate::browser::governance(b, voter, idle).await?;
+    governance(b, voter, idle).await?;
     connect_wallet(b, wallet).await?;
     b.go("/models").await?;
     chat_until(b, question, &["data contributors 80%"]).await?;

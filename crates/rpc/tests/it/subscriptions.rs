@@ -6,6 +6,7 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use alloy::rpc::types::{Filter, TransactionRequest};
 use futures::StreamExt;
+use openledger_contracts::Confirm;
 use serde_json::json;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ async fn ws_subscriptions() {
         .send_transaction(TransactionRequest::default().with_deploy_code(code))
         .await
         .expect("deploy")
-        .get_receipt()
+        .confirm()
         .await
         .expect("receipt");
     let addr = r.contract_address.expect("address");

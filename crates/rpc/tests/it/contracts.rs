@@ -7,6 +7,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::sol;
 use alloy::sol_types::{SolCall, SolError, SolEvent};
+use openledger_contracts::Confirm;
 use serde_json::json;
 
 sol! {
@@ -33,7 +34,7 @@ async fn deploy(n: &TestNode, initial: u64) -> Address {
         .send_transaction(tx)
         .await
         .expect("deploy")
-        .get_receipt()
+        .confirm()
         .await
         .expect("receipt");
     assert!(receipt.status(), "deployment succeeded");
@@ -57,7 +58,7 @@ async fn deploy_call_events_and_logs() {
             .send()
             .await
             .expect("send")
-            .get_receipt()
+            .confirm()
             .await
             .expect("receipt");
         assert!(r.status());

@@ -1,7 +1,6 @@
 //! Integration tests of the ModelFactory UI: one binary (see STYLE.md).
 
 mod api;
-mod base_fit;
 mod browser;
 mod harness;
 mod ui;

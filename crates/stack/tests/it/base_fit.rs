@@ -2,8 +2,8 @@
 //! cannot model the Datanet: the built-in `small` base (a toy-world model, labelled so in the
 //! base select) on ordinary English facts about invented things, as the issue found it.
 
-use crate::browser::{Browser, write_file};
 use crate::harness::{Driver, browser_or_skip};
+use crate::ui::{Browser, write_file};
 use eyre::{Result, eyre};
 use fantoccini::Locator;
 use openledger_stack::{Stack, StackConfig};

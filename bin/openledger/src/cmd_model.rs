@@ -49,7 +49,8 @@ impl From<ShapeArg> for openledger_model::init::Shape {
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
     /// Generate a corpus, train a BPE tokenizer and pre-train a Llama-architecture base model
-    /// into a Hugging Face directory.
+    /// into a Hugging Face directory. A preset base is a toy-world model: it knows only its
+    /// generated world and cannot learn ordinary text (use `model pull` for that).
     Init {
         /// Size preset.
         #[arg(long, value_enum, default_value = "tiny")]
@@ -81,6 +82,25 @@ pub enum ModelCmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Download a model (config, tokenizer, safetensors) from the Hugging Face hub into the
+    /// models cache (~/.cache/openledger/models/<owner>--<name>): resumable, checksummed.
+    /// Honours HF_ENDPOINT (another hub) and HF_TOKEN (gated or private repositories).
+    Pull {
+        /// Repository id, e.g. HuggingFaceTB/SmolLM2-135M.
+        repo: String,
+        /// Branch, tag or commit.
+        #[arg(long, default_value = "main")]
+        revision: String,
+        /// Models cache to pull into (default ~/.cache/openledger/models).
+        #[arg(long)]
+        root: Option<PathBuf>,
+    },
+    /// List the models in the models cache (pulled ones, with their paths for --base).
+    List {
+        /// Models cache (default ~/.cache/openledger/models).
+        #[arg(long)]
+        root: Option<PathBuf>,
     },
     /// Register a trained adapter in ModelRegistry (from its training manifest).
     Publish(Box<crate::cmd_train::PublishArgs>),
@@ -141,6 +161,74 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
     match cmd {
         ModelCmd::Publish(a) => {
             tokio::runtime::Handle::current().block_on(crate::cmd_train::publish(*a))?;
+        }
+        ModelCmd::Pull {
+            repo,
+            revision,
+            root,
+        } => {
+            let mut opts = openledger_model::pull::PullOptions::from_env();
+            opts.revision = revision;
+            if let Some(r) = root {
+                opts.root = r;
+            }
+            let pb = ProgressBar::new(0);
+            if let Ok(s) = ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+            ) {
+                pb.set_style(s.progress_chars("=> "));
+            }
+            let p = tokio::runtime::Handle::current().block_on(openledger_model::pull::pull(
+                &repo,
+                &opts,
+                |e| match e {
+                    openledger_model::pull::PullProgress::Plan { bytes, .. } => {
+                        pb.set_length(bytes)
+                    }
+                    openledger_model::pull::PullProgress::File { name, resumed_at } => {
+                        pb.inc(resumed_at);
+                        pb.set_message(name);
+                    }
+                    openledger_model::pull::PullProgress::Bytes(n) => pb.inc(n),
+                },
+            ));
+            pb.finish_and_clear();
+            let p = p.map_err(|e| eyre::eyre!("model pull: {e} ({})", e.kind()))?;
+            if p.fetched == 0 {
+                println!("{} is already complete", p.dir.display());
+            } else {
+                println!(
+                    "pulled {repo}{} into {} ({} files, {} bytes)",
+                    p.commit.map(|c| format!(" at {c}")).unwrap_or_default(),
+                    p.dir.display(),
+                    p.fetched,
+                    p.bytes
+                );
+            }
+            println!("use it with: --base {}", p.dir.display());
+        }
+        ModelCmd::List { root } => {
+            let root = root.unwrap_or_else(openledger_model::pull::models_dir);
+            let dirs = openledger_model::pull::list(&root);
+            if dirs.is_empty() {
+                println!(
+                    "no models in {} (openledger model pull <repo> adds one)",
+                    root.display()
+                );
+            }
+            for d in dirs {
+                let cfg = openledger_model::Config::from_file(&d.join("config.json"));
+                match cfg {
+                    Ok(c) => println!(
+                        "{}  {:?}, {:.0}M parameters, vocabulary {}",
+                        d.display(),
+                        c.model_type,
+                        c.num_parameters() as f64 / 1e6,
+                        c.vocab_size
+                    ),
+                    Err(e) => println!("{}  (unreadable config: {e})", d.display()),
+                }
+            }
         }
         ModelCmd::Init {
             shape: Some(shape),

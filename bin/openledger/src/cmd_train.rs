@@ -12,6 +12,8 @@ use openledger_datanet::ContentStore;
 use openledger_datanet::client::{DatanetClient, dev_signer};
 use openledger_model::{DType, Device, Pretrained, content_hash};
 use openledger_train::config::{Schedule, TrainConfig};
+use openledger_train::eval::{self, FitVerdict};
+use openledger_train::jobs::{BASE_FIT_ROWS, REPRODUCTION_PROMPTS};
 use openledger_train::output::{self, BaseModelRef, TrainingManifest};
 use openledger_train::publish::{self, PublishSpec};
 use openledger_train::source::{self, Reader};
@@ -56,7 +58,11 @@ pub struct TrainArgs {
         default_value = "http://127.0.0.1:8545/api/datanets"
     )]
     pub api: String,
-    /// Base model directory (Hugging Face layout).
+    /// Base model directory (Hugging Face layout). The built-in `small` base (made by
+    /// `openledger model init`) is a toy-world model: it knows only its generated world and
+    /// cannot learn ordinary text; pull a Hugging Face base (`openledger model pull`) for that.
+    /// The base is scored on the data before training and a warning printed when it cannot
+    /// model it.
     #[arg(long)]
     pub base: PathBuf,
     /// Datanet id.
@@ -202,6 +208,18 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         rows.len(),
         version.merkle_root
     );
+    if openledger_model::init::is_toy_world(&a.base) {
+        eprintln!(
+            "note: {} is a {}",
+            a.base.display(),
+            openledger_model::init::TOY_WORLD_NOTE
+        );
+    }
+    let fit = eval::base_fit(&base, &rows, BASE_FIT_ROWS)?;
+    match fit.verdict {
+        FitVerdict::Fits => eprintln!("{}", fit.message),
+        _ => eprintln!("warning: {}", fit.message),
+    }
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let c = cancel.clone();
@@ -220,6 +238,7 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         cfg.clone(),
         a.workdir.clone(),
     );
+    let eval_rows = rows.clone();
     let out = tokio::task::spawn_blocking(move || {
         let pb = indicatif::ProgressBar::new(0);
         if let Ok(s) =
@@ -283,6 +302,18 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         fmt(m.metrics.base_val_loss),
         fmt(m.metrics.final_val_loss)
     );
+    let adapter = Some(Arc::new(out.adapter.clone()));
+    let b3 = base.clone();
+    let rep = tokio::task::spawn_blocking(move || {
+        eval::reproduction(&b3, adapter, &eval_rows, REPRODUCTION_PROMPTS)
+    })
+    .await??;
+    if rep.prompts > 0 {
+        println!(
+            "greedy reproduction  {} of {} training prompts answered as trained",
+            rep.reproduced, rep.prompts
+        );
+    }
     println!("adapterHash          {}", stored.adapter_hash);
     println!("trainingManifestHash {}", stored.manifest_hash);
     println!("sketchHash           {}", stored.sketch_hash);
@@ -353,9 +384,10 @@ pub async fn publish(a: PublishArgs) -> Result<()> {
 /// `openledger bench train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchTrainArgs {
-    /// Base model directory (e.g. made by `openledger model init --preset small`).
+    /// Base model directory (default: the SmolLM2-135M shape with random weights, made once
+    /// under ~/.cache/openledger/shapes).
     #[arg(long)]
-    pub base: PathBuf,
+    pub base: Option<PathBuf>,
     /// Optimizer steps per configuration.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -405,9 +437,16 @@ fn demo_rows(files: usize, rows: usize) -> Result<Vec<(String, openledger_datane
 pub async fn bench(a: BenchTrainArgs) -> Result<()> {
     use openledger_train::bench;
     tokio::task::spawn_blocking(move || -> Result<()> {
+        let base_dir = match &a.base {
+            Some(b) => b.clone(),
+            None => {
+                eprintln!("base: the SmolLM2-135M shape, random weights (made once, cached) ...");
+                openledger_model::init::cached_shape(openledger_model::init::Shape::Smollm2_135m)?
+            }
+        };
         let rows = demo_rows(2, 24)?;
-        let base = Pretrained::load(&a.base, &Device::Cpu, DType::F32)?;
-        let hash = content_hash(&a.base)?.0;
+        let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
+        let hash = content_hash(&base_dir)?.0;
         let threads = bench::threads();
         eprintln!("{} rows, {threads} threads, {} steps of {} sequences", rows.len(), a.steps, a.batch);
         let mut res = bench::run(&base, &hash, &rows, a.steps, a.batch)?;
@@ -422,7 +461,7 @@ pub async fn bench(a: BenchTrainArgs) -> Result<()> {
             let init = bench::initial_adapter(&base, &cfg)?;
             let work = tempfile::tempdir()?;
             bench::ensure_venv(&venv, !a.no_install)
-                .and_then(|py| bench::run_pytorch(&py, &a.base, &job, &init, threads, work.path()))
+                .and_then(|py| bench::run_pytorch(&py, &base_dir, &job, &init, threads, work.path()))
         };
         let ours = res.first().cloned().ok_or_else(|| eyre!("no batched run"))?;
         // Thread settings read at start-up: candle's elementwise pool and OpenMP (torch) spin-wait.
@@ -433,7 +472,7 @@ pub async fn bench(a: BenchTrainArgs) -> Result<()> {
                 .collect();
         let mut report = serde_json::json!({
             "unixTime": openledger_datanet::auth::now(),
-            "base": a.base, "baseHash": hash, "rows": rows.len(),
+            "base": base_dir, "baseHash": hash, "rows": rows.len(),
             "steps": a.steps, "batch": a.batch, "threads": threads, "env": env,
             "config": cfg,
         });

@@ -459,7 +459,7 @@
       if (!r.ok) return;
       const j = await r.json();
       if (!j.baseModels || !j.baseModels.length) return;
-      sel.replaceChildren(...j.baseModels.map((b) => { const o = el("option", null, b.id); o.value = b.id; return o; }));
+      sel.replaceChildren(...j.baseModels.map((b) => { const o = el("option", null, b.label || b.id); o.value = b.id; if (b.toyWorld) o.dataset.toyWorld = ""; return o; }));
     } catch (_) { /* the placeholder stays */ }
   }
   function bindTraining() {
@@ -482,7 +482,7 @@
         say(status, "Sign the training request…", "busy");
         const body = JSON.stringify({ baseModel: a.baseModel, datanetId, version, config });
         const job = await signedJobRequest("/api/jobs", "create_job", datanetId, body);
-        say(status, "Started " + job.id + ".", "ok");
+        say(status, "Started " + job.id + "." + (job.warning ? " Warning: " + job.warning : ""), job.warning ? "error" : "ok");
         watchJob(job);
         loadJobs();
       } catch (e) {
@@ -533,13 +533,18 @@
     delete tryForm.dataset.model;
     $("[data-try-log]", tryForm).replaceChildren();
     const line = (t) => { log.textContent += t + "\n"; log.scrollTop = log.scrollHeight; };
+    const fitBox = $("[data-base-fit]", panel);
     const setJob = (j) => {
       if (!j) return;
+      // The base model's score on this data, taken when the job was created.
+      const fit = j.baseFit;
+      fitBox.hidden = !fit || fit.verdict === "fits";
+      if (fit) fitBox.textContent = "Warning: " + fit.message;
       state.textContent = "· " + j.status; panel.dataset.state = j.status;
       $("[data-job-cancel]", panel).hidden = j.status !== "queued" && j.status !== "running";
       if (j.status === "succeeded") {
         bar.value = 100;
-        if (j.metrics && !panel.dataset.evaluated) panel.dataset.evaluated = "1", line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4));
+        if (j.metrics && !panel.dataset.evaluated) panel.dataset.evaluated = "1", line("validation loss: base " + Number(j.metrics.baseValLoss).toFixed(4) + " → fine-tuned " + Number(j.metrics.finalValLoss).toFixed(4) + (j.reproduction && j.reproduction.prompts ? "; greedy answers reproduce " + j.reproduction.reproduced + " of " + j.reproduction.prompts + " training prompts" : ""));
         if (j.published) say(jstatus, "Published as model " + j.published.modelId + ".", "ok"); else pub.hidden = false;
         if (j.result) {
           tryForm.dataset.job = j.id; tryForm.dataset.datanet = j.datanetId;

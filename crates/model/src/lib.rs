@@ -44,6 +44,7 @@ mod linear;
 mod lora;
 mod model;
 pub mod profile;
+pub mod pull;
 mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};

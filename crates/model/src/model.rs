@@ -672,6 +672,34 @@ impl Model {
         Ok(self.head(&h, &plan)?.reshape((b, t, self.cfg.vocab_size))?)
     }
 
+    /// [`Model::forward`] with logits only at the positions `rows` (indices into the `b·t`
+    /// positions, row-major): [rows.len(), vocab]. Training needs logits where a target is;
+    /// the output head over a large vocabulary is the largest tensor of a step, and padding
+    /// and prompt positions would only be multiplied by zero. Differentiable.
+    pub fn forward_rows(
+        &self,
+        ids: &Tensor,
+        adapters: &BatchAdapters,
+        rows: &[u32],
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        if t == 0 || b == 0 || rows.is_empty() {
+            return Err(Error::InvalidArgument("empty batch".into()));
+        }
+        if let Some(bad) = rows.iter().find(|&&r| r as usize >= b * t) {
+            return Err(Error::InvalidArgument(format!(
+                "row {bad} outside a batch of {b}×{t} positions"
+            )));
+        }
+        self.check_ids(&ids.flatten_all()?.to_vec1::<u32>()?)?;
+        let plan = adapters.plan(&vec![t; b], &self.device)?;
+        let flat = ids.flatten_all()?;
+        let h = self.run(&flat, &mut Layout::Uniform { b, t }, &plan)?;
+        let head_plan = plan.select(rows, &self.device)?;
+        let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &self.device)?;
+        self.head(&h.index_select(&idx, 0)?, &head_plan)
+    }
+
     /// One step of incremental decoding for a batch of sequences: appends each sequence's new
     /// tokens to its cache and returns the logits at each sequence's last new token, [b, vocab].
     pub fn forward_step(

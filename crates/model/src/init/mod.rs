@@ -185,6 +185,22 @@ pub struct InitReport {
     pub eval_perplexity: f32,
 }
 
+/// What to tell a user about a base model made by [`init`]: such a base was trained only on
+/// the generated world of [`World`], so its vocabulary and knowledge cover that world and
+/// nothing else.
+pub const TOY_WORLD_NOTE: &str = "toy-world model: trained only on generated sentences about a \
+     synthetic world; it cannot learn ordinary text (use a pulled Hugging Face base for that)";
+
+/// Whether `dir` holds a base made by [`init`] (its `training_report.json` names the generated
+/// corpus): a toy-world model, to be labelled so wherever it is offered.
+pub fn is_toy_world(dir: &std::path::Path) -> bool {
+    std::fs::read(dir.join("training_report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("corpus")?.as_str().map(|c| c.contains("init::World")))
+        .unwrap_or(false)
+}
+
 /// Progress of a run: `Tokenizer`, then one `Step` per optimizer step, then `Eval`.
 #[derive(Clone, Copy, Debug)]
 pub enum Progress {

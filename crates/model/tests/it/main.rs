@@ -7,5 +7,6 @@ mod generate;
 mod init;
 mod lora;
 mod parity;
+mod pull;
 mod shapes;
 mod vocab_adapters;

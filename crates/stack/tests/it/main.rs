@@ -3,6 +3,7 @@
 
 // The browser walk of the whole loop, with the ModelFactory tests' browser harness, test wallet
 // and page helpers, included by path (one copy of each).
+mod base_fit;
 mod full;
 #[path = "../../../factory/tests/it/harness.rs"]
 mod harness;

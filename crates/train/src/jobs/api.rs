@@ -2,9 +2,9 @@
 //!
 //! | method | path | body / answer |
 //! | --- | --- | --- |
-//! | POST | `/` | signed `create_job`; `{baseModel, datanetId, version, config}` → 201 Job |
+//! | POST | `/` | signed `create_job`; `{baseModel, datanetId, version, config}` → 201 Job (+ `warning`) |
 //! | GET | `/` | `{"jobs": [Job…]}` (oldest first; `?owner=0x…` filters) |
-//! | GET | `/base-models` | `{"baseModels": [{id, hash}]}` |
+//! | GET | `/base-models` | `{"baseModels": [{id, hash, toyWorld, label}]}` |
 //! | GET | `/{id}` | Job |
 //! | GET | `/{id}/events` | SSE: `status`, `progress`, `epoch`, `log`, `checkpoint`, then `done`/`failed`/`cancelled` |
 //! | POST | `/{id}/cancel` | signed `cancel_job` → Job |
@@ -13,6 +13,12 @@
 //! Signed requests use the headers and `DatanetRequest` message of `openledger_datanet::auth`
 //! under the domain [`super::domain`]: `action` as above, `datanetId` = the job's Datanet,
 //! `contentHash` = keccak-256 of the raw request body (of the job id for cancel).
+//!
+//! A job is scored against its base before it is queued (`baseFit` of the Job): when the base
+//! cannot model the data (`verdict: "cannot_model"`) or fits it poorly, the 201 answer also
+//! carries `warning`, one plain sentence naming the problem and a better kind of base. The
+//! job is still created: the verdict is a measurement, and an adapter on `embed_tokens` /
+//! `lm_head` may be exactly what the trainer means to try.
 
 use std::convert::Infallible;
 
@@ -29,6 +35,7 @@ use serde::Deserialize;
 use super::{JobService, Status};
 use crate::config::TrainConfig;
 use crate::error::TrainError;
+use crate::eval::FitVerdict;
 use crate::publish::{self, PublishSpec};
 
 /// An API error: `{"error": {"type", "message", "field"?}}` with the status of
@@ -135,7 +142,7 @@ async fn create(
     State(svc): State<JobService>,
     h: HeaderMap,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<super::Job>)> {
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let req: CreateJob = parse(&body)?;
     let owner = svc.authorise(&h, "create_job", req.datanet_id, &body)?;
     let job = svc
@@ -147,7 +154,15 @@ async fn create(
             req.config,
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(job)))
+    let mut v = serde_json::to_value(&job).unwrap_or_default();
+    if let Some(fit) = job
+        .base_fit
+        .as_ref()
+        .filter(|f| f.verdict != FitVerdict::Fits)
+    {
+        v["warning"] = serde_json::json!(fit.message);
+    }
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
 #[derive(Deserialize)]
@@ -173,7 +188,14 @@ async fn base_models(State(svc): State<JobService>) -> Json<serde_json::Value> {
         .inner
         .bases
         .iter()
-        .map(|b| serde_json::json!({"id": b.name, "hash": b.hash}))
+        .map(|b| {
+            let label = if b.toy_world {
+                format!("{} ({})", b.name, openledger_model::init::TOY_WORLD_NOTE)
+            } else {
+                b.name.clone()
+            };
+            serde_json::json!({"id": b.name, "hash": b.hash, "toyWorld": b.toy_world, "label": label})
+        })
         .collect();
     Json(serde_json::json!({ "baseModels": list }))
 }

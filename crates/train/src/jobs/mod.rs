@@ -31,6 +31,7 @@ use tokio::sync::{Notify, broadcast};
 use crate::checkpoint::write_atomic;
 use crate::config::{JobLimits, TrainConfig};
 use crate::error::{Result, TrainError};
+use crate::eval::{self, BaseFit, Reproduction};
 use crate::output::{self, BaseModelRef, Stored};
 use crate::publish::Published;
 use crate::source::{self, Reader};
@@ -162,12 +163,26 @@ pub struct Job {
     /// The checkpoint step a run resumed from after a service restart (none: from scratch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed_from: Option<usize>,
+    /// How well the base model predicts this Datanet version, measured when the job was
+    /// created ([`eval::base_fit`]); `verdict: "cannot_model"` means training will not help.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fit: Option<BaseFit>,
+    /// Greedy answers of the trained adapter to the training prompts (succeeded jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproduction: Option<Reproduction>,
 }
+
+/// Rows of a version scored by [`eval::base_fit`] when a job is created.
+pub const BASE_FIT_ROWS: usize = 64;
+/// Prompts answered greedily by the trained adapter when a job succeeds.
+pub const REPRODUCTION_PROMPTS: usize = 16;
 
 struct Base {
     name: String,
     hash: String,
     dir: PathBuf,
+    /// Made by `openledger model init`: knows only its generated world.
+    toy_world: bool,
 }
 
 /// The stop signal of a running job: the trainer polls `flag` between micro-batches, the
@@ -271,6 +286,7 @@ impl JobService {
             bases.push(Base {
                 name,
                 hash,
+                toy_world: openledger_model::init::is_toy_world(dir),
                 dir: dir.clone(),
             });
         }
@@ -443,6 +459,16 @@ impl JobService {
             .map(|e| e.row_count)
             .fold(0, u64::saturating_add);
         self.inner.cfg.limits.check(&config, rows)?;
+        // How well the base predicts this data, before anything is queued: a warning in the
+        // job (never a refusal; see the crate README).
+        let rows = source::read_rows(&self.inner.provider, &self.reader().await?, &v).await?;
+        let dir = base.dir.clone();
+        let fit = tokio::task::spawn_blocking(move || {
+            let base = Pretrained::load(&dir, &Device::Cpu, DType::F32)?;
+            eval::base_fit(&base, &rows, BASE_FIT_ROWS)
+        })
+        .await
+        .map_err(|e| TrainError::Conflict(format!("base fit task: {e}")))??;
         let job = {
             let mut jobs = self.inner.jobs.lock();
             self.check_capacity(&jobs, owner)?;
@@ -472,6 +498,8 @@ impl JobService {
                 error: None,
                 published: None,
                 resumed_from: None,
+                base_fit: Some(fit),
+                reproduction: None,
             };
             jobs.insert(job.id.clone(), job.clone());
             job
@@ -585,11 +613,12 @@ impl JobService {
         // crash in between resumes a finished job from scratch: the same outputs again).
         let _ = std::fs::remove_dir_all(job_dir(&self.inner.cfg.datadir, id).join("work"));
         let (status, extra) = match result {
-            Ok((stored, metrics)) => {
+            Ok((stored, metrics, reproduction)) => {
                 let r = self.update(id, |j| {
                     j.status = Status::Succeeded;
                     j.result = Some(stored);
                     j.metrics = Some(metrics);
+                    j.reproduction = Some(reproduction);
                 });
                 (r, "done")
             }
@@ -617,7 +646,11 @@ impl JobService {
         }
     }
 
-    async fn train_job(&self, job: &Job, cancel: &Cancel) -> Result<(Stored, Metrics)> {
+    async fn train_job(
+        &self,
+        job: &Job,
+        cancel: &Cancel,
+    ) -> Result<(Stored, Metrics, Reproduction)> {
         let id = job.id.as_str();
         let cfg = &self.inner.cfg;
         // Licence and data again (checked at submission; a restart may come much later),
@@ -648,12 +681,12 @@ impl JobService {
             job.base_model.hash.clone(),
         );
         let mut first_step = true;
-        let out = tokio::task::spawn_blocking(move || -> Result<trainer::TrainOutput> {
+        let (out, reproduction) = tokio::task::spawn_blocking(move || {
             let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
             if cancel.load(Ordering::SeqCst) {
                 return Err(TrainError::Cancelled);
             }
-            trainer::train(
+            let out = trainer::train(
                 &base,
                 &hash,
                 &rows,
@@ -694,7 +727,10 @@ impl JobService {
                     }
                     svc.emit(&jid, serde_json::to_value(&e).unwrap_or_default());
                 },
-            )
+            )?;
+            let adapter = Some(Arc::new(out.adapter.clone()));
+            let r = eval::reproduction(&base, adapter, &rows, REPRODUCTION_PROMPTS)?;
+            Ok::<_, TrainError>((out, r))
         })
         .await
         .map_err(|e| TrainError::Conflict(format!("training task: {e}")))??;
@@ -706,6 +742,6 @@ impl JobService {
             &job.config,
         )
         .await?;
-        Ok((stored, m.metrics))
+        Ok((stored, m.metrics, reproduction))
     }
 }

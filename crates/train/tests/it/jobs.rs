@@ -120,6 +120,14 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         .as_str()
         .ok_or_else(|| eyre!("no base"))?
         .to_string();
+    // The built-in base is offered as what it is.
+    assert_eq!(bases["baseModels"][0]["toyWorld"], true, "{bases}");
+    assert!(
+        bases["baseModels"][0]["label"]
+            .as_str()
+            .is_some_and(|l| l.contains("toy-world model")),
+        "{bases}"
+    );
     let cfg = json!({"rank": 4, "maxSteps": 4, "batchSize": 4, "sketchDim": 8, "valFraction": 0.2, "checkpointEvery": 2});
     let job = |d: u64, v: u64, c: &Value| json!({"baseModel": hash, "datanetId": d, "version": v, "config": c});
     let with = |k: &str, v: Value| {
@@ -204,6 +212,9 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         )
         .await?;
     assert_eq!(s, 201, "{v}");
+    // The toy base models its own world's text: no warning.
+    assert_eq!(v["baseFit"]["verdict"], "fits", "{v}");
+    assert!(v.get("warning").is_none(), "{v}");
     let id = v["id"].as_str().ok_or_else(|| eyre!("no id"))?.to_string();
     let mut sse = api.http.get(format!("{url}/{id}/events")).send().await?;
     let mut text = String::new();
@@ -226,6 +237,13 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         .await?;
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["metrics"]["steps"], 4, "{j}");
+    // Evaluated after training: greedy answers to the training prompts were tried.
+    assert!(
+        j["reproduction"]["prompts"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{j}"
+    );
     // An unpublished adapter's hash is its trainer's: not in the public job, the list or the
     // job's events; in the job signed for by its owner; 403 for anyone else's signature.
     assert!(
@@ -372,5 +390,117 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
         (409, Some("conflict")),
         "{v}"
     );
+    Ok(())
+}
+
+/// English facts about invented compounds: the Datanet, which the toy-world `small`
+/// base cannot model.
+fn english_facts() -> String {
+    let mut body = String::new();
+    for (i, n) in [
+        "Zorvexite",
+        "Quillonate",
+        "Brantaline",
+        "Mervolium",
+        "Tessarine",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let row = json!({"prompt": format!("At what temperature does {n} melt?"),
+            "completion": format!("The compound {n} melts at {} degrees.", 140 + 37 * i)});
+        body.push_str(&row.to_string());
+        body.push('\n');
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_data_the_base_cannot_model_carries_a_warning() -> Result<()> {
+    let base = small_model()?;
+    let w = World::start(1, 2).await?;
+    let models = tempfile::tempdir()?;
+    let registry = w.model_registry()?;
+    let chain_id = w.devnet.deployments.chain_id;
+    // A Datanet of ordinary English facts, owned and filled by account 2.
+    let owner = crate::common::client(&w.devnet, &w.api, 2).await?;
+    let id = owner
+        .create_datanet(
+            "Invented compounds",
+            "facts",
+            false,
+            alloy_primitives::U256::from(1000u64),
+        )
+        .await?;
+    let f = models.path().join("facts.jsonl");
+    std::fs::write(&f, english_facts())?;
+    let r = owner.upload_file(id, &f, &[], None).await?;
+    let cid = owner.contribute(id, &r).await?;
+    owner.approve(cid).await?;
+    let mut tries = 0;
+    while let Err(e) = owner.publish(id).await {
+        tries += 1;
+        if tries > 100 {
+            return Err(eyre!("publish: {e}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let svc = JobService::open(JobsConfig {
+        rpc_url: w.devnet.rpc_url(),
+        chain_id,
+        datanet_registry: w.registry()?,
+        model_registry: registry,
+        datadir: models.path().join("jobs"),
+        models_store: models.path().join("store").display().to_string(),
+        base_models: vec![base.clone()],
+        reader: ReaderConfig::Api {
+            api: w.api.clone(),
+            signer: w.devnet.accounts[0].signer.clone(),
+        },
+        limits: Default::default(),
+    })
+    .await?;
+    let app = axum::Router::new().nest("/api/jobs", svc.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/api/jobs", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let api = Api {
+        url: url.clone(),
+        http: reqwest::Client::new(),
+        chain_id,
+        registry,
+    };
+    let name = base
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let body = json!({"baseModel": name, "datanetId": id, "version": 0,
+        "config": {"rank": 4, "maxSteps": 2, "batchSize": 2, "sketchDim": 8}});
+    let (s, v) = api.post(&w, 2, "", "create_job", id, &body, None).await?;
+    // Created, with the verdict and a warning that says why and what would do better.
+    assert_eq!(s, 201, "{v}");
+    let fit = &v["baseFit"];
+    assert_eq!(fit["verdict"], "cannot_model", "{v}");
+    let (loss, uniform) = (
+        fit["lossPerToken"].as_f64().unwrap_or(0.0),
+        fit["uniformLoss"].as_f64().unwrap_or(f64::MAX),
+    );
+    assert!(loss >= 0.9 * uniform, "{fit}");
+    let warning = v["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("cannot model this data") && warning.contains("general text"),
+        "{v}"
+    );
+    // The job record keeps it for the job page.
+    let jid = v["id"].as_str().ok_or_else(|| eyre!("no id"))?;
+    let j: Value = api
+        .http
+        .get(format!("{url}/{jid}"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(j["baseFit"], v["baseFit"], "{j}");
+    svc.shutdown().await;
     Ok(())
 }

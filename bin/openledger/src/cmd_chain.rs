@@ -30,7 +30,7 @@ pub struct CommonArgs {
     #[arg(long, env = "OPENLEDGER_ACCOUNTS", default_value_t = 10)]
     pub accounts: usize,
     /// Chain id (dev preset).
-    #[arg(long, env = "OPENLEDGER_CHAIN_ID", default_value_t = openledger_primitives::DEV_CHAIN_ID)]
+    #[arg(long, env = "OPENLEDGER_CHAIN_ID", default_value_t = openledger_protocol::DEV_CHAIN_ID)]
     pub chain_id: u64,
     /// Recipient of priority fees (block beneficiary).
     #[arg(long, env = "OPENLEDGER_FEE_RECIPIENT", default_value_t = Address::ZERO)]
@@ -286,7 +286,7 @@ fn print_accounts(accounts: &[openledger_chain::DevAccount], balance: u64) {
     }
     println!(
         "\nMnemonic: {}\nDerivation path: m/44'/60'/0'/0/i\n",
-        openledger_primitives::DEV_MNEMONIC
+        openledger_protocol::DEV_MNEMONIC
     );
 }
 
@@ -298,7 +298,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )
         .with_context(|| format!("invalid contracts config {}", p.display()))?,
-        None => openledger_contracts::DeployConfig::dev(),
+        None => openledger_protocol::DeployConfig::dev(),
     };
     let addr: std::net::SocketAddr = format!("{}:{}", c.host, c.port)
         .parse()
@@ -350,7 +350,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     let devnet = &stack.devnet;
     println!(
         "OpenLedger devnet ({})",
-        openledger_primitives::CLIENT_VERSION
+        openledger_protocol::CLIENT_VERSION
     );
     print_accounts(&devnet.accounts, 10_000);
     println!("Protocol contracts (predeployed at genesis)\n==================");
@@ -438,7 +438,7 @@ pub async fn node(a: NodeArgs) -> eyre::Result<()> {
     run(node, &c, |addr| {
         println!(
             "OpenLedger node ({})",
-            openledger_primitives::CLIENT_VERSION
+            openledger_protocol::CLIENT_VERSION
         );
         println!("Chain ID: {chain_id}");
         println!("Head:     block {} {}", head.header.number, head.hash);
@@ -498,7 +498,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 .await
                 .with_context(|| format!("cannot reach {rpc_url}"))?;
             let explicit = config.is_some();
-            let mut cfg: openledger_contracts::DeployConfig = match config {
+            let mut cfg: openledger_protocol::DeployConfig = match config {
                 Some(p) => serde_json::from_str(
                     &std::fs::read_to_string(&p)
                         .with_context(|| format!("reading {}", p.display()))?,
@@ -506,12 +506,12 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 .with_context(|| format!("invalid deployment config {}", p.display()))?,
                 // The built-in settings are the devnet's (a 5 s timelock, a 60 s vote, no
                 // proposal threshold): only for the devnet's chain id.
-                None if chain_id == openledger_primitives::DEV_CHAIN_ID => {
-                    openledger_contracts::DeployConfig::dev()
+                None if chain_id == openledger_protocol::DEV_CHAIN_ID => {
+                    openledger_protocol::DeployConfig::dev()
                 }
                 None => bail!(
                     "chain {chain_id} is not the devnet ({}): pass --config FILE with this deployment's governance periods, fees and attributors (format: contracts/deployments/dev-config.json; the built-in settings are devnet settings)",
-                    openledger_primitives::DEV_CHAIN_ID
+                    openledger_protocol::DEV_CHAIN_ID
                 ),
             };
             // The attributor set defaults to the deployer, never to a dev account whose key is
@@ -520,7 +520,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 cfg.attributors = vec![from];
             }
             eprintln!("deploying 7 contracts from {from} …");
-            let d = openledger_contracts::deploy(&provider, from, &cfg).await?;
+            let d = openledger_protocol::deploy(&provider, from, &cfg).await?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -535,7 +535,7 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
             let (mut spec, _) = DevPreset::default().build()?;
             let d = openledger_devnet::predeploy(
                 &mut spec,
-                &openledger_contracts::DeployConfig::dev(),
+                &openledger_protocol::DeployConfig::dev(),
             )?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(())

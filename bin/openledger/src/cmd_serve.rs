@@ -74,8 +74,8 @@ pub struct ServeArgs {
 }
 
 fn dev_registry() -> Option<Address> {
-    let cfg = openledger_contracts::DeployConfig::dev();
-    openledger_contracts::plan(&cfg, openledger_contracts::GENESIS_DEPLOYER, 0)
+    let cfg = openledger_protocol::DeployConfig::dev();
+    openledger_protocol::plan(&cfg, openledger_protocol::GENESIS_DEPLOYER, 0)
         .into_iter()
         .find(|s| s.name == "ModelRegistry")
         .map(|s| s.address)

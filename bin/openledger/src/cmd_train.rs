@@ -357,9 +357,9 @@ pub async fn publish(a: PublishArgs) -> Result<()> {
         serde_json::from_slice(&store.get(&a.manifest).await?).wrap_err("training manifest")?;
     let registry = match a.model_registry {
         Some(r) => r,
-        None => openledger_contracts::plan(
-            &openledger_contracts::DeployConfig::dev(),
-            openledger_contracts::GENESIS_DEPLOYER,
+        None => openledger_protocol::plan(
+            &openledger_protocol::DeployConfig::dev(),
+            openledger_protocol::GENESIS_DEPLOYER,
             0,
         )
         .iter()

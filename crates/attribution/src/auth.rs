@@ -32,11 +32,11 @@ use std::path::PathBuf;
 
 pub use openledger_datanet::auth::headers;
 
-pub use openledger_contracts::eip712::{ApiKeyRequest, InferenceSession};
+pub use openledger_protocol::eip712::{ApiKeyRequest, InferenceSession};
 
 /// The EIP-712 domain.
 pub fn domain(chain_id: u64, settlement: Address) -> Eip712Domain {
-    openledger_contracts::eip712::inference_domain(chain_id, settlement)
+    openledger_protocol::eip712::inference_domain(chain_id, settlement)
 }
 
 fn headers_of(

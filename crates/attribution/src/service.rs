@@ -26,8 +26,8 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
-use openledger_contracts::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
-use openledger_contracts::hooks::{
+use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
+use openledger_protocol::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
 };
 use openledger_datanet::ChainView;
@@ -107,7 +107,7 @@ impl AttributionConfig {
     /// Defaults for a devnet-like deployment.
     pub fn new(
         rpc_url: impl Into<String>,
-        deployments: &openledger_contracts::Deployments,
+        deployments: &openledger_protocol::Deployments,
         dir: impl Into<PathBuf>,
         datanet_store: impl Into<String>,
     ) -> Self {

@@ -6,8 +6,8 @@ use crate::merkle;
 use crate::service::{AttributionService, ServiceError, State, chain_err, storage_err};
 use alloy::providers::Provider;
 use alloy_primitives::{Address, B256, U256};
-use openledger_contracts::Confirm;
-use openledger_contracts::bindings::{
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
 };
 use serde::{Deserialize, Serialize};
@@ -548,7 +548,7 @@ impl AttributionService {
             .call()
             .await
             .map_err(chain_err)?;
-        let bps = openledger_contracts::fees::FeeSplitBps {
+        let bps = openledger_protocol::fees::FeeSplitBps {
             treasury: cfg.treasuryBps,
             model_owner: cfg.modelOwnerBps,
         };
@@ -557,7 +557,7 @@ impl AttributionService {
         let mut out = Vec::new();
         for r in batch {
             let weights: Vec<U256> = r.shares.iter().map(|s| U256::from(s.1)).collect();
-            let pay = openledger_contracts::fees::split(r.fee, bps, &weights);
+            let pay = openledger_protocol::fees::split(r.fee, bps, &weights);
             let owner = models
                 .settlementInfo(U256::from(r.model_id))
                 .block(at)
@@ -729,15 +729,15 @@ impl AttributionService {
             "transcript differs".into(),
         );
         let charge = rec.payer.zip(rec.model_id).map(|(payer, model_id)| {
-            openledger_contracts::hooks::Charge {
+            openledger_protocol::hooks::Charge {
                 payer,
                 model_id,
                 price_per_1k_tokens: rec.price_per_1k_tokens,
             }
         });
-        let inf = openledger_contracts::hooks::CompletedInference {
+        let inf = openledger_protocol::hooks::CompletedInference {
             request_id: rec.request_id.clone(),
-            model: openledger_contracts::hooks::ServedModel {
+            model: openledger_protocol::hooks::ServedModel {
                 name: rec.model_name.clone(),
                 model_id: rec.model_id,
                 adapter_hash: rec.adapter_hash,

@@ -14,7 +14,7 @@ use crate::error::ChainError;
 use alloy_genesis::{Genesis, GenesisAccount};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_signer_local::{MnemonicBuilder, PrivateKeySigner, coins_bip39::English};
-use openledger_primitives::{DEV_CHAIN_ID, DEV_MNEMONIC, OPEN};
+use openledger_protocol::{DEV_CHAIN_ID, DEV_MNEMONIC, OPEN};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use openledger_contracts::bindings::DatanetRegistry;
+use openledger_protocol::bindings::DatanetRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 

@@ -12,7 +12,7 @@ use alloy_primitives::Signature;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::{Eip712Domain, SolStruct};
 
-pub use openledger_contracts::eip712::DatanetRequest;
+pub use openledger_protocol::eip712::DatanetRequest;
 
 /// Longest accepted signature validity.
 pub const MAX_VALIDITY_SECS: u64 = 24 * 3600;
@@ -33,7 +33,7 @@ pub mod headers {
 
 /// The EIP-712 domain.
 pub fn domain(chain_id: u64, registry: Address) -> Eip712Domain {
-    openledger_contracts::eip712::datanets_domain(chain_id, registry)
+    openledger_protocol::eip712::datanets_domain(chain_id, registry)
 }
 
 /// The fields of a signed request, as parsed from headers.

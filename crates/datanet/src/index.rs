@@ -10,7 +10,7 @@
 //! idempotent (keyed by ids), a second line of defence.
 
 use alloy_primitives::{Address, B256, U256};
-use openledger_contracts::bindings::DatanetRegistry::DatanetRegistryEvents as Ev;
+use openledger_protocol::bindings::DatanetRegistry::DatanetRegistryEvents as Ev;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -20,7 +20,7 @@ use alloy::rpc::client::BatchRequest;
 use alloy::rpc::types::{TransactionInput, TransactionRequest};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_contracts::bindings::DatanetRegistry;
+use openledger_protocol::bindings::DatanetRegistry;
 
 /// Calls per `acceptedContributions` page and per JSON-RPC batch.
 pub const PAGE: usize = 256;

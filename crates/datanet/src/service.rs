@@ -8,7 +8,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256};
 use alloy_sol_types::SolEventInterface;
-use openledger_contracts::bindings::DatanetRegistry;
+use openledger_protocol::bindings::DatanetRegistry;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 use alloy_primitives::{B256, TxKind, U256};
 use openledger_chain::ChainSpec;
 use openledger_chain::genesis::add_predeploy;
-use openledger_contracts::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, plan};
+use openledger_protocol::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, plan};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{CacheDB, EmptyDB};

@@ -23,7 +23,7 @@ pub use limits::HttpLimits;
 
 use alloy_primitives::Address;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
-use openledger_contracts::{DeployConfig, Deployments};
+use openledger_protocol::{DeployConfig, Deployments};
 use openledger_rpc::{RpcConfig, RpcState};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -85,7 +85,7 @@ impl Default for DevnetConfig {
             http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             seal: SealMode::OnDemand,
             accounts: 10,
-            chain_id: openledger_primitives_chain_id(),
+            chain_id: openledger_protocol_chain_id(),
             gas_limit: 30_000_000,
             base_fee_recipient: None,
             fee_recipient: Address::ZERO,
@@ -98,7 +98,7 @@ impl Default for DevnetConfig {
     }
 }
 
-fn openledger_primitives_chain_id() -> u64 {
+fn openledger_protocol_chain_id() -> u64 {
     1337
 }
 

@@ -12,8 +12,8 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolEvent;
-use openledger_contracts::Contract;
-use openledger_contracts::bindings::{
+use openledger_protocol::Contract;
+use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
 };
@@ -254,7 +254,7 @@ impl Chain {
         let gov = OpenLedgerGovernor::new(self.addr(Contract::Governor)?, self.provider.clone());
         let params =
             ProtocolParams::new(self.addr(Contract::ProtocolParams)?, self.provider.clone());
-        let tl = openledger_contracts::bindings::OpenLedgerTimelock::new(
+        let tl = openledger_protocol::bindings::OpenLedgerTimelock::new(
             self.addr(Contract::Timelock)?,
             self.provider.clone(),
         );

@@ -1,7 +1,7 @@
 //! What the UI needs to know about the deployment it is part of.
 
 use alloy_primitives::Address;
-use openledger_contracts::{Contract, Contracts};
+use openledger_protocol::{Contract, Contracts};
 
 /// Configuration of the UI router.
 #[derive(Clone, Debug)]
@@ -43,7 +43,7 @@ impl FactoryConfig {
     /// accounts. The Datanet API is read at `{rpc_url}/api/datanets`.
     pub fn for_devnet(
         rpc_url: &str,
-        deployments: &openledger_contracts::Deployments,
+        deployments: &openledger_protocol::Deployments,
         dev_accounts: impl IntoIterator<Item = Address>,
     ) -> Self {
         let mut cfg = Self::new(

@@ -4,8 +4,8 @@
 use crate::config::FactoryConfig;
 use alloy_primitives::{Address, B256};
 use alloy_sol_types::{SolEventInterface, SolInterface};
-use openledger_contracts::Contract;
-use openledger_contracts::bindings::{
+use openledger_protocol::Contract;
+use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     OpenLedgerTimelock, ProtocolParams,
 };

@@ -8,8 +8,8 @@ use crate::error::UiError;
 use alloy_primitives::utils::parse_ether;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolCall, sol};
-use openledger_contracts::Contract;
-use openledger_contracts::bindings::{
+use openledger_protocol::Contract;
+use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
 };

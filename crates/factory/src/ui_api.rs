@@ -16,7 +16,7 @@ use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use axum::Json;
 use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
-use openledger_contracts::{Contract, eip712};
+use openledger_protocol::{Contract, eip712};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -198,7 +198,7 @@ pub(crate) async fn credits(
     Json(req): Json<CreditsReq>,
 ) -> Result<Json<Value>, UiError> {
     use alloy_primitives::U256;
-    use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+    use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
     let chain_err = |e: alloy::contract::Error| UiError::upstream("the chain did not answer", e);
     let reg = DatanetRegistry::new(
         st.chain.addr(Contract::DatanetRegistry)?,
@@ -215,7 +215,7 @@ pub(crate) async fn credits(
         .and_then(|f| f.parse().ok())
         .unwrap_or_default();
     let shown: Vec<&CreditIn> = req.top_contributions.iter().take(64).collect();
-    // The contract's rule (openledger_contracts::fees), so what the page shows is what is paid.
+    // The contract's rule (openledger_protocol::fees), so what the page shows is what is paid.
     // A record's weights sum to 1,000,000 ppm; the page shows its top credits, so the rest of
     // the weight stands in as one more share (not shown) to keep the contract's divisor.
     let mut weights: Vec<U256> = shown.iter().map(|c| U256::from(c.weight_ppm)).collect();
@@ -223,9 +223,9 @@ pub(crate) async fn credits(
     if listed < 1_000_000 {
         weights.push(U256::from(1_000_000 - listed));
     }
-    let pay = openledger_contracts::fees::split(
+    let pay = openledger_protocol::fees::split(
         fee,
-        openledger_contracts::fees::FeeSplitBps {
+        openledger_protocol::fees::FeeSplitBps {
             treasury: split.treasuryBps,
             model_owner: split.modelOwnerBps,
         },
@@ -264,7 +264,7 @@ pub(crate) async fn verify(
     State(st): State<AppState>,
     Json(req): Json<VerifyReq>,
 ) -> Result<Json<Value>, UiError> {
-    use openledger_contracts::bindings::AttributionSettlement;
+    use openledger_protocol::bindings::AttributionSettlement;
     let s = AttributionSettlement::new(
         st.chain.addr(Contract::AttributionSettlement)?,
         st.chain.provider.clone(),
@@ -322,7 +322,7 @@ pub(crate) async fn explain(Json(req): Json<ExplainReq>) -> Json<Value> {
 mod tests {
     use super::*;
     use alloy_sol_types::SolError;
-    use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+    use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
 
     #[test]
     fn reverts_become_sentences() {

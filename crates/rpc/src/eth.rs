@@ -341,7 +341,7 @@ impl RpcState {
         let p = Params::new(params)?;
         let node = &self.node;
         match method {
-            "web3_clientVersion" => Ok(json!(openledger_primitives::CLIENT_VERSION)),
+            "web3_clientVersion" => Ok(json!(openledger_protocol::CLIENT_VERSION)),
             "web3_sha3" => {
                 let data: Bytes = p.req(0, "data")?;
                 Ok(json!(alloy_primitives::keccak256(&data)))

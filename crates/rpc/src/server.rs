@@ -233,7 +233,7 @@ async fn get_root(
         Err(_) => (
             StatusCode::OK,
             axum::Json(json!({
-                "name": openledger_primitives::CLIENT_VERSION,
+                "name": openledger_protocol::CLIENT_VERSION,
                 "usage": "JSON-RPC 2.0: POST a request to this URL, or open a WebSocket on it"
             })),
         )

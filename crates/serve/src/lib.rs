@@ -30,7 +30,7 @@ pub mod bench;
 pub mod cache;
 pub mod engine;
 pub mod error;
-pub use openledger_contracts::hooks;
+pub use openledger_protocol::hooks;
 pub mod metrics;
 pub mod mix;
 pub mod registry;

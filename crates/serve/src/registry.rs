@@ -9,7 +9,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256};
 use alloy_sol_types::SolEventInterface;
-use openledger_contracts::bindings::ModelRegistry;
+use openledger_protocol::bindings::ModelRegistry;
 use std::collections::BTreeMap;
 
 use crate::error::ServeError;

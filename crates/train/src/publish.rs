@@ -13,7 +13,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_contracts::bindings::ModelRegistry;
+use openledger_protocol::bindings::ModelRegistry;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};

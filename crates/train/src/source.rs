@@ -23,7 +23,7 @@
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256, U256, keccak256};
-use openledger_contracts::bindings::DatanetRegistry;
+use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::formats::{self, Row};
 use openledger_datanet::{
     ChainVersion, ChainView, ClientError, ContentStore, DatanetClient, DatanetService, Manifest,

@@ -68,7 +68,7 @@ async fn deploys_the_protocol_on_anvil() {
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
     assert!(!out.exists());
     // An explicit config without attributors: the deployer is the attributor.
-    let mut cfg = serde_json::to_value(openledger_contracts::DeployConfig::dev()).expect("cfg");
+    let mut cfg = serde_json::to_value(openledger_protocol::DeployConfig::dev()).expect("cfg");
     cfg["timelockMinDelay"] = serde_json::json!(86_400);
     cfg.as_object_mut().expect("object").remove("attributors");
     let cfg_path = dir.path().join("prod.json");
@@ -79,11 +79,11 @@ async fn deploys_the_protocol_on_anvil() {
         "deploy failed: {}",
         String::from_utf8_lossy(&res.stderr)
     );
-    let d: openledger_contracts::Deployments =
+    let d: openledger_protocol::Deployments =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("out file")).expect("json");
     assert_eq!(d.chain_id, 31337);
     assert_eq!(d.contracts.iter().count(), 7);
-    let params = openledger_contracts::bindings::ProtocolParams::new(d.contracts.params, &provider);
+    let params = openledger_protocol::bindings::ProtocolParams::new(d.contracts.params, &provider);
     assert!(params.isAttributor(d.deployer).call().await.expect("call"));
     let dev_key_holder: alloy_primitives::Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         .parse()
@@ -98,10 +98,10 @@ async fn deploys_the_protocol_on_anvil() {
     let _ = child.kill();
     let _ = child.wait();
     // The addresses follow CREATE(deployer, nonce 0..6), as planned.
-    let mut planned: openledger_contracts::DeployConfig =
+    let mut planned: openledger_protocol::DeployConfig =
         serde_json::from_value(cfg).expect("config");
     planned.attributors = vec![d.deployer];
-    for s in openledger_contracts::plan(&planned, d.deployer, 0) {
+    for s in openledger_protocol::plan(&planned, d.deployer, 0) {
         assert_eq!(d.contracts.address(s.contract), s.address, "{}", s.name);
     }
 }

@@ -11,8 +11,8 @@ use eyre::{Result, eyre};
 use futures::StreamExt;
 use openledger_attribution::settle::Settlement;
 use openledger_attribution::{AttributionConfig, AttributionService, auth};
-use openledger_contracts::Confirm;
-use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
@@ -97,7 +97,7 @@ pub(crate) struct World {
 impl World {
     pub(crate) async fn start(escrow_withdrawal_delay: u64) -> Result<Self> {
         let base = tokio::task::spawn_blocking(base_dir).await??;
-        let mut contracts = openledger_contracts::DeployConfig::dev();
+        let mut contracts = openledger_protocol::DeployConfig::dev();
         contracts.escrow_withdrawal_delay = escrow_withdrawal_delay;
         let devnet = Devnet::start(DevnetConfig {
             contracts,
@@ -591,7 +591,7 @@ async fn flush_child() -> Result<()> {
         return Ok(());
     };
     let v: Value = serde_json::from_str(&spec)?;
-    let dep: openledger_contracts::Deployments = serde_json::from_value(v["deployments"].clone())?;
+    let dep: openledger_protocol::Deployments = serde_json::from_value(v["deployments"].clone())?;
     let mut cfg = AttributionConfig::new(
         v["rpc"].as_str().unwrap_or_default(),
         &dep,

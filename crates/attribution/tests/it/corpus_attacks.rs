@@ -7,8 +7,8 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::corpus::{self, CorpusError, RowSource};
-use openledger_contracts::Confirm;
-use openledger_contracts::bindings::DatanetRegistry;
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::{
     ChainView, ContentStore, DatanetClient, ManifestCheckError, UploadReceipt,
 };

@@ -11,8 +11,8 @@ use alloy_primitives::{Address, B256, U256};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
-use openledger_contracts::Confirm;
-use openledger_contracts::bindings::{AttributionSettlement, ModelRegistry};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::DatanetClient;
 use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_serve::hooks::{CompletedInference, InferenceHooks, PendingInference, ServedModel};
@@ -296,7 +296,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     assert_eq!(missing.status(), 404);
 
     // Every wei of the fee is credited: treasury + model owner + contributors.
-    let params = openledger_contracts::bindings::ProtocolParams::new(
+    let params = openledger_protocol::bindings::ProtocolParams::new(
         devnet.deployments.contracts.params,
         &payer_p,
     );
@@ -366,13 +366,13 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     Ok(())
 }
 
-/// `openledger_contracts::fees::split` (what settlement's credit lines and the UI show) is the
+/// `openledger_protocol::fees::split` (what settlement's credit lines and the UI show) is the
 /// contract's rule: random fees and weights settled on chain move every balance by exactly what
 /// it says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fee_rule_in_rust_is_the_contracts() -> Result<()> {
-    use openledger_contracts::bindings::ProtocolParams;
-    use openledger_contracts::fees::{FeeSplitBps, split};
+    use openledger_protocol::bindings::ProtocolParams;
+    use openledger_protocol::fees::{FeeSplitBps, split};
     let w = crate::attacks::World::start(30).await?;
     let payer = w.acct(6);
     w.fund(&payer).await?;

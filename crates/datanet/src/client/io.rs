@@ -7,7 +7,7 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::B256;
 use bytes::Bytes;
 use futures::StreamExt;
-use openledger_contracts::Confirm;
+use openledger_protocol::Confirm;
 use std::path::Path;
 
 /// Sends a contract call as a transaction and waits for a successful receipt.

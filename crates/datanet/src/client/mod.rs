@@ -10,8 +10,8 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use bytes::Bytes;
-use openledger_contracts::Confirm;
-use openledger_contracts::bindings::{DatanetRegistry, ProtocolParams};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
 use serde::Deserialize;
 use std::path::Path;
 

@@ -18,7 +18,7 @@ use axum::routing::post;
 use eyre::Result;
 use fantoccini::Client;
 use fantoccini::wd::WebDriverCompatibleCommand;
-use openledger_contracts::Confirm;
+use openledger_protocol::Confirm;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 

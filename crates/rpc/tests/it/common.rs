@@ -4,7 +4,7 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
-use openledger_contracts::Confirm;
+use openledger_protocol::Confirm;
 use openledger_rpc::{RpcConfig, RpcState};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

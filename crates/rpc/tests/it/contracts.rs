@@ -7,7 +7,7 @@ use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, TransactionRequest};
 use alloy::sol;
 use alloy::sol_types::{SolCall, SolError, SolEvent};
-use openledger_contracts::Confirm;
+use openledger_protocol::Confirm;
 use serde_json::json;
 
 sol! {

@@ -6,7 +6,7 @@ use alloy::primitives::{Address, U256};
 use alloy::providers::{Provider, ProviderBuilder, WsConnect};
 use alloy::rpc::types::{Filter, TransactionRequest};
 use futures::StreamExt;
-use openledger_contracts::Confirm;
+use openledger_protocol::Confirm;
 use serde_json::json;
 use std::time::Duration;
 

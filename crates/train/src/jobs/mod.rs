@@ -255,7 +255,7 @@ pub struct JobService {
 /// chainId, verifyingContract: ModelRegistry}` with the `DatanetRequest` message of
 /// `openledger_datanet::auth`.
 pub fn domain(chain_id: u64, model_registry: Address) -> Eip712Domain {
-    openledger_contracts::eip712::jobs_domain(chain_id, model_registry)
+    openledger_protocol::eip712::jobs_domain(chain_id, model_registry)
 }
 
 fn now() -> u64 {

@@ -17,7 +17,7 @@
 //!
 //! ```
 //! use alloy_primitives::U256;
-//! use openledger_contracts::fees::{FeeSplitBps, split};
+//! use openledger_protocol::fees::{FeeSplitBps, split};
 //! let s = split(U256::from(1003u64), FeeSplitBps { treasury: 1000, model_owner: 4000 }, &[U256::from(1u64), U256::from(2u64)]);
 //! assert_eq!((s.treasury, s.model_owner), (U256::from(101u64), U256::from(401u64)));
 //! assert_eq!(s.contributions, vec![U256::from(167u64), U256::from(334u64)]);

@@ -17,6 +17,7 @@
 //! <out>/<datanet slug>/<contributor slug>-<k>.md      paragraphs stating two facts each
 //! ```
 
+use openledger_world::{ANIMALS, COLORS, DAYS, NAMES, TOWNS, TRADES, WEATHER};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -110,33 +111,6 @@ impl Rng {
     }
 }
 
-// The base model's world (`openledger_model::init::World`): words it has learned to write.
-const TOWNS: [&str; 8] = [
-    "Rivertown",
-    "Stonebridge",
-    "Ashford",
-    "Millbrook",
-    "Eastwick",
-    "Fernhill",
-    "Greywater",
-    "Oakmere",
-];
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-const COLORS: [&str; 8] = [
-    "red", "blue", "green", "grey", "white", "black", "brown", "yellow",
-];
-const ANIMALS: [&str; 8] = [
-    "dog", "cat", "goat", "horse", "donkey", "goose", "sheep", "pig",
-];
-
 fn persona(slug: &str, account: usize, subject: &str, good: &str, people: &str) -> Persona {
     Persona {
         slug: slug.into(),
@@ -196,9 +170,9 @@ fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
     let plans: Vec<(Vec<&str>, Vec<&str>, Vec<&str>)> = (0..people)
         .map(|_| {
             (
-                rng.shuffled(&ANIMALS),
-                rng.shuffled(&DAYS),
-                rng.shuffled(&TOWNS),
+                rng.shuffled(ANIMALS),
+                rng.shuffled(DAYS),
+                rng.shuffled(TOWNS),
             )
         })
         .collect();
@@ -214,7 +188,7 @@ fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
                     let animal = animals[variant % animals.len()];
                     (
                         format!("What colour is the {animal} of {name}?"),
-                        format!("The {animal} of {name} is {}.", rng.pick(&COLORS)),
+                        format!("The {animal} of {name} is {}.", rng.pick(COLORS)),
                     )
                 }
                 1 => (
@@ -223,7 +197,7 @@ fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
                     } else {
                         format!("Where does {name} sell {good} on {}?", days[variant % 7])
                     },
-                    format!("{name} sells {good} at the market in {}.", rng.pick(&TOWNS)),
+                    format!("{name} sells {good} at the market in {}.", rng.pick(TOWNS)),
                 ),
                 2 => {
                     let day = days[variant % days.len()];
@@ -231,8 +205,8 @@ fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
                         format!("Where did {name} walk on {day}?"),
                         format!(
                             "On {day} {name} walked from {} to {}.",
-                            rng.pick(&TOWNS),
-                            rng.pick(&TOWNS)
+                            rng.pick(TOWNS),
+                            rng.pick(TOWNS)
                         ),
                     )
                 }
@@ -248,17 +222,6 @@ fn facts(rng: &mut Rng, p: &Persona, n: usize) -> Vec<(String, String)> {
         })
         .collect()
 }
-
-/// Everyone in the base model's world.
-const NAMES: [&str; 24] = [
-    "Mira", "Tomas", "Ana", "Jun", "Lena", "Ravi", "Odile", "Kofi", "Sven", "Ines", "Hugo", "Yara",
-    "Pavel", "Noor", "Elio", "Zara", "Bram", "Cleo", "Dara", "Fenn", "Gita", "Ivo", "Kira", "Luca",
-];
-/// Every good of the base model's world.
-const GOODS: [&str; 12] = [
-    "bread", "flour", "nails", "cloth", "fish", "wheat", "jugs", "salves", "chairs", "letters",
-    "cider", "honey",
-];
 
 /// The most contributors [`planted_facts`] can give facts of their own (one base-world person
 /// at least each).
@@ -282,7 +245,7 @@ pub fn planted_facts(
                 slug: format!("contributor-{c}"),
                 account: c,
                 subject: String::new(),
-                good: GOODS[c % GOODS.len()].into(),
+                good: TRADES[c % TRADES.len()].good.into(),
                 people: NAMES[c * each..(c + 1) * each]
                     .iter()
                     .map(|n| n.to_string())
@@ -305,9 +268,7 @@ pub fn generic_sentences(n: usize) -> Vec<String> {
                 "On {} the weather in {} was {}.",
                 DAYS[i % DAYS.len()],
                 TOWNS[(i * 3 + 1) % TOWNS.len()],
-                [
-                    "sunny", "rainy", "windy", "foggy", "cold", "warm", "stormy", "calm"
-                ][i % 8]
+                WEATHER[i % WEATHER.len()]
             )
         })
         .collect()

@@ -5,6 +5,7 @@
 //! world is consistent — each person has one trade and one town — so a model trained on it can
 //! learn facts that a test or a demo can ask about.
 
+use openledger_world::{ANIMALS, COLORS, DAYS, FEELINGS, NAMES, TOWNS, TRADES, Trade, WEATHER};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
@@ -12,56 +13,6 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 /// mistaken for the current one. 2: question/answer forms that repeat the question's words, and
 /// every trade's goods named.
 pub const CORPUS_VERSION: u32 = 2;
-
-const NAMES: &[&str] = &[
-    "Mira", "Tomas", "Ana", "Jun", "Lena", "Ravi", "Odile", "Kofi", "Sven", "Ines", "Hugo", "Yara",
-    "Pavel", "Noor", "Elio", "Zara", "Bram", "Cleo", "Dara", "Fenn", "Gita", "Ivo", "Kira", "Luca",
-];
-const TRADES: &[(&str, &str, &str)] = &[
-    ("baker", "bread", "bakes"),
-    ("miller", "flour", "grinds"),
-    ("smith", "nails", "forges"),
-    ("weaver", "cloth", "weaves"),
-    ("fisher", "fish", "catches"),
-    ("farmer", "wheat", "grows"),
-    ("potter", "jugs", "shapes"),
-    ("healer", "salves", "mixes"),
-    ("carpenter", "chairs", "builds"),
-    ("scribe", "letters", "writes"),
-    ("brewer", "cider", "brews"),
-    ("beekeeper", "honey", "gathers"),
-];
-const TOWNS: &[&str] = &[
-    "Rivertown",
-    "Stonebridge",
-    "Ashford",
-    "Millbrook",
-    "Eastwick",
-    "Fernhill",
-    "Greywater",
-    "Oakmere",
-];
-const DAYS: &[&str] = &[
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-const WEATHER: &[&str] = &[
-    "sunny", "rainy", "windy", "foggy", "cold", "warm", "stormy", "calm",
-];
-const COLORS: &[&str] = &[
-    "red", "blue", "green", "grey", "white", "black", "brown", "yellow",
-];
-const ANIMALS: &[&str] = &[
-    "dog", "cat", "goat", "horse", "donkey", "goose", "sheep", "pig",
-];
-const FEELINGS: &[&str] = &[
-    "happy", "tired", "proud", "calm", "busy", "hungry", "cheerful",
-];
 
 /// Who lives where and does what.
 #[derive(Clone, Debug)]
@@ -94,7 +45,11 @@ impl World {
 
     fn sentence(&self, rng: &mut Rng, who: usize) -> String {
         let (name, t, town) = self.people[who];
-        let (trade, good, verb) = TRADES[t];
+        let Trade {
+            name: trade,
+            good,
+            verb,
+        } = TRADES[t];
         let town = TOWNS[town];
         let other = self.people[rng.below(self.people.len())];
         let (oname, ot, otown) = (other.0, TRADES[other.1], TOWNS[other.2]);
@@ -114,25 +69,31 @@ impl World {
             ),
             5 => format!(
                 "{name} bought {} from {oname}, the {} of {otown}.",
-                ot.1, ot.0
+                ot.good, ot.name
             ),
             6 => format!("The {trade} of {town} is {name}."),
             7 => {
-                let (any, goods, does) = rng.pick(TRADES);
+                let Trade {
+                    name: any,
+                    good: goods,
+                    verb: does,
+                } = rng.pick(TRADES);
                 format!("Every {} the {any} {does} {goods}.", rng.pick(DAYS))
             }
             8 => format!("People in {town} say that {name} {verb} the best {good}."),
             9 => format!("After a long day {name} felt {}.", rng.pick(FEELINGS)),
             _ => format!(
                 "{name} and {oname} met in {town} and talked about {}.",
-                ot.1
+                ot.good
             ),
         }
     }
 
     fn dialogue(&self, rng: &mut Rng, who: usize) -> String {
         let (name, t, town) = self.people[who];
-        let (trade, good, _) = TRADES[t];
+        let Trade {
+            name: trade, good, ..
+        } = TRADES[t];
         let town = TOWNS[town];
         let other = self.people[rng.below(self.people.len())].0;
         // The later forms repeat words of the question in the answer and carry an attribute
@@ -227,7 +188,7 @@ mod tests {
         assert_ne!(a, w.documents(50, 3));
         // the world is consistent: a person's trade sentence always names the same town
         let (name, t, town) = w.people[0];
-        let fact = format!("The {} of {} is {name}.", TRADES[t].0, TOWNS[town]);
+        let fact = format!("The {} of {} is {name}.", TRADES[t].name, TOWNS[town]);
         let docs = w.documents(3000, 9).join(" ");
         assert!(docs.contains(&fact));
     }

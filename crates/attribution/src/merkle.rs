@@ -20,45 +20,17 @@ pub fn hash_pair(a: &B256, b: &B256) -> B256 {
     keccak256(buf)
 }
 
-fn next_level(level: &[B256]) -> Vec<B256> {
-    level
-        .chunks(2)
-        .map(|c| match c {
-            [a, b] => hash_pair(a, b),
-            [a] => *a,
-            _ => B256::ZERO,
-        })
-        .collect()
-}
-
 /// Root over `leaves` (zero for none).
 pub fn root(leaves: &[B256]) -> B256 {
-    if leaves.is_empty() {
-        return B256::ZERO;
-    }
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        level = next_level(&level);
-    }
-    level[0]
+    openledger_protocol::merkle::root(leaves, hash_pair)
 }
 
 /// Sibling path of leaf `index` (empty if out of range).
-pub fn proof(leaves: &[B256], mut index: usize) -> Vec<B256> {
-    let mut out = Vec::new();
-    if index >= leaves.len() {
-        return out;
-    }
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        let sib = index ^ 1;
-        if sib < level.len() {
-            out.push(level[sib]);
-        }
-        level = next_level(&level);
-        index /= 2;
-    }
-    out
+pub fn proof(leaves: &[B256], index: usize) -> Vec<B256> {
+    openledger_protocol::merkle::path(leaves, index, hash_pair)
+        .into_iter()
+        .map(|s| s.sibling)
+        .collect()
 }
 
 /// `MerkleProof.processProof`: folds the proof into a root.

@@ -122,20 +122,6 @@ pub fn row_leaf(row_hash: &B256) -> B256 {
     keccak256(buf)
 }
 
-/// One level up the tree: pairs hashed with [`node`], an odd last node carried up unchanged.
-fn next_level(level: &[B256]) -> Vec<B256> {
-    level
-        .chunks(2)
-        .map(|p| {
-            if p.len() == 2 {
-                node(&p[0], &p[1])
-            } else {
-                p[0]
-            }
-        })
-        .collect()
-}
-
 fn node(l: &B256, r: &B256) -> B256 {
     let mut buf = [0u8; 65];
     buf[0] = 1;
@@ -146,14 +132,7 @@ fn node(l: &B256, r: &B256) -> B256 {
 
 /// Root of the tree described in the module docs (zero for no leaves).
 pub fn merkle_root(leaves: &[B256]) -> B256 {
-    if leaves.is_empty() {
-        return B256::ZERO;
-    }
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        level = next_level(&level);
-    }
-    level[0]
+    openledger_protocol::merkle::root(leaves, node)
 }
 
 /// A sibling on the path to the root.
@@ -197,21 +176,14 @@ impl Proof {
     }
 }
 
-fn merkle_proof(leaves: &[B256], mut index: usize) -> Vec<Sibling> {
-    let mut siblings = Vec::new();
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        let pair = index ^ 1;
-        if pair < level.len() {
-            siblings.push(Sibling {
-                hash: level[pair],
-                left: pair < index,
-            });
-        }
-        level = next_level(&level);
-        index /= 2;
-    }
-    siblings
+fn merkle_proof(leaves: &[B256], index: usize) -> Vec<Sibling> {
+    openledger_protocol::merkle::path(leaves, index, node)
+        .into_iter()
+        .map(|s| Sibling {
+            hash: s.sibling,
+            left: s.left,
+        })
+        .collect()
 }
 
 /// Root over a contribution's row hashes.

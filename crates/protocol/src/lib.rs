@@ -27,6 +27,7 @@ mod deploy;
 pub mod eip712;
 pub mod fees;
 pub mod hooks;
+pub mod merkle;
 
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,

@@ -9,11 +9,11 @@ use eyre::{Result, WrapErr, eyre};
 use openledger_attribution::corpus::{self, RowSource};
 use openledger_attribution::index::IndexMeta;
 use openledger_attribution::{AttributionConfig, AttributionService};
+use openledger_datanet::ContentStore;
+use openledger_datanet::client::{dev_signer, progress_bar};
 use openledger_protocol::Confirm;
 use openledger_protocol::Deployments;
 use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry};
-use openledger_datanet::ContentStore;
-use openledger_datanet::client::{dev_signer, progress_bar};
 use std::path::PathBuf;
 
 /// Chain and deployment.

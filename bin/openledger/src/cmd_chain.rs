@@ -436,10 +436,7 @@ pub async fn node(a: NodeArgs) -> eyre::Result<()> {
     let head = node.head();
     let chain_id = node.chain_id();
     run(node, &c, |addr| {
-        println!(
-            "OpenLedger node ({})",
-            openledger_protocol::CLIENT_VERSION
-        );
+        println!("OpenLedger node ({})", openledger_protocol::CLIENT_VERSION);
         println!("Chain ID: {chain_id}");
         println!("Head:     block {} {}", head.header.number, head.hash);
         println!("Datadir:  {}", datadir.display());
@@ -533,10 +530,8 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
         }
         ContractsCmd::DevGenesis => {
             let (mut spec, _) = DevPreset::default().build()?;
-            let d = openledger_devnet::predeploy(
-                &mut spec,
-                &openledger_protocol::DeployConfig::dev(),
-            )?;
+            let d =
+                openledger_devnet::predeploy(&mut spec, &openledger_protocol::DeployConfig::dev())?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(())
         }

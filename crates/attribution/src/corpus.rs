@@ -17,6 +17,7 @@ use openledger_datanet::{
     ChainView, ContentStore, DatanetClient, Manifest, ManifestEntry,
     formats::{self, Format},
 };
+use openledger_protocol::{DatanetId, Version};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
@@ -122,10 +123,11 @@ pub struct Corpus {
 pub async fn contributions_by_content(
     source: &RowSource,
     chain: &ChainView,
-    datanet: u64,
-    version: u64,
+    datanet: impl Into<DatanetId>,
+    version: impl Into<Version>,
     manifest_hash: B256,
 ) -> Result<HashMap<B256, u64>, CorpusError> {
+    let (datanet, version) = (datanet.into().get(), version.into().get());
     let manifest = source
         .checked_manifest(chain, datanet, version, manifest_hash)
         .await?;
@@ -141,11 +143,12 @@ pub async fn contributions_by_content(
 pub async fn load(
     source: &RowSource,
     chain: &ChainView,
-    datanet: u64,
-    version: u64,
+    datanet: impl Into<DatanetId>,
+    version: impl Into<Version>,
     manifest_hash: B256,
     tokenizer: &Tokenizer,
 ) -> Result<Corpus, CorpusError> {
+    let (datanet, version) = (datanet.into().get(), version.into().get());
     let manifest = source
         .checked_manifest(chain, datanet, version, manifest_hash)
         .await?;

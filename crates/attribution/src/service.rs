@@ -26,12 +26,13 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
+use openledger_datanet::ChainView;
+use openledger_datanet::ContentStore;
+use openledger_protocol::ChainError;
 use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
 use openledger_protocol::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
 };
-use openledger_datanet::ChainView;
-use openledger_datanet::ContentStore;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -137,7 +138,7 @@ impl AttributionConfig {
 pub enum ServiceError {
     /// Chain access failed.
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] ChainError),
     /// Disk or store access failed.
     #[error("storage: {0}")]
     Storage(String),
@@ -146,9 +147,6 @@ pub enum ServiceError {
     Corpus(#[from] corpus::CorpusError),
 }
 
-pub(crate) fn chain_err(e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Chain(e.to_string())
-}
 pub(crate) fn storage_err(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Storage(e.to_string())
 }
@@ -233,7 +231,10 @@ impl AttributionService {
             )),
             None => RowSource::Store(ContentStore::open(&cfg.datanet_store).map_err(storage_err)?),
         };
-        let url = cfg.rpc_url.parse().map_err(chain_err)?;
+        let url = cfg
+            .rpc_url
+            .parse()
+            .map_err(|e| ChainError::bad_url(&cfg.rpc_url, e))?;
         let provider = match &cfg.attributor {
             // nonces read per transaction (a failed commit must not leave a nonce gap)
             Some(s) => ProviderBuilder::new()
@@ -246,7 +247,7 @@ impl AttributionService {
                 .erased(),
             None => ProviderBuilder::new().connect_http(url).erased(),
         };
-        let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
+        let chain_id = provider.get_chain_id().await.map_err(ChainError::from)?;
         let tokenizer = match &cfg.tokenizer {
             Some(p) => Some((
                 openledger_model::load_tokenizer(p).map_err(storage_err)?,
@@ -331,7 +332,7 @@ impl AttributionService {
                 .getVersion(U256::from(datanet), U256::from(version))
                 .call()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             let chain = ChainView::new(self.provider.clone(), self.cfg.datanets);
             let corpus =
                 corpus::load(&self.rows, &chain, datanet, version, v.manifestHash, tok).await?;
@@ -377,7 +378,7 @@ impl AttributionService {
             .getModel(U256::from(model_id))
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let v: Vec<(u64, u64)> = m
             .trainedOn
             .iter()

@@ -3,9 +3,10 @@
 //! the credits per account (computed by the contract's rule, for `GET /api/earnings`).
 
 use crate::merkle;
-use crate::service::{AttributionService, ServiceError, State, chain_err, storage_err};
+use crate::service::{AttributionService, ServiceError, State, storage_err};
 use alloy::providers::Provider;
 use alloy_primitives::{Address, B256, U256};
+use openledger_protocol::ChainError;
 use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
@@ -219,9 +220,9 @@ impl AttributionService {
     /// nothing (the batch is retried).
     pub async fn flush(&self) -> Result<Option<u64>, ServiceError> {
         let Some(attributor) = self.cfg.attributor.as_ref().map(|s| s.address()) else {
-            return Err(ServiceError::Chain(
-                "no attributor account configured".into(),
-            ));
+            return Err(ServiceError::Chain(ChainError::unexpected(
+                "no attributor account configured",
+            )));
         };
         self.reconcile().await?;
         let batch: Vec<PendingRecord> = {
@@ -275,7 +276,7 @@ impl AttributionService {
             .submitBatch(root, good.iter().map(inference).collect())
             .send()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         intent.tx = Some(*sent.tx_hash());
         {
             let mut st = self.state.lock();
@@ -283,15 +284,15 @@ impl AttributionService {
             st.inflight = Some(intent.clone());
         }
         self.pause(FlushPoint::AfterSend).await;
-        let receipt = sent.confirm().await.map_err(chain_err)?;
+        let receipt = sent.confirm().await.map_err(ChainError::from)?;
         self.pause(FlushPoint::AfterMined).await;
         let Some(ev) = receipt.decoded_log::<AttributionSettlement::BatchSettled>() else {
             // Reverted (e.g. a resubmission that lost the race to the first one): the chain
             // knows what happened; the next flush reconciles.
-            return Err(ServiceError::Chain(format!(
+            return Err(ServiceError::Chain(ChainError::unexpected(format!(
                 "submitBatch {} reverted; reconciling with the chain on the next flush",
                 receipt.transaction_hash
-            )));
+            ))));
         };
         let batch_id: u64 = ev.batchId.saturating_to();
         self.adopt(batch_id, Some(receipt.transaction_hash)).await?;
@@ -310,7 +311,7 @@ impl AttributionService {
             .batchOfRoot(intent.root)
             .call()
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .saturating_to();
         if b != 0 {
             tracing::info!(target: "attribution::settle", batch = b, root = %intent.root, "in-flight batch found on chain");
@@ -321,19 +322,19 @@ impl AttributionService {
                 .provider
                 .get_transaction_by_hash(tx)
                 .await
-                .map_err(chain_err)?
+                .map_err(ChainError::from)?
                 .is_some()
             && self
                 .provider
                 .get_transaction_receipt(tx)
                 .await
-                .map_err(chain_err)?
+                .map_err(ChainError::from)?
                 .is_none()
         {
             // Still in the node's pool: wait for it rather than send a second one.
-            return Err(ServiceError::Chain(format!(
+            return Err(ServiceError::Chain(ChainError::unexpected(format!(
                 "batch transaction {tx} is not mined yet; waiting"
-            )));
+            ))));
         }
         let mut st = self.state.lock();
         save_inflight(&self.cfg.dir, None)?;
@@ -362,12 +363,12 @@ impl AttributionService {
             Some(E::RecordAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
             Some(E::RootAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
             // The attributor itself was removed: nothing about the record is wrong.
-            Some(E::NotAttributor(_)) => Err(ServiceError::Chain(format!(
+            Some(E::NotAttributor(_)) => Err(ServiceError::Chain(ChainError::unexpected(format!(
                 "{attributor} is not in the attributor set; records stay pending"
-            ))),
+            )))),
             Some(other) => Ok(DryRun::Refused(format!("{other:?}"))),
             None if e.as_revert_data().is_some() => Ok(DryRun::Refused(e.to_string())),
-            None => Err(chain_err(e)),
+            None => Err(ChainError::from(e).into()),
         }
     }
 
@@ -447,13 +448,17 @@ impl AttributionService {
         tx: Option<B256>,
     ) -> Result<(Vec<B256>, B256, u64), ServiceError> {
         let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
-        let head = self.provider.get_block_number().await.map_err(chain_err)?;
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(ChainError::from)?;
         if let Some(tx) = tx
             && let Some(r) = self
                 .provider
                 .get_transaction_receipt(tx)
                 .await
-                .map_err(chain_err)?
+                .map_err(ChainError::from)?
             && let Some(block) = r.block_number
         {
             let logs = settlement
@@ -463,7 +468,7 @@ impl AttributionService {
                 .to_block(block)
                 .query()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             if !logs.is_empty() {
                 return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
             }
@@ -478,16 +483,16 @@ impl AttributionService {
                 .to_block(to)
                 .query()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             if let Some((_, first)) = logs.first() {
                 let tx = first.transaction_hash.unwrap_or_default();
                 let block = first.block_number.unwrap_or(to);
                 return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
             }
             if from == 0 {
-                return Err(ServiceError::Chain(format!(
+                return Err(ServiceError::Chain(ChainError::unexpected(format!(
                     "batch {batch_id} has no InferenceSettled events on this chain"
-                )));
+                ))));
             }
             to = from - 1;
         }
@@ -539,7 +544,7 @@ impl AttributionService {
                 .block(at)
                 .call()
                 .await
-                .map_err(chain_err)?,
+                .map_err(ChainError::from)?,
             p.clone(),
         );
         let cfg = params
@@ -547,7 +552,7 @@ impl AttributionService {
             .block(at)
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let bps = openledger_protocol::fees::FeeSplitBps {
             treasury: cfg.treasuryBps,
             model_owner: cfg.modelOwnerBps,
@@ -563,7 +568,7 @@ impl AttributionService {
                 .block(at)
                 .call()
                 .await
-                .map_err(chain_err)?
+                .map_err(ChainError::from)?
                 .owner;
             if !pay.model_owner.is_zero() {
                 out.push(CreditLine {
@@ -580,7 +585,7 @@ impl AttributionService {
                     .block(at)
                     .call()
                     .await
-                    .map_err(chain_err)?;
+                    .map_err(ChainError::from)?;
                 for (((c, _), a), amount) in r.shares.iter().zip(who).zip(&pay.contributions) {
                     if !amount.is_zero() {
                         out.push(CreditLine {
@@ -641,7 +646,7 @@ impl AttributionService {
             .balanceOf(account)
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let (mut total, mut by_contribution, mut as_owner, mut as_treasury) = (
             U256::ZERO,
             std::collections::BTreeMap::<u64, U256>::new(),
@@ -791,7 +796,7 @@ impl AttributionService {
                     .verifyRecord(U256::from(batch), id, proof)
                     .call()
                     .await
-                    .map_err(chain_err)?;
+                    .map_err(ChainError::from)?;
                 rep.check(
                     "on-chain inclusion",
                     ok,

@@ -400,7 +400,7 @@ async fn check_read(
         .hasLicence(U256::from(id), reader)
         .call()
         .await
-        .map_err(|e| ApiError::from(ServiceError::Chain(e.to_string())))?;
+        .map_err(|e| ApiError::from(ServiceError::Chain(e.into())))?;
     if licensed {
         Ok(())
     } else {

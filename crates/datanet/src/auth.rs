@@ -89,7 +89,7 @@ pub fn sign(
     signer: &PrivateKeySigner,
     domain: &Eip712Domain,
     action: &str,
-    datanet_id: u64,
+    datanet_id: impl Into<openledger_protocol::DatanetId>,
     content_hash: B256,
     validity_secs: u64,
 ) -> Result<Vec<(&'static str, String)>, alloy::signers::Error> {
@@ -98,7 +98,7 @@ pub fn sign(
         signer,
         domain,
         action,
-        datanet_id,
+        datanet_id.into().get(),
         content_hash,
         nonce,
         now() + validity_secs,

@@ -20,6 +20,7 @@ use alloy::rpc::client::BatchRequest;
 use alloy::rpc::types::{TransactionInput, TransactionRequest};
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
+use openledger_protocol::ChainError;
 use openledger_protocol::bindings::DatanetRegistry;
 
 /// Calls per `acceptedContributions` page and per JSON-RPC batch.
@@ -45,7 +46,7 @@ pub struct ChainVersion {
 pub enum ManifestCheckError {
     /// A chain call failed (not a verdict on the manifest).
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] ChainError),
     /// The version does not exist on chain.
     #[error("datanet {datanet} has no version {version}")]
     NoVersion {
@@ -75,10 +76,6 @@ pub struct ChainView {
     pub registry: Address,
 }
 
-fn chain_err(e: impl std::fmt::Display) -> ManifestCheckError {
-    ManifestCheckError::Chain(e.to_string())
-}
-
 impl ChainView {
     /// A view of `registry` through `provider`.
     pub fn new(provider: DynProvider, registry: Address) -> Self {
@@ -100,7 +97,7 @@ impl ChainView {
             .versionCount(U256::from(datanet))
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         if U256::from(version) >= n {
             return Err(ManifestCheckError::NoVersion { datanet, version });
         }
@@ -108,7 +105,7 @@ impl ChainView {
             .getVersion(U256::from(datanet), U256::from(version))
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         Ok(ChainVersion {
             datanet,
             version,
@@ -125,7 +122,11 @@ impl ChainView {
             version: v.version,
             reason,
         };
-        let chain_id = self.provider.get_chain_id().await.map_err(chain_err)?;
+        let chain_id = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(ChainError::from)?;
         if m.format != MANIFEST_VERSION {
             return Err(bad(format!("unknown manifest format {}", m.format)));
         }
@@ -191,7 +192,7 @@ impl ChainView {
                 .acceptedContributions(U256::from(datanet), U256::from(start), U256::from(limit))
                 .call()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             if page.is_empty() {
                 break;
             }
@@ -219,16 +220,16 @@ impl ChainView {
                     .input(TransactionInput::new(Bytes::from(call.abi_encode())));
                 let w = batch
                     .add_call::<_, Bytes>("eth_call", &(tx, "latest"))
-                    .map_err(chain_err)?;
+                    .map_err(ChainError::from)?;
                 waiters.push(w);
             }
-            batch.send().await.map_err(chain_err)?;
+            batch.send().await.map_err(ChainError::from)?;
             for (id, w) in chunk.iter().zip(waiters) {
                 let ret = w
                     .await
-                    .map_err(|e| chain_err(format!("getContribution({id}): {e}")))?;
+                    .map_err(|e| ChainError::Rpc(format!("getContribution({id}): {e}")))?;
                 let c = DatanetRegistry::getContributionCall::abi_decode_returns(&ret)
-                    .map_err(|e| chain_err(format!("getContribution({id}): {e}")))?;
+                    .map_err(|e| ChainError::Rpc(format!("getContribution({id}): {e}")))?;
                 out.push(c);
             }
         }

@@ -5,10 +5,10 @@ use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestEntry};
 use crate::store::{ContentStore, StoreError};
 use crate::validate::{RowIndex, ValidationConfig};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256};
-use alloy_sol_types::SolEventInterface;
+use openledger_protocol::ChainError;
 use openledger_protocol::bindings::DatanetRegistry;
+use openledger_protocol::follower::EventFollower;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,7 +68,7 @@ pub enum ServiceError {
     Index(#[from] IndexError),
     /// JSON-RPC.
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] ChainError),
     /// A contribution was not uploaded to its Datanet by its contributor (its hash was
     /// recorded on chain around the service): never served, never in a version.
     #[error(
@@ -139,10 +139,6 @@ impl std::fmt::Debug for DatanetService {
 /// Default [`ServiceConfig::staging_grace`].
 pub const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
-fn chain_err(e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::Chain(e.to_string())
-}
-
 impl DatanetService {
     /// Opens the store and index, connects to the chain, rebuilds the near-duplicate index of
     /// accepted rows and catches up with the chain.
@@ -161,9 +157,9 @@ impl DatanetService {
         let url = cfg
             .rpc_url
             .parse()
-            .map_err(|e| ServiceError::Chain(format!("bad rpc url {}: {e}", cfg.rpc_url)))?;
+            .map_err(|e| ChainError::bad_url(&cfg.rpc_url, e))?;
         let provider = ProviderBuilder::new().connect_http(url).erased();
-        let chain_id = provider.get_chain_id().await.map_err(chain_err)?;
+        let chain_id = provider.get_chain_id().await.map_err(ChainError::from)?;
         let state = IndexState::load(&cfg.datadir)?;
         let nonces =
             crate::nonces::NonceStore::open(cfg.datadir.join("nonces.log"), crate::auth::now())?;
@@ -247,48 +243,29 @@ impl DatanetService {
     /// Applies every registry event up to the chain head; returns the last processed block.
     /// Each block range is applied and persisted as one unit.
     pub async fn sync(&self) -> Result<u64, ServiceError> {
-        let head = self
-            .inner
-            .provider
-            .get_block_number()
-            .await
-            .map_err(chain_err)?;
+        let follower = EventFollower::<DatanetRegistry::DatanetRegistryEvents>::new(
+            self.inner.provider.clone(),
+            self.inner.cfg.registry,
+            self.inner.cfg.max_log_range,
+        );
+        let head = follower.head().await?;
         let mut st = self.inner.state.lock().await;
         loop {
             let from = st
                 .last_block
                 .map(|b| b + 1)
                 .unwrap_or(self.inner.cfg.start_block);
-            if from > head {
+            let Some(range) = follower.range(from, head).await? else {
                 return Ok(st.last_block.unwrap_or_default());
-            }
-            let to = head.min(from + self.inner.cfg.max_log_range.max(1) - 1);
-            let filter = Filter::new()
-                .address(self.inner.cfg.registry)
-                .from_block(from)
-                .to_block(to);
-            let logs = self
-                .inner
-                .provider
-                .get_logs(&filter)
-                .await
-                .map_err(chain_err)?;
+            };
             let mut next = st.clone();
             let mut newly_accepted = Vec::new();
-            for log in &logs {
-                match DatanetRegistry::DatanetRegistryEvents::decode_log(&log.inner) {
-                    Ok(ev) => {
-                        let block = log.block_number.unwrap_or(to);
-                        if let Some(id) = next.apply(&ev.data, block) {
-                            newly_accepted.push(id);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "datanet::index", error = %e, "undecodable registry log")
-                    }
+            for (ev, block) in &range.events {
+                if let Some(id) = next.apply(ev, *block) {
+                    newly_accepted.push(id);
                 }
             }
-            next.last_block = Some(to);
+            next.last_block = Some(range.to);
             next.save(&self.inner.cfg.datadir)?;
             *st = next;
             if !newly_accepted.is_empty() {

@@ -4,6 +4,7 @@
 
 use openledger_datanet::client::dev_signer;
 use openledger_datanet::{DatanetClient, demo};
+use openledger_protocol::{ContributionId, DatanetId, Version};
 use std::path::{Path, PathBuf};
 
 /// Errors preparing the demo.
@@ -99,15 +100,15 @@ pub struct SeededDatanet {
     /// Slug of the demo spec.
     pub slug: String,
     /// On-chain id.
-    pub id: u64,
+    pub id: DatanetId,
     /// Published version.
-    pub version: u64,
+    pub version: Version,
     /// Dev account index of the owner.
     pub owner: usize,
     /// Whether it is permissioned.
     pub permissioned: bool,
     /// (contribution id, dev account index) of every accepted contribution.
-    pub contributions: Vec<(u64, usize)>,
+    pub contributions: Vec<(ContributionId, usize)>,
 }
 
 /// Creates the demo Datanets on the devnet: each owner creates its Datanet, each persona's dev

@@ -12,12 +12,12 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::rpc::types::Filter;
 use alloy_primitives::{Address, B256, U256};
 use alloy_sol_types::SolEvent;
-use openledger_protocol::Contract;
+use openledger_datanet::{ContributionInfo, DatanetInfo, UploadInfo};
 use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
 };
-use openledger_datanet::{ContributionInfo, DatanetInfo, UploadInfo};
+use openledger_protocol::{ChainError, Contract};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -27,10 +27,6 @@ pub(crate) struct Chain {
     pub provider: DynProvider,
     pub cfg: Arc<FactoryConfig>,
     http: reqwest::Client,
-}
-
-fn chain_err(e: impl std::fmt::Display) -> UiError {
-    UiError::upstream("the chain did not answer", e)
 }
 
 /// One Datanet as the Datanet API's `GET /{id}` returns it.
@@ -206,37 +202,37 @@ impl Chain {
             .provider
             .get_block_by_number(BlockNumberOrTag::Latest)
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .ok_or_else(|| UiError::Upstream("the chain has no latest block".into()))?;
         Ok(b.header.timestamp)
     }
 
     pub async fn balances(&self, a: Address) -> Result<Balances, UiError> {
         let p = &self.provider;
-        let open_bal = p.get_balance(a).await.map_err(chain_err)?;
+        let open_bal = p.get_balance(a).await.map_err(ChainError::from)?;
         let mut b = Balances {
             open: open(open_bal),
             ..Default::default()
         };
         if let Some(g) = self.cfg.contract(Contract::Gopen) {
             let g = GOPEN::new(g, p.clone());
-            b.gopen = open(g.balanceOf(a).call().await.map_err(chain_err)?);
-            b.votes = open(g.getVotes(a).call().await.map_err(chain_err)?);
-            let d = g.delegates(a).call().await.map_err(chain_err)?;
+            b.gopen = open(g.balanceOf(a).call().await.map_err(ChainError::from)?);
+            b.votes = open(g.getVotes(a).call().await.map_err(ChainError::from)?);
+            let d = g.delegates(a).call().await.map_err(ChainError::from)?;
             b.delegate = (d != Address::ZERO).then(|| d.to_checksum(None));
         }
         if let Some(r) = self.cfg.contract(Contract::DatanetRegistry) {
             let r = DatanetRegistry::new(r, p.clone());
-            let v = r.balanceOf(a).call().await.map_err(chain_err)?;
+            let v = r.balanceOf(a).call().await.map_err(ChainError::from)?;
             b.datanet_claimable = open(v);
             b.datanet_claimable_wei = v.to_string();
         }
         if let Some(s) = self.cfg.contract(Contract::AttributionSettlement) {
             let s = AttributionSettlement::new(s, p.clone());
-            let v = s.balanceOf(a).call().await.map_err(chain_err)?;
+            let v = s.balanceOf(a).call().await.map_err(ChainError::from)?;
             b.settlement_claimable = open(v);
             b.settlement_claimable_wei = v.to_string();
-            b.escrow = open(s.escrowOf(a).call().await.map_err(chain_err)?);
+            b.escrow = open(s.escrowOf(a).call().await.map_err(ChainError::from)?);
         }
         Ok(b)
     }
@@ -244,10 +240,10 @@ impl Chain {
     /// Licence earnings a contribution can collect now.
     pub async fn pending_reward(&self, contribution: u64) -> Result<U256, UiError> {
         let r = DatanetRegistry::new(self.addr(Contract::DatanetRegistry)?, self.provider.clone());
-        r.pendingReward(U256::from(contribution))
+        Ok(r.pendingReward(U256::from(contribution))
             .call()
             .await
-            .map_err(chain_err)
+            .map_err(ChainError::from)?)
     }
 
     pub async fn governance(&self) -> Result<GovernanceInfo, UiError> {
@@ -258,23 +254,42 @@ impl Chain {
             self.addr(Contract::Timelock)?,
             self.provider.clone(),
         );
-        let split = params.feeSplit().call().await.map_err(chain_err)?;
+        let split = params.feeSplit().call().await.map_err(ChainError::from)?;
         Ok(GovernanceInfo {
-            voting_delay: gov.votingDelay().call().await.map_err(chain_err)?.to(),
-            voting_period: gov.votingPeriod().call().await.map_err(chain_err)?.to(),
-            timelock_delay: tl.getMinDelay().call().await.map_err(chain_err)?.to(),
+            voting_delay: gov
+                .votingDelay()
+                .call()
+                .await
+                .map_err(ChainError::from)?
+                .to(),
+            voting_period: gov
+                .votingPeriod()
+                .call()
+                .await
+                .map_err(ChainError::from)?
+                .to(),
+            timelock_delay: tl
+                .getMinDelay()
+                .call()
+                .await
+                .map_err(ChainError::from)?
+                .to(),
             quorum_percent: gov
                 .quorumNumerator_1()
                 .call()
                 .await
-                .map_err(chain_err)?
+                .map_err(ChainError::from)?
                 .to_string(),
             fee_split: [
                 split.treasuryBps,
                 split.modelOwnerBps,
                 split.contributorsBps,
             ],
-            licence_owner_bps: params.licenceOwnerBps().call().await.map_err(chain_err)?,
+            licence_owner_bps: params
+                .licenceOwnerBps()
+                .call()
+                .await
+                .map_err(ChainError::from)?,
             now: self.now().await?,
         })
     }
@@ -286,7 +301,11 @@ impl Chain {
             .address(addr)
             .event_signature(OpenLedgerGovernor::ProposalCreated::SIGNATURE_HASH)
             .from_block(0);
-        let logs = self.provider.get_logs(&filter).await.map_err(chain_err)?;
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(ChainError::from)?;
         let mut out = Vec::new();
         for log in logs.iter().rev() {
             let Ok(ev) = log.log_decode::<OpenLedgerGovernor::ProposalCreated>() else {
@@ -294,8 +313,12 @@ impl Chain {
             };
             let ev = ev.inner.data;
             let id = ev.proposalId;
-            let state: u8 = gov.state(id).call().await.map_err(chain_err)?;
-            let votes = gov.proposalVotes(id).call().await.map_err(chain_err)?;
+            let state: u8 = gov.state(id).call().await.map_err(ChainError::from)?;
+            let votes = gov
+                .proposalVotes(id)
+                .call()
+                .await
+                .map_err(ChainError::from)?;
             let actions = ev
                 .targets
                 .iter()
@@ -329,14 +352,19 @@ impl Chain {
             return Ok(Vec::new());
         };
         let reg = ModelRegistry::new(addr, self.provider.clone());
-        let n: u64 = reg.modelCount().call().await.map_err(chain_err)?.to();
+        let n: u64 = reg
+            .modelCount()
+            .call()
+            .await
+            .map_err(ChainError::from)?
+            .to();
         let mut out = Vec::new();
         for id in (1..=n).rev() {
             let m = reg
                 .getModel(U256::from(id))
                 .call()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             out.push(ModelView {
                 id,
                 owner: m.owner.to_checksum(None),
@@ -358,7 +386,11 @@ impl Chain {
     }
 
     pub async fn latest_blocks(&self, n: u64) -> Result<Vec<view::BlockView>, UiError> {
-        let head = self.provider.get_block_number().await.map_err(chain_err)?;
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(ChainError::from)?;
         let mut out = Vec::new();
         for num in (head.saturating_sub(n - 1)..=head).rev() {
             out.push(self.block(num).await?);
@@ -372,7 +404,7 @@ impl Chain {
             .get_block_by_number(BlockNumberOrTag::Number(num))
             .full()
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .ok_or_else(|| UiError::NotFound(format!("there is no block {num} yet")))?;
         let txs = b
             .transactions
@@ -402,13 +434,13 @@ impl Chain {
             .provider
             .get_transaction_by_hash(hash)
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .ok_or_else(|| UiError::NotFound(format!("no transaction {hash}")))?;
         let r = self
             .provider
             .get_transaction_receipt(hash)
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let to = t.to();
         let call = to
             .map(|a| explain::describe_call(&self.cfg, a, t.input()))

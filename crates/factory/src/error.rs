@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use openledger_protocol::ChainError;
 use serde_json::json;
 
 /// Why a UI request failed.
@@ -50,6 +51,15 @@ impl UiError {
 
     pub(crate) fn upstream(what: &str, e: impl std::fmt::Display) -> Self {
         Self::Upstream(format!("{what}: {e}"))
+    }
+}
+
+impl From<ChainError> for UiError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Reverted(_) => Self::upstream("the chain refused", e),
+            _ => Self::upstream("the chain did not answer", e),
+        }
     }
 }
 

@@ -8,11 +8,11 @@ use crate::error::UiError;
 use alloy_primitives::utils::parse_ether;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::{SolCall, sol};
-use openledger_protocol::Contract;
 use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     ProtocolParams,
 };
+use openledger_protocol::{ChainError, Contract};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -115,10 +115,6 @@ impl Form<'_> {
     }
 }
 
-fn chain_err(e: impl std::fmt::Display) -> UiError {
-    UiError::upstream("the chain did not answer", e)
-}
-
 /// Builds the call for `action` from the form `body` (`from` = the acting account).
 pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<TxCall, UiError> {
     let f = Form(body);
@@ -142,7 +138,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 .datanetCreationFee()
                 .call()
                 .await
-                .map_err(chain_err)?;
+                .map_err(ChainError::from)?;
             let data = DatanetRegistry::createDatanetCall {
                 name: name.to_string(),
                 metadataURI: f.str("description").to_string(),
@@ -221,7 +217,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
         "buyLicence" => {
             let id = U256::from(f.u64("datanetId", "The Datanet id")?);
             let reg = DatanetRegistry::new(chain.addr(Contract::DatanetRegistry)?, p);
-            let d = reg.getDatanet(id).call().await.map_err(chain_err)?;
+            let d = reg.getDatanet(id).call().await.map_err(ChainError::from)?;
             Ok(TxCall {
                 value: d.licenceFee,
                 ..call(
@@ -329,7 +325,11 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
             }
             let voter = f.address("from", "Your account")?;
             let gov = OpenLedgerGovernor::new(chain.addr(Contract::Governor)?, p);
-            let snapshot = gov.proposalSnapshot(id).call().await.map_err(chain_err)?;
+            let snapshot = gov
+                .proposalSnapshot(id)
+                .call()
+                .await
+                .map_err(ChainError::from)?;
             if snapshot.is_zero() {
                 return Err(UiError::NotFound("There is no such proposal.".into()));
             }
@@ -337,7 +337,7 @@ pub(crate) async fn build(chain: &Chain, action: &str, body: &Value) -> Result<T
                 .getVotes(voter, snapshot)
                 .call()
                 .await
-                .map_err(chain_err);
+                .map_err(ChainError::from);
             // Before the snapshot time has passed the past-votes lookup reverts: not votable yet.
             let votes = match votes {
                 Ok(v) => v,

@@ -16,7 +16,7 @@ use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use axum::Json;
 use axum::body::Bytes as BodyBytes;
 use axum::extract::{Path, State};
-use openledger_protocol::{Contract, eip712};
+use openledger_protocol::{ChainError, Contract, eip712};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -199,7 +199,6 @@ pub(crate) async fn credits(
 ) -> Result<Json<Value>, UiError> {
     use alloy_primitives::U256;
     use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
-    let chain_err = |e: alloy::contract::Error| UiError::upstream("the chain did not answer", e);
     let reg = DatanetRegistry::new(
         st.chain.addr(Contract::DatanetRegistry)?,
         st.chain.provider.clone(),
@@ -208,7 +207,7 @@ pub(crate) async fn credits(
         st.chain.addr(Contract::ProtocolParams)?,
         st.chain.provider.clone(),
     );
-    let split = params.feeSplit().call().await.map_err(chain_err)?;
+    let split = params.feeSplit().call().await.map_err(ChainError::from)?;
     let fee: U256 = req
         .fee
         .as_deref()
@@ -237,7 +236,7 @@ pub(crate) async fn credits(
             .getContribution(U256::from(c.contribution))
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         out.push(json!({
             "datanet": c.datanet, "version": c.version, "contribution": c.contribution,
             "contributor": info.contributor.to_checksum(None), "weightPercent": f64::from(c.weight_ppm) / 10_000.0,
@@ -277,7 +276,7 @@ pub(crate) async fn verify(
         )
         .call()
         .await
-        .map_err(|e| UiError::upstream("the chain did not answer", e))?;
+        .map_err(ChainError::from)?;
     Ok(Json(json!({"included": ok})))
 }
 

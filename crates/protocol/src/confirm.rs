@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const RECEIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why no receipt came.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptError {
     /// Asking the node failed.
     #[error("asking for the receipt of {0}: {1}")]

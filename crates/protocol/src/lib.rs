@@ -21,19 +21,24 @@
 //! ```
 
 pub mod bindings;
+pub mod chain_error;
 mod config;
 pub mod confirm;
 mod deploy;
 pub mod eip712;
 pub mod fees;
+pub mod follower;
 pub mod hooks;
+mod ids;
 pub mod merkle;
 
+pub use chain_error::ChainError;
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,
 };
 pub use confirm::{Confirm, ReceiptError};
 pub use deploy::{DeployError, deploy};
+pub use ids::{ContributionId, DatanetId, IdError, ModelId, Version};
 
 pub use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 

@@ -5,11 +5,10 @@
 //! Accepted names: the base model's name (no adapter); `model-<id>` or `<id>` (on-chain id);
 //! an alias (a local adapter's name); `0x<64 hex>` (an adapter blob's keccak-256).
 
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::Filter;
+use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256};
-use alloy_sol_types::SolEventInterface;
 use openledger_protocol::bindings::ModelRegistry;
+use openledger_protocol::follower::{DEFAULT_MAX_RANGE, EventFollower};
 use std::collections::BTreeMap;
 
 use crate::error::ServeError;
@@ -228,10 +227,8 @@ impl Directory {
 /// Follows `ModelRegistry` logs block range by block range.
 #[derive(Clone, Debug)]
 pub struct ChainFollower {
-    provider: DynProvider,
-    registry: Address,
+    events: EventFollower<ModelRegistry::ModelRegistryEvents>,
     next_block: u64,
-    max_range: u64,
 }
 
 impl ChainFollower {
@@ -240,46 +237,29 @@ impl ChainFollower {
         let url = rpc_url
             .parse()
             .map_err(|e| ServeError::Internal(format!("bad rpc url {rpc_url}: {e}")))?;
+        let provider = ProviderBuilder::new().connect_http(url).erased();
         Ok(ChainFollower {
-            provider: ProviderBuilder::new().connect_http(url).erased(),
-            registry,
+            events: EventFollower::new(provider, registry, DEFAULT_MAX_RANGE),
             next_block: 0,
-            max_range: 10_000,
         })
     }
 
     /// Applies every event up to the chain head to `dir`; returns how many were applied.
     pub async fn sync(&mut self, dir: &parking_lot::RwLock<Directory>) -> Result<usize, String> {
-        let head = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(|e| e.to_string())?;
+        let head = self.events.head().await.map_err(|e| e.to_string())?;
         let mut applied = 0;
-        while self.next_block <= head {
-            let to = head.min(self.next_block + self.max_range - 1);
-            let filter = Filter::new()
-                .address(self.registry)
-                .from_block(self.next_block)
-                .to_block(to);
-            let logs = self
-                .provider
-                .get_logs(&filter)
-                .await
-                .map_err(|e| e.to_string())?;
+        while let Some(range) = self
+            .events
+            .range(self.next_block, head)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             let mut d = dir.write();
-            for log in &logs {
-                match ModelRegistry::ModelRegistryEvents::decode_log(&log.inner) {
-                    Ok(ev) => {
-                        d.apply(&ev.data, log.block_number.unwrap_or(to));
-                        applied += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(target: "serve::registry", error = %e, "undecodable ModelRegistry log")
-                    }
-                }
+            for (ev, block) in &range.events {
+                d.apply(ev, *block);
+                applied += 1;
             }
-            self.next_block = to + 1;
+            self.next_block = range.to + 1;
         }
         Ok(applied)
     }

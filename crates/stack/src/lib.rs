@@ -296,8 +296,8 @@ impl Stack {
             .submit(
                 owner.address,
                 &base_name,
-                datanet.id,
-                datanet.version,
+                datanet.id.get(),
+                datanet.version.get(),
                 config,
             )
             .await
@@ -338,7 +338,7 @@ impl Stack {
             base_model_hash: base_hash,
             adapter_hash: stored.adapter_hash,
             training_manifest_hash: stored.manifest_hash,
-            trained_on: vec![(datanet.id, datanet.version)],
+            trained_on: vec![(datanet.id.get(), datanet.version.get())],
             price_per_1k_tokens: alloy_primitives::U256::from(1_000_000_000_000_000u64),
             metadata_uri: format!("demo:{}-assistant", datanet.slug),
         };

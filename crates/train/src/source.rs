@@ -23,12 +23,12 @@
 
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256, U256, keccak256};
-use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::formats::{self, Row};
 use openledger_datanet::{
     ChainVersion, ChainView, ClientError, ContentStore, DatanetClient, DatanetService, Manifest,
     ManifestCheckError, ServiceError, StoreError,
 };
+use openledger_protocol::bindings::DatanetRegistry;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -161,7 +161,7 @@ pub async fn check_access(
 
 fn manifest_err(e: ManifestCheckError) -> TrainError {
     match e {
-        ManifestCheckError::Chain(m) => TrainError::Chain(m),
+        ManifestCheckError::Chain(m) => TrainError::Chain(m.to_string()),
         ManifestCheckError::NoVersion { datanet, version } => {
             TrainError::VersionNotFound { datanet, version }
         }

@@ -7,12 +7,12 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::corpus::{self, CorpusError, RowSource};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::{
     ChainView, ContentStore, DatanetClient, ManifestCheckError, UploadReceipt,
 };
 use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::DatanetRegistry;
 use std::str::FromStr;
 
 /// A one-token word-level tokenizer: enough to tokenize rows (the test is about what gets read).

@@ -12,11 +12,11 @@ use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_datanet::{ContentStore, DatanetClient};
+use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_protocol::Confirm;
 use openledger_protocol::Contract;
 use openledger_protocol::bindings::{AttributionSettlement, ProtocolParams};
-use openledger_datanet::{ContentStore, DatanetClient};
-use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
 use openledger_train::config::TrainConfig;
 use openledger_train::publish::{self, PublishSpec};
@@ -106,8 +106,8 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         &reader,
         dep(Contract::DatanetRegistry)?,
         acct(1).address(),
-        d,
-        version,
+        d.get(),
+        version.get(),
     )
     .await?;
     let content = ContentStore::open(
@@ -159,7 +159,7 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
             base_model_hash: publish::base_hash_bytes(&base_hash)?,
             adapter_hash: stored.adapter_hash,
             training_manifest_hash: stored.manifest_hash,
-            trained_on: vec![(d, version)],
+            trained_on: vec![(d.get(), version.get())],
             price_per_1k_tokens: price,
             metadata_uri: String::new(),
         },
@@ -239,7 +239,8 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
     let att = &resp["attribution"];
     eprintln!("answer {answer:?}\nattribution {att}");
     assert_eq!(
-        att["topContributions"][0]["contribution"], contribution_of[1],
+        att["topContributions"][0]["contribution"],
+        contribution_of[1].get(),
         "answer {answer:?}, attribution {att}"
     );
     let record_id: B256 = serde_json::from_value(att["recordId"].clone())?;

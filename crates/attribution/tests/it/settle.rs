@@ -11,10 +11,10 @@ use alloy_primitives::{Address, B256, U256};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_datanet::DatanetClient;
 use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_serve::hooks::{CompletedInference, InferenceHooks, PendingInference, ServedModel};
 use std::sync::Arc;
 
@@ -220,7 +220,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     let summary = svc.completed(done("r1", Some(charge))).await;
     let record_id: B256 = serde_json::from_value(summary["recordId"].clone())?;
     let top = &summary["topContributions"][0];
-    assert_eq!(top["contribution"], contribution_of[1], "{summary}");
+    assert_eq!(top["contribution"], contribution_of[1].get(), "{summary}");
     let view: serde_json::Value = reqwest::get(format!("{base}/api/attribution/{record_id}"))
         .await?
         .json()

@@ -1,12 +1,13 @@
 //! Helpers of the client: transaction sending, file hashing and streaming, dev keys,
 //! progress bars, query encoding.
 
-use super::{ClientError, chain_err};
+use super::ClientError;
 use alloy::providers::Provider;
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::B256;
 use bytes::Bytes;
 use futures::StreamExt;
+use openledger_protocol::ChainError;
 use openledger_protocol::Confirm;
 use std::path::Path;
 
@@ -22,13 +23,13 @@ where
     let receipt = call
         .send()
         .await
-        .map_err(chain_err)?
+        .map_err(ChainError::from)?
         .confirm()
         .await
-        .map_err(|e| ClientError::Chain(e.to_string()))?;
+        .map_err(ChainError::from)?;
     use alloy::network::ReceiptResponse;
     if !receipt.status() {
-        return Err(ClientError::Chain("transaction reverted".into()));
+        return Err(ChainError::Reverted("transaction reverted".into()).into());
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use bytes::Bytes;
-use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
+use openledger_protocol::{ChainError, Confirm, ContributionId, DatanetId, Version};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -37,7 +37,7 @@ pub enum ClientError {
     Http(String),
     /// A transaction or call failed (reverts are decoded when known).
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] ChainError),
     /// Local I/O.
     #[error("io: {0}")]
     Io(String),
@@ -48,13 +48,6 @@ pub enum ClientError {
 
 fn http_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Http(e.to_string())
-}
-
-fn chain_err(e: alloy::contract::Error) -> ClientError {
-    if let Some(dec) = e.as_decoded_interface_error::<DatanetRegistry::DatanetRegistryErrors>() {
-        return ClientError::Chain(format!("reverted: {dec:?}"));
-    }
-    ClientError::Chain(e.to_string())
 }
 
 /// Result of `verify`.
@@ -147,7 +140,7 @@ impl DatanetClient {
         .map_err(http_err)?;
         let url = rpc_url
             .parse()
-            .map_err(|e| ClientError::Chain(format!("bad rpc url: {e}")))?;
+            .map_err(|e| ChainError::bad_url(rpc_url, e))?;
         // nonces are read from the node per transaction: alloy's default cached nonce is
         // taken even when the transaction then fails before it is sent (a revert found by the
         // gas estimate), and every later transaction of this client would wait forever
@@ -200,14 +193,14 @@ impl DatanetClient {
         metadata_uri: &str,
         permissioned: bool,
         licence_fee: U256,
-    ) -> Result<u64, ClientError> {
+    ) -> Result<DatanetId, ClientError> {
         let reg = self.registry();
-        let params = reg.params().call().await.map_err(chain_err)?;
+        let params = reg.params().call().await.map_err(ChainError::from)?;
         let fee = ProtocolParams::new(params, self.provider.clone())
             .datanetCreationFee()
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let receipt = reg
             .createDatanet(
                 name.to_string(),
@@ -218,25 +211,26 @@ impl DatanetClient {
             .value(fee)
             .send()
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .confirm()
             .await
-            .map_err(|e| ClientError::Chain(e.to_string()))?;
+            .map_err(ChainError::from)?;
         let ev = receipt
             .decoded_log::<DatanetRegistry::DatanetCreated>()
             .ok_or_else(|| ClientError::Unexpected("no DatanetCreated event".into()))?;
-        Ok(ev.datanetId.saturating_to())
+        DatanetId::try_from(ev.datanetId).map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// Allows a contributor on a permissioned Datanet (owner only).
     pub async fn allow_contributor(
         &self,
-        datanet: u64,
+        datanet: impl Into<DatanetId>,
         account: Address,
     ) -> Result<(), ClientError> {
+        let datanet: DatanetId = datanet.into();
         send(
             self.registry()
-                .setContributorAllowed(U256::from(datanet), account, true),
+                .setContributorAllowed(datanet.to_u256(), account, true),
         )
         .await
     }
@@ -244,11 +238,12 @@ impl DatanetClient {
     /// Uploads bytes from a reader (streamed, hashed first) with a progress callback.
     pub async fn upload_file(
         &self,
-        datanet: u64,
+        datanet: impl Into<DatanetId>,
         path: &Path,
         columns: &[String],
         progress: Option<indicatif::ProgressBar>,
     ) -> Result<UploadReceipt, ClientError> {
+        let datanet: DatanetId = datanet.into();
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -272,11 +267,12 @@ impl DatanetClient {
     /// Uploads bytes held in memory.
     pub async fn upload_bytes(
         &self,
-        datanet: u64,
+        datanet: impl Into<DatanetId>,
         name: &str,
         columns: &[String],
         bytes: Vec<u8>,
     ) -> Result<UploadReceipt, ClientError> {
+        let datanet: DatanetId = datanet.into();
         let hash = alloy_primitives::keccak256(&bytes);
         self.upload_body(datanet, name, columns, hash, reqwest::Body::from(bytes))
             .await
@@ -285,12 +281,13 @@ impl DatanetClient {
     /// Uploads a body whose keccak-256 is `hash`, signed with this account.
     pub async fn upload_body(
         &self,
-        datanet: u64,
+        datanet: impl Into<DatanetId>,
         name: &str,
         columns: &[String],
         hash: B256,
         body: reqwest::Body,
     ) -> Result<UploadReceipt, ClientError> {
+        let datanet: DatanetId = datanet.into();
         let hdrs = self.sign("upload", datanet, hash)?;
         let mut req = self
             .http
@@ -316,14 +313,14 @@ impl DatanetClient {
     pub fn sign(
         &self,
         action: &str,
-        datanet: u64,
+        datanet: impl Into<DatanetId>,
         hash: B256,
     ) -> Result<Vec<(&'static str, String)>, ClientError> {
         auth::sign(
             &self.signer,
             &auth::domain(self.chain_id, self.registry),
             action,
-            datanet,
+            datanet.into().get(),
             hash,
             300,
         )
@@ -331,11 +328,16 @@ impl DatanetClient {
     }
 
     /// Records an uploaded contribution on chain; returns its id.
-    pub async fn contribute(&self, datanet: u64, r: &UploadReceipt) -> Result<u64, ClientError> {
+    pub async fn contribute(
+        &self,
+        datanet: impl Into<DatanetId>,
+        r: &UploadReceipt,
+    ) -> Result<ContributionId, ClientError> {
+        let datanet: DatanetId = datanet.into();
         let receipt = self
             .registry()
             .contribute(
-                U256::from(datanet),
+                datanet.to_u256(),
                 r.content_hash,
                 r.byte_size,
                 r.row_count,
@@ -344,52 +346,63 @@ impl DatanetClient {
             )
             .send()
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .confirm()
             .await
-            .map_err(|e| ClientError::Chain(e.to_string()))?;
+            .map_err(ChainError::from)?;
         let ev = receipt
             .decoded_log::<DatanetRegistry::Contributed>()
             .ok_or_else(|| {
                 ClientError::Unexpected("no Contributed event (transaction reverted?)".into())
             })?;
-        Ok(ev.contributionId.saturating_to())
+        ContributionId::try_from(ev.contributionId)
+            .map_err(|e| ClientError::Unexpected(e.to_string()))
     }
 
     /// Approves a contribution (owner or curator).
-    pub async fn approve(&self, contribution: u64) -> Result<(), ClientError> {
-        send(self.registry().approve(U256::from(contribution))).await
+    pub async fn approve(
+        &self,
+        contribution: impl Into<ContributionId>,
+    ) -> Result<(), ClientError> {
+        let contribution: ContributionId = contribution.into();
+        send(self.registry().approve(contribution.to_u256())).await
     }
 
     /// Rejects a contribution with a reason.
-    pub async fn reject(&self, contribution: u64, reason: &str) -> Result<(), ClientError> {
+    pub async fn reject(
+        &self,
+        contribution: impl Into<ContributionId>,
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let contribution: ContributionId = contribution.into();
         send(
             self.registry()
-                .reject(U256::from(contribution), reason.to_string()),
+                .reject(contribution.to_u256(), reason.to_string()),
         )
         .await
     }
 
     /// Withdraws one's own pending contribution.
-    pub async fn withdraw(&self, contribution: u64) -> Result<(), ClientError> {
-        send(
-            self.registry()
-                .withdrawContribution(U256::from(contribution)),
-        )
-        .await
+    pub async fn withdraw(
+        &self,
+        contribution: impl Into<ContributionId>,
+    ) -> Result<(), ClientError> {
+        let contribution: ContributionId = contribution.into();
+        send(self.registry().withdrawContribution(contribution.to_u256())).await
     }
 
     /// Buys a licence at the Datanet's fee.
-    pub async fn buy_licence(&self, datanet: u64) -> Result<(), ClientError> {
+    pub async fn buy_licence(&self, datanet: impl Into<DatanetId>) -> Result<(), ClientError> {
+        let datanet: DatanetId = datanet.into();
         let d = self
             .registry()
-            .getDatanet(U256::from(datanet))
+            .getDatanet(datanet.to_u256())
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         send(
             self.registry()
-                .buyLicence(U256::from(datanet))
+                .buyLicence(datanet.to_u256())
                 .value(d.licenceFee),
         )
         .await
@@ -397,7 +410,11 @@ impl DatanetClient {
 
     /// Prepares the manifest (service) and publishes its root on chain (owner); returns the
     /// version number, root and manifest hash.
-    pub async fn publish(&self, datanet: u64) -> Result<(u64, B256, B256), ClientError> {
+    pub async fn publish(
+        &self,
+        datanet: impl Into<DatanetId>,
+    ) -> Result<(Version, B256, B256), ClientError> {
+        let datanet: DatanetId = datanet.into();
         let resp = check(
             self.http
                 .post(format!("{}/{datanet}/versions/prepare", self.api))
@@ -418,20 +435,27 @@ impl DatanetClient {
             .ok_or_else(|| ClientError::Unexpected("no count".into()))?;
         let receipt = self
             .registry()
-            .publishVersion(U256::from(datanet), root, U256::from(count), mh)
+            .publishVersion(datanet.to_u256(), root, U256::from(count), mh)
             .send()
             .await
-            .map_err(chain_err)?
+            .map_err(ChainError::from)?
             .confirm()
             .await
-            .map_err(|e| ClientError::Chain(e.to_string()))?;
+            .map_err(ChainError::from)?;
         let ev = receipt
             .decoded_log::<DatanetRegistry::VersionPublished>()
             .ok_or_else(|| ClientError::Unexpected("no VersionPublished event".into()))?;
-        Ok((ev.version.saturating_to(), root, mh))
+        let version =
+            Version::try_from(ev.version).map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok((version, root, mh))
     }
 
-    async fn signed_get(&self, path: &str, datanet: u64, hash: B256) -> Result<Bytes, ClientError> {
+    async fn signed_get(
+        &self,
+        path: &str,
+        datanet: DatanetId,
+        hash: B256,
+    ) -> Result<Bytes, ClientError> {
         let mut req = self.http.get(format!("{}{path}", self.api));
         for (k, v) in self.sign("read", datanet, hash)? {
             req = req.header(k, v);
@@ -444,13 +468,19 @@ impl DatanetClient {
     }
 
     /// Downloads a contribution's content (signed read; checked against its hash).
-    pub async fn download(&self, datanet: u64, contribution: u64) -> Result<Bytes, ClientError> {
+    pub async fn download(
+        &self,
+        datanet: impl Into<DatanetId>,
+        contribution: impl Into<ContributionId>,
+    ) -> Result<Bytes, ClientError> {
+        let datanet: DatanetId = datanet.into();
+        let contribution: ContributionId = contribution.into();
         let c = self
             .registry()
-            .getContribution(U256::from(contribution))
+            .getContribution(contribution.to_u256())
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let bytes = self
             .signed_get(
                 &format!("/{datanet}/contributions/{contribution}/content"),
@@ -469,15 +499,17 @@ impl DatanetClient {
     /// Fetches a version's manifest (signed read) and checks it against the on-chain hash.
     pub async fn manifest(
         &self,
-        datanet: u64,
-        version: u64,
+        datanet: impl Into<DatanetId>,
+        version: impl Into<Version>,
     ) -> Result<(Manifest, B256, B256), ClientError> {
+        let datanet: DatanetId = datanet.into();
+        let version: Version = version.into();
         let v = self
             .registry()
-            .getVersion(U256::from(datanet), U256::from(version))
+            .getVersion(datanet.to_u256(), version.to_u256())
             .call()
             .await
-            .map_err(chain_err)?;
+            .map_err(ChainError::from)?;
         let bytes = self
             .signed_get(
                 &format!("/{datanet}/versions/{version}/manifest"),
@@ -493,10 +525,13 @@ impl DatanetClient {
     /// Inclusion proof of a contribution in a version (from the service).
     pub async fn proof(
         &self,
-        datanet: u64,
-        version: u64,
-        contribution: u64,
+        datanet: impl Into<DatanetId>,
+        version: impl Into<Version>,
+        contribution: impl Into<ContributionId>,
     ) -> Result<Proof, ClientError> {
+        let datanet: DatanetId = datanet.into();
+        let version: Version = version.into();
+        let contribution: ContributionId = contribution.into();
         let v: serde_json::Value = self
             .get_json(&format!(
                 "/{datanet}/versions/{version}/proof/{contribution}"
@@ -508,7 +543,13 @@ impl DatanetClient {
 
     /// Recomputes a version's root from its manifest and checks every inclusion proof against
     /// the on-chain root.
-    pub async fn verify(&self, datanet: u64, version: u64) -> Result<VerifyReport, ClientError> {
+    pub async fn verify(
+        &self,
+        datanet: impl Into<DatanetId>,
+        version: impl Into<Version>,
+    ) -> Result<VerifyReport, ClientError> {
+        let datanet: DatanetId = datanet.into();
+        let version: Version = version.into();
         let (manifest, onchain_root, onchain_mh) = self.manifest(datanet, version).await?;
         let mut proofs_ok = 0;
         for e in &manifest.contributions {
@@ -533,7 +574,11 @@ impl DatanetClient {
     }
 
     /// A Datanet with its contributions (index view).
-    pub async fn show(&self, datanet: u64) -> Result<serde_json::Value, ClientError> {
+    pub async fn show(
+        &self,
+        datanet: impl Into<DatanetId>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let datanet: DatanetId = datanet.into();
         self.get_json(&format!("/{datanet}")).await
     }
 }

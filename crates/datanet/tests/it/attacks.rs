@@ -7,11 +7,11 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, ensure, eyre};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::validate::ValidationConfig;
 use openledger_datanet::{DatanetClient, Manifest, ManifestEntry, UploadReceipt};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::DatanetRegistry;
 use serde_json::Value;
 
 const SECRET: &[u8] = b"harbour log: the night ferry carries sealed crates past the breakwater\n\n\
@@ -32,7 +32,7 @@ async fn permissioned(h: &Harness) -> Result<(u64, u64, B256, B256)> {
     owner.approve(c).await?;
     h.svc.sync().await?;
     let (_, _, mh) = owner.publish(d).await?;
-    Ok((d, c, r.content_hash, mh))
+    Ok((d.get(), c.get(), r.content_hash, mh))
 }
 
 /// The registry as `account` sends it (transactions straight to the chain, around the service).
@@ -65,7 +65,7 @@ async fn contribute_hash(stranger: &DatanetClient, d: u64, hash: B256) -> Result
         reasons: Vec::new(),
         rows_root: B256::ZERO,
     };
-    Ok(stranger.contribute(d, &receipt).await?)
+    Ok(stranger.contribute(d, &receipt).await?.get())
 }
 
 /// An unsigned GET: (status, body bytes).
@@ -105,7 +105,7 @@ async fn a_stranger_cannot_read_permissioned_content_through_another_datanet() -
     let mine = stranger
         .create_datanet("totally public", "", false, U256::ZERO)
         .await?;
-    let c = contribute_hash(&stranger, mine, hash).await?;
+    let c = contribute_hash(&stranger, mine.get(), hash).await?;
     stranger.approve(c).await?;
     h.svc.sync().await?;
 

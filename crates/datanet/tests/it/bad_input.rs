@@ -135,7 +135,7 @@ async fn bad_inputs_are_refused_and_leave_nothing() -> Result<()> {
         alice_key,
         &domain,
         "upload",
-        d,
+        d.get(),
         hash,
         U256::from(1),
         auth::now() - 10,
@@ -162,7 +162,7 @@ async fn bad_inputs_are_refused_and_leave_nothing() -> Result<()> {
     ensure!(h.store.staged_count().await? == 0);
     let snap = h.svc.snapshot().await;
     ensure!(snap.contributions == before_index.contributions);
-    ensure!(snap.uploads[&d].len() == 2);
+    ensure!(snap.uploads[&d.get()].len() == 2);
     h.devnet.shutdown().await;
     Ok(())
 }

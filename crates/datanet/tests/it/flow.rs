@@ -122,7 +122,7 @@ pub async fn run_flow(h: &Harness) -> Result<()> {
                 .map(|e| e.contribution_id)
                 .collect();
             ensure!(got == want, "version {v} has {got:?}, want {want:?}");
-            ensure!(!got.contains(&withdrawn) && !got.contains(&ids[2]));
+            ensure!(!got.contains(&withdrawn.get()) && !got.contains(&ids[2].get()));
         }
         let show = owner.show(d).await?;
         let statuses: Vec<String> = show["contributions"]
@@ -143,10 +143,12 @@ pub async fn run_flow(h: &Harness) -> Result<()> {
             "{statuses:?}"
         );
         let snap = h.svc.snapshot().await;
-        ensure!(snap.contributions.get(&withdrawn).map(|c| c.status) == Some(Status::Withdrawn));
+        ensure!(
+            snap.contributions.get(&withdrawn.get()).map(|c| c.status) == Some(Status::Withdrawn)
+        );
         ensure!(
             ids.iter()
-                .all(|i| snap.contributions[i].score_matches == Some(true))
+                .all(|i| snap.contributions[&i.get()].score_matches == Some(true))
         );
 
         if d == public {

@@ -33,11 +33,11 @@ async fn restart_loses_nothing_and_duplicates_nothing() -> Result<()> {
     h.restart_service().await?;
     let snap = h.svc.snapshot().await;
     ensure!(snap.contributions.len() == 1);
-    ensure!(snap.contributions[&id].status == Status::Accepted);
+    ensure!(snap.contributions[&id.get()].status == Status::Accepted);
     ensure!(
-        snap.datanets[&d].accepted == vec![id],
+        snap.datanets[&d.get()].accepted == vec![id],
         "{:?}",
-        snap.datanets[&d].accepted
+        snap.datanets[&d.get()].accepted
     );
     ensure!(snap.events_applied == applied_before + 2);
     // The upload record survived, so the version can be published.
@@ -100,7 +100,7 @@ async fn follower_picks_up_events_without_requests() -> Result<()> {
         .await?;
     let mut seen = false;
     for _ in 0..50 {
-        if h.svc.snapshot().await.datanets.contains_key(&d) {
+        if h.svc.snapshot().await.datanets.contains_key(&d.get()) {
             seen = true;
             break;
         }

@@ -7,10 +7,10 @@ use alloy::network::EthereumWallet;
 use alloy::providers::ProviderBuilder;
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, ensure};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::ModelRegistry;
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::ModelRegistry;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
         adapterHash: adapter,
         trainingManifestHash: B256::ZERO,
         trainedOn: vec![ModelRegistry::DatanetVersion {
-            datanetId: U256::from(d),
+            datanetId: d.to_u256(),
             version: U256::ZERO,
         }],
         pricePer1kTokens: U256::ZERO,

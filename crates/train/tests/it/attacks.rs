@@ -5,10 +5,10 @@ use alloy::network::EthereumWallet;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, eyre};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::{Manifest, ManifestEntry, UploadReceipt};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::DatanetRegistry;
 use openledger_train::config::JobLimits;
 use openledger_train::jobs::{Job, JobService, JobsConfig, ReaderConfig, Status, domain};
 use serde_json::{Value, json};
@@ -154,9 +154,9 @@ async fn a_public_version_cannot_point_training_at_permissioned_data() -> Result
         format: MANIFEST_VERSION,
         chain_id: w.devnet.deployments.chain_id,
         registry: w.registry()?,
-        datanet_id: mine,
+        datanet_id: mine.get(),
         contributions: vec![ManifestEntry {
-            contribution_id: stolen,
+            contribution_id: stolen.get(),
             content_hash: secret.contentHash,
             contributor: me,
             row_count: secret.rowCount,

@@ -83,8 +83,8 @@ impl World {
         Ok(World {
             devnet,
             api,
-            public: ids[0],
-            permissioned: ids[1],
+            public: ids[0].get(),
+            permissioned: ids[1].get(),
             _demo_dir: demo_dir,
         })
     }

@@ -13,11 +13,11 @@ use alloy::network::EthereumWallet;
 use alloy::providers::ProviderBuilder;
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, eyre};
-use openledger_protocol::Confirm;
-use openledger_protocol::bindings::DatanetRegistry;
 use openledger_datanet::manifest::MANIFEST_VERSION;
 use openledger_datanet::{ContentStore, Manifest, ManifestEntry};
 use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_protocol::Confirm;
+use openledger_protocol::bindings::DatanetRegistry;
 use openledger_train::TrainError;
 use openledger_train::config::TrainConfig;
 use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, domain};
@@ -96,7 +96,7 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
             format: MANIFEST_VERSION,
             chain_id: devnet.deployments.chain_id,
             registry,
-            datanet_id: id,
+            datanet_id: id.get(),
             contributions: entries.clone(),
         };
         let mh = data_store.put(manifest.to_bytes().into()).await?;
@@ -117,7 +117,8 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
 
     // The library: reading version 0 finds no rows.
     let provider = source::provider(&devnet.rpc_url())?;
-    let v0 = source::check_access(&provider, registry, devnet.accounts[3].address, id, 0).await?;
+    let v0 =
+        source::check_access(&provider, registry, devnet.accounts[3].address, id.get(), 0).await?;
     let reader = Reader::Store(data_store.clone());
     let empty = |r: Result<(), TrainError>, version: u64| matches!(r, Err(TrainError::EmptyVersion { version: v, .. }) if v == version);
     assert!(empty(
@@ -131,7 +132,8 @@ async fn empty_version_is_refused_with_the_field_named() -> Result<()> {
         0
     ));
     // Version 1's manifest claims rows: it passes the cheap check and fails on the rows.
-    let v1 = source::check_access(&provider, registry, devnet.accounts[3].address, id, 1).await?;
+    let v1 =
+        source::check_access(&provider, registry, devnet.accounts[3].address, id.get(), 1).await?;
     assert!(source::check_version(&provider, &reader, &v1).await.is_ok());
     assert!(empty(
         source::read_rows(&provider, &reader, &v1).await.map(|_| ()),

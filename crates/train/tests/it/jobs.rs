@@ -476,7 +476,9 @@ async fn a_job_on_data_the_base_cannot_model_carries_a_warning() -> Result<()> {
         .unwrap_or_default();
     let body = json!({"baseModel": name, "datanetId": id, "version": 0,
         "config": {"rank": 4, "maxSteps": 2, "batchSize": 2, "sketchDim": 8}});
-    let (s, v) = api.post(&w, 2, "", "create_job", id, &body, None).await?;
+    let (s, v) = api
+        .post(&w, 2, "", "create_job", id.get(), &body, None)
+        .await?;
     // Created, with the verdict and a warning that says why and what would do better.
     assert_eq!(s, 201, "{v}");
     let fit = &v["baseFit"];

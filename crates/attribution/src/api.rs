@@ -10,41 +10,12 @@ use crate::service::AttributionService;
 use alloy_primitives::{Address, B256};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::sync::Arc;
 
-/// An API error.
-#[derive(Debug)]
-pub struct ApiError {
-    /// Status.
-    pub status: StatusCode,
-    /// Stable type string.
-    pub kind: &'static str,
-    /// Message.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(serde_json::json!({"error": {"type": self.kind, "message": self.message}})),
-        )
-            .into_response()
-    }
-}
+/// An API error: the protocol's one envelope.
+pub use openledger_protocol::ApiError;
 
 type Svc = State<Arc<AttributionService>>;
 

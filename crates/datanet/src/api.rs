@@ -31,33 +31,8 @@ use openledger_protocol::bindings::DatanetRegistry;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-/// An API error: HTTP status + stable machine-readable type + message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable type, e.g. `duplicate_content`.
-    pub kind: &'static str,
-    /// Human-readable message.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, kind: &'static str, message: impl std::fmt::Display) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.to_string(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"type": self.kind, "message": self.message}});
-        (self.status, Json(body)).into_response()
-    }
-}
+/// An API error: the protocol's one envelope.
+pub use openledger_protocol::ApiError;
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {

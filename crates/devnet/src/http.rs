@@ -75,13 +75,13 @@ impl Slot {
                         } else {
                             format!("the {name} service is not ready: {why}")
                         };
-                        Ok((
+                        Ok(openledger_protocol::ApiError::new(
                             StatusCode::SERVICE_UNAVAILABLE,
-                            axum::Json(serde_json::json!({
-                                "error": {"type": "unavailable", "code": "unavailable", "message": message}
-                            })),
+                            "unavailable",
+                            message,
                         )
-                            .into_response())
+                        .with_code("unavailable")
+                        .into_response())
                     }
                 }
             }

@@ -12,8 +12,9 @@
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
+use openledger_protocol::ApiError;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -125,15 +126,17 @@ impl Drop for Slot {
     }
 }
 
-fn error(status: StatusCode, kind: &str, message: String, retry_after: Option<u64>) -> Response {
-    let body = serde_json::json!({"error": {"type": kind, "code": kind, "message": message}});
-    let mut r = (status, axum::Json(body)).into_response();
-    if let Some(s) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&s.to_string())
-    {
-        r.headers_mut().insert(header::RETRY_AFTER, v);
+fn error(
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+) -> Response {
+    let mut e = ApiError::new(status, kind, message).with_code(kind);
+    if let Some(secs) = retry_after {
+        e = e.with_retry_after(secs);
     }
-    r
+    e.into_response()
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`).

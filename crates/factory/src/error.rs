@@ -1,11 +1,9 @@
 //! The UI's one error type: a stable machine-readable `type`, an HTTP status and a message
 //! written for a person (it is shown as is).
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use openledger_protocol::ChainError;
-use serde_json::json;
+use openledger_protocol::{ApiError, ChainError};
 
 /// Why a UI request failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +63,7 @@ impl From<ChainError> for UiError {
 
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"type": self.kind(), "message": self.to_string()}});
-        (self.status(), Json(body)).into_response()
+        ApiError::new(self.status(), self.kind(), &self).into_response()
     }
 }
 

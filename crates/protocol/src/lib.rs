@@ -20,6 +20,7 @@
 //! assert_eq!(steps[0].name, "GOPEN");
 //! ```
 
+pub mod api_error;
 pub mod bindings;
 pub mod chain_error;
 mod config;
@@ -32,6 +33,7 @@ pub mod hooks;
 mod ids;
 pub mod merkle;
 
+pub use api_error::{ApiError, HttpError};
 pub use chain_error::ChainError;
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,

@@ -6,6 +6,7 @@
 use alloy_primitives::B256;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use openledger_protocol::ApiError;
 
 use crate::hooks::HookError;
 
@@ -141,8 +142,8 @@ impl ServeError {
         }
     }
 
-    /// The `{"error": ...}` body.
-    pub fn body(&self) -> serde_json::Value {
+    /// The error in the protocol's envelope: OpenAI's shape, `param` always present.
+    pub fn to_api_error(&self) -> ApiError {
         let param = match self {
             ServeError::InvalidParam { param, .. } => serde_json::json!(param),
             ServeError::ModelNotFound(_) | ServeError::NotServable { .. } => {
@@ -150,22 +151,20 @@ impl ServeError {
             }
             _ => serde_json::Value::Null,
         };
-        serde_json::json!({"error": {
-            "message": self.to_string(),
-            "type": self.category(),
-            "code": self.code(),
-            "param": param,
-        }})
+        ApiError::new(self.status(), self.category(), self)
+            .with_code(self.code())
+            .with_param(param)
+    }
+
+    /// The `{"error": ...}` body.
+    pub fn body(&self) -> serde_json::Value {
+        self.to_api_error().body()
     }
 }
 
 impl IntoResponse for ServeError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(target: "serve::api", error = %self, "request failed");
-        }
-        (status, axum::Json(self.body())).into_response()
+        self.to_api_error().into_response()
     }
 }
 

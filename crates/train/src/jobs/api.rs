@@ -52,16 +52,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut body = serde_json::json!({"type": self.0.kind(), "message": self.0.to_string()});
+        let mut e = openledger_protocol::ApiError::new(status, self.0.kind(), &self.0);
         if let Some(field) = self.0.field_name() {
-            body["field"] = serde_json::json!(field);
+            e = e.with_field(field);
         }
-        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
         if let Some(secs) = self.0.retry_after() {
-            resp.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, secs.into());
+            e = e.with_retry_after(secs);
         }
-        resp
+        e.into_response()
     }
 }
 

@@ -3,7 +3,7 @@
 //! candle reads `RAYON_NUM_THREADS` on every kernel call and, when it is unset, asks
 //! `num_cpus` for the physical core count, which formats `/proc/cpuinfo` each time; its
 //! elementwise ops also spin-wait at a barrier for their worker threads. Measured on the
-//! project's 2-core machine (crates/train/README.md, "bench train"): with
+//! project's 2-core machine (docs/bench/2026-11-24-train-small-base.md): with
 //! `RAYON_NUM_THREADS=<cores>` and `CANDLE_NUM_THREADS=1` (elementwise ops inline, matmuls
 //! still on every core) training runs 2.9× faster. Both are read once per process and the
 //! binary may not change its own environment (`unsafe_code = "deny"`), so when neither is set

@@ -540,6 +540,23 @@ mod tests {
     }
 
     #[test]
+    fn readme_lists_exactly_the_methods_of_the_table() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Methods\n")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("README has a Methods section");
+        let listed: BTreeSet<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        let table: BTreeSet<&str> = METHODS.iter().map(|m| m.name).collect();
+        assert_eq!(listed, table);
+    }
+
+    #[test]
     fn only_evm_methods_are_dev_only() {
         for m in METHODS {
             assert_eq!(m.dev_only, m.name.starts_with("evm_"), "{}", m.name);

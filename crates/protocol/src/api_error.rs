@@ -8,7 +8,7 @@
 //! where an API promises them (the OpenAI-compatible serving API always sends both, `param`
 //! possibly `null`); `field` names the request field a limit refused. A `Retry-After` header
 //! goes with errors that pass with time (rate and queue limits). Each service maps its own
-//! error enum to an [`ApiError`] (usually through [`HttpError`]); none writes the JSON itself.
+//! error enum to an [`ApiError`]; none writes the JSON itself.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -118,22 +118,6 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
-    }
-}
-
-/// A service error that knows its HTTP status and stable type; `into_api_error` builds the
-/// envelope (override it to add `code`, `param`, `field` or `Retry-After`).
-pub trait HttpError: std::fmt::Display {
-    /// The HTTP status.
-    fn status(&self) -> StatusCode;
-    /// The stable machine-readable type.
-    fn kind(&self) -> &'static str;
-    /// The envelope for this error.
-    fn into_api_error(self) -> ApiError
-    where
-        Self: Sized,
-    {
-        ApiError::new(self.status(), self.kind(), &self)
     }
 }
 

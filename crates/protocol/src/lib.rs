@@ -33,7 +33,7 @@ pub mod hooks;
 mod ids;
 pub mod merkle;
 
-pub use api_error::{ApiError, HttpError};
+pub use api_error::ApiError;
 pub use chain_error::ChainError;
 pub use config::{
     Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,

@@ -3,21 +3,23 @@
 //! `openledger-train`; this file parses arguments, draws the progress bar and wires clients.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, WrapErr, eyre};
 use openledger_datanet::ContentStore;
-use openledger_datanet::client::{DatanetClient, dev_signer};
+use openledger_datanet::client::dev_signer;
 use openledger_model::{DType, Device, Pretrained, content_hash};
+use openledger_train::TrainError;
 use openledger_train::config::{Schedule, TrainConfig};
-use openledger_train::eval::{self, FitVerdict};
-use openledger_train::jobs::{BASE_FIT_ROWS, REPRODUCTION_PROMPTS};
-use openledger_train::output::{self, BaseModelRef, TrainingManifest};
+use openledger_train::eval::FitVerdict;
+use openledger_train::output::TrainingManifest;
+use openledger_train::pipeline::{
+    BaseModel, Cancel, OutputStore, Pipeline, ReaderConfig, RunError, RunEvent, RunOptions, Stage,
+    TrainRequest, Trained,
+};
 use openledger_train::publish::{self, PublishSpec};
-use openledger_train::source::{self, Reader};
-use openledger_train::trainer::{self, Event};
+use openledger_train::source;
+use openledger_train::trainer::Event;
 
 /// Who acts and where.
 #[derive(Debug, Clone, clap::Args)]
@@ -179,7 +181,8 @@ struct Info {
     registry: Address,
 }
 
-/// Runs `openledger train`.
+/// Runs `openledger train`: [`Pipeline::run`] with the user's key, a progress bar and Ctrl-C
+/// cancel (from the start of training), then the results printed.
 pub async fn train(a: TrainArgs) -> Result<()> {
     let cfg = a.train_config()?;
     let signer = a.who.signer()?;
@@ -189,111 +192,36 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         .error_for_status()?
         .json()
         .await?;
-    let provider = source::provider(&a.who.rpc_url)?;
-    // Licence first: nothing is read before this passes.
-    let version =
-        source::check_access(&provider, info.registry, owner, a.datanet, a.version).await?;
-    let base_dir = a.base.clone();
-    let base =
-        tokio::task::spawn_blocking(move || Pretrained::load(&base_dir, &Device::Cpu, DType::F32))
-            .await??;
-    cfg.validate(&base.config)?;
-    let client = DatanetClient::connect(&a.who.rpc_url, &a.api, signer).await?;
-    let rows = source::read_rows(&provider, &Reader::Api(client), &version).await?;
-    let hash = content_hash(&a.base)?.0;
-    eprintln!(
-        "datanet {} version {} ({} rows, root {}), base {hash}",
-        a.datanet,
-        a.version,
-        rows.len(),
-        version.merkle_root
-    );
-    if openledger_model::init::is_toy_world(&a.base) {
-        eprintln!(
-            "note: {} is a {}",
-            a.base.display(),
-            openledger_model::init::TOY_WORLD_NOTE
-        );
-    }
-    let fit = eval::base_fit(&base, &rows, BASE_FIT_ROWS)?;
-    match fit.verdict {
-        FitVerdict::Fits => eprintln!("{}", fit.message),
-        _ => eprintln!("warning: {}", fit.message),
-    }
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("cancelling after the current step ...");
-                c.store(true, Ordering::Relaxed);
-            }
-        });
-    }
-    let base = Arc::new(base);
-    let (b2, h2, c2, cfg2, wd) = (
-        base.clone(),
-        hash.clone(),
-        cancel.clone(),
-        cfg.clone(),
-        a.workdir.clone(),
-    );
-    let eval_rows = rows.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let pb = indicatif::ProgressBar::new(0);
-        if let Ok(s) =
-            indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
-        {
-            pb.set_style(s.progress_chars("=> "));
-        }
-        let r = trainer::train(
-            &b2,
-            &h2,
-            &rows,
-            &cfg2,
-            wd.as_deref(),
-            &c2,
-            &mut |e| match e {
-                Event::Progress {
-                    step,
-                    total_steps,
-                    loss,
-                    tokens_per_sec,
-                    eta_secs,
-                    epoch,
-                    ..
-                } => {
-                    pb.set_length(total_steps as u64);
-                    pb.set_position(step as u64);
-                    pb.set_message(format!(
-                    "epoch {epoch} loss {loss:.4} {tokens_per_sec:.0} tok/s ({eta_secs:.0}s left)"
-                ));
-                }
-                Event::Epoch(m) => pb.println(format!(
-                    "epoch {}: train loss {:.4}, validation loss {}, perplexity {}",
-                    m.epoch,
-                    m.train_loss,
-                    m.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
-                    m.val_perplexity.map_or("n/a".into(), |v| format!("{v:.2}"))
-                )),
-                Event::Log { message } => pb.println(message),
-                Event::Checkpoint { step } => pb.println(format!("checkpoint at step {step}")),
-            },
-        );
-        pb.finish_and_clear();
-        r
-    })
-    .await??;
-    let store = ContentStore::open(&a.store)?;
-    let base_ref = BaseModelRef {
-        id: a
-            .base
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        hash,
+    let pipeline = Pipeline::new(
+        &a.who.rpc_url,
+        info.registry,
+        ReaderConfig::Api {
+            api: a.api.clone(),
+            signer,
+        },
+    )?;
+    let req = TrainRequest {
+        owner,
+        datanet: a.datanet,
+        version: a.version,
+        base: BaseModel::at(&a.base),
+        config: cfg,
     };
-    let (stored, m) = output::store(&store, &out, base_ref, &version, &cfg).await?;
+    let cancel = Cancel::new();
+    let opts = RunOptions {
+        workdir: a.workdir.clone(),
+        base_fit: true,
+        cancel: cancel.clone(),
+        store: OutputStore::At(a.store.clone()),
+    };
+    let on_event = progress(&req.base, cancel);
+    let Trained {
+        output: out,
+        stored,
+        manifest: m,
+        reproduction: rep,
+        ..
+    } = pipeline.run(&req, opts, on_event).await.map_err(report)?;
     if let Some(dir) = &a.out {
         openledger_model::blob::blob_to_dir(&out.adapter.to_blob()?, dir)?;
     }
@@ -302,12 +230,6 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         fmt(m.metrics.base_val_loss),
         fmt(m.metrics.final_val_loss)
     );
-    let adapter = Some(Arc::new(out.adapter.clone()));
-    let b3 = base.clone();
-    let rep = tokio::task::spawn_blocking(move || {
-        eval::reproduction(&b3, adapter, &eval_rows, REPRODUCTION_PROMPTS)
-    })
-    .await??;
     if rep.prompts > 0 {
         println!(
             "greedy reproduction  {} of {} training prompts answered as trained",
@@ -322,6 +244,99 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         a.store, stored.manifest_hash
     );
     Ok(())
+}
+
+/// What `openledger train` shows while the pipeline runs: the data and the base, the base
+/// fit, then a progress bar with a line per epoch; Ctrl-C cancels once the base fit is shown.
+fn progress(base: &BaseModel, cancel: Cancel) -> impl FnMut(RunEvent) + Send + 'static {
+    let (dir, toy_world) = (base.dir.clone(), base.toy_world);
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |ev| match ev {
+        RunEvent::Licensed(_) => {}
+        RunEvent::RowsRead {
+            version,
+            rows,
+            base,
+        } => {
+            eprintln!(
+                "datanet {} version {} ({rows} rows, root {}), base {}",
+                version.datanet, version.version, version.merkle_root, base.hash
+            );
+            if toy_world {
+                eprintln!(
+                    "note: {} is a {}",
+                    dir.display(),
+                    openledger_model::init::TOY_WORLD_NOTE
+                );
+            }
+        }
+        RunEvent::BaseFit(fit) => {
+            match fit.verdict {
+                FitVerdict::Fits => eprintln!("{}", fit.message),
+                _ => eprintln!("warning: {}", fit.message),
+            }
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("cancelling after the current step ...");
+                    c.fire();
+                }
+            });
+        }
+        RunEvent::TrainingStarted => {
+            let pb = indicatif::ProgressBar::new(0);
+            if let Ok(s) =
+                indicatif::ProgressStyle::with_template("{bar:30} step {pos}/{len} {msg} eta {eta}")
+            {
+                pb.set_style(s.progress_chars("=> "));
+            }
+            bar = Some(pb);
+        }
+        RunEvent::Train(e) => {
+            let Some(pb) = &bar else { return };
+            match e {
+                Event::Progress {
+                    step,
+                    total_steps,
+                    loss,
+                    tokens_per_sec,
+                    eta_secs,
+                    epoch,
+                    ..
+                } => {
+                    pb.set_length(total_steps as u64);
+                    pb.set_position(step as u64);
+                    pb.set_message(format!(
+                        "epoch {epoch} loss {loss:.4} {tokens_per_sec:.0} tok/s ({eta_secs:.0}s left)"
+                    ));
+                }
+                Event::Epoch(m) => pb.println(format!(
+                    "epoch {}: train loss {:.4}, validation loss {}, perplexity {}",
+                    m.epoch,
+                    m.train_loss,
+                    m.val_loss.map_or("n/a".into(), |v| format!("{v:.4}")),
+                    m.val_perplexity.map_or("n/a".into(), |v| format!("{v:.2}"))
+                )),
+                Event::Log { message } => pb.println(message),
+                Event::Checkpoint { step } => pb.println(format!("checkpoint at step {step}")),
+            }
+        }
+        RunEvent::TrainingEnded => {
+            if let Some(pb) = bar.take() {
+                pb.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// A failed run as `openledger train` reports it: an unreadable base directory or store
+/// location with the model's or the store's own message, anything else as the pipeline's.
+fn report(e: RunError) -> eyre::Report {
+    match (e.stage, e.error) {
+        (Stage::LoadBase | Stage::HashBase, TrainError::Model(m)) => m.into(),
+        (Stage::OpenStore, TrainError::Store(s)) => s.into(),
+        (_, e) => e.into(),
+    }
 }
 
 fn fmt(v: Option<f64>) -> String {

@@ -1,6 +1,9 @@
 //! ModelFactory training: LoRA fine-tuning of an `openledger-model` base model on a licensed
 //! Datanet version, with what Proof of Attribution needs recorded at the end of training.
 //!
+//! - [`pipeline`]: the one training sequence of `openledger train` and the jobs service
+//!   (licence → base → config → rows → base fit → train → reproduction → store), with
+//!   [`pipeline::RunEvent`]s, typed [`pipeline::Stage`]s of failure and cancel.
 //! - [`source`]: the licence check on chain (before any read), then a Datanet version's rows.
 //! - [`data`]: rows → token ids with loss masks (chat template), split, shuffles, packing.
 //! - [`trainer`]: the loop (AdamW from [`optim`], schedule, accumulation, clipping, validation,
@@ -28,6 +31,7 @@ pub mod jobs;
 pub mod loss;
 pub mod optim;
 pub mod output;
+pub mod pipeline;
 pub mod publish;
 pub mod sketch;
 pub mod source;

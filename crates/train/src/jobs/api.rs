@@ -345,7 +345,14 @@ async fn publish_job(
             "transaction": {"to": registry, "data": spec.calldata()},
         })));
     };
-    let p = publish::relay(&svc.inner.provider, &raw, job.owner, registry, &spec).await?;
+    let p = publish::relay(
+        svc.inner.pipeline.provider(),
+        &raw,
+        job.owner,
+        registry,
+        &spec,
+    )
+    .await?;
     svc.update(&id, |j| j.published = Some(p.clone()))?;
     Ok(Json(
         serde_json::json!({"modelId": p.model_id, "txHash": p.tx_hash, "spec": spec}),

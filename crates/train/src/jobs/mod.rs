@@ -17,13 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use alloy::providers::DynProvider;
-use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::Address;
 use alloy_sol_types::Eip712Domain;
+use openledger_datanet::ContentStore;
 use openledger_datanet::nonces::NonceStore;
-use openledger_datanet::{ContentStore, DatanetClient};
-use openledger_model::{DType, Device, Pretrained};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
@@ -31,28 +28,17 @@ use tokio::sync::{Notify, broadcast};
 use crate::checkpoint::write_atomic;
 use crate::config::{JobLimits, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::eval::{self, BaseFit, Reproduction};
-use crate::output::{self, BaseModelRef, Stored};
+use crate::eval::{BaseFit, Reproduction};
+use crate::output::{BaseModelRef, Stored};
+use crate::pipeline::{
+    self, BaseModel, Cancel, OutputStore, Pipeline, RunEvent, RunOptions, TrainRequest,
+};
 use crate::publish::Published;
-use crate::source::{self, Reader};
-use crate::trainer::{self, Event, Metrics};
+use crate::trainer::{Event, Metrics};
 
-/// Where the service reads Datanet rows from (after the owner's licence is checked on chain).
-#[derive(Clone, Debug)]
-pub enum ReaderConfig {
-    /// The Datanet API, signed reads as the service's operator account.
-    Api {
-        /// Datanet API base URL.
-        api: String,
-        /// The operator's key.
-        signer: PrivateKeySigner,
-    },
-    /// The Datanet service in this process (the devnet): the same rules as its API (only
-    /// backed contributions, only a Datanet's own manifest), no operator licence needed.
-    /// (There is no bare-store reader: a store cannot tell who uploaded a blob, and a job
-    /// owner must never read a permissioned blob through a Datanet he controls.)
-    Service(openledger_datanet::DatanetService),
-}
+// How the service reads rows (its operator through the Datanet API, or the Datanet service
+// in this process); rows scored by the base fit at submission; prompts of the reproduction.
+pub use crate::pipeline::{BASE_FIT_ROWS, REPRODUCTION_PROMPTS, ReaderConfig};
 
 /// Configuration of [`JobService::open`].
 #[derive(Clone, Debug)]
@@ -172,57 +158,12 @@ pub struct Job {
     pub reproduction: Option<Reproduction>,
 }
 
-/// Rows of a version scored by [`eval::base_fit`] when a job is created.
-pub const BASE_FIT_ROWS: usize = 64;
-/// Prompts answered greedily by the trained adapter when a job succeeds.
-pub const REPRODUCTION_PROMPTS: usize = 16;
-
-struct Base {
-    name: String,
-    hash: String,
-    dir: PathBuf,
-    /// Made by `openledger model init`: knows only its generated world.
-    toy_world: bool,
-}
-
-/// The stop signal of a running job: the trainer polls `flag` between micro-batches, the
-/// async stages (licence check, reading rows) race [`Cancel::fired`].
-struct Cancel {
-    flag: Arc<AtomicBool>,
+/// The stop signal of a running job ([`pipeline::Cancel`]) and who fired it.
+#[derive(Default)]
+struct JobCancel {
+    stop: Cancel,
     /// Set when the owner cancelled (not the service shutting down).
     by_owner: AtomicBool,
-    notify: Notify,
-}
-
-impl Cancel {
-    fn new() -> Self {
-        Cancel {
-            flag: Arc::new(AtomicBool::new(false)),
-            by_owner: AtomicBool::new(false),
-            notify: Notify::new(),
-        }
-    }
-
-    fn fire(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    fn is_fired(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
-    }
-
-    /// Resolves once the job is cancelled.
-    async fn fired(&self) {
-        loop {
-            // Registered before the flag is read, so a `fire` in between is not missed.
-            let notified = self.notify.notified();
-            if self.is_fired() {
-                return;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// How long [`JobService::shutdown`] waits for the running job to reach the end of its step.
@@ -230,11 +171,11 @@ pub const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(60
 
 pub(crate) struct Inner {
     cfg: JobsConfig,
-    provider: DynProvider,
+    pub(crate) pipeline: Pipeline,
     store: ContentStore,
-    bases: Vec<Base>,
+    pub(crate) bases: Vec<BaseModel>,
     jobs: Mutex<BTreeMap<String, Job>>,
-    cancels: Mutex<BTreeMap<String, Arc<Cancel>>>,
+    cancels: Mutex<BTreeMap<String, Arc<JobCancel>>>,
     stopping: AtomicBool,
     worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Used nonces of signed requests (`<datadir>/nonces.log`), kept across restarts until
@@ -270,25 +211,16 @@ impl JobService {
     /// Opens the service: reads job records (a job found `running` is queued again and resumes
     /// from its checkpoint), hashes the base models, starts the worker.
     pub async fn open(cfg: JobsConfig) -> Result<Self> {
-        let provider = source::provider(&cfg.rpc_url)?;
+        let pipeline = Pipeline::new(&cfg.rpc_url, cfg.datanet_registry, cfg.reader.clone())?;
         let store = ContentStore::open(&cfg.models_store)?;
         let mut bases = Vec::new();
         for dir in &cfg.base_models {
             let d = dir.clone();
-            let hash = tokio::task::spawn_blocking(move || openledger_model::content_hash(&d))
-                .await
-                .map_err(|e| TrainError::Conflict(e.to_string()))??
-                .0;
-            let name = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            bases.push(Base {
-                name,
-                hash,
-                toy_world: openledger_model::init::is_toy_world(dir),
-                dir: dir.clone(),
-            });
+            bases.push(
+                tokio::task::spawn_blocking(move || BaseModel::hashed(&d))
+                    .await
+                    .map_err(|e| TrainError::Conflict(e.to_string()))??,
+            );
         }
         let mut jobs = BTreeMap::new();
         let root = cfg.datadir.join("jobs");
@@ -314,7 +246,7 @@ impl JobService {
         let svc = JobService {
             inner: Arc::new(Inner {
                 cfg,
-                provider,
+                pipeline,
                 store,
                 bases,
                 jobs: Mutex::new(jobs),
@@ -339,7 +271,7 @@ impl JobService {
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         for c in self.inner.cancels.lock().values() {
-            c.fire();
+            c.stop.fire();
         }
         self.inner.wake.notify_one();
         let worker = self.inner.worker.lock().take();
@@ -392,11 +324,11 @@ impl JobService {
         self.inner.jobs.lock().values().cloned().collect()
     }
 
-    fn base(&self, name_or_hash: &str) -> Result<&Base> {
+    fn base(&self, name_or_hash: &str) -> Result<&BaseModel> {
         self.inner
             .bases
             .iter()
-            .find(|b| b.hash == name_or_hash || b.name == name_or_hash)
+            .find(|b| b.hash.as_deref() == Some(name_or_hash) || b.name == name_or_hash)
             .ok_or_else(|| TrainError::BaseModelNotFound(name_or_hash.to_string()))
     }
 
@@ -435,24 +367,14 @@ impl JobService {
     ) -> Result<Job> {
         self.check_capacity(&self.inner.jobs.lock(), owner)?;
         let base = self.base(base_model)?;
-        let cfg_json = std::fs::read(base.dir.join("config.json"))
-            .map_err(|e| TrainError::io(base.dir.join("config.json"), e))?;
-        let model_cfg = openledger_model::Config::from_json(&String::from_utf8_lossy(&cfg_json))?;
-        config.validate(&model_cfg)?;
+        config.validate(&base.model_config()?)?;
         // Caps that do not depend on the data, before anything is read.
         self.inner.cfg.limits.check(&config, 0)?;
-        let v = source::check_access(
-            &self.inner.provider,
-            self.inner.cfg.datanet_registry,
-            owner,
-            datanet,
-            version,
-        )
-        .await?;
+        let p = &self.inner.pipeline;
+        let v = p.licence(owner, datanet, version).await?;
         // The manifest is checked against the chain, every contribution must be readable
         // through that Datanet, and an empty version is refused now, not when the job starts.
-        let manifest =
-            source::check_version(&self.inner.provider, &self.reader().await?, &v).await?;
+        let manifest = p.check_version(&v).await?;
         let rows: u64 = manifest
             .contributions
             .iter()
@@ -461,14 +383,7 @@ impl JobService {
         self.inner.cfg.limits.check(&config, rows)?;
         // How well the base predicts this data, before anything is queued: a warning in the
         // job (never a refusal; see the crate README).
-        let rows = source::read_rows(&self.inner.provider, &self.reader().await?, &v).await?;
-        let dir = base.dir.clone();
-        let fit = tokio::task::spawn_blocking(move || {
-            let base = Pretrained::load(&dir, &Device::Cpu, DType::F32)?;
-            eval::base_fit(&base, &rows, BASE_FIT_ROWS)
-        })
-        .await
-        .map_err(|e| TrainError::Conflict(format!("base fit task: {e}")))??;
+        let fit = pipeline::base_fit(base, p.rows(&v).await?).await?;
         let job = {
             let mut jobs = self.inner.jobs.lock();
             self.check_capacity(&jobs, owner)?;
@@ -487,7 +402,8 @@ impl JobService {
                 updated_at: t,
                 base_model: BaseModelRef {
                     id: base.name.clone(),
-                    hash: base.hash.clone(),
+                    // The service's bases are hashed when it opens (`BaseModel::hashed`).
+                    hash: base.hash.clone().unwrap_or_default(),
                 },
                 datanet_id: datanet,
                 version,
@@ -540,24 +456,14 @@ impl JobService {
             self.emit(id, serde_json::json!({"type": "cancelled", "job": job}));
         } else if let Some(c) = self.inner.cancels.lock().get(id) {
             c.by_owner.store(true, Ordering::SeqCst);
-            c.fire();
+            c.stop.fire();
         }
         Ok(job)
     }
 
-    async fn reader(&self) -> Result<Reader> {
-        let cfg = &self.inner.cfg;
-        Ok(match &cfg.reader {
-            ReaderConfig::Api { api, signer } => {
-                Reader::Api(DatanetClient::connect(&cfg.rpc_url, api, signer.clone()).await?)
-            }
-            ReaderConfig::Service(svc) => Reader::Service(svc.clone()),
-        })
-    }
-
     /// The oldest queued job, switched to `running` with its stop signal registered, in one
     /// step under the jobs lock (so a cancel sees either a queued job or a stop signal).
-    fn start_next(&self) -> Option<(Job, Arc<Cancel>)> {
+    fn start_next(&self) -> Option<(Job, Arc<JobCancel>)> {
         let mut jobs = self.inner.jobs.lock();
         if self.inner.stopping.load(Ordering::SeqCst) {
             return None;
@@ -565,14 +471,14 @@ impl JobService {
         let job = jobs.values_mut().find(|j| j.status == Status::Queued)?;
         job.status = Status::Running;
         job.updated_at = now();
-        let cancel = Arc::new(Cancel::new());
+        let cancel = Arc::new(JobCancel::default());
         self.inner
             .cancels
             .lock()
             .insert(job.id.clone(), cancel.clone());
         // A shutdown that fired the signals before this one was registered.
         if self.inner.stopping.load(Ordering::SeqCst) {
-            cancel.fire();
+            cancel.stop.fire();
         }
         Some((job.clone(), cancel))
     }
@@ -590,12 +496,12 @@ impl JobService {
         }
     }
 
-    async fn run_job(&self, job: Job, cancel: Arc<Cancel>) {
+    async fn run_job(&self, job: Job, cancel: Arc<JobCancel>) {
         let id = job.id.as_str();
         let result = match self.save(&job) {
             Ok(()) => {
                 self.emit(id, serde_json::json!({"type": "status", "job": job}));
-                self.train_job(&job, &cancel).await
+                self.train_job(&job, &cancel.stop).await
             }
             Err(e) => Err(e),
         };
@@ -646,102 +552,81 @@ impl JobService {
         }
     }
 
+    /// Runs the job through the [`Pipeline`]: licence and data again (checked at submission;
+    /// a restart may come much later), training from its checkpoints, reproduction, outputs
+    /// stored. Trainer events update `progress` (and `resumedFrom`), save the record at each
+    /// checkpoint, and go out as SSE events.
     async fn train_job(
         &self,
         job: &Job,
         cancel: &Cancel,
     ) -> Result<(Stored, Metrics, Reproduction)> {
         let id = job.id.as_str();
-        let cfg = &self.inner.cfg;
-        // Licence and data again (checked at submission; a restart may come much later),
-        // given up as soon as the job is cancelled.
-        let (v, rows) = tokio::select! {
-            r = async {
-                let v = source::check_access(
-                    &self.inner.provider,
-                    cfg.datanet_registry,
-                    job.owner,
-                    job.datanet_id,
-                    job.version,
-                )
-                .await?;
-                let rows =
-                    source::read_rows(&self.inner.provider, &self.reader().await?, &v).await?;
-                Ok::<_, TrainError>((v, rows))
-            } => r?,
-            _ = cancel.fired() => return Err(TrainError::Cancelled),
+        let req = TrainRequest {
+            owner: job.owner,
+            datanet: job.datanet_id,
+            version: job.version,
+            // The base the job was submitted for, under the name it was submitted with.
+            base: BaseModel {
+                name: job.base_model.id.clone(),
+                hash: Some(job.base_model.hash.clone()),
+                ..self.base(&job.base_model.hash)?.clone()
+            },
+            config: job.config.clone(),
         };
-        let cancel = cancel.flag.clone();
-        let base_dir = self.base(&job.base_model.hash)?.dir.clone();
-        let workdir = job_dir(&cfg.datadir, id).join("work");
-        let (svc, jid, tcfg, hash) = (
-            self.clone(),
-            id.to_string(),
-            job.config.clone(),
-            job.base_model.hash.clone(),
-        );
+        let opts = RunOptions {
+            workdir: Some(job_dir(&self.inner.cfg.datadir, id).join("work")),
+            base_fit: false,
+            cancel: cancel.clone(),
+            store: OutputStore::Open(self.inner.store.clone()),
+        };
+        let (svc, jid) = (self.clone(), id.to_string());
         let mut first_step = true;
-        let (out, reproduction) = tokio::task::spawn_blocking(move || {
-            let base = Pretrained::load(&base_dir, &Device::Cpu, DType::F32)?;
-            if cancel.load(Ordering::SeqCst) {
-                return Err(TrainError::Cancelled);
-            }
-            let out = trainer::train(
-                &base,
-                &hash,
-                &rows,
-                &tcfg,
-                Some(&workdir),
-                &cancel,
-                &mut |e| {
-                    if let Event::Progress {
-                        step,
-                        total_steps,
-                        epoch,
-                        loss,
-                        tokens_per_sec,
-                        eta_secs,
-                        ..
-                    } = &e
-                    {
-                        let p = Progress {
-                            step: *step,
-                            total_steps: *total_steps,
-                            epoch: *epoch,
-                            loss: *loss,
-                            tokens_per_sec: *tokens_per_sec,
-                            eta_secs: *eta_secs,
-                        };
-                        if let Some(j) = svc.inner.jobs.lock().get_mut(&jid) {
-                            j.progress = Some(p);
-                            // A run starts at step 1 unless it resumed from a checkpoint.
-                            if std::mem::take(&mut first_step) && *step > 1 {
-                                j.resumed_from = Some(*step - 1);
-                            }
+        let trained = self
+            .inner
+            .pipeline
+            .run(&req, opts, move |ev| {
+                let RunEvent::Train(e) = ev else {
+                    return;
+                };
+                if let Event::Progress {
+                    step,
+                    total_steps,
+                    epoch,
+                    loss,
+                    tokens_per_sec,
+                    eta_secs,
+                    ..
+                } = &e
+                {
+                    let p = Progress {
+                        step: *step,
+                        total_steps: *total_steps,
+                        epoch: *epoch,
+                        loss: *loss,
+                        tokens_per_sec: *tokens_per_sec,
+                        eta_secs: *eta_secs,
+                    };
+                    if let Some(j) = svc.inner.jobs.lock().get_mut(&jid) {
+                        j.progress = Some(p);
+                        // A run starts at step 1 unless it resumed from a checkpoint.
+                        if std::mem::take(&mut first_step) && *step > 1 {
+                            j.resumed_from = Some(*step - 1);
                         }
                     }
-                    if let Event::Checkpoint { .. } = &e
-                        && let Some(j) = svc.job(&jid)
-                    {
-                        let _ = svc.save(&j);
-                    }
-                    svc.emit(&jid, serde_json::to_value(&e).unwrap_or_default());
-                },
-            )?;
-            let adapter = Some(Arc::new(out.adapter.clone()));
-            let r = eval::reproduction(&base, adapter, &rows, REPRODUCTION_PROMPTS)?;
-            Ok::<_, TrainError>((out, r))
-        })
-        .await
-        .map_err(|e| TrainError::Conflict(format!("training task: {e}")))??;
-        let (stored, m) = output::store(
-            &self.inner.store,
-            &out,
-            job.base_model.clone(),
-            &v,
-            &job.config,
-        )
-        .await?;
-        Ok((stored, m.metrics, reproduction))
+                }
+                if let Event::Checkpoint { .. } = &e
+                    && let Some(j) = svc.job(&jid)
+                {
+                    let _ = svc.save(&j);
+                }
+                svc.emit(&jid, serde_json::to_value(&e).unwrap_or_default());
+            })
+            .await?;
+        Ok((
+            trained.stored,
+            trained.manifest.metrics,
+            trained.reproduction,
+        ))
     }
 }

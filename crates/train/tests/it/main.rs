@@ -6,5 +6,6 @@ mod common;
 mod empty;
 mod flow;
 mod jobs;
+mod pipeline;
 mod restart;
 mod resume;

@@ -126,7 +126,7 @@ pub enum TrainError {
     },
     /// A chain call or transaction failed.
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] openledger_protocol::ChainError),
     /// A checkpoint or sketch file is malformed.
     #[error("corrupt {what}: {reason}")]
     Corrupt {

@@ -13,7 +13,9 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
+use openledger_protocol::ChainError;
 use openledger_protocol::bindings::ModelRegistry;
+use openledger_protocol::confirm::{RECEIPT_TIMEOUT, wait_for_receipt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -96,22 +98,22 @@ fn revert(e: alloy::contract::Error) -> TrainError {
             "adapter {} is already model {}",
             x.adapterHash, x.modelId
         )),
-        Some(other) => TrainError::Chain(format!("registerModel reverted: {other:?}")),
-        None => TrainError::Chain(e.to_string()),
+        Some(other) => TrainError::Chain(ChainError::Reverted(format!(
+            "registerModel reverted: {other:?}"
+        ))),
+        None => TrainError::Chain(e.into()),
     }
 }
 
 async fn confirm(provider: &DynProvider, tx_hash: B256) -> Result<Published> {
-    let receipt = loop {
-        match provider.get_transaction_receipt(tx_hash).await {
-            Ok(Some(r)) => break r,
-            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-            Err(e) => return Err(TrainError::Chain(e.to_string())),
-        }
-    };
+    let receipt = wait_for_receipt(provider, tx_hash, RECEIPT_TIMEOUT)
+        .await
+        .map_err(ChainError::from)?;
     let ev = receipt
         .decoded_log::<ModelRegistry::ModelRegistered>()
-        .ok_or_else(|| TrainError::Chain("registerModel reverted (no ModelRegistered)".into()))?;
+        .ok_or_else(|| {
+            ChainError::Reverted("registerModel reverted (no ModelRegistered)".into())
+        })?;
     Ok(Published {
         model_id: ev.modelId.saturating_to(),
         tx_hash,
@@ -180,6 +182,6 @@ pub async fn relay(
     let pending = provider
         .send_raw_transaction(raw)
         .await
-        .map_err(|e| TrainError::Chain(e.to_string()))?;
+        .map_err(ChainError::from)?;
     confirm(provider, *pending.tx_hash()).await
 }

@@ -28,6 +28,7 @@ use openledger_datanet::{
     ChainVersion, ChainView, ClientError, ContentStore, DatanetClient, DatanetService, Manifest,
     ManifestCheckError, ServiceError, StoreError,
 };
+use openledger_protocol::ChainError;
 use openledger_protocol::bindings::DatanetRegistry;
 use serde::{Deserialize, Serialize};
 
@@ -84,10 +85,6 @@ pub enum Reader {
     Store(ContentStore),
 }
 
-fn chain(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Chain(e.to_string())
-}
-
 /// A read-only provider for `rpc_url`.
 pub fn provider(rpc_url: &str) -> Result<DynProvider> {
     let url = rpc_url
@@ -113,7 +110,7 @@ pub async fn check_access(
             {
                 return Err(TrainError::DatanetNotFound(datanet));
             }
-            return Err(chain(e));
+            return Err(ChainError::from(e).into());
         }
     };
     if d.owner == Address::ZERO {
@@ -124,7 +121,7 @@ pub async fn check_access(
             .hasLicence(U256::from(datanet), owner)
             .call()
             .await
-            .map_err(chain)?;
+            .map_err(ChainError::from)?;
         if !licensed {
             return Err(TrainError::NotLicensed {
                 datanet,
@@ -136,7 +133,7 @@ pub async fn check_access(
         .versionCount(U256::from(datanet))
         .call()
         .await
-        .map_err(chain)?;
+        .map_err(ChainError::from)?;
     if U256::from(version) >= count {
         return Err(TrainError::VersionNotFound { datanet, version });
     }
@@ -144,7 +141,7 @@ pub async fn check_access(
         .getVersion(U256::from(datanet), U256::from(version))
         .call()
         .await
-        .map_err(chain)?;
+        .map_err(ChainError::from)?;
     if v.count == 0 {
         return Err(TrainError::EmptyVersion { datanet, version });
     }
@@ -161,7 +158,7 @@ pub async fn check_access(
 
 fn manifest_err(e: ManifestCheckError) -> TrainError {
     match e {
-        ManifestCheckError::Chain(m) => TrainError::Chain(m.to_string()),
+        ManifestCheckError::Chain(m) => TrainError::Chain(m),
         ManifestCheckError::NoVersion { datanet, version } => {
             TrainError::VersionNotFound { datanet, version }
         }
@@ -183,7 +180,8 @@ fn service_err(e: ServiceError) -> TrainError {
             TrainError::ManifestMismatch(e.to_string())
         }
         ServiceError::Store(s) => TrainError::Store(s),
-        e => TrainError::Chain(e.to_string()),
+        ServiceError::Chain(c) => TrainError::Chain(c),
+        e => TrainError::Chain(ChainError::unexpected(e.to_string())),
     }
 }
 

@@ -10,9 +10,9 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::kv::KvCache;
-use crate::linear::BatchAdapters;
 use crate::lora::{LoraAdapter, LoraConfig, Proj};
 use crate::model::{Model, SeqStep};
+use crate::routing::BatchAdapters;
 
 /// One measured configuration.
 #[derive(Clone, Debug, Serialize)]

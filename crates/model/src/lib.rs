@@ -39,12 +39,14 @@ mod generate;
 mod hub;
 mod info;
 pub mod init;
+mod kernels;
 mod kv;
 mod linear;
 mod lora;
 mod model;
 pub mod profile;
 pub mod pull;
+mod routing;
 mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
@@ -57,9 +59,9 @@ pub use generate::{
 pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer, stored_format};
 pub use info::{FileEntry, ModelInfo, content_hash, info};
 pub use kv::KvCache;
-pub use linear::BatchAdapters;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Proj, TargetModules};
 pub use model::{Model, SeqStep};
+pub use routing::BatchAdapters;
 pub use weights::{check_weights, load_model_weights, load_safetensors, random_weights};
 
 /// A model with random weights from [`random_weights`] (normal, std 0.02), for tests and examples.

@@ -4,8 +4,9 @@
 //!   scaling, GQA, SwiGLU), loaded from a Hugging Face directory with [`Pretrained::load`] /
 //!   [`Pretrained::load_as`]; on the CPU the frozen weights are held as f32, bf16 (as stored)
 //!   or int8 ([`WeightFormat`]) and the activations are f32.
-//! - [`LoraAdapter`]: PEFT adapters (load, save, trainable); [`BatchAdapters`] tells one forward
-//!   pass which adapter each sequence uses, so rows of different adapters share a batch.
+//! - [`LoraAdapter`]: PEFT adapters (load, save, trainable, random for tests and benchmarks);
+//!   [`BatchAdapters`] tells one forward pass which adapter each sequence uses, so rows of
+//!   different adapters share a batch.
 //! - [`generate`]: KV-cached decoding with greedy / temperature / top-k / top-p sampling,
 //!   repetition penalty, stop strings and tokens, seeded reproducible sampling, streaming.
 //! - [`init`]: builds a small base model from scratch (generated corpus, BPE tokenizer,

@@ -19,7 +19,7 @@
 
 use alloy_primitives::B256;
 use openledger_model::{
-    DType, Device, LoraAdapter, LoraConfig, Model, Pretrained, Proj, SamplingParams, generate,
+    DType, Device, LoraAdapter, Model, Pretrained, Proj, SamplingParams, generate,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -256,47 +256,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// A random adapter of rank `r` on `targets`, B non-zero (uniform ±0.02).
-pub fn random_adapter(
+fn random_adapter(
     cfg: &openledger_model::Config,
     r: usize,
     targets: &[Proj],
     seed: u64,
 ) -> Result<LoraAdapter, openledger_model::Error> {
-    random_adapter_on(cfg, r, targets, seed, 0.02)
-}
-
-/// A random adapter of rank `r` on all seven projections, B uniform in ±`b` (a larger `b`
-/// moves the output further from the base).
-pub fn random_adapter_scaled(
-    cfg: &openledger_model::Config,
-    r: usize,
-    seed: u64,
-    b: f32,
-) -> Result<LoraAdapter, openledger_model::Error> {
-    random_adapter_on(cfg, r, &Proj::ALL, seed, b)
-}
-
-/// A random adapter of rank `r` on `targets`, B uniform in ±`b`.
-pub fn random_adapter_on(
-    cfg: &openledger_model::Config,
-    r: usize,
-    targets: &[Proj],
-    seed: u64,
-    b: f32,
-) -> Result<LoraAdapter, openledger_model::Error> {
-    let lc = LoraConfig::new(r, 2.0 * r as f64, targets);
-    let vm = candle_nn::VarMap::new();
-    let a = LoraAdapter::trainable(lc, cfg, &vm, &Device::Cpu, DType::F32, seed)?;
-    let mut t = a.named_tensors();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    for (k, v) in t.iter_mut() {
-        if k.contains("lora_B") {
-            let n = v.elem_count();
-            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
-            *v = openledger_model::Tensor::from_vec(data, v.shape(), &Device::Cpu)?;
-        }
-    }
-    LoraAdapter::from_tensors(a.config().clone(), cfg, t, &Device::Cpu, DType::F32)
+    LoraAdapter::random(cfg, r, targets, seed, 0.02)
 }
 
 #[derive(Clone)]

@@ -185,11 +185,9 @@ pub fn dense_gflops(
 ) -> Result<f64> {
     use candle_core::{Device, Tensor};
     let w = Tensor::randn(0f32, 0.02, (out, inp), &Device::Cpu)?;
-    let d = Arc::new(crate::dense::Dense::from_tensor(&w, format)?);
+    let d = Arc::new(crate::Dense::from_tensor(&w, format)?);
     let x = Tensor::randn(0f32, 1.0, (rows, inp), &Device::Cpu)?;
-    let op = || -> Result<Tensor> {
-        Ok(x.apply_op1_arc(Arc::new(Box::new(crate::dense::DenseOp(d.clone()))))?)
-    };
+    let op = || -> Result<Tensor> { d.forward(&x) };
     op()?; // warm
     let reps = (2_000_000_000 / (2 * rows * out * inp)).clamp(4, 2_000);
     let mut best = 0.0f64;

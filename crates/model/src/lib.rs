@@ -3,7 +3,8 @@
 //! - [`Model`]: Llama / Mistral / Qwen2 decoder (RMSNorm, RoPE with linear or Llama 3
 //!   scaling, GQA, SwiGLU), loaded from a Hugging Face directory with [`Pretrained::load`] /
 //!   [`Pretrained::load_as`]; on the CPU the frozen weights are held as f32, bf16 (as stored)
-//!   or int8 ([`WeightFormat`]) and the activations are f32.
+//!   or int8 ([`WeightFormat`]) and the activations are f32; [`Dense`] is such a weight and
+//!   its kernel, for weights of one's own.
 //! - [`LoraAdapter`]: PEFT adapters (load, save, trainable, random for tests and benchmarks);
 //!   [`BatchAdapters`] tells one forward pass which adapter each sequence uses, so rows of
 //!   different adapters share a batch.
@@ -52,7 +53,7 @@ mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use config::{Config, GenerationConfig, ModelType, RopeScaling, TokenIds};
-pub use dense::WeightFormat;
+pub use dense::{Dense, WeightFormat};
 pub use error::{Error, Result};
 pub use generate::{
     FinishReason, Sampler, SamplingParams, Sequence, TokenOut, decode_step, generate,

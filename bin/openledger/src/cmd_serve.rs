@@ -2,8 +2,8 @@
 
 use alloy_primitives::Address;
 use eyre::WrapErr;
+use openledger_bench::serve::{self as bench, BenchOptions};
 use openledger_model::{LoraAdapter, Proj};
-use openledger_serve::bench::{self, BenchOptions};
 use openledger_serve::scheduler::SchedulerConfig;
 use openledger_serve::{NoHooks, ServeConfig, Server};
 use std::net::SocketAddr;

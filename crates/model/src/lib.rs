@@ -32,7 +32,6 @@
 //!
 //! No cargo features: CPU only for now; the code takes a `candle_core::Device` throughout.
 
-pub mod bench;
 pub mod blob;
 mod config;
 mod dense;

@@ -21,17 +21,16 @@ use alloy_primitives::B256;
 use openledger_model::{
     DType, Device, LoraAdapter, Model, Pretrained, Proj, SamplingParams, generate,
 };
+use openledger_serve::cache::{AdapterCache, CacheConfig, adapter_bytes};
+use openledger_serve::engine::{self, EngineParts, Event, Job};
+use openledger_serve::metrics::Metrics;
+use openledger_serve::scheduler::SchedulerConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::cache::{AdapterCache, CacheConfig, adapter_bytes};
-use crate::engine::{self, EngineParts, Event, Job};
-use crate::metrics::Metrics;
-use crate::scheduler::SchedulerConfig;
 
 /// Bench parameters.
 #[derive(Clone, Debug, Serialize)]
@@ -226,7 +225,7 @@ fn matmul_gflops(
         let mut best = 0.0f64;
         for (o, k) in [(i, h), (h, i)] {
             if let Some(f) = format {
-                best = best.max(openledger_model::bench::dense_gflops(o, k, rows, f)?);
+                best = best.max(crate::model::dense_gflops(o, k, rows, f)?);
             }
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (o, k), &Device::Cpu)?;
@@ -414,7 +413,7 @@ struct Traffic {
     adapter_mib: f64,
 }
 
-fn hist_sum(h: &crate::metrics::Histogram) -> f64 {
+fn hist_sum(h: &openledger_serve::metrics::Histogram) -> f64 {
     h.sum()
 }
 
@@ -583,7 +582,7 @@ pub async fn run(
                 let t = Instant::now();
                 let (_, tier) = cache.get(*h, "bench").await?;
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
-                if tier != crate::cache::Tier::Disk {
+                if tier != openledger_serve::cache::Tier::Disk {
                     return Err(eyre_lite::Error(format!(
                         "a cold load came from {tier:?}, not the disk tier"
                     )));
@@ -605,7 +604,7 @@ pub async fn run(
             // the stages one after another on one thread, on the same blobs
             let mut stages = [Vec::new(), Vec::new(), Vec::new()];
             for h in hashes.iter().take(200) {
-                let s = crate::cache::cold_load_stages(
+                let s = openledger_serve::cache::cold_load_stages(
                     &fresh.disk_path(h),
                     &cfg,
                     &Device::Cpu,
@@ -820,7 +819,7 @@ pub mod eyre_lite {
     }
     from!(
         openledger_model::Error,
-        crate::ServeError,
+        openledger_serve::ServeError,
         std::io::Error,
         openledger_model::candle::Error
     );

@@ -330,7 +330,7 @@ pub struct BenchAttributionArgs {
 
 /// Runs the attribution benchmarks, prints tables and writes the JSON report.
 pub async fn bench(a: BenchAttributionArgs) -> Result<()> {
-    use openledger_attribution::bench::{self, QualityOpts, SpeedOpts};
+    use openledger_bench::attribution::{self as bench, QualityOpts, SpeedOpts};
     let mut report = serde_json::Map::new();
     if !a.no_speed {
         let o = SpeedOpts {

@@ -302,7 +302,7 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
             println!("ok");
         }
         DatanetCmd::Bench { mb, sizes, json } => {
-            let r = openledger_datanet::bench::run(mb, &sizes, 2000);
+            let r = openledger_bench::datanet::run(mb, &sizes, 2000);
             print!("{}", r.table());
             if let Some(p) = json {
                 std::fs::write(&p, serde_json::to_vec_pretty(&r)?)?;

@@ -408,7 +408,7 @@ fn bench(
     llamacpp: Option<PathBuf>,
     repeat: usize,
 ) -> eyre::Result<()> {
-    use openledger_model::bench::{batch1, logits_and_nll};
+    use openledger_bench::model::{batch1, logits_and_nll};
     let dir = match dir {
         Some(d) => d,
         None => {
@@ -594,8 +594,8 @@ fn bench(
     }
     // batch 1 vs 16, with adapters (the first format)
     let (_, p) = &models[0];
-    let more = openledger_model::bench::throughput(&p.model, &[1, 16], 64, 32)?;
-    println!("\n{}", openledger_model::bench::table(&more));
+    let more = openledger_bench::model::throughput(&p.model, &[1, 16], 64, 32)?;
+    println!("\n{}", openledger_bench::model::table(&more));
     let report = serde_json::json!({
         "model_dir": dir, "parameters": cfg.num_parameters(), "repeat": repeat,
         "threads": candle_core_threads(),

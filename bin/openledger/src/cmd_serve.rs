@@ -2,7 +2,8 @@
 
 use alloy_primitives::Address;
 use eyre::WrapErr;
-use openledger_serve::bench::{self, BenchOptions};
+use openledger_bench::serve::{self as bench, BenchOptions};
+use openledger_model::{LoraAdapter, Proj};
 use openledger_serve::scheduler::SchedulerConfig;
 use openledger_serve::{NoHooks, ServeConfig, Server};
 use std::net::SocketAddr;
@@ -124,7 +125,8 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
         let base = openledger_model::Config::from_file(&a.base.join("config.json"))?;
         for i in 1..=a.demo_adapters {
             let dir = demo_dir.join(format!("demo-{i}"));
-            bench::random_adapter_scaled(&base, a.demo_rank, 1000 + i as u64, 0.3)?.save(&dir)?;
+            LoraAdapter::random(&base, a.demo_rank, &Proj::ALL, 1000 + i as u64, 0.3)?
+                .save(&dir)?;
             server.load_local(&format!("demo-{i}"), &dir, None).await?;
         }
     }

@@ -450,7 +450,7 @@ fn demo_rows(files: usize, rows: usize) -> Result<Vec<(String, openledger_datane
 /// Runs `openledger bench train` on the demo Datanet rows: ours batched and unbatched, then
 /// PyTorch + PEFT on the exact batches of `batched`.
 pub async fn bench(a: BenchTrainArgs) -> Result<()> {
-    use openledger_train::bench;
+    use openledger_bench::train as bench;
     tokio::task::spawn_blocking(move || -> Result<()> {
         let base_dir = match &a.base {
             Some(b) => b.clone(),

@@ -31,7 +31,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod corpus;
 pub mod index;
 pub mod influence;

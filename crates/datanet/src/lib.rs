@@ -39,7 +39,6 @@
 
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod formats;

@@ -75,9 +75,24 @@ enum Store {
     },
 }
 
-/// A frozen `[out, in]` weight in one of the [`WeightFormat`]s.
+/// A frozen `[out, in]` weight in one of the [`WeightFormat`]s, and the CPU kernel that
+/// multiplies f32 activations by it: what a [`Model`](crate::Model) loaded in a format holds its
+/// projections in, public so that other weights can be held and multiplied the same way (and
+/// the kernel's rate measured).
+///
+/// ```
+/// # fn main() -> Result<(), openledger_model::Error> {
+/// use openledger_model::{Dense, Device, Tensor, WeightFormat};
+/// use std::sync::Arc;
+/// let w = Tensor::new(&[[1f32, 2.0], [3.0, 4.0], [5.0, 6.0]], &Device::Cpu)?;
+/// let d = Arc::new(Dense::from_tensor(&w, WeightFormat::Bf16)?);
+/// assert_eq!(d.dims(), (3, 2));
+/// let y = d.forward(&Tensor::new(&[[1f32, 1.0]], &Device::Cpu)?)?;
+/// assert_eq!(y.to_vec2::<f32>()?, [[3.0, 7.0, 11.0]]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub(crate) struct Dense {
+pub struct Dense {
     out: usize,
     inp: usize,
     store: Store,
@@ -91,7 +106,7 @@ fn at(inp: usize, o: usize, i: usize) -> usize {
 
 impl Dense {
     /// Converts `w` (`[out, in]`, any float dtype, any device) to `format` on the host.
-    pub(crate) fn from_tensor(w: &Tensor, format: WeightFormat) -> Result<Self> {
+    pub fn from_tensor(w: &Tensor, format: WeightFormat) -> Result<Self> {
         let (out, inp) = w.dims2()?;
         let panels = out.div_ceil(PANEL);
         let pad = panels * PANEL - out;
@@ -138,7 +153,7 @@ impl Dense {
     }
 
     /// The format.
-    pub(crate) fn format(&self) -> WeightFormat {
+    pub fn format(&self) -> WeightFormat {
         match self.store {
             Store::F32(_) => WeightFormat::F32,
             Store::Bf16(_) => WeightFormat::Bf16,
@@ -147,17 +162,24 @@ impl Dense {
     }
 
     /// (out, in).
-    pub(crate) fn dims(&self) -> (usize, usize) {
+    pub fn dims(&self) -> (usize, usize) {
         (self.out, self.inp)
     }
 
     /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
+    pub fn bytes(&self) -> usize {
         match &self.store {
             Store::F32(v) => v.len() * 4,
             Store::Bf16(v) => v.len() * 2,
             Store::Int8 { q, d } => q.len() + d.len() * 4,
         }
+    }
+
+    /// `x·Wᵀ` through the kernel: `x` `[.., in]` f32 on the CPU (made contiguous) →
+    /// `[.., out]`, differentiable with respect to `x`.
+    pub fn forward(self: &Arc<Self>, x: &Tensor) -> Result<Tensor> {
+        Ok(x.contiguous()?
+            .apply_op1_arc(Arc::new(Box::new(DenseOp(self.clone()))))?)
     }
 
     /// Row `o` as f32 values (`in` of them) appended to `dst`.

@@ -13,10 +13,10 @@ use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
 use crate::kv::KvCache;
-use crate::linear::BatchAdapters;
 use crate::lora::LoraAdapter;
 use crate::model::{Model, SeqStep};
 use crate::profile::{self, Phase};
+use crate::routing::BatchAdapters;
 use crate::weights::unit;
 
 /// How to pick tokens and when to stop.

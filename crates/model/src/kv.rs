@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::linear::{axpy, dot};
+use crate::kernels::{axpy, dot};
 use crate::model::Rotary;
 
 /// One layer's cached keys and values.

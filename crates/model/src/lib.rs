@@ -3,9 +3,11 @@
 //! - [`Model`]: Llama / Mistral / Qwen2 decoder (RMSNorm, RoPE with linear or Llama 3
 //!   scaling, GQA, SwiGLU), loaded from a Hugging Face directory with [`Pretrained::load`] /
 //!   [`Pretrained::load_as`]; on the CPU the frozen weights are held as f32, bf16 (as stored)
-//!   or int8 ([`WeightFormat`]) and the activations are f32.
-//! - [`LoraAdapter`]: PEFT adapters (load, save, trainable); [`BatchAdapters`] tells one forward
-//!   pass which adapter each sequence uses, so rows of different adapters share a batch.
+//!   or int8 ([`WeightFormat`]) and the activations are f32; [`Dense`] is such a weight and
+//!   its kernel, for weights of one's own.
+//! - [`LoraAdapter`]: PEFT adapters (load, save, trainable, random for tests and benchmarks);
+//!   [`BatchAdapters`] tells one forward pass which adapter each sequence uses, so rows of
+//!   different adapters share a batch.
 //! - [`generate`]: KV-cached decoding with greedy / temperature / top-k / top-p sampling,
 //!   repetition penalty, stop strings and tokens, seeded reproducible sampling, streaming.
 //! - [`init`]: builds a small base model from scratch (generated corpus, BPE tokenizer,
@@ -30,7 +32,6 @@
 //!
 //! No cargo features: CPU only for now; the code takes a `candle_core::Device` throughout.
 
-pub mod bench;
 pub mod blob;
 mod config;
 mod dense;
@@ -39,17 +40,19 @@ mod generate;
 mod hub;
 mod info;
 pub mod init;
+mod kernels;
 mod kv;
 mod linear;
 mod lora;
 mod model;
 pub mod profile;
 pub mod pull;
+mod routing;
 mod weights;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use config::{Config, GenerationConfig, ModelType, RopeScaling, TokenIds};
-pub use dense::WeightFormat;
+pub use dense::{Dense, WeightFormat};
 pub use error::{Error, Result};
 pub use generate::{
     FinishReason, Sampler, SamplingParams, Sequence, TokenOut, decode_step, generate,
@@ -57,9 +60,9 @@ pub use generate::{
 pub use hub::{ChatMessage, ChatTemplate, Pretrained, load_tokenizer, stored_format};
 pub use info::{FileEntry, ModelInfo, content_hash, info};
 pub use kv::KvCache;
-pub use linear::BatchAdapters;
 pub use lora::{LoraAdapter, LoraConfig, LoraPair, Proj, TargetModules};
 pub use model::{Model, SeqStep};
+pub use routing::BatchAdapters;
 pub use weights::{check_weights, load_model_weights, load_safetensors, random_weights};
 
 /// A model with random weights from [`random_weights`] (normal, std 0.02), for tests and examples.

@@ -737,6 +737,27 @@ impl LoraAdapter {
         drop(data);
         Self::from_tensors(config, model, tensors, device, dtype)
     }
+
+    /// A random adapter for tests and benchmarks, f32 on the CPU: rank `r` (alpha 2r) on the
+    /// `targets` of every layer, A initialised as [`trainable`](Self::trainable) does with
+    /// `seed`, and B uniform in ±`b`, not zero, so that the adapter changes the model's output
+    /// (a larger `b` moves it further from the base).
+    pub fn random(model: &Config, r: usize, targets: &[Proj], seed: u64, b: f32) -> Result<Self> {
+        use rand::{Rng, SeedableRng, rngs::StdRng};
+        let lc = LoraConfig::new(r, 2.0 * r as f64, targets);
+        let vm = VarMap::new();
+        let a = Self::trainable(lc, model, &vm, &Device::Cpu, DType::F32, seed)?;
+        let mut t = a.named_tensors();
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+        for (k, v) in t.iter_mut() {
+            if k.contains("lora_B") {
+                let n = v.elem_count();
+                let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
+                *v = Tensor::from_vec(data, v.shape(), &Device::Cpu)?;
+            }
+        }
+        Self::from_tensors(a.config().clone(), model, t, &Device::Cpu, DType::F32)
+    }
 }
 
 #[cfg(test)]

@@ -15,10 +15,12 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::config::Config;
 use crate::dense::{Dense, WeightFormat};
 use crate::error::{Error, Result};
+use crate::kernels::CpuView;
 use crate::kv::{Heads, HostSeq, KvCache, LayerKv, attend_host};
-use crate::linear::{BatchAdapters, CpuView, LoraLinear, RowPlan};
+use crate::linear::LoraLinear;
 use crate::lora::{LoraAdapter, Proj};
 use crate::profile::{self, Phase};
+use crate::routing::{BatchAdapters, RowPlan};
 
 /// Root-mean-square layer norm (computed in f32).
 #[derive(Clone, Debug)]

@@ -26,7 +26,6 @@
 //! mount `server.router()` in any axum app.
 
 pub mod api;
-pub mod bench;
 pub mod cache;
 pub mod engine;
 pub mod error;

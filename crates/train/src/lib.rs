@@ -21,7 +21,6 @@
 //! assert_eq!(SketchConfig::default().dim, 128);
 //! ```
 
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -13,6 +13,7 @@ use openledger_attribution::settle::Settlement;
 use openledger_attribution::{AttributionConfig, AttributionService, auth};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_model::{LoraAdapter, Proj};
 use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
@@ -128,7 +129,7 @@ impl World {
         let tmp = tempfile::tempdir()?;
         let models_loc = tmp.path().join("models").display().to_string();
         let cfg = openledger_model::Config::from_file(&base.join("config.json"))?;
-        let adapter = openledger_serve::bench::random_adapter_scaled(&cfg, 4, 7, 0.3)?;
+        let adapter = LoraAdapter::random(&cfg, 4, &Proj::ALL, 7, 0.3)?;
         let adapter_hash = ContentStore::open(&models_loc)?
             .put(adapter.to_blob()?.into())
             .await?;
@@ -387,7 +388,7 @@ async fn an_unpublished_adapter_is_served_to_its_trainer_only() -> Result<()> {
     let w = World::start(30).await?;
     let s = w.serve().await?;
     let cfg = openledger_model::Config::from_file(&w.base.join("config.json"))?;
-    let adapter = openledger_serve::bench::random_adapter_scaled(&cfg, 4, 99, 0.3)?;
+    let adapter = LoraAdapter::random(&cfg, 4, &Proj::ALL, 99, 0.3)?;
     let hash = ContentStore::open(&w.models_loc)?
         .put(adapter.to_blob()?.into())
         .await?;

@@ -23,8 +23,8 @@ pub use shapes::{Shape, ShapeOptions, ShapeReport, cache_dir, cached_shape, init
 
 use crate::config::{Config, GenerationConfig, ModelType, TokenIds};
 use crate::error::{Error, Result, write_file};
-use crate::linear::BatchAdapters;
 use crate::model::Model;
+use crate::routing::BatchAdapters;
 use crate::weights::random_weights;
 
 /// Special tokens, in id order (ids 0..).

@@ -1,7 +1,7 @@
 //! Shared test harness: a tiny base model made once per process, servers on port-0 sockets.
 
 use eyre::Result;
-use openledger_model::{Config, LoraAdapter};
+use openledger_model::{Config, LoraAdapter, Proj};
 use openledger_serve::{NoHooks, ServeConfig, Server};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,7 @@ pub fn adapter_dir(
     rank: usize,
     seed: u64,
 ) -> Result<(PathBuf, LoraAdapter)> {
-    let a = openledger_serve::bench::random_adapter_scaled(cfg, rank, seed, 0.3)?;
+    let a = LoraAdapter::random(cfg, rank, &Proj::ALL, seed, 0.3)?;
     let dir = root.join(name);
     a.save(&dir)?;
     Ok((dir, a))

@@ -4,7 +4,7 @@
 
 use crate::common::{base_config, base_dir};
 use eyre::{Result, ensure};
-use openledger_model::{DType, Device, Pretrained, SamplingParams, generate};
+use openledger_model::{DType, Device, LoraAdapter, Pretrained, Proj, SamplingParams, generate};
 use openledger_serve::engine::{self, EngineParts, Event, Job};
 use openledger_serve::metrics::Metrics;
 use openledger_serve::scheduler::SchedulerConfig;
@@ -17,7 +17,7 @@ async fn mixed_ranks_and_mixed_prefill_decode_equal_each_request_alone() -> Resu
     let cfg = base_config()?;
     let mut adapters = vec![None];
     for (rank, seed) in [(4usize, 11u64), (16, 12), (8, 13)] {
-        let a = openledger_serve::bench::random_adapter_scaled(&cfg, rank, seed, 0.3)?;
+        let a = LoraAdapter::random(&cfg, rank, &Proj::ALL, seed, 0.3)?;
         adapters.push(Some(Arc::new(a)));
     }
     // 8 requests: base, r4, r16, r8, ... with prompts of 9..=37 tokens

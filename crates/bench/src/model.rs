@@ -1,18 +1,16 @@
-//! Throughput of prefill and decode on the current device, for `openledger model bench` /
-//! `openledger bench model`. Every figure comes with a baseline from the same run (batch 1,
-//! and no adapter), because ratios survive a noisy machine and absolute numbers do not.
+//! Throughput of prefill and decode on the current device, for `openledger model bench`.
+//! Every figure comes with a baseline from the same run (batch 1, and no adapter), because
+//! ratios survive a noisy machine and absolute numbers do not.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_nn::VarMap;
+use openledger_model::{
+    BatchAdapters, Dense, KvCache, LoraAdapter, LoraConfig, Model, Proj, Result, SeqStep,
+    WeightFormat,
+};
 use serde::Serialize;
-
-use crate::error::Result;
-use crate::kv::KvCache;
-use crate::linear::BatchAdapters;
-use crate::lora::{LoraAdapter, LoraConfig, Proj};
-use crate::model::{Model, SeqStep};
 
 /// One measured configuration.
 #[derive(Clone, Debug, Serialize)]
@@ -177,19 +175,12 @@ pub fn throughput(
 
 /// The rate (GFLOP/s) of the dense kernel multiplying `rows` rows by a random `[out, in]`
 /// weight held in `format` (best of three timings).
-pub fn dense_gflops(
-    out: usize,
-    inp: usize,
-    rows: usize,
-    format: crate::WeightFormat,
-) -> Result<f64> {
+pub fn dense_gflops(out: usize, inp: usize, rows: usize, format: WeightFormat) -> Result<f64> {
     use candle_core::{Device, Tensor};
     let w = Tensor::randn(0f32, 0.02, (out, inp), &Device::Cpu)?;
-    let d = Arc::new(crate::dense::Dense::from_tensor(&w, format)?);
+    let d = Arc::new(Dense::from_tensor(&w, format)?);
     let x = Tensor::randn(0f32, 1.0, (rows, inp), &Device::Cpu)?;
-    let op = || -> Result<Tensor> {
-        Ok(x.apply_op1_arc(Arc::new(Box::new(crate::dense::DenseOp(d.clone()))))?)
-    };
+    let op = || -> Result<Tensor> { d.forward(&x) };
     op()?; // warm
     let reps = (2_000_000_000 / (2 * rows * out * inp)).clamp(4, 2_000);
     let mut best = 0.0f64;

@@ -11,9 +11,9 @@
 //! highest weights — one relevant contributor per query), and ROC-AUC of the owner's weight
 //! against every other contributor's weight on the same query (ties count ½).
 
-use crate::index::{self, Document, IndexMeta, SpanIndex};
-use crate::influence::{self, SketchMatrix};
-use crate::span::{self, ContributionKey, SpanParams};
+use openledger_attribution::index::{self, Document, IndexMeta, SpanIndex};
+use openledger_attribution::influence::{self, SketchMatrix};
+use openledger_attribution::span::{self, ContributionKey, SpanParams};
 use openledger_datanet::formats::Row;
 use openledger_model::{LoraAdapter, Pretrained, SamplingParams};
 use openledger_train::config::TrainConfig;
@@ -360,7 +360,7 @@ pub fn quality(
                 inf_gen = cos;
             }
         }
-        let (comb, _) = crate::service::combine(
+        let (comb, _) = openledger_attribution::service::combine(
             span_w,
             serde_json::Value::Null,
             Some((inf_gen, serde_json::Value::Null)),

@@ -8,8 +8,8 @@
 //!   micro-batches of `batched` ([`export_steps`]: token ids, targets, loss masks, padding,
 //!   learning rate of every step), starting from the same initial adapter, with
 //!   `torch.optim.AdamW` (same betas, eps, weight decay), the same clipping and
-//!   `torch.set_num_threads` = candle's thread count. Runs `bench/pytorch_lora.py` in a venv
-//!   that `bench/setup-venv.sh` installs from PyPI on first use ([`ensure_venv`]); when that is
+//!   `torch.set_num_threads` = candle's thread count. Runs `scripts/pytorch_lora.py` in a venv
+//!   that `scripts/setup-venv.sh` installs from PyPI on first use ([`ensure_venv`]); when that is
 //!   not possible the reason is reported instead of the row.
 //!
 //! Tokens/s counts real (non-padding) input tokens through forward + backward + AdamW, from
@@ -24,18 +24,17 @@ use candle_core::DType;
 use candle_nn::VarMap;
 use openledger_datanet::formats::Row;
 use openledger_model::{LoraAdapter, Pretrained};
+use openledger_train::Result;
+use openledger_train::config::TrainConfig;
+use openledger_train::data;
+use openledger_train::loss::Batch;
+use openledger_train::trainer::{self, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
-use crate::data;
-use crate::error::Result;
-use crate::loss::Batch;
-use crate::trainer::{self, Event};
-
 /// The Python baseline, embedded so the binary runs it from anywhere.
-pub const PYTORCH_SCRIPT: &str = include_str!("../bench/pytorch_lora.py");
+pub const PYTORCH_SCRIPT: &str = include_str!("../scripts/pytorch_lora.py");
 /// The venv installer (see the file's header for what it installs and why).
-pub const SETUP_SCRIPT: &str = include_str!("../bench/setup-venv.sh");
+pub const SETUP_SCRIPT: &str = include_str!("../scripts/setup-venv.sh");
 
 /// One measured configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,19 +19,18 @@
 
 use alloy_primitives::B256;
 use openledger_model::{
-    DType, Device, LoraAdapter, LoraConfig, Model, Pretrained, Proj, SamplingParams, generate,
+    DType, Device, LoraAdapter, Model, Pretrained, Proj, SamplingParams, generate,
 };
+use openledger_serve::cache::{AdapterCache, CacheConfig, adapter_bytes};
+use openledger_serve::engine::{self, EngineParts, Event, Job};
+use openledger_serve::metrics::Metrics;
+use openledger_serve::scheduler::SchedulerConfig;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use crate::cache::{AdapterCache, CacheConfig, adapter_bytes};
-use crate::engine::{self, EngineParts, Event, Job};
-use crate::metrics::Metrics;
-use crate::scheduler::SchedulerConfig;
 
 /// Bench parameters.
 #[derive(Clone, Debug, Serialize)]
@@ -226,7 +225,7 @@ fn matmul_gflops(
         let mut best = 0.0f64;
         for (o, k) in [(i, h), (h, i)] {
             if let Some(f) = format {
-                best = best.max(openledger_model::bench::dense_gflops(o, k, rows, f)?);
+                best = best.max(crate::model::dense_gflops(o, k, rows, f)?);
             }
             let x = Tensor::randn(0f32, 1.0, (rows, k), &Device::Cpu)?;
             let w = Tensor::randn(0f32, 1.0, (o, k), &Device::Cpu)?;
@@ -256,47 +255,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 }
 
 /// A random adapter of rank `r` on `targets`, B non-zero (uniform ±0.02).
-pub fn random_adapter(
+fn random_adapter(
     cfg: &openledger_model::Config,
     r: usize,
     targets: &[Proj],
     seed: u64,
 ) -> Result<LoraAdapter, openledger_model::Error> {
-    random_adapter_on(cfg, r, targets, seed, 0.02)
-}
-
-/// A random adapter of rank `r` on all seven projections, B uniform in ±`b` (a larger `b`
-/// moves the output further from the base).
-pub fn random_adapter_scaled(
-    cfg: &openledger_model::Config,
-    r: usize,
-    seed: u64,
-    b: f32,
-) -> Result<LoraAdapter, openledger_model::Error> {
-    random_adapter_on(cfg, r, &Proj::ALL, seed, b)
-}
-
-/// A random adapter of rank `r` on `targets`, B uniform in ±`b`.
-pub fn random_adapter_on(
-    cfg: &openledger_model::Config,
-    r: usize,
-    targets: &[Proj],
-    seed: u64,
-    b: f32,
-) -> Result<LoraAdapter, openledger_model::Error> {
-    let lc = LoraConfig::new(r, 2.0 * r as f64, targets);
-    let vm = candle_nn::VarMap::new();
-    let a = LoraAdapter::trainable(lc, cfg, &vm, &Device::Cpu, DType::F32, seed)?;
-    let mut t = a.named_tensors();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    for (k, v) in t.iter_mut() {
-        if k.contains("lora_B") {
-            let n = v.elem_count();
-            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
-            *v = openledger_model::Tensor::from_vec(data, v.shape(), &Device::Cpu)?;
-        }
-    }
-    LoraAdapter::from_tensors(a.config().clone(), cfg, t, &Device::Cpu, DType::F32)
+    LoraAdapter::random(cfg, r, targets, seed, 0.02)
 }
 
 #[derive(Clone)]
@@ -448,7 +413,7 @@ struct Traffic {
     adapter_mib: f64,
 }
 
-fn hist_sum(h: &crate::metrics::Histogram) -> f64 {
+fn hist_sum(h: &openledger_serve::metrics::Histogram) -> f64 {
     h.sum()
 }
 
@@ -617,7 +582,7 @@ pub async fn run(
                 let t = Instant::now();
                 let (_, tier) = cache.get(*h, "bench").await?;
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
-                if tier != crate::cache::Tier::Disk {
+                if tier != openledger_serve::cache::Tier::Disk {
                     return Err(eyre_lite::Error(format!(
                         "a cold load came from {tier:?}, not the disk tier"
                     )));
@@ -639,7 +604,7 @@ pub async fn run(
             // the stages one after another on one thread, on the same blobs
             let mut stages = [Vec::new(), Vec::new(), Vec::new()];
             for h in hashes.iter().take(200) {
-                let s = crate::cache::cold_load_stages(
+                let s = openledger_serve::cache::cold_load_stages(
                     &fresh.disk_path(h),
                     &cfg,
                     &Device::Cpu,
@@ -854,7 +819,7 @@ pub mod eyre_lite {
     }
     from!(
         openledger_model::Error,
-        crate::ServeError,
+        openledger_serve::ServeError,
         std::io::Error,
         openledger_model::candle::Error
     );

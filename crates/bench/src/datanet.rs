@@ -4,9 +4,9 @@
 //! JSON. The baseline measured in the same run is keccak-256 over the same bytes (what the
 //! store must do anyway), so the ratio survives a noisy machine.
 
-use crate::formats::Format;
-use crate::validate::{RowIndex, ValidationConfig, signature, validate};
 use alloy_primitives::keccak256;
+use openledger_datanet::formats::Format;
+use openledger_datanet::validate::{RowIndex, ValidationConfig, signature, validate};
 use serde::Serialize;
 use std::time::Instant;
 

@@ -11,6 +11,7 @@
 //! with ties to the smaller key), or an empty list when nothing was attributed.
 
 use alloy_primitives::{Address, B256, U256, keccak256};
+use openledger_protocol::ModelId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -60,7 +61,7 @@ pub struct AttributionRecord {
     /// Paying account (`None` when served for free).
     pub payer: Option<Address>,
     /// `ModelRegistry` id (`None` for an unregistered model).
-    pub model_id: Option<u64>,
+    pub model_id: Option<ModelId>,
     /// Name the client used.
     pub model_name: String,
     /// Base model content hash.
@@ -228,7 +229,7 @@ mod tests {
             request_id: "chatcmpl-1".into(),
             chain_id: 1337,
             payer: Some(Address::with_last_byte(7)),
-            model_id: Some(1),
+            model_id: Some(ModelId(1)),
             model_name: "m".into(),
             base_model_hash: B256::repeat_byte(1),
             adapter_hash: Some(B256::repeat_byte(2)),

@@ -28,11 +28,11 @@ use alloy_sol_types::Eip712Domain;
 use axum::http::{HeaderMap, StatusCode};
 use openledger_datanet::ChainView;
 use openledger_datanet::ContentStore;
-use openledger_protocol::ChainError;
 use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry, ModelRegistry};
 use openledger_protocol::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
 };
+use openledger_protocol::{ChainError, DatanetId, IdError, ModelId, Version};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -164,7 +164,7 @@ pub(crate) struct State {
     /// Charged, not yet settled.
     pub pending: Vec<PendingRecord>,
     /// Authorised requests in flight: request id → (payer, model, worst-case fee, since).
-    pub reserved: HashMap<String, (Address, u64, U256, Instant)>,
+    pub reserved: HashMap<String, (Address, ModelId, U256, Instant)>,
     /// Record id → (batch id, proof).
     pub settled: HashMap<B256, (u64, Vec<B256>)>,
     /// Settled batches.
@@ -188,7 +188,7 @@ pub struct AttributionService {
     /// One cell per Datanet version: the map's lock is held only to find the cell, so building
     /// one version's index never blocks requests that use another.
     indexes: Mutex<HashMap<(u64, u64), IndexCell>>,
-    trained_on: Mutex<HashMap<u64, TrainedOn>>,
+    trained_on: Mutex<HashMap<ModelId, TrainedOn>>,
     models: Option<ContentStore>,
     base: tokio::sync::OnceCell<Option<Arc<openledger_model::Pretrained>>>,
     trained: tokio::sync::Mutex<HashMap<(B256, B256), MaybeTrained>>,
@@ -353,7 +353,7 @@ impl AttributionService {
 
     /// Starts building the span indexes a model's records will need, off the request path
     /// (the answer is computed meanwhile).
-    fn warm_indexes(&self, model_id: u64) {
+    fn warm_indexes(&self, model_id: ModelId) {
         let Some(me) = self.me.upgrade().filter(|_| self.tokenizer.is_some()) else {
             return;
         };
@@ -370,7 +370,7 @@ impl AttributionService {
     }
 
     /// The Datanet versions a registered model was trained on, and its training manifest hash.
-    async fn trained_on(&self, model_id: u64) -> Result<TrainedOn, ServiceError> {
+    async fn trained_on(&self, model_id: ModelId) -> Result<TrainedOn, ServiceError> {
         if let Some(v) = self.trained_on.lock().get(&model_id) {
             return Ok(v.clone());
         }
@@ -379,11 +379,16 @@ impl AttributionService {
             .call()
             .await
             .map_err(ChainError::from)?;
-        let v: Vec<(u64, u64)> = m
+        let v = m
             .trainedOn
             .iter()
-            .map(|d| (d.datanetId.saturating_to(), d.version.saturating_to()))
-            .collect();
+            .map(|d| {
+                let datanet = DatanetId::try_from(d.datanetId)?;
+                let version = Version::try_from(d.version)?;
+                Ok((datanet.get(), version.get()))
+            })
+            .collect::<Result<Vec<(u64, u64)>, IdError>>()
+            .map_err(|e| ChainError::unexpected(format!("model {model_id}: {e}")))?;
         let v = (v, m.trainingManifestHash);
         self.trained_on.lock().insert(model_id, v.clone());
         Ok(v)
@@ -620,7 +625,7 @@ impl AttributionService {
         let escrow = escrow.saturating_sub(leaving);
         let mut st = self.state.lock();
         st.reserved.retain(|_, r| r.3.elapsed() < RESERVATION_TTL);
-        let owed = |pred: &dyn Fn(Address, u64) -> bool| -> U256 {
+        let owed = |pred: &dyn Fn(Address, ModelId) -> bool| -> U256 {
             st.pending
                 .iter()
                 .filter(|p| pred(p.payer, p.model_id))

@@ -6,11 +6,11 @@ use crate::merkle;
 use crate::service::{AttributionService, ServiceError, State, storage_err};
 use alloy::providers::Provider;
 use alloy_primitives::{Address, B256, U256};
-use openledger_protocol::ChainError;
 use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
 };
+use openledger_protocol::{ChainError, ModelId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ pub struct PendingRecord {
     /// Payer.
     pub payer: Address,
     /// Model.
-    pub model_id: u64,
+    pub model_id: ModelId,
     /// Fee in wei.
     pub fee: U256,
     /// (contribution id, weight ppm).

@@ -17,6 +17,7 @@
 //!
 //! [`NoHooks`] serves everything for free with `attribution: null`.
 
+use crate::ids::ModelId;
 use alloy_primitives::{Address, B256, U256};
 use http::{HeaderMap, StatusCode};
 use std::future::Future;
@@ -31,7 +32,7 @@ pub struct ServedModel {
     /// The name the client used in `model`.
     pub name: String,
     /// On-chain `ModelRegistry` id, when the adapter is a registered model.
-    pub model_id: Option<u64>,
+    pub model_id: Option<ModelId>,
     /// keccak-256 of the adapter blob (`None` for the base model alone).
     pub adapter_hash: Option<B256>,
     /// Content hash of the base model directory (`openledger_model::content_hash`, 32 bytes).
@@ -51,7 +52,7 @@ pub struct MixPart {
     /// Its weight in the linear merge.
     pub weight: f32,
     /// On-chain `ModelRegistry` id, when it is a registered model.
-    pub model_id: Option<u64>,
+    pub model_id: Option<ModelId>,
     /// Neither registered on chain nor loaded by the operator.
     pub unregistered: bool,
 }
@@ -75,7 +76,7 @@ pub struct Charge {
     /// The paying account.
     pub payer: Address,
     /// The model charged for.
-    pub model_id: u64,
+    pub model_id: ModelId,
     /// Price in wei of OPEN per 1,000 input + output tokens.
     pub price_per_1k_tokens: U256,
 }

@@ -63,6 +63,12 @@ macro_rules! id {
             }
         }
 
+        impl PartialOrd<u64> for $name {
+            fn partial_cmp(&self, other: &u64) -> Option<std::cmp::Ordering> {
+                self.0.partial_cmp(other)
+            }
+        }
+
         impl PartialEq<$name> for u64 {
             fn eq(&self, other: &$name) -> bool {
                 *self == other.0

@@ -9,6 +9,7 @@ use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256};
 use openledger_protocol::bindings::ModelRegistry;
 use openledger_protocol::follower::{DEFAULT_MAX_RANGE, EventFollower};
+use openledger_protocol::{ChainError, ModelId};
 use std::collections::BTreeMap;
 
 use crate::error::ServeError;
@@ -38,7 +39,7 @@ pub struct AdapterEntry {
     /// The name listed in `/v1/models`.
     pub name: String,
     /// On-chain id.
-    pub model_id: Option<u64>,
+    pub model_id: Option<ModelId>,
     /// keccak-256 of the blob.
     pub adapter_hash: B256,
     /// The base model it was made for (chain records only).
@@ -57,7 +58,7 @@ pub enum Resolved {
     /// An adapter.
     Adapter {
         /// On-chain id, if registered.
-        model_id: Option<u64>,
+        model_id: Option<ModelId>,
         /// Content hash.
         hash: B256,
         /// A raw hash that is neither registered on chain nor loaded by the operator.
@@ -199,7 +200,7 @@ impl Directory {
                     id,
                     AdapterEntry {
                         name: format!("model-{id}"),
-                        model_id: Some(id),
+                        model_id: Some(ModelId(id)),
                         adapter_hash: r.adapterHash,
                         base_model_hash: Some(r.spec.baseModelHash),
                         active: true,
@@ -245,15 +246,13 @@ impl ChainFollower {
     }
 
     /// Applies every event up to the chain head to `dir`; returns how many were applied.
-    pub async fn sync(&mut self, dir: &parking_lot::RwLock<Directory>) -> Result<usize, String> {
-        let head = self.events.head().await.map_err(|e| e.to_string())?;
+    pub async fn sync(
+        &mut self,
+        dir: &parking_lot::RwLock<Directory>,
+    ) -> Result<usize, ChainError> {
+        let head = self.events.head().await?;
         let mut applied = 0;
-        while let Some(range) = self
-            .events
-            .range(self.next_block, head)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        while let Some(range) = self.events.range(self.next_block, head).await? {
             let mut d = dir.write();
             for (ev, block) in &range.events {
                 d.apply(ev, *block);
@@ -297,7 +296,7 @@ mod tests {
         d.apply(&reg(2, 2, B256::repeat_byte(9)), 6);
         assert_eq!(d.resolve("tiny").unwrap(), Resolved::Base);
         let one = Resolved::Adapter {
-            model_id: Some(1),
+            model_id: Some(ModelId(1)),
             hash: B256::repeat_byte(1),
             unregistered: false,
         };

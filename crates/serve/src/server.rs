@@ -222,7 +222,7 @@ impl Server {
                 .await
                 .sync(&self.state.dir)
                 .await
-                .map_err(ServeError::Internal),
+                .map_err(|e| ServeError::Internal(e.to_string())),
             None => Ok(0),
         }
     }

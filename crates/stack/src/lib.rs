@@ -17,6 +17,7 @@
 
 use openledger_attribution::service::{AttributionConfig, AttributionService};
 use openledger_devnet::{Devnet, DevnetConfig, demo};
+use openledger_protocol::ModelId;
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
 use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, Status as JobStatus};
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ pub struct Status {
     /// Seeded demo Datanets.
     pub datanets: Vec<demo::SeededDatanet>,
     /// On-chain id of the published demo adapter.
-    pub demo_model: Option<u64>,
+    pub demo_model: Option<ModelId>,
 }
 
 /// Running AI-side services.
@@ -268,7 +269,7 @@ impl Stack {
         &self,
         base: &Path,
         datanet: &demo::SeededDatanet,
-    ) -> Result<u64, StackError> {
+    ) -> Result<ModelId, StackError> {
         let jobs = match self.ai.lock().await.as_ref() {
             Some(ai) => ai.jobs.clone(),
             None => return Err(StackError::Service("training is not running".into())),

@@ -13,9 +13,9 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use alloy_sol_types::SolCall;
-use openledger_protocol::ChainError;
 use openledger_protocol::bindings::ModelRegistry;
 use openledger_protocol::confirm::{RECEIPT_TIMEOUT, wait_for_receipt};
+use openledger_protocol::{ChainError, ModelId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -82,7 +82,7 @@ impl PublishSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Published {
     /// Model id in `ModelRegistry`.
-    pub model_id: u64,
+    pub model_id: ModelId,
     /// Transaction hash.
     pub tx_hash: B256,
 }
@@ -91,7 +91,7 @@ fn revert(e: alloy::contract::Error) -> TrainError {
     use ModelRegistry::ModelRegistryErrors as E;
     match e.as_decoded_interface_error::<E>() {
         Some(E::NotLicensed(x)) => TrainError::NotLicensed {
-            datanet: x.datanetId.saturating_to(),
+            datanet: u64::try_from(x.datanetId).unwrap_or(u64::MAX),
             account: x.caller.to_string(),
         },
         Some(E::DuplicateAdapter(x)) => TrainError::Conflict(format!(
@@ -115,7 +115,8 @@ async fn confirm(provider: &DynProvider, tx_hash: B256) -> Result<Published> {
             ChainError::Reverted("registerModel reverted (no ModelRegistered)".into())
         })?;
     Ok(Published {
-        model_id: ev.modelId.saturating_to(),
+        model_id: ModelId::try_from(ev.modelId)
+            .map_err(|e| ChainError::unexpected(e.to_string()))?,
         tx_hash,
     })
 }

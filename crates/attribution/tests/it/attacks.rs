@@ -14,8 +14,8 @@ use openledger_attribution::{AttributionConfig, AttributionService, auth};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_model::{LoraAdapter, Proj};
-use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
+use openledger_protocol::{Confirm, ModelId};
 use openledger_serve::{InferenceHooks, ServeConfig, Server};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -91,7 +91,7 @@ pub(crate) struct World {
     tmp: tempfile::TempDir,
     base: PathBuf,
     models_loc: String,
-    pub(crate) model_id: u64,
+    pub(crate) model_id: ModelId,
     adapter_hash: B256,
 }
 
@@ -156,7 +156,7 @@ impl World {
             tmp,
             base,
             models_loc,
-            model_id: 1,
+            model_id: ModelId(1),
             adapter_hash,
             devnet,
         })

@@ -101,7 +101,7 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         metadataURI: String::new(),
     }))
     .await?;
-    let model_id = 1u64;
+    let model_id = openledger_protocol::ModelId(1);
 
     let mut cfg = AttributionConfig::new(
         &rpc,

@@ -157,11 +157,17 @@ impl Cancel {
         }
     }
 
-    /// `work`, given up with [`TrainError::Cancelled`] as soon as the run is cancelled.
+    /// `work`, given up with [`TrainError::Cancelled`] as soon as the run is cancelled, and
+    /// not started at all when it already is. The signal is polled first: a fired signal wins
+    /// even when `work` could finish in the same poll.
     async fn race<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
+        if self.is_fired() {
+            return Err(TrainError::Cancelled);
+        }
         tokio::select! {
-            r = work => r,
+            biased;
             _ = self.fired() => Err(TrainError::Cancelled),
+            r = work => r,
         }
     }
 }

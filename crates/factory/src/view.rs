@@ -1,24 +1,9 @@
 //! View structs for the templates and the formatting of amounts.
 
-use alloy_primitives::U256;
-use alloy_primitives::utils::format_ether;
 use serde::Serialize;
 
 /// `wei` as OPEN with trailing zeros trimmed ("1.5", "0", "0.000001").
-pub(crate) fn open(wei: U256) -> String {
-    let s = format_ether(wei);
-    match s.split_once('.') {
-        Some((int, frac)) => {
-            let frac = frac.trim_end_matches('0');
-            if frac.is_empty() {
-                int.to_string()
-            } else {
-                format!("{int}.{frac}")
-            }
-        }
-        None => s,
-    }
-}
+pub(crate) use openledger_protocol::format_open as open;
 
 /// A block in the explorer.
 #[derive(Clone, Debug, Serialize)]
@@ -59,20 +44,4 @@ pub(crate) struct TxDetail {
 pub(crate) struct EventView {
     pub contract: String,
     pub decoded: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn open_trims_zeros() {
-        assert_eq!(open(U256::ZERO), "0");
-        assert_eq!(open(U256::from(1_500_000_000_000_000_000u128)), "1.5");
-        assert_eq!(open(U256::from(1_000_000_000_000u64)), "0.000001");
-        assert_eq!(
-            open(U256::from(10_000u64) * U256::from(10u64).pow(U256::from(18))),
-            "10000"
-        );
-    }
 }

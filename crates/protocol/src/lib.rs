@@ -7,6 +7,7 @@
 //!   predeploy executes), typed [`Deployments`], and deployment to any EVM chain over JSON-RPC;
 //! - the rules services and contracts share: the fee split ([`fees`]), every EIP-712 message
 //!   and domain ([`eip712`]), the payment hooks between serving and attribution ([`hooks`]);
+//! - finding a running devnet's chain, services, contracts and stores ([`endpoints`]);
 //! - talking to the chain: receipts by polling ([`Confirm`]) and one error type
 //!   ([`ChainError`]); answering HTTP: one error envelope ([`api_error`]).
 //!
@@ -27,6 +28,7 @@ mod config;
 pub mod confirm;
 mod deploy;
 pub mod eip712;
+pub mod endpoints;
 pub mod fees;
 pub mod follower;
 pub mod hooks;
@@ -55,3 +57,65 @@ pub const DEV_CHAIN_ID: u64 = 1337;
 
 /// Name and version reported by `web3_clientVersion`.
 pub const CLIENT_VERSION: &str = concat!("openledger/v", env!("CARGO_PKG_VERSION"));
+
+/// `wei` as OPEN with trailing zeros trimmed ("1.5", "0", "0.000001").
+///
+/// ```
+/// use openledger_protocol::{U256, format_open, parse_open};
+/// assert_eq!(format_open(U256::from(1_500_000_000_000_000_000u128)), "1.5");
+/// assert_eq!(format_open(U256::ZERO), "0");
+/// assert_eq!(parse_open("0.25").unwrap(), U256::from(250_000_000_000_000_000u128));
+/// assert!(parse_open("1e16").is_err());
+/// ```
+pub fn format_open(wei: U256) -> String {
+    let s = alloy_primitives::utils::format_ether(wei);
+    match s.split_once('.') {
+        Some((int, frac)) => {
+            let frac = frac.trim_end_matches('0');
+            if frac.is_empty() {
+                int.to_string()
+            } else {
+                format!("{int}.{frac}")
+            }
+        }
+        None => s,
+    }
+}
+
+/// An amount of OPEN written as a decimal ("1", "0.25"; at most 18 decimals) in wei.
+pub fn parse_open(s: &str) -> Result<U256, String> {
+    let t = s.trim();
+    if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{s:?} is not an amount of OPEN (a decimal such as 1 or 0.25)"
+        ));
+    }
+    alloy_primitives::utils::parse_ether(t)
+        .map_err(|e| format!("{s:?} is not an amount of OPEN: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_amounts_format_and_parse_both_ways() {
+        assert_eq!(format_open(U256::from(1_000_000_000_000u64)), "0.000001");
+        let ten_thousand = U256::from(10_000u64) * U256::from(OPEN);
+        assert_eq!(format_open(ten_thousand), "10000");
+        for s in ["0", "1", "1.5", "0.000001", "10000"] {
+            assert_eq!(format_open(parse_open(s).expect("parses")), s);
+        }
+        for bad in [
+            "",
+            "-1",
+            "1e18",
+            "0x10",
+            "one",
+            "1.2.3",
+            "0.0000000000000000001",
+        ] {
+            assert!(parse_open(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}

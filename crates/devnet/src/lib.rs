@@ -23,6 +23,7 @@ pub use limits::HttpLimits;
 
 use alloy_primitives::Address;
 use openledger_chain::{DevAccount, DevPreset, Node, NodeConfig, PoolConfig, SealMode};
+use openledger_protocol::endpoints::{DEVNET_INFO_PATH, DevnetInfo};
 use openledger_protocol::{DeployConfig, Deployments};
 use openledger_rpc::{RpcConfig, RpcState};
 use std::net::SocketAddr;
@@ -120,6 +121,8 @@ pub struct Devnet {
     pub datadir: PathBuf,
     /// The Datanet service (when the registry is deployed), for in-process readers.
     pub datanets: Option<openledger_datanet::DatanetService>,
+    /// What `GET /api/devnet` answers; services fill in their parts with [`Devnet::update_info`].
+    info: Arc<std::sync::RwLock<DevnetInfo>>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     tmp: Option<tempfile::TempDir>,
@@ -184,11 +187,17 @@ impl Devnet {
         let sealer = tokio::spawn(node.clone().run_sealer(async move {
             let _ = r1.changed().await;
         }));
+        let info = Arc::new(std::sync::RwLock::new(DevnetInfo::new(
+            &format!("http://{rpc_addr}"),
+            cfg.chain_id,
+            deployments.clone(),
+            datadir.clone(),
+        )));
         let state = RpcState::new(node.clone(), cfg.rpc.clone());
         // Services that talk to the chain over JSON-RPC are opened once the port answers;
         // until then their paths answer 503.
         let slots = Slots::default();
-        let rpc_router = openledger_rpc::router(state);
+        let rpc_router = openledger_rpc::router(state).merge(info_router(info.clone()));
         let app = rpc_router.clone().nest_service(
             "/api/datanets",
             slots.datanets.clone().into_service("datanets"),
@@ -201,6 +210,7 @@ impl Devnet {
                     .await
                     .map_err(|e| DevnetError::Io(format!("cannot listen on {addr}: {e}")))?;
                 let bound = l.local_addr().map_err(|e| DevnetError::Io(e.to_string()))?;
+                write_info(&info, |i| i.http_url = Some(format!("http://{bound}")));
                 let origin =
                     http::origin(rpc_router, &slots).layer(axum::middleware::from_fn_with_state(
                         limits::Limiter::new(cfg.http_limits),
@@ -219,6 +229,9 @@ impl Devnet {
                 datadir.join("datanets"),
             );
             svc_cfg.staging_grace = cfg.staging_grace;
+            write_info(&info, |i| {
+                i.datanet_store = Some(svc_cfg.store.clone());
+            });
             let svc = openledger_datanet::DatanetService::open(svc_cfg)
                 .await
                 .map_err(|e| DevnetError::Io(format!("datanet service: {e}")))?;
@@ -235,6 +248,7 @@ impl Devnet {
             deployments,
             datadir,
             datanets,
+            info,
             stop,
             tasks,
             tmp,
@@ -256,6 +270,17 @@ impl Devnet {
         format!("ws://{}", self.rpc_addr)
     }
 
+    /// What the devnet answers at `GET /api/devnet` now.
+    pub fn info(&self) -> DevnetInfo {
+        read_info(&self.info)
+    }
+
+    /// Changes what the devnet answers at `GET /api/devnet` (services announce their stores
+    /// and the base model as they start).
+    pub fn update_info(&self, f: impl FnOnce(&mut DevnetInfo)) {
+        write_info(&self.info, f);
+    }
+
     /// Whether the datadir is temporary.
     pub fn is_temporary(&self) -> bool {
         self.tmp.is_some()
@@ -269,6 +294,27 @@ impl Devnet {
         }
         drop(self.tmp.take());
     }
+}
+
+fn read_info(info: &std::sync::RwLock<DevnetInfo>) -> DevnetInfo {
+    // a panic while holding the lock cannot leave a half-written value (writers assign whole
+    // fields), so a poisoned lock is read as is
+    info.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write_info(info: &std::sync::RwLock<DevnetInfo>, f: impl FnOnce(&mut DevnetInfo)) {
+    f(&mut info.write().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// `GET /api/devnet`: the devnet's [`DevnetInfo`].
+fn info_router(info: Arc<std::sync::RwLock<DevnetInfo>>) -> axum::Router {
+    axum::Router::new().route(
+        DEVNET_INFO_PATH,
+        axum::routing::get(move || {
+            let info = info.clone();
+            async move { axum::Json(read_info(&info)) }
+        }),
+    )
 }
 
 async fn serve_until(

@@ -227,6 +227,11 @@ impl Stack {
         d.slots
             .jobs
             .set(axum::Router::new().nest("/api/jobs", jobs.router()));
+        d.update_info(|i| {
+            i.models_store = Some(models_store(&d.datadir));
+            i.attribution_dir = Some(d.datadir.join("attribution"));
+            i.base_model = Some(base.to_path_buf());
+        });
         *ai = Some(Ai {
             server,
             attribution,

@@ -24,6 +24,9 @@ if [[ "$QUICK" != "--quick" ]]; then
   fi
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+# Devnets started by the tests write where they listen here, not into ~/.openledger.
+OPENLEDGER_HOME=$(mktemp -d)
+export OPENLEDGER_HOME
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/openledger"
 
 step "checking that recompiling the contracts reproduces contracts/out byte for byte"

@@ -2,41 +2,32 @@
 //! verify a record) and
 //! `openledger earnings [--claim]`.
 
+use crate::endpoints::{Endpoints, Resolved, Who, emit};
 use alloy::network::EthereumWallet;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256, U256};
-use eyre::{Result, WrapErr, eyre};
+use eyre::{Result, WrapErr, bail, eyre};
 use openledger_attribution::corpus::{self, RowSource};
 use openledger_attribution::index::IndexMeta;
 use openledger_attribution::{AttributionConfig, AttributionService};
 use openledger_datanet::ContentStore;
-use openledger_datanet::client::{dev_signer, progress_bar};
+use openledger_datanet::client::progress_bar;
 use openledger_protocol::Confirm;
-use openledger_protocol::Deployments;
 use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry};
 use std::path::PathBuf;
 
-/// Chain and deployment.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Chain {
-    /// JSON-RPC URL of the chain.
-    #[arg(
-        long,
-        env = "OPENLEDGER_RPC_URL",
-        default_value = "http://127.0.0.1:8545"
-    )]
-    pub rpc_url: String,
-    /// Contract addresses (JSON written by `openledger contracts deploy`).
-    #[arg(long, default_value = "deployments/dev.json")]
-    pub deployments: PathBuf,
-}
-
-impl Chain {
-    fn deployments(&self) -> Result<Deployments> {
-        let b = std::fs::read(&self.deployments)
-            .wrap_err_with(|| format!("reading {}", self.deployments.display()))?;
-        Ok(serde_json::from_slice(&b)?)
-    }
+/// A devnet's path, or an error naming the flag to pass.
+fn devnet_default<T>(
+    r: &Resolved,
+    flag: &str,
+    f: impl FnOnce(&openledger_protocol::endpoints::DevnetInfo) -> Option<T>,
+) -> Result<T> {
+    r.devnet.as_ref().and_then(f).ok_or_else(|| {
+        eyre!(
+            "{flag} is required: {} is not a devnet that names it (or its model services have not started yet)",
+            r.rpc_url
+        )
+    })
 }
 
 /// Attribution commands.
@@ -45,23 +36,27 @@ pub enum AttributionCmd {
     /// Build the span index of a Datanet version (suffix array over its tokenized rows).
     Index {
         #[command(flatten)]
-        chain: Chain,
+        at: Endpoints,
         /// Datanet id.
         #[arg(long)]
         datanet: u64,
         /// Version.
         #[arg(long = "datanet-version", id = "datanet_version")]
         version: u64,
-        /// The base model's tokenizer.json.
+        /// The base model's tokenizer.json [default: the devnet's base model's].
         #[arg(long)]
-        tokenizer: PathBuf,
-        /// Content store with the Datanet's manifests and contributions.
+        tokenizer: Option<PathBuf>,
+        /// Content store with the Datanet's manifests and contributions [default: the
+        /// devnet's].
         #[arg(long)]
-        datanet_store: String,
+        datanet_store: Option<String>,
         /// Output directory.
         #[arg(long, default_value = "attribution-indexes")]
         out: PathBuf,
     },
+    /// Show an attribution record: the answer's fee, the contributions it is credited to with
+    /// their weights, and its settlement on chain.
+    Show(ShowArgs),
     /// Recompute a record from its transcript and the artifacts (Datanet data, base model,
     /// adapter, training manifest and sketches), and check its inclusion in the on-chain batch
     /// root. Exits non-zero on any mismatch.
@@ -73,39 +68,29 @@ pub enum AttributionCmd {
     /// tokenizer); only token lists that hash to the record's values can ever be used.
     Verify {
         #[command(flatten)]
-        chain: Chain,
+        at: Endpoints,
+        #[command(flatten)]
+        who: Who,
         /// Record id (0x…).
         record: B256,
-        /// The attribution service's directory (devnet: `<datadir>/attribution`); its
-        /// `records/` store holds the record (and usually the transcript).
+        /// The attribution service's directory; its `records/` store holds the record (and
+        /// usually the transcript) [default: the devnet's, `<datadir>/attribution`].
         #[arg(long)]
-        dir: PathBuf,
-        /// Content store with the Datanet data (devnet: `<datadir>/datanets/content`).
-        #[arg(
-            long,
-            required_unless_present = "datanet_api",
-            conflicts_with = "datanet_api"
-        )]
+        dir: Option<PathBuf>,
+        /// Read the Datanet data from this content store instead of the Datanet API (devnet:
+        /// `<datadir>/datanets/content`). Without it the data is read over the Datanet API
+        /// (`--datanet-api`), signed by the acting account, which needs a licence for
+        /// permissioned Datanets.
+        #[arg(long)]
         datanet_store: Option<String>,
-        /// Read the Datanet data over the Datanet HTTP API instead (e.g.
-        /// `http://127.0.0.1:8080/api/datanets`), signed by the acting account, which needs a
-        /// licence for permissioned Datanets.
+        /// The base model's tokenizer.json [default: the base's].
         #[arg(long)]
-        datanet_api: Option<String>,
-        /// Private key of the acting account for `--datanet-api` (hex).
-        #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
-        private_key: Option<String>,
-        /// Dev account index of the acting account for `--datanet-api`.
-        #[arg(long)]
-        account: Option<u32>,
-        /// The base model's tokenizer.json.
-        #[arg(long)]
-        tokenizer: PathBuf,
-        /// Models content store (adapters, training manifests, sketches; devnet:
-        /// `<datadir>/models`): needed to recompute the influence method.
+        tokenizer: Option<PathBuf>,
+        /// Models content store (adapters, training manifests, sketches): needed to recompute
+        /// the influence method [default: the devnet's].
         #[arg(long)]
         models_store: Option<String>,
-        /// Base model directory (default: the tokenizer's directory).
+        /// Base model directory [default: the devnet's base; else the tokenizer's directory].
         #[arg(long)]
         base: Option<PathBuf>,
         /// The transcript as JSON `{"prompt": [ids], "answer": [ids]}`.
@@ -114,41 +99,119 @@ pub enum AttributionCmd {
     },
 }
 
+/// `openledger attribution show` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    at: Endpoints,
+    /// Record id (0x…), as an answer's `attribution.recordId` gives it.
+    record: B256,
+    /// Wait up to this many seconds until the record is settled on chain (in a batch).
+    #[arg(long, value_name = "SECS")]
+    wait: Option<u64>,
+}
+
 /// `openledger earnings` arguments.
 #[derive(Debug, clap::Args)]
 pub struct EarningsArgs {
     #[command(flatten)]
-    chain: Chain,
+    at: Endpoints,
+    #[command(flatten)]
+    who: Who,
     /// Account to show (defaults to the acting account).
     address: Option<Address>,
-    /// Attribution API base URL (for earned totals); claimable balances come from the chain.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    api: String,
     /// Send `claim()` for the acting account.
     #[arg(long)]
     claim: bool,
-    /// Private key of the acting account (hex).
-    #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
-    private_key: Option<String>,
-    /// Dev account index of the acting account.
-    #[arg(long, default_value_t = 0)]
-    account: u32,
+}
+
+/// Runs `openledger attribution show`.
+async fn show(a: ShowArgs) -> Result<()> {
+    let r = a.at.resolve().await?;
+    let url = format!("{}/api/attribution/{}", r.http_url()?, a.record);
+    let deadline = a
+        .wait
+        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    let v = loop {
+        let resp = reqwest::get(&url)
+            .await
+            .wrap_err_with(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "{url} answered {status}: {}",
+                v["error"]["message"].as_str().unwrap_or("(no message)")
+            );
+        }
+        match deadline {
+            Some(d) if v["batch"].is_null() => {
+                if std::time::Instant::now() >= d {
+                    bail!(
+                        "record {} is not settled after {} s (pending: {})",
+                        a.record,
+                        a.wait.unwrap_or(0),
+                        v["pending"]
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            _ => break v,
+        }
+    };
+    let rec = &v["record"];
+    let fee = serde_json::from_value::<U256>(rec["fee"].clone()).unwrap_or_default();
+    let mut human = vec![format!(
+        "record {}: model {}, fee {fee} wei, payer {}",
+        a.record,
+        rec["modelName"].as_str().unwrap_or("?"),
+        rec["payer"].as_str().unwrap_or("none")
+    )];
+    if let Some(cs) = rec["contributions"].as_array() {
+        for c in cs {
+            human.push(format!(
+                "  datanet {} version {} contribution {}: {:.2} %",
+                c["datanet"],
+                c["version"],
+                c["contribution"],
+                c["weightPpm"].as_f64().unwrap_or(0.0) / 10_000.0
+            ));
+        }
+    }
+    human.push(match v["batch"]["batchId"].as_u64() {
+        Some(b) => format!("settled in batch {b}"),
+        None => "not settled yet".into(),
+    });
+    emit(human.join("\n"), v);
+    Ok(())
 }
 
 /// Runs an attribution command.
 pub async fn run(cmd: AttributionCmd) -> Result<()> {
     match cmd {
+        AttributionCmd::Show(a) => show(a).await,
         AttributionCmd::Index {
-            chain,
+            at,
             datanet,
             version,
             tokenizer,
             datanet_store,
             out,
         } => {
-            let d = chain.deployments()?;
+            let r = at.resolve().await?;
+            let d = &r.deployments;
+            let tokenizer = match tokenizer {
+                Some(t) => t,
+                None => devnet_default(&r, "--tokenizer", |i| {
+                    i.base_model.as_ref().map(|b| b.join("tokenizer.json"))
+                })?,
+            };
+            let datanet_store = match datanet_store {
+                Some(s) => s,
+                None => devnet_default(&r, "--datanet-store", |i| i.datanet_store.clone())?,
+            };
             let provider = ProviderBuilder::new()
-                .connect_http(chain.rpc_url.parse()?)
+                .connect_http(r.rpc_url.parse()?)
                 .erased();
             let registry = d.contracts.datanet_registry;
             let chain = openledger_datanet::ChainView::new(provider.clone(), registry);
@@ -178,41 +241,54 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
                 })
             })
             .await??;
-            println!(
-                "{}: {} tokens, {} rows, {:.2} bytes/token, {:.1} s",
-                path.display(),
-                ix.token_count(),
-                ix.doc_count(),
-                ix.file_size() as f64 / ix.token_count().max(1) as f64,
-                start.elapsed().as_secs_f64()
+            emit(
+                format!(
+                    "{}: {} tokens, {} rows, {:.2} bytes/token, {:.1} s",
+                    path.display(),
+                    ix.token_count(),
+                    ix.doc_count(),
+                    ix.file_size() as f64 / ix.token_count().max(1) as f64,
+                    start.elapsed().as_secs_f64()
+                ),
+                serde_json::json!({"index": path, "tokens": ix.token_count(), "rows": ix.doc_count(), "bytes": ix.file_size()}),
             );
             Ok(())
         }
         AttributionCmd::Verify {
-            chain,
+            at,
+            who,
             record,
             dir,
             datanet_store,
-            datanet_api,
-            private_key,
-            account,
             tokenizer,
             models_store,
             base,
             transcript,
         } => {
-            let d = chain.deployments()?;
-            let mut cfg =
-                AttributionConfig::new(&chain.rpc_url, &d, dir, datanet_store.unwrap_or_default());
+            let r = at.resolve().await?;
+            let dir = match dir {
+                Some(d) => d,
+                None => devnet_default(&r, "--dir", |i| i.attribution_dir.clone())?,
+            };
+            let base = base.or_else(|| r.devnet.as_ref().and_then(|i| i.base_model.clone()));
+            let tokenizer = match (tokenizer, &base) {
+                (Some(t), _) => t,
+                (None, Some(b)) => b.join("tokenizer.json"),
+                (None, None) => devnet_default(&r, "--tokenizer", |_| None::<PathBuf>)?,
+            };
+            let models_store = models_store.or_else(|| r.models_store().map(str::to_string));
+            let via_api = datanet_store.is_none();
+            let mut cfg = AttributionConfig::new(
+                &r.rpc_url,
+                &r.deployments,
+                dir,
+                datanet_store.unwrap_or_default(),
+            );
             cfg.tokenizer = Some(tokenizer);
             cfg.models_store = models_store;
             cfg.base_model = base;
-            if let Some(api) = datanet_api {
-                let signer = match &private_key {
-                    Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
-                    None => dev_signer(account.unwrap_or(0))?,
-                };
-                cfg.datanet_api = Some((api, signer));
+            if via_api {
+                cfg.datanet_api = Some((r.datanet_api.clone(), who.signer()?));
             }
             let svc = AttributionService::open(cfg).await?;
             if let Some(t) = transcript {
@@ -232,12 +308,21 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
                 }
             }
             let rep = svc.verify(record).await?;
-            for m in &rep.matched {
-                println!("match     {m}");
-            }
-            for m in &rep.mismatched {
-                println!("MISMATCH  {m}");
-            }
+            let mut human: Vec<String> = rep
+                .matched
+                .iter()
+                .map(|m| format!("match     {m}"))
+                .collect();
+            human.extend(rep.mismatched.iter().map(|m| format!("MISMATCH  {m}")));
+            human.push(if rep.ok() {
+                format!("record {record} verifies")
+            } else {
+                format!("record {record} does NOT verify")
+            });
+            emit(
+                human.join("\n"),
+                serde_json::json!({"record": record, "ok": rep.ok(), "matched": rep.matched, "mismatched": rep.mismatched}),
+            );
             if rep.ok() {
                 Ok(())
             } else {
@@ -249,11 +334,9 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
 
 /// Shows (and optionally claims) earnings.
 pub async fn earnings(a: EarningsArgs) -> Result<()> {
-    let d = a.chain.deployments()?;
-    let signer = match &a.private_key {
-        Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
-        None => dev_signer(a.account)?,
-    };
+    let r = a.at.resolve().await?;
+    let d = &r.deployments;
+    let signer = a.who.signer()?;
     let who = a.address.unwrap_or(signer.address());
     // nonce read per transaction (a failed call must not leave a nonce gap)
     let provider = ProviderBuilder::new()
@@ -262,36 +345,92 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         .with_simple_nonce_management()
         .fetch_chain_id()
         .wallet(EthereumWallet::from(signer.clone()))
-        .connect_http(a.chain.rpc_url.parse()?)
+        .connect_http(r.rpc_url.parse()?)
         .erased();
     let settlement = AttributionSettlement::new(d.contracts.settlement, provider.clone());
-    let url = format!("{}/api/earnings/{who}", a.api.trim_end_matches('/'));
-    match reqwest::get(&url).await {
-        Ok(r) if r.status().is_success() => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&r.json::<serde_json::Value>().await?)?
+    // earned totals per model and Datanet come from the attribution API; what can be claimed
+    // comes from the chain
+    let earned = match &r.http_url {
+        Some(h) => {
+            let url = format!("{h}/api/earnings/{who}");
+            let resp = reqwest::get(&url)
+                .await
+                .wrap_err_with(|| format!("attribution API {url}"))?;
+            if !resp.status().is_success() {
+                bail!("attribution API {url} answered {}", resp.status());
+            }
+            Some(resp.json::<serde_json::Value>().await?)
+        }
+        None => None,
+    };
+    let claimable = settlement.balanceOf(who).call().await?;
+    let open = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|s| s.parse::<U256>().ok())
+            .map(openledger_protocol::format_open)
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut human = match &earned {
+        Some(e) => {
+            let mut parts = Vec::new();
+            for c in e["contributions"].as_array().into_iter().flatten() {
+                parts.push(format!(
+                    "contribution {}: {} OPEN",
+                    c["contributionId"],
+                    open(&c["earned"])
+                ));
+            }
+            for (k, what) in [
+                ("asModelOwner", "as model owner"),
+                ("asTreasury", "as treasury"),
+            ] {
+                if e[k].as_str().is_some_and(|v| v != "0") {
+                    parts.push(format!("{what}: {} OPEN", open(&e[k])));
+                }
+            }
+            format!(
+                "{who} earned {} OPEN from attribution{}\n",
+                open(&e["earned"]),
+                if parts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", parts.join("; "))
+                }
             )
         }
-        _ => println!("(no attribution API at {url}; showing the chain only)"),
+        None => {
+            "(no attribution API known: pass --http-url for earned totals; the chain only)\n".into()
+        }
+    };
+    human += &format!(
+        "{who} can claim {claimable} wei ({} OPEN)",
+        openledger_protocol::format_open(claimable)
+    );
+    let mut out =
+        serde_json::json!({"account": who, "earned": earned, "claimable": claimable.to_string()});
+    if !a.claim {
+        emit(human, out);
+        return Ok(());
     }
-    let claimable = settlement.balanceOf(who).call().await?;
-    println!("claimable: {claimable} wei");
-    if a.claim {
-        if who != signer.address() {
-            return Err(eyre!(
-                "--claim pays the acting account; drop the address or act as it"
-            ));
-        }
-        if claimable.is_zero() {
-            return Err(eyre!("nothing to claim"));
-        }
-        let r = settlement.claim().send().await?.confirm().await?;
-        if !r.status() {
-            return Err(eyre!("claim reverted"));
-        }
-        println!("claimed {claimable} wei in {}", r.transaction_hash);
+    if who != signer.address() {
+        return Err(eyre!(
+            "--claim pays the acting account; drop the address or act as it"
+        ));
     }
+    if claimable.is_zero() {
+        human += "\nnothing to claim";
+        out["claimed"] = serde_json::json!("0");
+        emit(human, out);
+        return Ok(());
+    }
+    let rc = settlement.claim().send().await?.confirm().await?;
+    if !rc.status() {
+        return Err(eyre!("claim reverted"));
+    }
+    human += &format!("\nclaimed {claimable} wei (tx {})", rc.transaction_hash);
+    out["claimed"] = serde_json::json!(claimable.to_string());
+    out["tx"] = serde_json::json!(rc.transaction_hash);
+    emit(human, out);
     Ok(())
 }
 

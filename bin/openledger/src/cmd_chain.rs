@@ -307,7 +307,9 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
         .parse()
         .with_context(|| format!("invalid --host/--http-port {}:{}", c.host, a.http_port))?;
     let devnet_cfg = openledger_devnet::DevnetConfig {
-        datadir: c.datadir.clone(),
+        // absolute, so that what the devnet tells other commands (GET /api/devnet) holds from
+        // any directory
+        datadir: c.datadir.as_deref().map(std::path::absolute).transpose()?,
         rpc_addr: addr,
         http_addr: Some(http_addr),
         seal: c.seal_mode(0),
@@ -343,7 +345,7 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     }
     let stack = openledger_stack::Stack::start(openledger_stack::StackConfig {
         devnet: devnet_cfg,
-        base_model: a.base.clone(),
+        base_model: a.base.as_deref().map(std::path::absolute).transpose()?,
         demo: a.demo,
     })
     .await?;
@@ -380,6 +382,13 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     }
     println!("RPC:       {}", devnet.rpc_url());
     println!("WebSocket: {}", devnet.ws_url());
+    let written = write_devnet_file(&devnet.info());
+    if let Some(p) = &written {
+        println!(
+            "Endpoints: {} (every `openledger` command finds this devnet through it)",
+            p.display()
+        );
+    }
     println!("Listening on {}", devnet.rpc_addr);
     if a.demo {
         println!(
@@ -405,8 +414,47 @@ pub async fn devnet(a: DevnetArgs) -> eyre::Result<()> {
     }
     shutdown_signal().await;
     eprintln!("shutting down");
+    if let Some(p) = &written {
+        remove_devnet_file(p);
+    }
     stack.shutdown().await;
     Ok(())
+}
+
+/// Writes the devnet's description where the CLI looks for it
+/// ([`openledger_protocol::endpoints::well_known_path`]); a failure is a warning, not fatal
+/// (commands then need --rpc-url).
+fn write_devnet_file(info: &openledger_protocol::endpoints::DevnetInfo) -> Option<PathBuf> {
+    let path = openledger_protocol::endpoints::well_known_path()?;
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(info)?)?;
+        std::fs::rename(&tmp, &path)
+    };
+    match write() {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!(
+                "warning: could not write {}: {e} (other commands need --rpc-url)",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// Removes the devnet file at exit, unless a later devnet has replaced it.
+fn remove_devnet_file(path: &std::path::Path) {
+    let ours = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<openledger_protocol::endpoints::DevnetInfo>(&b).ok())
+        .is_some_and(|i| i.pid == std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Runs `openledger node`.

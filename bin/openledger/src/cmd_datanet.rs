@@ -2,42 +2,26 @@
 //! Datanets. Chain actions are transactions from the acting account (`--private-key` or a dev
 //! `--account N`); uploads go to the Datanet API, signed (EIP-712) by the same account.
 
+use crate::endpoints::{Endpoints, Who, emit, json};
 use eyre::{Result, WrapErr, eyre};
-use openledger_datanet::client::{DatanetClient, dev_signer, progress_bar};
+use openledger_datanet::client::{DatanetClient, progress_bar};
+use serde_json::json;
 use std::path::PathBuf;
 
 /// Where to connect and who acts.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
-    /// JSON-RPC URL of the chain.
-    #[arg(
-        long,
-        env = "OPENLEDGER_RPC_URL",
-        default_value = "http://127.0.0.1:8545"
-    )]
-    pub rpc_url: String,
-    /// Datanet API base URL.
-    #[arg(
-        long,
-        env = "OPENLEDGER_DATANET_API",
-        default_value = "http://127.0.0.1:8545/api/datanets"
-    )]
-    pub api: String,
-    /// Private key of the acting account (hex).
-    #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
-    pub private_key: Option<String>,
-    /// Dev account index (dev mnemonic) of the acting account.
-    #[arg(long, default_value_t = 0)]
-    pub account: u32,
+    #[command(flatten)]
+    pub at: Endpoints,
+    #[command(flatten)]
+    pub who: Who,
 }
 
 impl Conn {
     async fn client(&self) -> Result<DatanetClient> {
-        let signer = match &self.private_key {
-            Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
-            None => dev_signer(self.account)?,
-        };
-        Ok(DatanetClient::connect(&self.rpc_url, &self.api, signer).await?)
+        let signer = self.who.signer()?;
+        let r = self.at.resolve().await?;
+        Ok(DatanetClient::connect(&r.rpc_url, &r.datanet_api, signer).await?)
     }
 }
 
@@ -168,7 +152,7 @@ pub enum DatanetCmd {
         sizes: Vec<usize>,
         /// Write the JSON report here.
         #[arg(long)]
-        json: Option<PathBuf>,
+        out: Option<PathBuf>,
     },
     /// Generate the demo Datanets' files (no chain needed).
     Demo {
@@ -188,7 +172,11 @@ pub enum DatanetCmd {
 }
 
 fn print(v: &serde_json::Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+    if json() {
+        println!("{v}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
     Ok(())
 }
 
@@ -202,24 +190,36 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
             permissioned,
             licence_fee,
         } => {
-            let fee = licence_fee.parse().wrap_err("bad --licence-fee")?;
-            let id = conn
+            let fee = licence_fee
+                .parse()
+                .map_err(|_| eyre!("--licence-fee {licence_fee:?} is not an amount in wei"))?;
+            let (id, tx) = conn
                 .client()
                 .await?
-                .create_datanet(&name, &metadata, permissioned, fee)
+                .create_datanet_tx(&name, &metadata, permissioned, fee)
                 .await?;
-            println!("datanet {id}");
+            emit(
+                format!("created datanet {id} \"{name}\" (tx {tx})"),
+                json!({"datanet": id, "name": name, "permissioned": permissioned, "licenceFee": fee.to_string(), "tx": tx}),
+            );
         }
         DatanetCmd::Allow {
             conn,
             datanet,
             address,
         } => {
-            let addr = address.parse().wrap_err("bad address")?;
-            conn.client()
+            let addr: alloy_primitives::Address = address
+                .parse()
+                .map_err(|_| eyre!("{address:?} is not an address (0x and 40 hex digits)"))?;
+            let tx = conn
+                .client()
                 .await?
                 .allow_contributor(datanet, addr)
                 .await?;
+            emit(
+                format!("allowed {addr} to contribute to datanet {datanet} (tx {tx})"),
+                json!({"datanet": datanet, "address": addr, "tx": tx}),
+            );
         }
         DatanetCmd::Contribute {
             conn,
@@ -238,32 +238,71 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
                 .len();
             let pb = progress_bar(len);
             pb.set_message("upload");
-            let r = c.upload_file(datanet, &file, &cols, Some(pb)).await?;
-            eprintln!(
-                "score {} rows {} bytes {} {:?}",
-                r.score, r.row_count, r.byte_size, r.reasons
+            let r = c
+                .upload_file(datanet, &file, &cols, (!json()).then_some(pb))
+                .await?;
+            let (id, tx) = c.contribute_tx(datanet, &r).await?;
+            let reasons = if r.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.reasons.join("; "))
+            };
+            emit(
+                format!(
+                    "contribution {id} to datanet {datanet}: {} rows, {} bytes, score {}{reasons}, content {} (tx {tx}); pending until the owner approves it",
+                    r.row_count, r.byte_size, r.score, r.content_hash
+                ),
+                json!({"contribution": id, "datanet": datanet, "upload": r, "tx": tx}),
             );
-            let id = c.contribute(datanet, &r).await?;
-            println!("contribution {id} content {}", r.content_hash);
         }
         DatanetCmd::List { conn } => print(&conn.client().await?.list().await?)?,
         DatanetCmd::Show { conn, datanet } => print(&conn.client().await?.show(datanet).await?)?,
         DatanetCmd::Approve { conn, contribution } => {
-            conn.client().await?.approve(contribution).await?
+            let tx = conn.client().await?.approve(contribution).await?;
+            emit(
+                format!("approved contribution {contribution} (tx {tx})"),
+                json!({"contribution": contribution, "status": "accepted", "tx": tx}),
+            );
         }
         DatanetCmd::Reject {
             conn,
             contribution,
             reason,
-        } => conn.client().await?.reject(contribution, &reason).await?,
+        } => {
+            let tx = conn.client().await?.reject(contribution, &reason).await?;
+            emit(
+                format!("rejected contribution {contribution} (tx {tx})"),
+                json!({"contribution": contribution, "status": "rejected", "reason": reason, "tx": tx}),
+            );
+        }
         DatanetCmd::Withdraw { conn, contribution } => {
-            conn.client().await?.withdraw(contribution).await?
+            let tx = conn.client().await?.withdraw(contribution).await?;
+            emit(
+                format!("withdrew contribution {contribution} (tx {tx})"),
+                json!({"contribution": contribution, "status": "withdrawn", "tx": tx}),
+            );
         }
         DatanetCmd::Publish { conn, datanet } => {
-            let (v, root, manifest) = conn.client().await?.publish(datanet).await?;
-            println!("version {v} root {root} manifest {manifest}");
+            let p = conn.client().await?.publish_tx(datanet).await?;
+            emit(
+                format!(
+                    "published datanet {datanet} version {}: {} contributions, root {}, manifest {} (tx {})",
+                    p.version, p.contributions, p.root, p.manifest_hash, p.tx
+                ),
+                json!({"datanet": datanet, "version": p.version, "contributions": p.contributions, "root": p.root, "manifestHash": p.manifest_hash, "tx": p.tx}),
+            );
         }
-        DatanetCmd::Licence { conn, datanet } => conn.client().await?.buy_licence(datanet).await?,
+        DatanetCmd::Licence { conn, datanet } => {
+            let c = conn.client().await?;
+            let tx = c.buy_licence(datanet).await?;
+            emit(
+                format!(
+                    "{} holds a licence for datanet {datanet} (tx {tx})",
+                    c.address()
+                ),
+                json!({"datanet": datanet, "account": c.address(), "tx": tx}),
+            );
+        }
         DatanetCmd::Download {
             conn,
             datanet,
@@ -273,7 +312,15 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
             let bytes = conn.client().await?.download(datanet, contribution).await?;
             match out {
                 Some(p) => {
-                    std::fs::write(&p, &bytes).wrap_err_with(|| format!("{}", p.display()))?
+                    std::fs::write(&p, &bytes).wrap_err_with(|| format!("{}", p.display()))?;
+                    emit(
+                        format!(
+                            "wrote contribution {contribution} ({} bytes, checked against its on-chain hash) to {}",
+                            bytes.len(),
+                            p.display()
+                        ),
+                        json!({"datanet": datanet, "contribution": contribution, "bytes": bytes.len(), "out": p}),
+                    );
                 }
                 None => {
                     use std::io::Write;
@@ -287,24 +334,29 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
             version_number,
         } => {
             let r = conn.client().await?.verify(datanet, version_number).await?;
-            println!(
-                "on-chain root {}\nrecomputed    {}\nmanifest hash {} (on chain {})\nproofs {}/{}",
-                r.onchain_root,
-                r.recomputed_root,
-                r.manifest_hash,
-                r.onchain_manifest_hash,
-                r.proofs_ok,
-                r.manifest.contributions.len()
+            emit(
+                format!(
+                    "on-chain root {}\nrecomputed    {}\nmanifest hash {} (on chain {})\nproofs {}/{}\n{}",
+                    r.onchain_root,
+                    r.recomputed_root,
+                    r.manifest_hash,
+                    r.onchain_manifest_hash,
+                    r.proofs_ok,
+                    r.manifest.contributions.len(),
+                    if r.ok() { "ok" } else { "MISMATCH" }
+                ),
+                json!({"datanet": datanet, "version": version_number, "ok": r.ok(), "onchainRoot": r.onchain_root, "recomputedRoot": r.recomputed_root, "manifestHash": r.manifest_hash, "onchainManifestHash": r.onchain_manifest_hash, "proofsOk": r.proofs_ok, "contributions": r.manifest.contributions.len()}),
             );
             if !r.ok() {
-                return Err(eyre!("verification failed"));
+                return Err(eyre!(
+                    "datanet {datanet} version {version_number} does not verify"
+                ));
             }
-            println!("ok");
         }
-        DatanetCmd::Bench { mb, sizes, json } => {
+        DatanetCmd::Bench { mb, sizes, out } => {
             let r = openledger_bench::datanet::run(mb, &sizes, 2000);
             print!("{}", r.table());
-            if let Some(p) = json {
+            if let Some(p) = out {
                 std::fs::write(&p, serde_json::to_vec_pretty(&r)?)?;
             }
         }

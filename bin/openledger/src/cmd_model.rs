@@ -79,9 +79,6 @@ pub enum ModelCmd {
     Info {
         /// Model directory.
         dir: PathBuf,
-        /// Print JSON instead of text.
-        #[arg(long)]
-        json: bool,
     },
     /// Download a model (config, tokenizer, safetensors) from the Hugging Face hub into the
     /// models cache (~/.cache/openledger/models/<owner>--<name>): resumable, checksummed.
@@ -305,13 +302,9 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
             );
             println!("content hash {}", info(&out)?.content_hash);
         }
-        ModelCmd::Info { dir, json } => {
+        ModelCmd::Info { dir } => {
             let i = info(&dir)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&i)?);
-            } else {
-                println!("{i}");
-            }
+            crate::endpoints::emit(&i, serde_json::to_value(&i)?);
         }
         ModelCmd::Generate {
             dir,

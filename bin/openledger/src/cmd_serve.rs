@@ -26,7 +26,8 @@ pub struct ServeArgs {
     /// JSON-RPC URL of the chain; models registered in ModelRegistry become servable.
     #[arg(long)]
     rpc: Option<String>,
-    /// ModelRegistry address (default: the dev genesis deployment).
+    /// ModelRegistry address (default with --rpc: the dev genesis deployment's, on chain 1337
+    /// only).
     #[arg(long)]
     registry: Option<Address>,
     /// Listen address (port 0 picks a free port; the address is printed as `Listening on ...`).
@@ -74,12 +75,33 @@ pub struct ServeArgs {
     demo_rank: usize,
 }
 
-fn dev_registry() -> Option<Address> {
-    let cfg = openledger_protocol::DeployConfig::dev();
-    openledger_protocol::plan(&cfg, openledger_protocol::GENESIS_DEPLOYER, 0)
-        .into_iter()
-        .find(|s| s.name == "ModelRegistry")
-        .map(|s| s.address)
+/// The `ModelRegistry` to follow: `--registry`, else the dev genesis deployment's, only on the
+/// dev chain (asked of `rpc`).
+async fn registry(a: &ServeArgs) -> eyre::Result<Option<Address>> {
+    let Some(rpc) = &a.rpc else {
+        return Ok(a.registry);
+    };
+    if a.registry.is_some() {
+        return Ok(a.registry);
+    }
+    use alloy::providers::Provider;
+    let url = rpc.parse().map_err(|e| eyre::eyre!("--rpc {rpc}: {e}"))?;
+    let chain_id = alloy::providers::ProviderBuilder::new()
+        .connect_http(url)
+        .get_chain_id()
+        .await
+        .map_err(|e| eyre::eyre!("asking --rpc {rpc} for its chain id: {e}"))?;
+    if chain_id != openledger_protocol::DEV_CHAIN_ID {
+        eyre::bail!(
+            "chain {chain_id} at {rpc} has no built-in ModelRegistry address (only the devnet's chain {} has): pass --registry ADDRESS",
+            openledger_protocol::DEV_CHAIN_ID
+        );
+    }
+    Ok(Some(
+        openledger_protocol::endpoints::dev_deployments()
+            .contracts
+            .model_registry,
+    ))
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -94,9 +116,7 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
     let mut cfg = ServeConfig::new(&a.base, &cache_dir);
     cfg.base_name = a.base_name.clone();
     cfg.store = a.store.clone();
-    cfg.registry = a
-        .registry
-        .or_else(|| a.rpc.as_ref().and_then(|_| dev_registry()));
+    cfg.registry = registry(&a).await?;
     cfg.rpc_url = a.rpc.clone();
     cfg.cache.ram_budget = a.ram_mb << 20;
     cfg.cache.disk_budget = a.disk_mb << 20;

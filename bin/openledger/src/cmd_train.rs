@@ -4,10 +4,10 @@
 
 use std::path::PathBuf;
 
+use crate::endpoints::{Endpoints, Resolved, Who, emit};
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, WrapErr, eyre};
 use openledger_datanet::ContentStore;
-use openledger_datanet::client::dev_signer;
 use openledger_model::{DType, Device, Pretrained, content_hash};
 use openledger_train::TrainError;
 use openledger_train::config::{Schedule, TrainConfig};
@@ -21,45 +21,21 @@ use openledger_train::publish::{self, PublishSpec};
 use openledger_train::source;
 use openledger_train::trainer::Event;
 
-/// Who acts and where.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Account {
-    /// JSON-RPC URL of the chain.
-    #[arg(
-        long,
-        env = "OPENLEDGER_RPC_URL",
-        default_value = "http://127.0.0.1:8545"
-    )]
-    pub rpc_url: String,
-    /// Private key of the acting account (hex).
-    #[arg(long, env = "OPENLEDGER_PRIVATE_KEY", conflicts_with = "account")]
-    pub private_key: Option<String>,
-    /// Dev account index (dev mnemonic) of the acting account.
-    #[arg(long, default_value_t = 0)]
-    pub account: u32,
-}
-
-impl Account {
-    fn signer(&self) -> Result<alloy::signers::local::PrivateKeySigner> {
-        Ok(match &self.private_key {
-            Some(k) => k.trim().parse().wrap_err("bad --private-key")?,
-            None => dev_signer(self.account)?,
-        })
-    }
+/// The models store a command uses: `--store`, else the devnet's (the store its server
+/// loads adapters from), else `models` in the current directory.
+fn models_store(flag: &Option<String>, r: &Resolved) -> String {
+    flag.clone()
+        .or_else(|| r.models_store().map(str::to_string))
+        .unwrap_or_else(|| "models".to_string())
 }
 
 /// `openledger train`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
     #[command(flatten)]
-    pub who: Account,
-    /// Datanet API base URL.
-    #[arg(
-        long,
-        env = "OPENLEDGER_DATANET_API",
-        default_value = "http://127.0.0.1:8545/api/datanets"
-    )]
-    pub api: String,
+    pub at: Endpoints,
+    #[command(flatten)]
+    pub who: Who,
     /// Base model directory (Hugging Face layout). The built-in `small` base (made by
     /// `openledger model init`) is a toy-world model: it knows only its generated world and
     /// cannot learn ordinary text; pull a Hugging Face base (`openledger model pull`) for that.
@@ -73,9 +49,11 @@ pub struct TrainArgs {
     /// Datanet version (0-based).
     #[arg(long)]
     pub version: u64,
-    /// Models content store (directory or s3://bucket/prefix).
-    #[arg(long, default_value = "models")]
-    pub store: String,
+    /// Models content store for the adapter, its training manifest and sketch (directory or
+    /// s3://bucket/prefix) [default: the devnet's, which its server loads adapters from; else
+    /// ./models].
+    #[arg(long, env = "OPENLEDGER_MODELS_STORE")]
+    pub store: Option<String>,
     /// Work directory for checkpoints (a rerun with the same inputs resumes from it).
     #[arg(long)]
     pub workdir: Option<PathBuf>,
@@ -187,16 +165,20 @@ pub async fn train(a: TrainArgs) -> Result<()> {
     let cfg = a.train_config()?;
     let signer = a.who.signer()?;
     let owner = signer.address();
-    let info: Info = reqwest::get(format!("{}/info", a.api.trim_end_matches('/')))
-        .await?
-        .error_for_status()?
+    let r = a.at.resolve().await?;
+    let store = models_store(&a.store, &r);
+    let info: Info = reqwest::get(format!("{}/info", r.datanet_api))
+        .await
+        .wrap_err_with(|| format!("Datanet API {}", r.datanet_api))?
+        .error_for_status()
+        .wrap_err_with(|| format!("Datanet API {}", r.datanet_api))?
         .json()
         .await?;
     let pipeline = Pipeline::new(
-        &a.who.rpc_url,
+        &r.rpc_url,
         info.registry,
         ReaderConfig::Api {
-            api: a.api.clone(),
+            api: r.datanet_api.clone(),
             signer,
         },
     )?;
@@ -212,7 +194,7 @@ pub async fn train(a: TrainArgs) -> Result<()> {
         workdir: a.workdir.clone(),
         base_fit: true,
         cancel: cancel.clone(),
-        store: OutputStore::At(a.store.clone()),
+        store: OutputStore::At(store.clone()),
     };
     let on_event = progress(&req.base, cancel);
     let Trained {
@@ -225,23 +207,42 @@ pub async fn train(a: TrainArgs) -> Result<()> {
     if let Some(dir) = &a.out {
         openledger_model::blob::blob_to_dir(&out.adapter.to_blob()?, dir)?;
     }
-    println!(
-        "base validation loss {}  →  fine-tuned {}",
+    let mut human = format!(
+        "base validation loss {}  →  fine-tuned {}\n",
         fmt(m.metrics.base_val_loss),
         fmt(m.metrics.final_val_loss)
     );
     if rep.prompts > 0 {
-        println!(
-            "greedy reproduction  {} of {} training prompts answered as trained",
+        human += &format!(
+            "greedy reproduction  {} of {} training prompts answered as trained\n",
             rep.reproduced, rep.prompts
         );
     }
-    println!("adapterHash          {}", stored.adapter_hash);
-    println!("trainingManifestHash {}", stored.manifest_hash);
-    println!("sketchHash           {}", stored.sketch_hash);
-    println!(
-        "publish with: openledger model publish --store {} --manifest {}",
-        a.store, stored.manifest_hash
+    human += &format!(
+        "adapterHash          {}\ntrainingManifestHash {}\nsketchHash           {}\nstored in            {store}\npublish with: openledger model publish --manifest {}{}",
+        stored.adapter_hash,
+        stored.manifest_hash,
+        stored.sketch_hash,
+        stored.manifest_hash,
+        if a.store.is_some() {
+            format!(" --store {store}")
+        } else {
+            String::new()
+        }
+    );
+    emit(
+        human,
+        serde_json::json!({
+            "adapterHash": stored.adapter_hash,
+            "trainingManifestHash": stored.manifest_hash,
+            "sketchHash": stored.sketch_hash,
+            "store": store,
+            "baseValLoss": m.metrics.base_val_loss,
+            "finalValLoss": m.metrics.final_val_loss,
+            "reproduced": rep.reproduced,
+            "prompts": rep.prompts,
+            "out": a.out,
+        }),
     );
     Ok(())
 }
@@ -347,10 +348,18 @@ fn fmt(v: Option<f64>) -> String {
 #[derive(Debug, Clone, clap::Args)]
 pub struct PublishArgs {
     #[command(flatten)]
-    pub who: Account,
-    /// Models content store holding the training manifest.
-    #[arg(long, default_value = "models")]
-    pub store: String,
+    pub at: Endpoints,
+    #[command(flatten)]
+    pub who: Who,
+    /// Models content store holding the training manifest, adapter and sketch (where
+    /// `openledger train --store` put them) [default: the devnet's; else ./models].
+    #[arg(long, env = "OPENLEDGER_MODELS_STORE")]
+    pub store: Option<String>,
+    /// The store the inference server loads adapters from: the adapter, manifest and sketch
+    /// are copied there before registering [default: the devnet's; without a devnet, nothing is
+    /// copied and the server must read --store].
+    #[arg(long)]
+    pub server_store: Option<String>,
     /// Training manifest hash (printed by `openledger train`).
     #[arg(long)]
     pub manifest: B256,
@@ -360,28 +369,48 @@ pub struct PublishArgs {
     /// Metadata URI (e.g. a name).
     #[arg(long, default_value = "")]
     pub metadata: String,
-    /// ModelRegistry address (default: the dev genesis deployment).
-    #[arg(long)]
-    pub model_registry: Option<Address>,
 }
 
-/// Runs `openledger model publish`.
+/// Runs `openledger model publish`: the artifacts copied into the server's store first (a
+/// registered model must be loadable), then `ModelRegistry.registerModel`.
 pub async fn publish(a: PublishArgs) -> Result<()> {
-    let store = ContentStore::open(&a.store)?;
-    let m: TrainingManifest =
-        serde_json::from_slice(&store.get(&a.manifest).await?).wrap_err("training manifest")?;
-    let registry = match a.model_registry {
-        Some(r) => r,
-        None => openledger_protocol::plan(
-            &openledger_protocol::DeployConfig::dev(),
-            openledger_protocol::GENESIS_DEPLOYER,
-            0,
-        )
-        .iter()
-        .find(|s| s.name == "ModelRegistry")
-        .map(|s| s.address)
-        .ok_or_else(|| eyre!("no ModelRegistry in the dev deployment"))?,
-    };
+    let r = a.at.resolve().await?;
+    let from = models_store(&a.store, &r);
+    let store = ContentStore::open(&from).wrap_err_with(|| format!("models store {from}"))?;
+    let m: TrainingManifest = serde_json::from_slice(
+        &store
+            .get(&a.manifest)
+            .await
+            .wrap_err_with(|| format!("training manifest {} in {from}", a.manifest))?,
+    )
+    .wrap_err("training manifest")?;
+    let registry = r.deployments.contracts.model_registry;
+    let server_store = a
+        .server_store
+        .clone()
+        .or_else(|| r.models_store().map(str::to_string));
+    let mut copied = 0;
+    if let Some(to) = &server_store {
+        let target = ContentStore::open(to).wrap_err_with(|| format!("server store {to}"))?;
+        for (what, h) in [
+            ("adapter", m.adapter_hash),
+            ("sketch", m.sketch_hash),
+            ("training manifest", a.manifest),
+        ] {
+            if target.contains(&h).await? {
+                continue;
+            }
+            let bytes = store
+                .get(&h)
+                .await
+                .wrap_err_with(|| format!("the {what} {h} in {from}"))?;
+            target
+                .put(bytes)
+                .await
+                .wrap_err_with(|| format!("copying the {what} {h} into {to}"))?;
+            copied += 1;
+        }
+    }
     let spec = PublishSpec {
         base_model_id: m.base_model.id.clone(),
         base_model_hash: publish::base_hash_bytes(&m.base_model.hash)?,
@@ -391,8 +420,30 @@ pub async fn publish(a: PublishArgs) -> Result<()> {
         price_per_1k_tokens: a.price,
         metadata_uri: a.metadata.clone(),
     };
-    let p = publish::publish(&a.who.rpc_url, a.who.signer()?, registry, &spec).await?;
-    println!("model {} registered (tx {})", p.model_id, p.tx_hash);
+    let p = publish::publish(&r.rpc_url, a.who.signer()?, registry, &spec).await?;
+    let served = match &server_store {
+        Some(to) => format!("; adapter in the server's store {to} ({copied} files copied)"),
+        None => format!(
+            "; no server store known: the inference server must read adapter {} from {from}",
+            m.adapter_hash
+        ),
+    };
+    emit(
+        format!(
+            "model {} registered: adapter {}, price {} wei per 1,000 tokens (tx {}){served}",
+            p.model_id, m.adapter_hash, a.price, p.tx_hash
+        ),
+        serde_json::json!({
+            "model": p.model_id,
+            "name": format!("model-{}", p.model_id),
+            "adapterHash": m.adapter_hash,
+            "trainingManifestHash": a.manifest,
+            "pricePer1kTokens": a.price.to_string(),
+            "tx": p.tx_hash,
+            "serverStore": server_store,
+            "copied": copied,
+        }),
+    );
     Ok(())
 }
 

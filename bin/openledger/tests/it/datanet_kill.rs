@@ -33,6 +33,7 @@ impl Devnet {
             .arg("--datadir")
             .arg(datadir)
             .env("OPENLEDGER_LOG", "warn")
+            .env("OPENLEDGER_HOME", datadir.join("home"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;

@@ -40,6 +40,7 @@ async fn devnet_exits_on_sigterm_with_a_training_job_running() -> Result<()> {
         .arg("--datadir")
         .arg(dir.path().join("devnet"))
         .env("OPENLEDGER_LOG", "warn")
+        .env("OPENLEDGER_HOME", dir.path().join("home"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;

@@ -11,10 +11,11 @@ use openledger_protocol::ChainError;
 use openledger_protocol::Confirm;
 use std::path::Path;
 
-/// Sends a contract call as a transaction and waits for a successful receipt.
+/// Sends a contract call as a transaction and waits for a successful receipt; returns the
+/// transaction hash.
 pub(crate) async fn send<T, P, N>(
     call: alloy::contract::CallBuilder<P, T, N>,
-) -> Result<(), ClientError>
+) -> Result<B256, ClientError>
 where
     P: Provider<N>,
     N: alloy::network::Network,
@@ -31,7 +32,7 @@ where
     if !receipt.status() {
         return Err(ChainError::Reverted("transaction reverted".into()).into());
     }
-    Ok(())
+    Ok(receipt.transaction_hash())
 }
 
 /// keccak-256 of a file, read in 1 MiB chunks.

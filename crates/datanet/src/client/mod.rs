@@ -12,7 +12,7 @@ use alloy_primitives::{Address, B256, U256};
 use bytes::Bytes;
 use openledger_protocol::bindings::{DatanetRegistry, ProtocolParams};
 use openledger_protocol::{ChainError, Confirm, ContributionId, DatanetId, Version};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 mod io;
@@ -74,6 +74,22 @@ impl VerifyReport {
             && self.onchain_manifest_hash == self.manifest_hash
             && self.proofs_ok == self.manifest.contributions.len()
     }
+}
+
+/// A version published by [`DatanetClient::publish_tx`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// Version number.
+    pub version: Version,
+    /// Merkle root on chain.
+    pub root: B256,
+    /// The manifest's hash on chain.
+    pub manifest_hash: B256,
+    /// Contributions in the version.
+    pub contributions: u64,
+    /// The `publishVersion` transaction.
+    pub tx: B256,
 }
 
 /// A client acting as one account.
@@ -194,6 +210,20 @@ impl DatanetClient {
         permissioned: bool,
         licence_fee: U256,
     ) -> Result<DatanetId, ClientError> {
+        Ok(self
+            .create_datanet_tx(name, metadata_uri, permissioned, licence_fee)
+            .await?
+            .0)
+    }
+
+    /// [`DatanetClient::create_datanet`], with the transaction hash.
+    pub async fn create_datanet_tx(
+        &self,
+        name: &str,
+        metadata_uri: &str,
+        permissioned: bool,
+        licence_fee: U256,
+    ) -> Result<(DatanetId, B256), ClientError> {
         let reg = self.registry();
         let params = reg.params().call().await.map_err(ChainError::from)?;
         let fee = ProtocolParams::new(params, self.provider.clone())
@@ -218,15 +248,17 @@ impl DatanetClient {
         let ev = receipt
             .decoded_log::<DatanetRegistry::DatanetCreated>()
             .ok_or_else(|| ClientError::Unexpected("no DatanetCreated event".into()))?;
-        DatanetId::try_from(ev.datanetId).map_err(|e| ClientError::Unexpected(e.to_string()))
+        let id = DatanetId::try_from(ev.datanetId)
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok((id, receipt.transaction_hash))
     }
 
-    /// Allows a contributor on a permissioned Datanet (owner only).
+    /// Allows a contributor on a permissioned Datanet (owner only); returns the transaction.
     pub async fn allow_contributor(
         &self,
         datanet: impl Into<DatanetId>,
         account: Address,
-    ) -> Result<(), ClientError> {
+    ) -> Result<B256, ClientError> {
         let datanet: DatanetId = datanet.into();
         send(
             self.registry()
@@ -333,6 +365,15 @@ impl DatanetClient {
         datanet: impl Into<DatanetId>,
         r: &UploadReceipt,
     ) -> Result<ContributionId, ClientError> {
+        Ok(self.contribute_tx(datanet, r).await?.0)
+    }
+
+    /// [`DatanetClient::contribute`], with the transaction hash.
+    pub async fn contribute_tx(
+        &self,
+        datanet: impl Into<DatanetId>,
+        r: &UploadReceipt,
+    ) -> Result<(ContributionId, B256), ClientError> {
         let datanet: DatanetId = datanet.into();
         let receipt = self
             .registry()
@@ -355,25 +396,26 @@ impl DatanetClient {
             .ok_or_else(|| {
                 ClientError::Unexpected("no Contributed event (transaction reverted?)".into())
             })?;
-        ContributionId::try_from(ev.contributionId)
-            .map_err(|e| ClientError::Unexpected(e.to_string()))
+        let id = ContributionId::try_from(ev.contributionId)
+            .map_err(|e| ClientError::Unexpected(e.to_string()))?;
+        Ok((id, receipt.transaction_hash))
     }
 
-    /// Approves a contribution (owner or curator).
+    /// Approves a contribution (owner or curator); returns the transaction.
     pub async fn approve(
         &self,
         contribution: impl Into<ContributionId>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<B256, ClientError> {
         let contribution: ContributionId = contribution.into();
         send(self.registry().approve(contribution.to_u256())).await
     }
 
-    /// Rejects a contribution with a reason.
+    /// Rejects a contribution with a reason; returns the transaction.
     pub async fn reject(
         &self,
         contribution: impl Into<ContributionId>,
         reason: &str,
-    ) -> Result<(), ClientError> {
+    ) -> Result<B256, ClientError> {
         let contribution: ContributionId = contribution.into();
         send(
             self.registry()
@@ -382,17 +424,17 @@ impl DatanetClient {
         .await
     }
 
-    /// Withdraws one's own pending contribution.
+    /// Withdraws one's own pending contribution; returns the transaction.
     pub async fn withdraw(
         &self,
         contribution: impl Into<ContributionId>,
-    ) -> Result<(), ClientError> {
+    ) -> Result<B256, ClientError> {
         let contribution: ContributionId = contribution.into();
         send(self.registry().withdrawContribution(contribution.to_u256())).await
     }
 
-    /// Buys a licence at the Datanet's fee.
-    pub async fn buy_licence(&self, datanet: impl Into<DatanetId>) -> Result<(), ClientError> {
+    /// Buys a licence at the Datanet's fee; returns the transaction.
+    pub async fn buy_licence(&self, datanet: impl Into<DatanetId>) -> Result<B256, ClientError> {
         let datanet: DatanetId = datanet.into();
         let d = self
             .registry()
@@ -414,6 +456,15 @@ impl DatanetClient {
         &self,
         datanet: impl Into<DatanetId>,
     ) -> Result<(Version, B256, B256), ClientError> {
+        let p = self.publish_tx(datanet).await?;
+        Ok((p.version, p.root, p.manifest_hash))
+    }
+
+    /// [`DatanetClient::publish`], with the transaction hash and the row count.
+    pub async fn publish_tx(
+        &self,
+        datanet: impl Into<DatanetId>,
+    ) -> Result<Published, ClientError> {
         let datanet: DatanetId = datanet.into();
         let resp = check(
             self.http
@@ -447,7 +498,13 @@ impl DatanetClient {
             .ok_or_else(|| ClientError::Unexpected("no VersionPublished event".into()))?;
         let version =
             Version::try_from(ev.version).map_err(|e| ClientError::Unexpected(e.to_string()))?;
-        Ok((version, root, mh))
+        Ok(Published {
+            version,
+            root,
+            manifest_hash: mh,
+            contributions: count,
+            tx: receipt.transaction_hash,
+        })
     }
 
     async fn signed_get(

@@ -9,3 +9,4 @@ mod crash;
 mod datanet_kill;
 mod deploy_anvil;
 mod devnet_sigterm;
+mod journey;

@@ -95,6 +95,36 @@ async fn deploys_the_protocol_on_anvil() {
             .await
             .expect("call")
     );
+    // The CLI on another chain: the dev genesis addresses are not assumed; the deployments
+    // file names the contracts.
+    let cli = |args: &[&str]| {
+        let home = dir.path().join("home");
+        Command::new(env!("CARGO_BIN_EXE_openledger"))
+            .args(args)
+            .args(["--rpc-url", &url])
+            .env("OPENLEDGER_HOME", &home)
+            .env("RUST_BACKTRACE", "1")
+            .env_remove("OPENLEDGER_DEPLOYMENTS")
+            .output()
+            .expect("run the CLI")
+    };
+    let res = cli(&["pay", "status", "--json"]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "used built-in addresses on chain 31337");
+    assert!(
+        err.contains("chain 31337") && err.contains("--deployments"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    let out_arg = out.display().to_string();
+    let res = cli(&["pay", "status", "--json", "--deployments", &out_arg]);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("one JSON object");
+    assert_eq!(v["escrow"], "0", "{v}");
     let _ = child.kill();
     let _ = child.wait();
     // The addresses follow CREATE(deployer, nonce 0..6), as planned.
@@ -123,4 +153,60 @@ async fn deploy_refuses_a_bad_key_clearly() {
         .expect("run");
     assert!(!res.status.success());
     assert!(String::from_utf8_lossy(&res.stderr).contains("invalid --private-key"));
+}
+
+/// Runs the CLI with `OPENLEDGER_HOME` at `home` and a backtrace asked for; returns (success,
+/// stderr).
+fn cli_at(home: &Path, args: &[&str]) -> (bool, String) {
+    let res = Command::new(env!("CARGO_BIN_EXE_openledger"))
+        .args(args)
+        .env("OPENLEDGER_HOME", home)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("OPENLEDGER_RPC_URL")
+        .output()
+        .expect("run the CLI");
+    (
+        res.status.success(),
+        String::from_utf8_lossy(&res.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_missing_or_stale_devnet_is_one_clear_line() {
+    let home = tempfile::tempdir().expect("tmp");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr");
+    // nothing listens there any more
+    let url = format!("http://{closed}");
+    let (ok, err) = cli_at(home.path(), &["datanet", "list", "--rpc-url", &url]);
+    assert!(!ok);
+    assert!(
+        err.starts_with("error: no node answers at") && err.contains("--rpc-url"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    // a devnet file left by a devnet that is gone: the error names the file
+    let mut info = openledger_protocol::endpoints::DevnetInfo::new(
+        &url,
+        1337,
+        openledger_protocol::endpoints::dev_deployments(),
+        home.path().join("datadir"),
+    );
+    info.pid = 1;
+    std::fs::write(
+        home.path().join("devnet.json"),
+        serde_json::to_vec(&info).expect("json"),
+    )
+    .expect("write");
+    let (ok, err) = cli_at(home.path(), &["earnings"]);
+    assert!(!ok);
+    assert!(err.contains("devnet.json") && err.contains(&url), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    // a file that is not a devnet description
+    std::fs::write(home.path().join("devnet.json"), "not json").expect("write");
+    let (ok, err) = cli_at(home.path(), &["status"]);
+    assert!(!ok);
+    assert!(err.contains("is not a devnet description"), "{err}");
 }

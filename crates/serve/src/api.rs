@@ -2,7 +2,7 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /v1/models` | the base model and every adapter, with `servable` and a reason when not |
+//! | `GET /v1/models` | the base model and every adapter, with `servable` (a load check, [`crate::check`]) and a reason when not |
 //! | `POST /v1/completions` | text completion (`stream: true` for SSE) |
 //! | `POST /v1/chat/completions` | chat with the base model's chat template |
 //! | `POST /v1/load_lora_adapter` | vLLM-style: `{"lora_name", "lora_path", "adapter_hash"?}` (admin) |
@@ -452,20 +452,41 @@ impl AppState {
             .map_err(|e| ServeError::param("prompt", e.to_string()))
     }
 
+    /// The load check of every adapter of the plan ([`crate::check::Checker::gate`]).
+    async fn gate(&self, plan: &AdapterPlan) -> Result<(), ServeError> {
+        match plan {
+            AdapterPlan::None => Ok(()),
+            AdapterPlan::One { name, hash } => self.checker.gate(*hash, name).await,
+            AdapterPlan::Mix(list) => {
+                for (name, p) in list {
+                    self.checker.gate(p.adapter_hash, name).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Loads an adapter for a request; what the load found becomes its hash's verdict (a blob
+    /// that vanished since its check is listed as such at once).
+    async fn load(&self, hash: B256, name: &str) -> Result<Arc<LoraAdapter>, ServeError> {
+        let r = self.cache.get(hash, name).await;
+        if let Err(e) = &r {
+            self.checker.record(hash, Err(e));
+        }
+        r.map(|(a, _)| a)
+    }
+
     async fn adapter(
         &self,
         plan: &AdapterPlan,
     ) -> Result<(Option<Arc<LoraAdapter>>, B256), ServeError> {
         match plan {
             AdapterPlan::None => Ok((None, B256::ZERO)),
-            AdapterPlan::One { name, hash } => {
-                let (a, _) = self.cache.get(*hash, name).await?;
-                Ok((Some(a), *hash))
-            }
+            AdapterPlan::One { name, hash } => Ok((Some(self.load(*hash, name).await?), *hash)),
             AdapterPlan::Mix(list) => {
                 let mut parts = Vec::with_capacity(list.len());
                 for (name, p) in list {
-                    parts.push((self.cache.get(p.adapter_hash, name).await?.0, p.weight));
+                    parts.push((self.load(p.adapter_hash, name).await?, p.weight));
                 }
                 let model = self.base.config.clone();
                 let key = mix_key(
@@ -522,6 +543,9 @@ async fn serve(
 ) -> Result<Response, ServeError> {
     let arrived = Instant::now();
     let req = st.validate(kind, &body)?;
+    // An adapter whose blob cannot be loaded is refused here, before a slot or `authorize`:
+    // nothing is reserved or charged for it.
+    st.gate(&req.plan).await?;
     let permit = st.engine.reserve()?;
     let pending = PendingInference {
         request_id: req.id.clone(),
@@ -817,6 +841,9 @@ fn stream(t: Tracked) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infall
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
+    // verdicts past their recheck interval (a blob that may have arrived) are looked at again
+    // in the background; this listing shows what is known now
+    st.checker.spawn_due();
     let d = st.dir.read();
     let mut data = vec![json!({
         "id": d.base_name, "object": "model", "created": st.created, "owned_by": "openledger",

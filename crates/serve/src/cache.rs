@@ -274,14 +274,33 @@ impl AdapterCache {
         }
         let lock = self.loading.lock().entry(hash).or_default().clone();
         let _guard = lock.lock().await;
-        let out = self.load(hash, name).await;
+        let out = match self.load(hash, name).await {
+            Ok((Loaded::Resident(a), tier)) => Ok((a, tier)),
+            Ok((Loaded::Parsed(a), tier)) => Ok((self.admit(hash, *a), tier)),
+            Err(e) => Err(e),
+        };
         self.loading.lock().remove(&hash);
         out
     }
 
-    async fn load(&self, hash: B256, name: &str) -> Result<(Arc<LoraAdapter>, Tier), ServeError> {
+    /// Runs every check of a load of `hash` (the path of [`AdapterCache::get`]: the tiers, the
+    /// hash, the parse against the base model) without putting the adapter in RAM, so a check
+    /// does not evict adapters in use; a blob fetched from the store does enter the disk tier.
+    /// Without a store, a blob in no tier is `ModelNotFound`; with one, `AdapterMissing`.
+    pub async fn verify(&self, hash: B256, name: &str) -> Result<Tier, ServeError> {
+        if self.ram.lock().entries.contains_key(&hash) {
+            return Ok(Tier::Ram);
+        }
+        let lock = self.loading.lock().entry(hash).or_default().clone();
+        let _guard = lock.lock().await;
+        let out = self.load(hash, name).await.map(|(_, tier)| tier);
+        self.loading.lock().remove(&hash);
+        out
+    }
+
+    async fn load(&self, hash: B256, name: &str) -> Result<(Loaded, Tier), ServeError> {
         if let Some(a) = self.ram.lock().touch(&hash).cloned() {
-            return Ok((a, Tier::Ram));
+            return Ok((Loaded::Resident(a), Tier::Ram));
         }
         let started = Instant::now();
         let on_disk = self.disk.lock().touch(&hash).copied();
@@ -307,7 +326,7 @@ impl AdapterCache {
                     self.metrics
                         .load_disk
                         .observe(started.elapsed().as_secs_f64());
-                    return Ok((self.admit(hash, a), Tier::Disk));
+                    return Ok((Loaded::Parsed(Box::new(a)), Tier::Disk));
                 }
                 Err(LoadFile::Corrupt(actual)) => {
                     tracing::warn!(target: "serve::cache", %hash, %actual, "disk cache entry corrupt; refetching");
@@ -326,9 +345,9 @@ impl AdapterCache {
             Ok(b) => b,
             Err(StoreError::NotFound(_)) => {
                 inc(&self.metrics.store.misses);
-                return Err(ServeError::StoreUnavailable {
+                return Err(ServeError::AdapterMissing {
                     name: name.to_string(),
-                    reason: format!("no blob {hash} in the adapter store"),
+                    hash,
                 });
             }
             Err(StoreError::Corrupt { expected, actual }) => {
@@ -360,7 +379,7 @@ impl AdapterCache {
         self.metrics
             .load_store
             .observe(started.elapsed().as_secs_f64());
-        Ok((self.admit(hash, a), Tier::Store))
+        Ok((Loaded::Parsed(Box::new(a)), Tier::Store))
     }
 
     /// Adds a blob that did not come from the store (a local adapter directory), checking it
@@ -465,6 +484,12 @@ impl AdapterCache {
             let _ = std::fs::remove_file(blob_path(&self.cfg.disk_dir, &v));
         }
     }
+}
+
+/// What a load found: the adapter already resident, or one parsed from a blob.
+enum Loaded {
+    Resident(Arc<LoraAdapter>),
+    Parsed(Box<LoraAdapter>),
 }
 
 enum LoadFile {

@@ -56,6 +56,14 @@ pub enum ServeError {
         /// What its bytes hash to.
         actual: B256,
     },
+    /// The adapter's blob is in no cache tier and not in the adapter store.
+    #[error("adapter '{name}' could not be fetched: no blob {hash} in the adapter store")]
+    AdapterMissing {
+        /// The adapter's name or hash.
+        name: String,
+        /// The blob's hash.
+        hash: B256,
+    },
     /// The adapter store could not be read.
     #[error("adapter '{name}' could not be fetched: {reason}")]
     StoreUnavailable {
@@ -100,7 +108,7 @@ impl ServeError {
             HashMismatch { .. } => StatusCode::BAD_REQUEST,
             NotServable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ModelNotFound(_) => StatusCode::NOT_FOUND,
-            StoreUnavailable { .. } => StatusCode::BAD_GATEWAY,
+            StoreUnavailable { .. } | AdapterMissing { .. } => StatusCode::BAD_GATEWAY,
             Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Hook(h) => h.status,
@@ -120,7 +128,7 @@ impl ServeError {
             NotServable { .. } => "model_not_servable",
             AdapterRefused { .. } => "adapter_refused",
             HashMismatch { .. } => "adapter_hash_mismatch",
-            StoreUnavailable { .. } => "adapter_unavailable",
+            StoreUnavailable { .. } | AdapterMissing { .. } => "adapter_unavailable",
             Overloaded(_) => "queue_full",
             Unauthorized(_) => "invalid_admin_token",
             Hook(h) => return h.kind.clone(),

@@ -4,6 +4,8 @@
 //! - [`cache`]: adapters named by content hash, loaded through object store → disk → RAM,
 //!   verified, LRU-evicted within byte budgets, pinned (`Arc`) while a request uses them.
 //! - [`registry`]: names (base, on-chain id, alias, hash) and the `ModelRegistry` follower.
+//! - [`check`]: load checks — `servable` means the server can load the adapter, checked when
+//!   a model is registered, cached per hash, looked at again when a missing blob is asked for.
 //! - [`scheduler`]: continuous batching state — chunked prefill mixed with decode under a
 //!   token budget, admission limits, round-robin fairness over adapters.
 //! - [`engine`]: the dedicated compute thread that owns the scheduler and the model.
@@ -27,6 +29,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod check;
 pub mod engine;
 pub mod error;
 pub use openledger_protocol::hooks;

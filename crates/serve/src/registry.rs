@@ -10,8 +10,10 @@ use alloy_primitives::{Address, B256};
 use openledger_protocol::bindings::ModelRegistry;
 use openledger_protocol::follower::{DEFAULT_MAX_RANGE, EventFollower};
 use openledger_protocol::{ChainError, ModelId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
+use crate::check::Check;
 use crate::error::ServeError;
 
 /// Where an adapter's record came from.
@@ -75,6 +77,8 @@ pub struct Directory {
     pub base_hash: B256,
     chain: BTreeMap<u64, AdapterEntry>,
     local: BTreeMap<String, AdapterEntry>,
+    /// Load-check verdicts per adapter hash ([`crate::check`]).
+    checks: HashMap<B256, Check>,
 }
 
 impl Directory {
@@ -85,11 +89,28 @@ impl Directory {
             base_hash,
             chain: BTreeMap::new(),
             local: BTreeMap::new(),
+            checks: HashMap::new(),
         }
     }
 
-    /// Why a chain entry cannot be served, if it cannot.
+    /// Why an entry cannot be served, if it cannot: deactivated, made for another base model,
+    /// or its blob cannot be loaded here (the load check's verdict; while the check runs, that
+    /// it runs).
     pub fn unservable_reason(&self, e: &AdapterEntry) -> Option<String> {
+        if let Some(r) = self.registration_reason(e) {
+            return Some(r);
+        }
+        match self.checks.get(&e.adapter_hash) {
+            Some(c) => c.verdict.reason(),
+            None => Some(format!(
+                "checking that adapter blob {} loads",
+                e.adapter_hash
+            )),
+        }
+    }
+
+    /// Why the registration itself cannot be served here (deactivated, another base model).
+    fn registration_reason(&self, e: &AdapterEntry) -> Option<String> {
         if !e.active {
             return Some("deactivated on chain".into());
         }
@@ -100,6 +121,38 @@ impl Directory {
             )),
             _ => None,
         }
+    }
+
+    /// Whether an entry (on chain or local) has this adapter hash.
+    pub fn lists(&self, hash: &B256) -> bool {
+        self.entries().any(|e| e.adapter_hash == *hash)
+    }
+
+    /// The load check of `hash`, if one finished.
+    pub fn check(&self, hash: &B256) -> Option<&Check> {
+        self.checks.get(hash)
+    }
+
+    /// Keeps a load check's verdict.
+    pub fn set_check(&mut self, hash: B256, check: Check) {
+        self.checks.insert(hash, check);
+    }
+
+    /// Adapters to check (hash and a name for messages): those of servable registrations
+    /// without a verdict that still stands at `now`, each hash once.
+    pub fn due(&self, now: Instant, recheck: Duration) -> Vec<(B256, String)> {
+        let mut seen = HashSet::new();
+        self.entries()
+            .filter(|e| self.registration_reason(e).is_none())
+            .filter(|e| {
+                !self
+                    .checks
+                    .get(&e.adapter_hash)
+                    .is_some_and(|c| c.stands(now, recheck))
+            })
+            .filter(|e| seen.insert(e.adapter_hash))
+            .map(|e| (e.adapter_hash, e.name.clone()))
+            .collect()
     }
 
     /// Every adapter, chain records first, then local ones.
@@ -143,8 +196,10 @@ impl Directory {
         Err(ServeError::ModelNotFound(name.to_string()))
     }
 
+    /// Registration checks only: whether its blob loads is [`crate::check::Checker::gate`]'s
+    /// question, asked before `authorize`.
     fn servable(&self, name: &str, e: &AdapterEntry) -> Result<Resolved, ServeError> {
-        if let Some(reason) = self.unservable_reason(e) {
+        if let Some(reason) = self.registration_reason(e) {
             return Err(ServeError::NotServable {
                 name: name.to_string(),
                 reason,
@@ -187,7 +242,11 @@ impl Directory {
 
     /// Removes a local adapter; returns its hash.
     pub fn remove_local(&mut self, name: &str) -> Option<B256> {
-        self.local.remove(name).map(|e| e.adapter_hash)
+        let hash = self.local.remove(name)?.adapter_hash;
+        if !self.lists(&hash) {
+            self.checks.remove(&hash);
+        }
+        Some(hash)
     }
 
     /// Applies one `ModelRegistry` event.
@@ -268,6 +327,63 @@ impl ChainFollower {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_verdicts_decide_servable_and_which_checks_are_due() {
+        use crate::check::{Check, Verdict};
+        let base = B256::repeat_byte(7);
+        let mut d = Directory::new("tiny".into(), base);
+        d.add_local("a", B256::repeat_byte(1), "/a").unwrap();
+        d.add_local("b", B256::repeat_byte(2), "/b").unwrap();
+        d.add_local("a-again", B256::repeat_byte(1), "/a").unwrap();
+        let entry = |d: &Directory, n: &str| d.entries().find(|e| e.name == n).cloned().unwrap();
+        let (t0, after) = (Instant::now(), Duration::from_secs(2));
+        // never checked: not servable yet, and due once per hash
+        assert!(
+            d.unservable_reason(&entry(&d, "a"))
+                .unwrap()
+                .starts_with("checking")
+        );
+        let mut due = d.due(t0, after);
+        due.sort();
+        assert_eq!(
+            due.iter().map(|(h, _)| *h).collect::<Vec<_>>(),
+            vec![B256::repeat_byte(1), B256::repeat_byte(2)]
+        );
+        d.set_check(
+            B256::repeat_byte(1),
+            Check {
+                verdict: Verdict::Loadable,
+                at: t0,
+            },
+        );
+        let missing = Verdict::Missing {
+            hash: B256::repeat_byte(2),
+            store: Some("/store".into()),
+        };
+        d.set_check(
+            B256::repeat_byte(2),
+            Check {
+                verdict: missing.clone(),
+                at: t0,
+            },
+        );
+        assert_eq!(d.unservable_reason(&entry(&d, "a")), None);
+        assert_eq!(d.unservable_reason(&entry(&d, "b")), missing.reason());
+        // a missing blob stands until the interval, then is due again; a loadable one is not
+        assert!(d.due(t0 + Duration::from_secs(1), after).is_empty());
+        assert_eq!(
+            d.due(t0 + after, after),
+            vec![(B256::repeat_byte(2), "b".to_string())]
+        );
+        // the name still resolves: whether its blob loads is asked before `authorize`
+        assert!(d.resolve("b").is_ok());
+        // the last entry of a hash gone, its verdict goes too
+        d.remove_local("b");
+        assert!(d.check(&B256::repeat_byte(2)).is_none());
+        d.remove_local("a");
+        assert!(d.check(&B256::repeat_byte(1)).is_some());
+    }
 
     #[test]
     fn names_resolve_and_foreign_bases_are_refused() {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{AdapterCache, CacheConfig};
+use crate::cache::{AdapterCache, CacheConfig, Tier};
+use crate::check::Checker;
 use crate::engine::{self, EngineHandle, EngineParts};
 use crate::error::ServeError;
 use crate::hooks::InferenceHooks;
@@ -43,6 +44,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// How often the chain is polled for new models.
     pub poll_interval: Duration,
+    /// How long a load check's "cannot load" verdict (blob missing, store unreadable, stored
+    /// bytes corrupt) stands before a request or a listing makes the server look again.
+    pub recheck_interval: Duration,
     /// Weights dtype (f32 or bf16 on CPU).
     pub dtype: DType,
 }
@@ -66,6 +70,7 @@ impl ServeConfig {
             default_max_tokens: 16,
             admin_token: None,
             poll_interval: Duration::from_secs(1),
+            recheck_interval: Duration::from_secs(2),
             dtype: DType::F32,
         }
     }
@@ -77,6 +82,7 @@ pub(crate) struct AppState {
     pub base: Arc<Pretrained>,
     pub dir: Arc<RwLock<Directory>>,
     pub cache: Arc<AdapterCache>,
+    pub checker: Arc<Checker>,
     pub engine: EngineHandle,
     pub hooks: Arc<dyn InferenceHooks>,
     pub metrics: Arc<Metrics>,
@@ -154,6 +160,12 @@ impl Server {
         })
         .map_err(|e| ServeError::Internal(format!("engine thread: {e}")))?;
         let dir = Arc::new(RwLock::new(Directory::new(base_name, base_hash)));
+        let checker = Arc::new(Checker::new(
+            cache.clone(),
+            dir.clone(),
+            cfg.store.clone(),
+            cfg.recheck_interval,
+        ));
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let follower = match (&cfg.rpc_url, cfg.registry) {
             (Some(url), Some(registry)) => {
@@ -161,8 +173,9 @@ impl Server {
                 f.sync(&dir)
                     .await
                     .map_err(|e| ServeError::Internal(format!("ModelRegistry at {url}: {e}")))?;
+                checker.spawn_due();
                 let f = Arc::new(tokio::sync::Mutex::new(f));
-                spawn_follower(f.clone(), dir.clone(), cfg.poll_interval, stop_rx);
+                spawn_follower(f.clone(), checker.clone(), cfg.poll_interval, stop_rx);
                 Some(f)
             }
             (Some(_), None) => {
@@ -182,6 +195,7 @@ impl Server {
                 base,
                 dir,
                 cache,
+                checker,
                 engine,
                 hooks,
                 metrics,
@@ -215,16 +229,21 @@ impl Server {
     }
 
     /// Catches up with the chain now (the follower also does so every `poll_interval`).
+    /// New registrations' load checks start in the background.
     pub async fn sync_chain(&self) -> Result<usize, ServeError> {
-        match &self.follower {
+        let n = match &self.follower {
             Some(f) => f
                 .lock()
                 .await
                 .sync(&self.state.dir)
                 .await
-                .map_err(|e| ServeError::Internal(e.to_string())),
-            None => Ok(0),
+                .map_err(|e| ServeError::Internal(e.to_string()))?,
+            None => 0,
+        };
+        if n > 0 {
+            self.state.checker.spawn_due();
         }
+        Ok(n)
     }
 
     /// Adds a local adapter under `name` (what `POST /v1/load_lora_adapter` does).
@@ -253,9 +272,11 @@ impl Drop for Server {
     }
 }
 
+/// Polls the chain every `every`; each batch of new events starts the load checks of the
+/// registrations it brought.
 fn spawn_follower(
     f: Arc<tokio::sync::Mutex<ChainFollower>>,
-    dir: Arc<RwLock<Directory>>,
+    checker: Arc<Checker>,
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -265,10 +286,11 @@ fn spawn_follower(
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.changed() => return,
             }
-            match f.lock().await.sync(&dir).await {
+            match f.lock().await.sync(checker.dir()).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(target: "serve::registry", events = n, "ModelRegistry events applied")
+                    tracing::info!(target: "serve::registry", events = n, "ModelRegistry events applied");
+                    checker.spawn_due();
                 }
                 Err(e) => {
                     tracing::warn!(target: "serve::registry", error = %e, "chain sync failed")
@@ -308,6 +330,8 @@ pub(crate) async fn load_local(
     st.dir
         .write()
         .add_local(name, hash, &path.display().to_string())?;
+    // loaded just now: its check is this load
+    st.checker.record(hash, Ok(Tier::Ram));
     tracing::info!(target: "serve::api", name, %hash, "local adapter loaded");
     Ok(hash)
 }

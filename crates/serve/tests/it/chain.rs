@@ -2,48 +2,142 @@
 //! a model for another base is listed as not servable; a blob that does not match its hash
 //! is refused at load and named.
 
-use crate::common::{adapter_dir, base_config, start};
+use crate::common::{TestServer, adapter_dir, base_config, start_with};
 use alloy::network::EthereumWallet;
-use alloy::providers::ProviderBuilder;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy_primitives::{B256, U256, keccak256};
 use eyre::{Result, ensure};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_protocol::Confirm;
 use openledger_protocol::bindings::ModelRegistry;
+use openledger_serve::{InferenceHooks, NoHooks, ServeConfig};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn listed(t: &crate::common::TestServer, id: &str) -> Result<Option<Value>> {
+pub(crate) async fn listed(t: &TestServer, id: &str) -> Result<Option<Value>> {
     let v: Value = serde_json::from_str(&t.get("/v1/models").await?)?;
     Ok(v["data"]
         .as_array()
         .and_then(|d| d.iter().find(|m| m["id"] == json!(id)).cloned()))
 }
 
-async fn wait_listed(t: &crate::common::TestServer, id: &str) -> Result<Value> {
+/// The listing of `id` once it is listed and its load check has a verdict.
+pub(crate) async fn wait_listed(t: &TestServer, id: &str) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(m) = listed(t, id).await? {
+        if let Some(m) = listed(t, id).await?
+            && !m["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("checking"))
+        {
             return Ok(m);
         }
-        ensure!(Instant::now() < deadline, "{id} never listed");
+        ensure!(
+            Instant::now() < deadline,
+            "{id} never listed with a verdict"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A devnet with one published Datanet version (the registry requires one to train on) and
+/// its first account registering models.
+pub(crate) struct Chain {
+    pub devnet: Devnet,
+    reg: ModelRegistry::ModelRegistryInstance<DynProvider>,
+    datanet: U256,
+}
+
+impl Chain {
+    pub(crate) async fn start() -> Result<Self> {
+        let devnet = Devnet::start(DevnetConfig::default()).await?;
+        let owner = &devnet.accounts[0];
+        let dn = DatanetClient::connect(
+            &devnet.rpc_url(),
+            &format!("{}/api/datanets", devnet.rpc_url()),
+            owner.signer.clone(),
+        )
+        .await?;
+        let d = dn
+            .create_datanet("serve test", "", false, U256::ZERO)
+            .await?;
+        let bytes = b"{\"text\":\"the hive queen lays brood in the comb while foragers bring nectar home\"}\n{\"text\":\"a smoker puffs cool smoke over the frames to calm the colony\"}\n".to_vec();
+        let r = dn.upload_bytes(d, "bees.jsonl", &[], bytes).await?;
+        let c = dn.contribute(d, &r).await?;
+        dn.approve(c).await?;
+        dn.publish(d).await?;
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(owner.signer.clone()))
+            .connect_http(devnet.rpc_url().parse()?)
+            .erased();
+        let reg = ModelRegistry::new(devnet.deployments.contracts.model_registry, provider);
+        Ok(Chain {
+            devnet,
+            reg,
+            datanet: d.to_u256(),
+        })
+    }
+
+    /// A server following this chain's `ModelRegistry`, reading adapters from `store`.
+    pub(crate) async fn serve(
+        &self,
+        store: &str,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Result<TestServer> {
+        self.serve_with(store, Arc::new(NoHooks), tweak).await
+    }
+
+    /// Same, with these hooks.
+    pub(crate) async fn serve_with(
+        &self,
+        store: &str,
+        hooks: Arc<dyn InferenceHooks>,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Result<TestServer> {
+        let (rpc, registry) = (
+            self.devnet.rpc_url(),
+            self.devnet.deployments.contracts.model_registry,
+        );
+        start_with(
+            |c| {
+                c.store = Some(store.to_string());
+                c.rpc_url = Some(rpc);
+                c.registry = Some(registry);
+                tweak(c);
+            },
+            hooks,
+        )
+        .await
+    }
+
+    /// Registers an adapter made for `base`; waits for the receipt.
+    pub(crate) async fn register(&self, adapter: B256, base: B256) -> Result<()> {
+        let spec = ModelRegistry::ModelSpec {
+            baseModelId: "tiny".into(),
+            baseModelHash: base,
+            adapterHash: adapter,
+            trainingManifestHash: B256::ZERO,
+            trainedOn: vec![ModelRegistry::DatanetVersion {
+                datanetId: self.datanet,
+                version: U256::ZERO,
+            }],
+            pricePer1kTokens: U256::ZERO,
+            metadataURI: String::new(),
+        };
+        let rc = self.reg.registerModel(spec).send().await?.confirm().await?;
+        ensure!(rc.status(), "register reverted");
+        Ok(())
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_registered_models_become_servable_without_restart() -> Result<()> {
-    let devnet = Devnet::start(DevnetConfig::default()).await?;
-    let registry = devnet.deployments.contracts.model_registry;
+    let chain = Chain::start().await?;
     let store_dir = tempfile::tempdir()?;
     let store_loc = store_dir.path().display().to_string();
-    let t = start(|c| {
-        c.store = Some(store_loc.clone());
-        c.rpc_url = Some(devnet.rpc_url());
-        c.registry = Some(registry);
-    })
-    .await?;
+    let t = chain.serve(&store_loc, |_| {}).await?;
     ensure!(listed(&t, "model-1").await?.is_none());
     let (_, base_hash) = t.server.base();
     // an adapter, stored as one blob, and the same adapter loaded locally for comparison
@@ -54,45 +148,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     let hash = store.put(blob.clone().into()).await?;
     ensure!(hash == keccak256(&blob));
     t.server.load_local("local-copy", &dir, None).await?;
-    // a Datanet version to train on (the registry requires one)
-    let owner = &devnet.accounts[0];
-    let dn = DatanetClient::connect(
-        &devnet.rpc_url(),
-        &format!("{}/api/datanets", devnet.rpc_url()),
-        owner.signer.clone(),
-    )
-    .await?;
-    let d = dn
-        .create_datanet("serve test", "", false, U256::ZERO)
-        .await?;
-    let bytes = b"{\"text\":\"the hive queen lays brood in the comb while foragers bring nectar home\"}\n{\"text\":\"a smoker puffs cool smoke over the frames to calm the colony\"}\n".to_vec();
-    let r = dn.upload_bytes(d, "bees.jsonl", &[], bytes).await?;
-    let c = dn.contribute(d, &r).await?;
-    dn.approve(c).await?;
-    dn.publish(d).await?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(owner.signer.clone()))
-        .connect_http(devnet.rpc_url().parse()?);
-    let reg = ModelRegistry::new(registry, provider);
-    let spec = |adapter: B256, base: B256| ModelRegistry::ModelSpec {
-        baseModelId: "tiny".into(),
-        baseModelHash: base,
-        adapterHash: adapter,
-        trainingManifestHash: B256::ZERO,
-        trainedOn: vec![ModelRegistry::DatanetVersion {
-            datanetId: d.to_u256(),
-            version: U256::ZERO,
-        }],
-        pricePer1kTokens: U256::ZERO,
-        metadataURI: String::new(),
-    };
-    let rc = reg
-        .registerModel(spec(hash, base_hash))
-        .send()
-        .await?
-        .confirm()
-        .await?;
-    ensure!(rc.status(), "register reverted");
+    chain.register(hash, base_hash).await?;
     // listed and servable without a restart; same output as the local copy
     let m = wait_listed(&t, "model-1").await?;
     ensure!(
@@ -108,11 +164,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     );
     // registered for another base model: listed, not servable, refused clearly
     let other = keccak256(b"another adapter");
-    reg.registerModel(spec(other, B256::repeat_byte(0x42)))
-        .send()
-        .await?
-        .confirm()
-        .await?;
+    chain.register(other, B256::repeat_byte(0x42)).await?;
     let m = wait_listed(&t, "model-2").await?;
     ensure!(
         m["servable"] == json!(false)
@@ -142,11 +194,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     let n = bad.len();
     bad[n - 1] ^= 0xff;
     std::fs::write(&path, &bad)?;
-    reg.registerModel(spec(th, base_hash))
-        .send()
-        .await?
-        .confirm()
-        .await?;
+    chain.register(th, base_hash).await?;
     wait_listed(&t, "model-3").await?;
     let (s, v) = t
         .post(
@@ -161,11 +209,7 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     );
     // a blob missing from the store
     let missing = keccak256(b"never stored");
-    reg.registerModel(spec(missing, base_hash))
-        .send()
-        .await?
-        .confirm()
-        .await?;
+    chain.register(missing, base_hash).await?;
     wait_listed(&t, "model-4").await?;
     let (s, v) = t
         .post(
@@ -179,10 +223,10 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
     );
     t.complete("model-1", "x", 2).await?;
     drop(t);
-    devnet.shutdown().await;
+    chain.devnet.shutdown().await;
     Ok(())
 }
 
-fn hex_of(h: &B256) -> String {
+pub(crate) fn hex_of(h: &B256) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -2,9 +2,13 @@
 
 use eyre::Result;
 use openledger_model::{Config, LoraAdapter, Proj};
+use openledger_serve::hooks::{
+    BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
+};
 use openledger_serve::{NoHooks, ServeConfig, Server};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 static BASE: OnceLock<PathBuf> = OnceLock::new();
@@ -77,6 +81,56 @@ impl Drop for TestServer {
 pub const ADMIN: &str = "test-admin-token";
 
 pub async fn start(tweak: impl FnOnce(&mut ServeConfig)) -> Result<TestServer> {
+    start_with(tweak, Arc::new(NoHooks)).await
+}
+
+/// Hooks that serve for free and count what the server told them.
+#[derive(Debug, Default)]
+pub struct CountingHooks {
+    /// `authorize` calls (where a paid model would reserve escrow).
+    pub authorized: AtomicUsize,
+    /// `completed` calls.
+    pub completed: AtomicUsize,
+    /// `abandoned` calls.
+    pub abandoned: AtomicUsize,
+}
+
+impl CountingHooks {
+    /// (authorized, completed, abandoned).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.authorized.load(Ordering::SeqCst),
+            self.completed.load(Ordering::SeqCst),
+            self.abandoned.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl InferenceHooks for CountingHooks {
+    fn authorize<'a>(
+        &'a self,
+        _headers: &'a axum::http::HeaderMap,
+        _request: &'a PendingInference,
+    ) -> BoxFuture<'a, Result<Option<Charge>, HookError>> {
+        self.authorized.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(None) })
+    }
+
+    fn completed(&self, _inference: CompletedInference) -> BoxFuture<'_, Value> {
+        self.completed.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Value::Null })
+    }
+
+    fn abandoned(&self, _request_id: &str) {
+        self.abandoned.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A server with these hooks.
+pub async fn start_with(
+    tweak: impl FnOnce(&mut ServeConfig),
+    hooks: Arc<dyn InferenceHooks>,
+) -> Result<TestServer> {
     let base = base_dir()?;
     let dir = tempfile::tempdir()?;
     let mut cfg = ServeConfig::new(&base, dir.path().join("cache"));
@@ -85,7 +139,7 @@ pub async fn start(tweak: impl FnOnce(&mut ServeConfig)) -> Result<TestServer> {
     cfg.max_tokens_limit = 64;
     cfg.poll_interval = std::time::Duration::from_millis(150);
     tweak(&mut cfg);
-    let server = Server::start(cfg, Arc::new(NoHooks)).await?;
+    let server = Server::start(cfg, hooks).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     let router = server.router();

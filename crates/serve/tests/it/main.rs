@@ -6,3 +6,4 @@ mod chain;
 mod common;
 mod errors;
 mod mixed;
+mod servable;

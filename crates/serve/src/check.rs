@@ -111,7 +111,7 @@ impl Verdict {
                 hash,
                 store: Some(store),
             } => format!(
-                "adapter blob {hash} is not in this server's adapter store ({store}); put it there (`openledger train --store {store}` writes the adapters it trains there), it is looked for again when asked for"
+                "adapter blob {hash} is not in this server's adapter store ({store}); `openledger model publish` copies it there (or train with `--store {store}`); it is looked for again when asked for"
             ),
             Verdict::Missing { hash, store: None } => format!(
                 "adapter blob {hash} is not in this server's adapter cache and the server has no adapter store (start it with --store, the store the adapter was trained into)"

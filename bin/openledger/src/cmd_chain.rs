@@ -508,9 +508,12 @@ pub async fn chain(cmd: ChainCmd) -> eyre::Result<()> {
                 openledger_chain::replay_and_verify(&store, &spec, scratch.path())
             })
             .await??;
-            println!(
-                "verified {n} blocks: every block hash and state root reproduced by re-execution ({:.1} s)",
-                started.elapsed().as_secs_f64()
+            let secs = started.elapsed().as_secs_f64();
+            crate::endpoints::emit(
+                format!(
+                    "verified {n} blocks: every block hash and state root reproduced by re-execution ({secs:.1} s)"
+                ),
+                serde_json::json!({"blocks": n, "ok": true, "secs": secs}),
             );
             Ok(())
         }
@@ -570,10 +573,15 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                 std::fs::create_dir_all(dir)?;
             }
             std::fs::write(&out, serde_json::to_string_pretty(&d)? + "\n")?;
-            for (name, a) in d.contracts.iter() {
-                println!("{name:<22} {a}");
-            }
-            println!("deployments written to {}", out.display());
+            let mut human: Vec<String> = d
+                .contracts
+                .iter()
+                .map(|(name, a)| format!("{name:<22} {a}"))
+                .collect();
+            human.push(format!("deployments written to {}", out.display()));
+            let mut v = serde_json::to_value(&d)?;
+            v["out"] = serde_json::json!(out);
+            crate::endpoints::emit(human.join("\n"), v);
             Ok(())
         }
         ContractsCmd::DevGenesis => {

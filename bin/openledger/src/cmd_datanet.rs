@@ -367,10 +367,20 @@ pub async fn run(cmd: DatanetCmd) -> Result<()> {
             rows,
         } => {
             let spec = openledger_datanet::demo::write_demo(&out, seed, files, rows)?;
-            println!(
-                "{} datanets written to {}",
-                spec.datanets.len(),
-                out.display()
+            let paths: Vec<_> = spec
+                .datanets
+                .iter()
+                .flat_map(|d| &d.files)
+                .map(|f| out.join(&f.path))
+                .collect();
+            emit(
+                format!(
+                    "{} datanets, {} files written to {}",
+                    spec.datanets.len(),
+                    paths.len(),
+                    out.display()
+                ),
+                json!({"out": out, "files": paths}),
             );
         }
     }

@@ -191,18 +191,21 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
             ));
             pb.finish_and_clear();
             let p = p.map_err(|e| eyre::eyre!("model pull: {e} ({})", e.kind()))?;
-            if p.fetched == 0 {
-                println!("{} is already complete", p.dir.display());
+            let what = if p.fetched == 0 {
+                format!("{} is already complete", p.dir.display())
             } else {
-                println!(
+                format!(
                     "pulled {repo}{} into {} ({} files, {} bytes)",
-                    p.commit.map(|c| format!(" at {c}")).unwrap_or_default(),
+                    p.commit.as_ref().map(|c| format!(" at {c}")).unwrap_or_default(),
                     p.dir.display(),
                     p.fetched,
                     p.bytes
-                );
-            }
-            println!("use it with: --base {}", p.dir.display());
+                )
+            };
+            crate::endpoints::emit(
+                format!("{what}\nuse it with: --base {}", p.dir.display()),
+                serde_json::json!({"repo": repo, "dir": p.dir, "commit": p.commit, "fetched": p.fetched, "bytes": p.bytes}),
+            );
         }
         ModelCmd::List { root } => {
             let root = root.unwrap_or_else(openledger_model::pull::models_dir);
@@ -241,16 +244,19 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
                 ..openledger_model::init::ShapeOptions::new(seed)
             };
             let r = openledger_model::init::init_shape(&out, shape, opts)?;
-            println!(
-                "wrote {} ({}, random weights, {} layers, {} parameters, {:.1} MB bf16) in {:.1} s",
-                out.display(),
-                shape.name(),
-                r.layers,
-                r.parameters,
-                r.weight_bytes as f64 / 1e6,
-                started.elapsed().as_secs_f64()
+            let hash = info(&out)?.content_hash;
+            crate::endpoints::emit(
+                format!(
+                    "wrote {} ({}, random weights, {} layers, {} parameters, {:.1} MB bf16) in {:.1} s\ncontent hash {hash}",
+                    out.display(),
+                    shape.name(),
+                    r.layers,
+                    r.parameters,
+                    r.weight_bytes as f64 / 1e6,
+                    started.elapsed().as_secs_f64()
+                ),
+                serde_json::json!({"dir": out, "shape": shape.name(), "layers": r.layers, "parameters": r.parameters, "contentHash": hash}),
             );
-            println!("content hash {}", info(&out)?.content_hash);
         }
         ModelCmd::Init {
             preset,
@@ -283,24 +289,35 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
             })?;
             bar.finish_and_clear();
             let secs = started.elapsed().as_secs_f64();
-            println!("wrote {} in {secs:.1} s", out.display());
-            println!(
-                "parameters {}  train tokens {}  steps {}  batch {}x{}",
-                report.parameters, report.train_tokens, opts.steps, opts.batch_size, opts.seq_len
-            );
-            println!("loss curve (step: loss)");
+            let mut human = vec![
+                format!("wrote {} in {secs:.1} s", out.display()),
+                format!(
+                    "parameters {}  train tokens {}  steps {}  batch {}x{}",
+                    report.parameters,
+                    report.train_tokens,
+                    opts.steps,
+                    opts.batch_size,
+                    opts.seq_len
+                ),
+                "loss curve (step: loss)".to_string(),
+            ];
             let every = (report.loss_curve.len() / 10).max(1);
             let n = report.loss_curve.len();
             for (i, (s, l)) in report.loss_curve.iter().enumerate() {
                 if i % every == 0 || i + 1 == n {
-                    println!("  {s:>5}: {l:.4}");
+                    human.push(format!("  {s:>5}: {l:.4}"));
                 }
             }
-            println!(
+            let hash = info(&out)?.content_hash;
+            human.push(format!(
                 "held-out loss {:.4}, perplexity {:.2}",
                 report.eval_loss, report.eval_perplexity
+            ));
+            human.push(format!("content hash {hash}"));
+            crate::endpoints::emit(
+                human.join("\n"),
+                serde_json::json!({"dir": out, "parameters": report.parameters, "steps": opts.steps, "heldOutLoss": report.eval_loss, "contentHash": hash, "secs": secs}),
             );
-            println!("content hash {}", info(&out)?.content_hash);
         }
         ModelCmd::Info { dir } => {
             let i = info(&dir)?;

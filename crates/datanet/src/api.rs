@@ -295,16 +295,18 @@ async fn upload(
     // every earlier upload, including one that was being scored at the same moment.
     let turn = svc.inner.upload_turn(id);
     let _turn = turn.lock().await;
-    let earlier = {
+    let (earlier, replaced) = {
         let st = svc.inner.state.lock().await;
-        if svc
+        let stale = svc
             .inner
             .rows_stale
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            svc.reconcile_rows(&st).await?;
-        }
-        match earlier_upload(&st, id, &declared, signer, &q.name) {
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let ready = if stale {
+            svc.reconcile_rows(&st).await.map_err(ApiError::from)
+        } else {
+            Ok(())
+        };
+        match ready.and_then(|()| earlier_upload(&st, id, &declared, signer, &q.name)) {
             Ok(prior) => {
                 let mut rows = svc.inner.rows.lock().get(&id).cloned().unwrap_or_default();
                 match prior {
@@ -330,7 +332,6 @@ async fn upload(
             }
         }
     };
-    let (earlier, replaced) = earlier;
     let report = match validate::validate(&bytes, &format, &earlier, cfg) {
         Ok(r) => r,
         Err(e) => {

@@ -293,6 +293,15 @@ async fn a_near_copy_uploaded_while_the_original_is_pending_is_scored_as_a_copy(
         status == 409 && kind == "duplicate_content",
         "{status} {kind}"
     );
+    // The author's own retry is not a copy of himself: the recorded receipt comes back.
+    let retry = author
+        .upload_bytes(d, "keeper.txt", &[], ORIGINAL.as_bytes().to_vec())
+        .await?;
+    ensure!(
+        (retry.score, retry.content_hash, retry.rows_root)
+            == (100, original.content_hash, original.rows_root),
+        "{retry:?}"
+    );
 
     // Both pending; the curator approves the copy first. Scores were fixed at upload and
     // are on chain: the original stays the original.
@@ -323,6 +332,29 @@ async fn a_near_copy_uploaded_while_the_original_is_pending_is_scored_as_a_copy(
         )
         .await?;
     ensure!(late.score == 25, "{late:?}");
+    h.devnet.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_near_copies_uploaded_at_once_are_not_both_originals() -> Result<()> {
+    let h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let d = owner
+        .create_datanet("lighthouse notes", "", false, U256::ZERO)
+        .await?;
+    let (author, copier) = (h.client(1).await?, h.client(2).await?);
+    let copy = near_copy().into_bytes();
+    let (a, b) = tokio::join!(
+        author.upload_bytes(d, "keeper.txt", &[], ORIGINAL.as_bytes().to_vec()),
+        copier.upload_bytes(d, "keeper.txt", &[], copy),
+    );
+    let mut scores = [a?.score, b?.score];
+    scores.sort();
+    ensure!(
+        scores == [25, 100],
+        "one of two near-copies sent at once is the earlier upload: {scores:?}"
+    );
     h.devnet.shutdown().await;
     Ok(())
 }

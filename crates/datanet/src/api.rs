@@ -15,7 +15,7 @@
 
 use crate::auth::{self, AuthError, headers};
 use crate::formats;
-use crate::index::UploadInfo;
+use crate::index::{IndexState, UploadInfo};
 use crate::manifest::rows_root;
 use crate::service::{DatanetService, ServiceError};
 use crate::store::StoreError;
@@ -275,16 +275,9 @@ async fn upload(
             format!("{signer} may not contribute to datanet {id}"),
         ));
     }
-    if let Some(c) = st.live_contribution_by_hash(id, &declared) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "duplicate_content",
-            format!(
-                "content {declared} is already contribution {} of datanet {id}",
-                c.id
-            ),
-        ));
-    }
+    // Refused before the body is read; checked again in the Datanet's upload turn below.
+    earlier_upload(&st, id, &declared, signer, &q.name)?;
+    drop(st);
     let cfg = &svc.inner.cfg.validation;
     let store = svc.store();
     let staged = store.stage(body.into_data_stream(), cfg.max_bytes).await?;
@@ -298,17 +291,58 @@ async fn upload(
         ));
     }
     let bytes = store.read_staged(&staged).await?;
-    let accepted = svc.inner.rows.lock().get(&id).cloned().unwrap_or_default();
-    let report = match validate::validate(&bytes, &format, &accepted, cfg) {
+    // One upload of a Datanet at a time from here to recording it: each is scored against
+    // every earlier upload, including one that was being scored at the same moment.
+    let turn = svc.inner.upload_turn(id);
+    let _turn = turn.lock().await;
+    let (earlier, replaced) = {
+        let st = svc.inner.state.lock().await;
+        let stale = svc
+            .inner
+            .rows_stale
+            .load(std::sync::atomic::Ordering::SeqCst);
+        let ready = if stale {
+            svc.reconcile_rows(&st).await.map_err(ApiError::from)
+        } else {
+            Ok(())
+        };
+        match ready.and_then(|()| earlier_upload(&st, id, &declared, signer, &q.name)) {
+            Ok(prior) => {
+                let mut rows = svc.inner.rows.lock().get(&id).cloned().unwrap_or_default();
+                match prior {
+                    Prior::None => (rows, None),
+                    // The uploader's own earlier upload of these bytes, never contributed
+                    // and uploaded again under another name: it is replaced.
+                    Prior::Replace(seq) => {
+                        rows.remove(seq);
+                        (rows, Some(seq))
+                    }
+                    // The same upload again (a retry): the recorded receipt.
+                    Prior::Same(info) => {
+                        drop(st);
+                        store.discard(staged).await?;
+                        return Ok(Json(receipt(&info)));
+                    }
+                }
+            }
+            Err(e) => {
+                drop(st);
+                store.discard(staged).await?;
+                return Err(e);
+            }
+        }
+    };
+    let report = match validate::validate(&bytes, &format, &earlier, cfg) {
         Ok(r) => r,
         Err(e) => {
             store.discard(staged).await?;
             return Err(e.into());
         }
     };
+    drop(earlier);
     let size = staged.size;
     store.commit(staged).await?;
-    let info = UploadInfo {
+    let mut info = UploadInfo {
         content_hash: declared,
         datanet_id: id,
         uploader: signer,
@@ -319,10 +353,13 @@ async fn upload(
         score: report.score,
         reasons: report.reasons.clone(),
         rows_root: rows_root(&report.row_hashes),
+        seq: 0,
     };
     {
         let mut st = svc.inner.state.lock().await;
         let mut next = st.clone();
+        next.upload_seq += 1;
+        info.seq = next.upload_seq;
         next.uploads
             .entry(id)
             .or_default()
@@ -330,16 +367,80 @@ async fn upload(
         next.save(&svc.inner.cfg.datadir)
             .map_err(ServiceError::from)?;
         *st = next;
+        // Its rows count for every later upload (changed under the state lock, see `Inner`).
+        let mut rows = svc.inner.rows.lock();
+        let idx = rows.entry(id).or_default();
+        if let Some(seq) = replaced {
+            idx.remove(seq);
+        }
+        idx.add(info.seq, &report.rows);
     }
     tracing::info!(target: "datanet::api", datanet = id, hash = %declared, rows = info.row_count, score = info.score, "upload accepted");
-    Ok(Json(UploadReceipt {
-        content_hash: declared,
-        byte_size: size,
+    Ok(Json(receipt(&info)))
+}
+
+fn receipt(info: &UploadInfo) -> UploadReceipt {
+    UploadReceipt {
+        content_hash: info.content_hash,
+        byte_size: info.byte_size,
         row_count: info.row_count,
         score: info.score,
-        reasons: info.reasons,
+        reasons: info.reasons.clone(),
         rows_root: info.rows_root,
-    }))
+    }
+}
+
+/// What an upload of `hash` to Datanet `id` by `signer` finds already recorded.
+enum Prior {
+    /// Nothing that counts: score it against the earlier uploads.
+    None,
+    /// The signer's own upload of the same bytes, never contributed, under another name.
+    Replace(u64),
+    /// The signer's own upload of the same bytes under the same name.
+    Same(UploadInfo),
+}
+
+/// Refuses bytes that are already a live contribution or another account's upload that still
+/// counts (the earlier upload is the original); see [`Prior`] for the rest.
+fn earlier_upload(
+    st: &IndexState,
+    id: u64,
+    hash: &B256,
+    signer: Address,
+    name: &str,
+) -> ApiResult<Prior> {
+    if let Some(c) = st.live_contribution_by_hash(id, hash) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_content",
+            format!(
+                "content {hash} is already contribution {} of datanet {id}",
+                c.id
+            ),
+        ));
+    }
+    let Some(u) = st.uploads.get(&id).and_then(|m| m.get(hash)) else {
+        return Ok(Prior::None);
+    };
+    if !st.upload_is_live(u) {
+        // Its contributions were all rejected or withdrawn: it no longer counts.
+        return Ok(Prior::None);
+    }
+    if u.uploader != signer {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "duplicate_content",
+            format!(
+                "content {hash} was already uploaded to datanet {id} by {} (upload {})",
+                u.uploader, u.seq
+            ),
+        ));
+    }
+    Ok(if u.file_name == name {
+        Prior::Same(u.clone())
+    } else {
+        Prior::Replace(u.seq)
+    })
 }
 
 async fn prepare(

@@ -102,6 +102,11 @@ pub struct ContributionInfo {
     /// (`None`: the content was not uploaded here by this contributor).
     #[serde(default)]
     pub score_matches: Option<bool>,
+    /// [`UploadInfo::seq`] of the upload that backed it when its `Contributed` event was
+    /// applied (`None`: unbacked). An upload stops counting as an earlier upload when every
+    /// contribution recorded from it is rejected or withdrawn ([`IndexState::live_uploads`]).
+    #[serde(default)]
+    pub upload_seq: Option<u64>,
 }
 
 /// What the service recorded when it validated an upload.
@@ -128,6 +133,10 @@ pub struct UploadInfo {
     pub reasons: Vec<String>,
     /// Merkle root over the rows.
     pub rows_root: B256,
+    /// Position in this service's upload order (1, 2, …, across Datanets): the score was
+    /// computed against the rows of every earlier upload of the Datanet that still counted.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 /// The persisted index.
@@ -146,6 +155,9 @@ pub struct IndexState {
     pub uploads: BTreeMap<u64, BTreeMap<B256, UploadInfo>>,
     /// Events applied (for audits and tests: each counted once).
     pub events_applied: u64,
+    /// The last [`UploadInfo::seq`] given out.
+    #[serde(default)]
+    pub upload_seq: u64,
 }
 
 /// Index persistence errors.
@@ -174,10 +186,15 @@ impl IndexState {
     pub fn load(dir: &Path) -> Result<Self, IndexError> {
         let path = dir.join("index.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            }),
+            Ok(bytes) => {
+                let mut st: Self =
+                    serde_json::from_slice(&bytes).map_err(|e| IndexError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                st.number_legacy_uploads();
+                Ok(st)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
                 format: INDEX_VERSION,
                 ..Default::default()
@@ -210,6 +227,82 @@ impl IndexState {
         }
         std::fs::rename(&tmp, &path).map_err(io)?;
         Ok(())
+    }
+
+    /// Gives upload records written before uploads were numbered (`seq` 0) a number after
+    /// every numbered one, in the order their contributions reached the chain (uncontributed
+    /// ones last, by Datanet and hash), and links their contributions to them. Deterministic,
+    /// so loading the same file twice gives the same index.
+    fn number_legacy_uploads(&mut self) {
+        let mut first_block: BTreeMap<(u64, B256), u64> = BTreeMap::new();
+        for c in self.contributions.values() {
+            if self.backing(c).is_some_and(|u| u.seq == 0) {
+                let b = first_block
+                    .entry((c.datanet_id, c.content_hash))
+                    .or_insert(c.block);
+                *b = (*b).min(c.block);
+            }
+        }
+        let mut legacy: Vec<(u64, u64, B256)> = self
+            .uploads
+            .iter()
+            .flat_map(|(d, m)| m.values().filter(|u| u.seq == 0).map(move |u| (*d, u)))
+            .map(|(d, u)| {
+                let block = first_block
+                    .get(&(d, u.content_hash))
+                    .copied()
+                    .unwrap_or(u64::MAX);
+                (block, d, u.content_hash)
+            })
+            .collect();
+        legacy.sort();
+        for (_, d, hash) in legacy {
+            if let Some(u) = self.uploads.get_mut(&d).and_then(|m| m.get_mut(&hash)) {
+                self.upload_seq += 1;
+                u.seq = self.upload_seq;
+            }
+        }
+        let links: Vec<(u64, u64)> = self
+            .contributions
+            .values()
+            .filter(|c| c.upload_seq.is_none())
+            .filter_map(|c| self.backing(c).map(|u| (c.id, u.seq)))
+            .collect();
+        for (id, seq) in links {
+            if let Some(c) = self.contributions.get_mut(&id) {
+                c.upload_seq = Some(seq);
+            }
+        }
+    }
+
+    /// The uploads a new upload of their Datanet is compared with: every upload recorded here
+    /// except those whose contributions (the ones recorded on chain from it, see
+    /// [`ContributionInfo::upload_seq`]) are all rejected or withdrawn. An upload not (yet)
+    /// contributed counts; so does one whose contribution is pending or accepted.
+    pub fn live_uploads(&self) -> impl Iterator<Item = &UploadInfo> {
+        // seq → whether one of its contributions is pending or accepted.
+        let mut linked: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+        for c in self.contributions.values() {
+            if let Some(seq) = c.upload_seq {
+                *linked.entry(seq).or_default() |=
+                    matches!(c.status, Status::Pending | Status::Accepted);
+            }
+        }
+        self.uploads
+            .values()
+            .flat_map(|m| m.values())
+            .filter(move |u| linked.get(&u.seq).copied().unwrap_or(true))
+    }
+
+    /// Whether `u` is one of [`IndexState::live_uploads`].
+    pub fn upload_is_live(&self, u: &UploadInfo) -> bool {
+        let mut linked = self
+            .contributions
+            .values()
+            .filter(|c| c.upload_seq == Some(u.seq))
+            .peekable();
+        linked.peek().is_none()
+            || linked.any(|c| matches!(c.status, Status::Pending | Status::Accepted))
     }
 
     /// Pending or accepted contribution holding `hash` in a Datanet.
@@ -282,12 +375,14 @@ impl IndexState {
             }
             Ev::Contributed(e) => {
                 let c = id(&e.contributionId);
-                let score_matches = self
+                let backing = self
                     .uploads
                     .get(&id(&e.datanetId))
                     .and_then(|m| m.get(&e.contentHash))
-                    .filter(|u| u.uploader == e.contributor)
-                    .map(|u| u.score == e.qualityScore && u.row_count == e.rowCount);
+                    .filter(|u| u.uploader == e.contributor);
+                let score_matches =
+                    backing.map(|u| u.score == e.qualityScore && u.row_count == e.rowCount);
+                let upload_seq = backing.map(|u| u.seq);
                 self.contributions
                     .entry(c)
                     .or_insert_with(|| ContributionInfo {
@@ -303,6 +398,7 @@ impl IndexState {
                         reason: None,
                         block,
                         score_matches,
+                        upload_seq,
                     });
             }
             Ev::ContributionApproved(e) => {
@@ -347,5 +443,97 @@ impl IndexState {
             _ => self.events_applied -= 1,
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::Format;
+
+    fn upload(d: u64, hash: u8, uploader: u8, seq: u64) -> UploadInfo {
+        UploadInfo {
+            content_hash: B256::repeat_byte(hash),
+            datanet_id: d,
+            uploader: Address::repeat_byte(uploader),
+            file_name: "f.txt".into(),
+            format: Format::Text,
+            byte_size: 1,
+            row_count: 1,
+            score: 100,
+            reasons: Vec::new(),
+            rows_root: B256::ZERO,
+            seq,
+        }
+    }
+
+    fn contribution(id: u64, d: u64, hash: u8, who: u8, block: u64, s: Status) -> ContributionInfo {
+        ContributionInfo {
+            id,
+            datanet_id: d,
+            contributor: Address::repeat_byte(who),
+            content_hash: B256::repeat_byte(hash),
+            byte_size: 1,
+            row_count: 1,
+            quality_score: 100,
+            metadata_uri: String::new(),
+            status: s,
+            reason: None,
+            block,
+            score_matches: Some(true),
+            upload_seq: None,
+        }
+    }
+
+    fn live(st: &IndexState) -> Vec<u8> {
+        let mut v: Vec<u8> = st.live_uploads().map(|u| u.content_hash[0]).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn legacy_uploads_are_numbered_in_chain_order_and_linked() {
+        let mut st = IndexState {
+            upload_seq: 2,
+            ..Default::default()
+        };
+        for u in [
+            upload(1, 0xa, 1, 0), // contributed at block 9
+            upload(1, 0xb, 2, 0), // contributed at block 5
+            upload(1, 0xc, 3, 0), // never contributed
+            upload(1, 0xd, 4, 2), // already numbered
+        ] {
+            st.uploads.entry(1).or_default().insert(u.content_hash, u);
+        }
+        st.contributions
+            .insert(1, contribution(1, 1, 0xa, 1, 9, Status::Rejected));
+        st.contributions
+            .insert(2, contribution(2, 1, 0xb, 2, 5, Status::Pending));
+        // An unbacked contribution of 0xc (not its uploader): linked to nothing.
+        st.contributions
+            .insert(3, contribution(3, 1, 0xc, 9, 1, Status::Withdrawn));
+        st.number_legacy_uploads();
+        let seq = |h: u8| st.uploads[&1][&B256::repeat_byte(h)].seq;
+        assert_eq!((seq(0xb), seq(0xa), seq(0xc), seq(0xd)), (3, 4, 5, 2));
+        assert_eq!(st.upload_seq, 5);
+        assert_eq!(st.contributions[&1].upload_seq, Some(4));
+        assert_eq!(st.contributions[&2].upload_seq, Some(3));
+        assert_eq!(st.contributions[&3].upload_seq, None);
+        let again = st.clone();
+        st.number_legacy_uploads();
+        assert_eq!(st, again, "numbering twice changes nothing");
+        // 0xa: its only contribution rejected; the others count.
+        assert_eq!(live(&st), vec![0xb, 0xc, 0xd]);
+        assert!(!st.upload_is_live(&st.uploads[&1][&B256::repeat_byte(0xa)]));
+        // Contributed anew from the same upload: counts again.
+        let mut again = contribution(4, 1, 0xa, 1, 12, Status::Pending);
+        again.upload_seq = Some(4);
+        st.contributions.insert(4, again);
+        assert_eq!(live(&st), vec![0xa, 0xb, 0xc, 0xd]);
+        if let Some(c) = st.contributions.get_mut(&2) {
+            c.status = Status::Withdrawn;
+        }
+        assert_eq!(live(&st), vec![0xa, 0xc, 0xd]);
+        assert!(st.upload_is_live(&st.uploads[&1][&B256::repeat_byte(0xa)]));
     }
 }

@@ -26,14 +26,30 @@
 //! 3. Each row gets one verdict, checked in this order: *empty* (blank after trimming);
 //!    *garbage* (printable ratio < `min_printable_ratio`, where printable = not a control
 //!    character other than `\n \t \r`, and not U+FFFD); *exact duplicate* (keccak-256 of the
-//!    row text equals an accepted row of the Datanet or an earlier row of this contribution);
+//!    row text equals an *earlier row*, see below, or an earlier row of this contribution);
 //!    *near-duplicate* (MinHash similarity ≥ `near_dup_threshold` with an LSH candidate among
-//!    accepted rows or earlier rows); otherwise *ok*.
+//!    the earlier rows or this contribution's earlier rows); otherwise *ok*.
 //! 4. MinHash: lower-case, split on whitespace, word 3-gram shingles (one shingle if fewer
 //!    than three words); shingle hash FNV-1a-64 chained over the words; 64 functions
 //!    `splitmix64(h ^ splitmix64(i))`; LSH with 16 bands of 4.
 //! 5. Score = ⌊100 × Σ weight / rows⌋, weight 1 for ok, 0.25 for near-duplicate, 0 otherwise;
 //!    below `min_score` → 422 `low_quality`. Reasons list each deduction with row numbers.
+//!
+//! **Earlier rows** (the service's rule): every row of every upload to the same Datanet that
+//! the service recorded *before* this one — in its own durable upload order
+//! ([`index::UploadInfo::seq`], given out when an upload is recorded, one upload of a Datanet
+//! scored at a time) — and that still counts: accepted, pending, or uploaded and not yet
+//! contributed. An upload stops counting when every contribution recorded on chain from it is
+//! rejected or withdrawn, and counts again if its bytes are contributed anew. The earlier
+//! upload is the original: the order in which curators approve plays no part, and a copy
+//! uploaded while the original is still pending is scored as a copy. The same bytes as an
+//! upload of another account that still counts are refused (409 `duplicate_content`); the
+//! same upload again by its uploader returns its recorded receipt.
+//!
+//! A score is computed once, at upload, and never recomputed: it is what the contributor
+//! records on chain with `contribute`, where it cannot change. If the earlier upload is later
+//! rejected or withdrawn, a copy scored against it keeps its deduction; the rule favours the
+//! first uploader and a curator still decides both.
 //!
 //! The score (0–100) is the `qualityScore` recorded on chain by `contribute`.
 

@@ -1,6 +1,6 @@
 //! The Datanet service: content store + index + chain follower. [`crate::api`] puts HTTP on it.
 
-use crate::index::{ContributionInfo, IndexError, IndexState, Status};
+use crate::index::{ContributionInfo, IndexError, IndexState, UploadInfo};
 use crate::manifest::{MANIFEST_VERSION, Manifest, ManifestEntry};
 use crate::store::{ContentStore, StoreError};
 use crate::validate::{RowIndex, ValidationConfig};
@@ -9,7 +9,7 @@ use alloy_primitives::{Address, B256};
 use openledger_protocol::ChainError;
 use openledger_protocol::bindings::DatanetRegistry;
 use openledger_protocol::follower::EventFollower;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,7 +119,21 @@ pub(crate) struct Inner {
     pub(crate) state: tokio::sync::Mutex<IndexState>,
     /// Used nonces of signed requests (`<datadir>/nonces.log`).
     pub(crate) nonces: crate::nonces::NonceStore,
+    /// Per Datanet, the rows of [`IndexState::live_uploads`] (owner: the upload's `seq`).
+    /// Changed only while `state` is locked, so it always matches the state.
     pub(crate) rows: parking_lot::Mutex<HashMap<u64, RowIndex>>,
+    /// Per Datanet, held by an upload from scoring to recording: each upload is scored
+    /// against every earlier one, including one that was being scored at the same time.
+    pub(crate) upload_turns: parking_lot::Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set while `rows` may lag the state (a reconcile failed half-way, e.g. a store read).
+    pub(crate) rows_stale: std::sync::atomic::AtomicBool,
+}
+
+impl Inner {
+    /// The upload lock of a Datanet.
+    pub(crate) fn upload_turn(&self, datanet: u64) -> Arc<tokio::sync::Mutex<()>> {
+        self.upload_turns.lock().entry(datanet).or_default().clone()
+    }
 }
 
 /// A handle to the service (cheap to clone).
@@ -140,8 +154,9 @@ impl std::fmt::Debug for DatanetService {
 pub const STAGING_GRACE: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl DatanetService {
-    /// Opens the store and index, connects to the chain, rebuilds the near-duplicate index of
-    /// accepted rows and catches up with the chain.
+    /// Opens the store and index, connects to the chain, rebuilds the near-duplicate index
+    /// (the rows of every upload that still counts, [`IndexState::live_uploads`]) and catches
+    /// up with the chain.
     pub async fn open(cfg: ServiceConfig) -> Result<Self, ServiceError> {
         let store = ContentStore::open(&cfg.store)?;
         Self::with_store(cfg, store).await
@@ -172,18 +187,13 @@ impl DatanetService {
                 state: tokio::sync::Mutex::new(state),
                 nonces,
                 rows: parking_lot::Mutex::new(HashMap::new()),
+                upload_turns: parking_lot::Mutex::new(HashMap::new()),
+                rows_stale: std::sync::atomic::AtomicBool::new(false),
             }),
         };
-        let accepted: Vec<u64> = {
+        {
             let st = svc.inner.state.lock().await;
-            st.contributions
-                .values()
-                .filter(|c| c.status == Status::Accepted)
-                .map(|c| c.id)
-                .collect()
-        };
-        for id in accepted {
-            svc.index_accepted_rows(id).await?;
+            svc.reconcile_rows(&st).await?;
         }
         svc.sync().await?;
         Ok(svc)
@@ -214,29 +224,42 @@ impl DatanetService {
         self.inner.state.lock().await.clone()
     }
 
-    /// Adds an accepted contribution's rows to its Datanet's near-duplicate index.
-    async fn index_accepted_rows(&self, id: u64) -> Result<(), ServiceError> {
-        let (datanet, hash, format) = {
-            let st = self.inner.state.lock().await;
-            let Some(c) = st.contributions.get(&id) else {
-                return Ok(());
-            };
-            let Some(up) = st.backing(c) else {
-                // Contributed on chain without its contributor uploading it here: nothing
-                // to index.
-                return Ok(());
-            };
-            (c.datanet_id, c.content_hash, up.format.clone())
+    /// Brings the near-duplicate index in line with `st` (the locked state): takes out the
+    /// rows of uploads that no longer count (every contribution made from them rejected or
+    /// withdrawn) and reads in those of uploads that count but are not in (all of them at
+    /// open; one contributed again after a withdrawal). The same rule at open and while
+    /// running, so a restart rebuilds exactly the index it had.
+    pub(crate) async fn reconcile_rows(&self, st: &IndexState) -> Result<(), ServiceError> {
+        use std::sync::atomic::Ordering;
+        self.inner.rows_stale.store(true, Ordering::SeqCst);
+        let live: Vec<&UploadInfo> = st.live_uploads().collect();
+        let missing: Vec<&UploadInfo> = {
+            let mut rows = self.inner.rows.lock();
+            let keep: HashSet<(u64, u64)> = live.iter().map(|u| (u.datanet_id, u.seq)).collect();
+            for (d, idx) in rows.iter_mut() {
+                let dead: Vec<u64> = idx.owners().filter(|s| !keep.contains(&(*d, *s))).collect();
+                for seq in dead {
+                    idx.remove(seq);
+                }
+            }
+            live.into_iter()
+                .filter(|u| !rows.get(&u.datanet_id).is_some_and(|i| i.has_owner(u.seq)))
+                .collect()
         };
-        let bytes = self.inner.store.get(&hash).await?;
-        let rows = crate::formats::parse(&bytes, &format, self.inner.cfg.validation.max_row_bytes)
-            .unwrap_or_default();
-        self.inner
-            .rows
-            .lock()
-            .entry(datanet)
-            .or_default()
-            .extend(&rows);
+        for u in missing {
+            let bytes = self.inner.store.get(&u.content_hash).await?;
+            // The upload parsed when it was validated; same bytes, same parser.
+            let rows =
+                crate::formats::parse(&bytes, &u.format, self.inner.cfg.validation.max_row_bytes)
+                    .unwrap_or_default();
+            self.inner
+                .rows
+                .lock()
+                .entry(u.datanet_id)
+                .or_default()
+                .add(u.seq, &rows);
+        }
+        self.inner.rows_stale.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -259,21 +282,18 @@ impl DatanetService {
                 return Ok(st.last_block.unwrap_or_default());
             };
             let mut next = st.clone();
-            let mut newly_accepted = Vec::new();
             for (ev, block) in &range.events {
-                if let Some(id) = next.apply(ev, *block) {
-                    newly_accepted.push(id);
-                }
+                next.apply(ev, *block);
             }
             next.last_block = Some(range.to);
             next.save(&self.inner.cfg.datadir)?;
             *st = next;
-            if !newly_accepted.is_empty() {
-                drop(st);
-                for id in newly_accepted {
-                    self.index_accepted_rows(id).await?;
-                }
-                st = self.inner.state.lock().await;
+            let stale = self
+                .inner
+                .rows_stale
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if !range.events.is_empty() || stale {
+                self.reconcile_rows(&st).await?;
             }
         }
     }

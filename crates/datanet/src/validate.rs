@@ -1,5 +1,6 @@
 //! Deterministic validation and quality score. See the crate documentation for the algorithm;
-//! everything here depends only on the bytes, the limits and the Datanet's accepted rows.
+//! everything here depends only on the bytes, the limits and the rows it is compared with
+//! (the Datanet's earlier uploads that still count).
 
 use crate::formats::{self, Format, FormatError, Row};
 use alloy_primitives::{B256, keccak256};
@@ -96,9 +97,9 @@ pub enum Verdict {
     Empty,
     /// Printable ratio below the threshold (binary garbage, control characters).
     Garbage,
-    /// Same text as an accepted row or an earlier row of this contribution.
+    /// Same text as a row of an earlier upload or an earlier row of this contribution.
     ExactDuplicate,
-    /// Estimated Jaccard ≥ threshold with an accepted row or earlier row.
+    /// Estimated Jaccard ≥ threshold with a row of an earlier upload or an earlier row.
     NearDuplicate,
 }
 
@@ -166,23 +167,34 @@ pub fn similarity(a: &Signature, b: &Signature) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / MINHASH_PERMUTATIONS as f64
 }
 
-/// The rows a Datanet has accepted: exact row hashes and an LSH index of MinHash signatures.
+/// The rows a contribution is compared with: exact row hashes and an LSH index of MinHash
+/// signatures. The service keeps one per Datanet holding the rows of every earlier upload that
+/// still counts, each upload's rows under an owner key (its upload sequence number) so they can
+/// be taken out again when its contribution is rejected or withdrawn; [`validate`] keeps one
+/// for the rows of the contribution itself (rows without an owner).
 #[derive(Debug, Default, Clone)]
 pub struct RowIndex {
-    exact: HashSet<B256>,
+    /// Live rows per row hash.
+    exact: HashMap<B256, u32>,
+    hashes: Vec<B256>,
     sigs: Vec<Signature>,
+    /// Rows taken out (tombstones: their ids stay in the LSH buckets, skipped on lookup).
+    removed: Vec<bool>,
     bands: Vec<HashMap<u64, Vec<u32>>>,
+    /// Each owner's rows (added together, so contiguous).
+    owners: HashMap<u64, std::ops::Range<u32>>,
+    live: usize,
 }
 
 impl RowIndex {
-    /// Number of rows indexed.
+    /// Number of rows indexed (rows taken out not counted).
     pub fn len(&self) -> usize {
-        self.exact.len().max(self.sigs.len())
+        self.live
     }
 
     /// Whether the index is empty.
     pub fn is_empty(&self) -> bool {
-        self.sigs.is_empty()
+        self.live == 0
     }
 
     fn band_keys(sig: &Signature) -> impl Iterator<Item = u64> + '_ {
@@ -190,22 +202,25 @@ impl RowIndex {
             .map(|c| c.iter().fold(0u64, |acc, v| splitmix(acc ^ v)))
     }
 
-    /// Adds a row.
+    /// Adds a row without an owner (it stays for the index's life).
     pub fn insert(&mut self, hash: B256, sig: Signature) {
         if self.bands.is_empty() {
             self.bands = vec![HashMap::new(); LSH_BANDS];
         }
-        self.exact.insert(hash);
+        *self.exact.entry(hash).or_default() += 1;
         let id = self.sigs.len() as u32;
         for (band, key) in self.bands.iter_mut().zip(Self::band_keys(&sig)) {
             band.entry(key).or_default().push(id);
         }
+        self.hashes.push(hash);
         self.sigs.push(sig);
+        self.removed.push(false);
+        self.live += 1;
     }
 
     /// Whether a row with this exact hash is indexed.
     pub fn contains(&self, hash: &B256) -> bool {
-        self.exact.contains(hash)
+        self.exact.contains_key(hash)
     }
 
     /// Highest estimated similarity among LSH candidates (0 when none).
@@ -215,7 +230,7 @@ impl RowIndex {
         for (band, key) in self.bands.iter().zip(Self::band_keys(sig)) {
             if let Some(ids) = band.get(&key) {
                 for &id in ids {
-                    if seen.insert(id) {
+                    if !self.removed[id as usize] && seen.insert(id) {
                         best = best.max(similarity(sig, &self.sigs[id as usize]));
                     }
                 }
@@ -224,12 +239,53 @@ impl RowIndex {
         best
     }
 
-    /// Adds every row of a parsed contribution.
+    /// Adds every row of a parsed contribution, without an owner.
     pub fn extend(&mut self, rows: &[Row]) {
         for r in rows {
             let t = r.text();
             self.insert(keccak256(t.as_bytes()), signature(&t));
         }
+    }
+
+    /// Adds every row of a parsed contribution under `owner`. Returns false (and adds
+    /// nothing) when `owner`'s rows are already in, so adding twice never doubles rows.
+    pub fn add(&mut self, owner: u64, rows: &[Row]) -> bool {
+        if self.owners.contains_key(&owner) {
+            return false;
+        }
+        let start = self.sigs.len() as u32;
+        self.extend(rows);
+        self.owners.insert(owner, start..self.sigs.len() as u32);
+        true
+    }
+
+    /// Takes `owner`'s rows out. Returns false when it has none in.
+    pub fn remove(&mut self, owner: u64) -> bool {
+        let Some(ids) = self.owners.remove(&owner) else {
+            return false;
+        };
+        for id in ids {
+            let id = id as usize;
+            self.removed[id] = true;
+            self.live -= 1;
+            if let Some(n) = self.exact.get_mut(&self.hashes[id]) {
+                *n -= 1;
+                if *n == 0 {
+                    self.exact.remove(&self.hashes[id]);
+                }
+            }
+        }
+        true
+    }
+
+    /// Whether `owner`'s rows are in.
+    pub fn has_owner(&self, owner: u64) -> bool {
+        self.owners.contains_key(&owner)
+    }
+
+    /// The owners whose rows are in.
+    pub fn owners(&self) -> impl Iterator<Item = u64> + '_ {
+        self.owners.keys().copied()
     }
 }
 
@@ -245,11 +301,12 @@ fn printable_ratio(text: &str) -> f64 {
     printable as f64 / total as f64
 }
 
-/// Parses and scores a contribution against the Datanet's accepted rows.
+/// Parses and scores a contribution against `earlier`: the rows of every earlier upload of
+/// the Datanet that still counts (the service's rule, see the crate docs).
 pub fn validate(
     bytes: &[u8],
     format: &Format,
-    accepted: &RowIndex,
+    earlier: &RowIndex,
     cfg: &ValidationConfig,
 ) -> Result<Report, ValidationError> {
     let rows = formats::parse(bytes, format, cfg.max_row_bytes)?;
@@ -273,11 +330,11 @@ pub fn validate(
             Verdict::Empty
         } else if printable_ratio(&text) < cfg.min_printable_ratio {
             Verdict::Garbage
-        } else if accepted.contains(&hash) || local.contains(&hash) {
+        } else if earlier.contains(&hash) || local.contains(&hash) {
             Verdict::ExactDuplicate
         } else {
             let sig = signature(&text);
-            let near = accepted.best_match(&sig).max(local.best_match(&sig));
+            let near = earlier.best_match(&sig).max(local.best_match(&sig));
             local.insert(hash, sig);
             if near >= cfg.near_dup_threshold {
                 Verdict::NearDuplicate
@@ -382,6 +439,46 @@ mod tests {
             e,
             Err(ValidationError::LowQuality { score: 0, .. })
         ));
+    }
+
+    #[test]
+    fn owned_rows_come_out_again() -> Result<(), ValidationError> {
+        let row = |t: &str| Row::Text { text: t.into() };
+        let a = "the harbour master counts the fishing boats that come back before the tide turns";
+        let b =
+            "a kestrel hovers over the dunes every evening looking for voles in the marram grass";
+        let mut idx = RowIndex::default();
+        assert!(idx.add(1, &[row(a), row(a)]));
+        assert!(!idx.add(1, &[row(a)]), "an owner's rows are added once");
+        assert!(idx.add(2, &[row(a), row(b)]));
+        assert_eq!(idx.len(), 4);
+        let cfg = ValidationConfig::default();
+        let near_a = format!("{a} now");
+        let score = |idx: &RowIndex| -> Result<Vec<Verdict>, ValidationError> {
+            Ok(validate(
+                format!("{a}\n\n{near_a}\n\n{b}").as_bytes(),
+                &Format::Text,
+                idx,
+                &cfg,
+            )?
+            .verdicts)
+        };
+        use Verdict::{ExactDuplicate as Exact, NearDuplicate as Near, Ok as Fresh};
+        assert_eq!(score(&idx)?, vec![Exact, Near, Exact]);
+        // Owner 2 out: `a` is still owner 1's, `b` is fresh again.
+        assert!(idx.remove(2));
+        assert!(!idx.remove(2));
+        assert_eq!(idx.len(), 2);
+        assert_eq!(score(&idx)?, vec![Exact, Near, Fresh]);
+        assert!(idx.remove(1));
+        assert!(idx.is_empty() && !idx.contains(&keccak256(a.as_bytes())));
+        // Only the contribution's own earlier rows are left to compare with.
+        assert_eq!(score(&idx)?, vec![Fresh, Near, Fresh]);
+        // An owner taken out can be added again (a withdrawn hash contributed anew).
+        assert!(idx.add(1, &[row(b)]));
+        assert_eq!(score(&idx)?, vec![Fresh, Near, Exact]);
+        assert_eq!(idx.owners().collect::<Vec<_>>(), vec![1]);
+        Ok(())
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! Attacks of issue #17 on the Datanet service: content and manifests of a permissioned
-//! Datanet read through a Datanet the attacker controls. Every Datanet shares one
-//! content-addressed store, so a hash copied from a public page must not open the bytes.
+//! Attacks on the Datanet service.
+//!
+//! Issue #17: content and manifests of a permissioned Datanet read through a Datanet the
+//! attacker controls. Every Datanet shares one content-addressed store, so a hash copied from
+//! a public page must not open the bytes.
+//!
+//! Issue #19: a near-copy uploaded while the original is still pending must be scored as a
+//! copy; the earlier upload is the original whatever order the curator approves in.
 
 use crate::common::{Harness, api_kind};
 use alloy::network::EthereumWallet;
@@ -231,6 +236,125 @@ async fn a_datanet_serves_only_its_own_manifest() -> Result<()> {
     // Legitimate: the permissioned manifest through its own Datanet, for the owner.
     let owner = h.client(0).await?;
     ensure!(owner.verify(perm, 0).await?.ok());
+    h.devnet.shutdown().await;
+    Ok(())
+}
+
+/// Three long rows (near-duplicate detection needs enough word 3-grams).
+const ORIGINAL: &str = "the lighthouse keeper on the northern cape records every passing ship by name \
+    and the hour it rounds the point, in a ledger kept dry in a tin box under the stairs\n\n\
+    in winter the supply boat comes once a fortnight with flour, lamp oil, letters and the \
+    newspapers that the keeper reads from the oldest to the newest, one each morning\n\n\
+    the fog signal is wound by hand every two hours on foggy nights and the keeper logs \
+    each winding with the time, the visibility in cables and the direction of the swell";
+
+/// The original with the last word of each row changed: every row is a near-duplicate.
+fn near_copy() -> String {
+    ORIGINAL
+        .split("\n\n")
+        .map(|row| match row.rsplit_once(' ') {
+            Some((head, _)) => format!("{head} indeed"),
+            None => row.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_copy_uploaded_while_the_original_is_pending_is_scored_as_a_copy() -> Result<()> {
+    let h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let author = h.client(1).await?;
+    let copier = h.client(2).await?;
+    let d = owner
+        .create_datanet("lighthouse notes", "", false, U256::ZERO)
+        .await?;
+
+    // The author uploads first; the copier uploads a near-copy before anything is curated
+    // (before the author has even recorded the contribution on chain).
+    let original = author
+        .upload_bytes(d, "keeper.txt", &[], ORIGINAL.as_bytes().to_vec())
+        .await?;
+    ensure!(original.score == 100, "{original:?}");
+    let copy = copier
+        .upload_bytes(d, "keeper.txt", &[], near_copy().into_bytes())
+        .await?;
+    ensure!(
+        copy.score == 25 && copy.reasons.iter().any(|r| r.contains("near-duplicate")),
+        "a near-copy of a pending upload was scored as original: {copy:?}"
+    );
+    // The same bytes under another account are the author's content, not a new upload.
+    let (status, kind, _) = api_kind(
+        copier
+            .upload_bytes(d, "mine.txt", &[], ORIGINAL.as_bytes().to_vec())
+            .await,
+    )?;
+    ensure!(
+        status == 409 && kind == "duplicate_content",
+        "{status} {kind}"
+    );
+    // The author's own retry is not a copy of himself: the recorded receipt comes back.
+    let retry = author
+        .upload_bytes(d, "keeper.txt", &[], ORIGINAL.as_bytes().to_vec())
+        .await?;
+    ensure!(
+        (retry.score, retry.content_hash, retry.rows_root)
+            == (100, original.content_hash, original.rows_root),
+        "{retry:?}"
+    );
+
+    // Both pending; the curator approves the copy first. Scores were fixed at upload and
+    // are on chain: the original stays the original.
+    let copy_id = copier.contribute(d, &copy).await?;
+    let original_id = author.contribute(d, &original).await?;
+    owner.approve(copy_id).await?;
+    owner.approve(original_id).await?;
+    h.svc.sync().await?;
+    let snap = h.svc.snapshot().await;
+    let (c_copy, c_original) = (
+        &snap.contributions[&copy_id.get()],
+        &snap.contributions[&original_id.get()],
+    );
+    ensure!(c_original.quality_score == 100 && c_copy.quality_score == 25);
+    ensure!(
+        c_original.score_matches == Some(true) && c_copy.score_matches == Some(true),
+        "{c_original:?} {c_copy:?}"
+    );
+    // A third near-copy, uploaded after both were approved, is a copy too.
+    let late = h
+        .client(3)
+        .await?
+        .upload_bytes(
+            d,
+            "late.txt",
+            &[],
+            near_copy().replace("indeed", "again").into_bytes(),
+        )
+        .await?;
+    ensure!(late.score == 25, "{late:?}");
+    h.devnet.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_near_copies_uploaded_at_once_are_not_both_originals() -> Result<()> {
+    let h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let d = owner
+        .create_datanet("lighthouse notes", "", false, U256::ZERO)
+        .await?;
+    let (author, copier) = (h.client(1).await?, h.client(2).await?);
+    let copy = near_copy().into_bytes();
+    let (a, b) = tokio::join!(
+        author.upload_bytes(d, "keeper.txt", &[], ORIGINAL.as_bytes().to_vec()),
+        copier.upload_bytes(d, "keeper.txt", &[], copy),
+    );
+    let mut scores = [a?.score, b?.score];
+    scores.sort();
+    ensure!(
+        scores == [25, 100],
+        "one of two near-copies sent at once is the earlier upload: {scores:?}"
+    );
     h.devnet.shutdown().await;
     Ok(())
 }

@@ -173,3 +173,125 @@ async fn a_signed_read_is_not_accepted_twice_across_a_restart() -> Result<()> {
     ensure!(h.dir.path().join("svc/nonces.log").exists());
     Ok(())
 }
+
+/// Three rows of words unique to `topic` (no 3-gram shared with another topic).
+fn rows_of(topic: &str) -> String {
+    (0..3)
+        .map(|r| {
+            (0..24)
+                .map(|i| format!("{topic}{r}x{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// `rows_of(topic)` with the last word of every row changed to `tail`: every row a
+/// near-duplicate of it.
+fn near(topic: &str, tail: &str) -> Vec<u8> {
+    rows_of(topic)
+        .split("\n\n")
+        .map(|row| match row.rsplit_once(' ') {
+            Some((head, _)) => format!("{head} {tail}"),
+            None => row.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_uploads_count_across_a_restart_unless_rejected_or_withdrawn() -> Result<()> {
+    let mut h = Harness::start(None, ValidationConfig::default()).await?;
+    let owner = h.client(0).await?;
+    let d = owner
+        .create_datanet("earlier", "", false, U256::ZERO)
+        .await?;
+    // Accepted, pending, uploaded but never contributed, rejected, withdrawn.
+    let mut ids = Vec::new();
+    for (i, topic) in [
+        "accepted",
+        "pending",
+        "uncontributed",
+        "rejected",
+        "withdrawn",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = h.client(i + 1).await?;
+        let r = c
+            .upload_bytes(d, "f.txt", &[], rows_of(topic).into_bytes())
+            .await?;
+        ensure!(r.score == 100, "{topic}: {r:?}");
+        ids.push(if topic == "uncontributed" {
+            None
+        } else {
+            Some(c.contribute(d, &r).await?)
+        });
+    }
+    let id = |i: usize| ids[i].ok_or_else(|| eyre::eyre!("no contribution {i}"));
+    owner.approve(id(0)?).await?;
+    owner.reject(id(3)?, "off topic").await?;
+    h.client(5).await?.withdraw(id(4)?).await?;
+    // Without a restart: the rejected upload no longer counts.
+    let copier = h.client(6).await?;
+    let r = copier
+        .upload_bytes(d, "c.txt", &[], near("rejected", "one"))
+        .await?;
+    ensure!(r.score == 100, "a rejected upload still counts: {r:?}");
+
+    h.restart_service().await?;
+    let copier = h.client(6).await?;
+    for (topic, want) in [
+        ("accepted", 25),
+        ("pending", 25),
+        ("uncontributed", 25),
+        ("withdrawn", 100),
+        // The copy uploaded before the restart (not contributed) counts now.
+        ("rejected", 25),
+    ] {
+        let r = copier
+            .upload_bytes(d, &format!("{topic}.txt"), &[], near(topic, "two"))
+            .await?;
+        ensure!(
+            r.score == want,
+            "after a restart a near-copy of the {topic} upload scored {} (want {want}): {:?}",
+            r.score,
+            r.reasons
+        );
+    }
+    // Withdrawn bytes contributed again on chain by their author, without a new upload:
+    // that upload counts again (its rows are read back from the store).
+    let author = h.client(7).await?;
+    let r = author
+        .upload_bytes(d, "f.txt", &[], rows_of("revived").into_bytes())
+        .await?;
+    let first = author.contribute(d, &r).await?;
+    author.withdraw(first).await?;
+    let r1 = copier
+        .upload_bytes(d, "r1.txt", &[], near("revived", "one"))
+        .await?;
+    ensure!(r1.score == 100, "a withdrawn upload still counts: {r1:?}");
+    // (The copy itself is rejected, so only the author's upload can count below.)
+    let copy = copier.contribute(d, &r1).await?;
+    owner.reject(copy, "a copy").await?;
+    let second = author.contribute(d, &r).await?;
+    h.svc.sync().await?;
+    ensure!(
+        h.svc.snapshot().await.contributions[&second.get()].upload_seq
+            == h.svc.snapshot().await.contributions[&first.get()].upload_seq
+    );
+    let r2 = h
+        .client(8)
+        .await?
+        .upload_bytes(d, "r2.txt", &[], near("revived", "two"))
+        .await?;
+    ensure!(
+        r2.score == 25,
+        "a contributed-again upload does not count: {r2:?}"
+    );
+    h.devnet.shutdown().await;
+    Ok(())
+}

@@ -336,3 +336,66 @@ async fn a_rerun_in_the_same_workdir_says_it_resumed_and_whether_anything_was_le
     assert_eq!(r?, hash);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_a_run_that_stopped_early_trains_nothing_more() -> Result<()> {
+    let dir = small_model()?;
+    let w = World::start(1, 4).await?;
+    let tmp = tempfile::tempdir()?;
+    // Every epoch after the first counts as no improvement: the run stops after epoch 1,
+    // with a checkpoint at that very step.
+    let req = TrainRequest {
+        owner: w.devnet.accounts[0].address,
+        datanet: w.public,
+        version: 0,
+        base: BaseModel::at(&dir),
+        config: TrainConfig {
+            max_steps: None,
+            epochs: 5,
+            early_stopping_patience: Some(1),
+            early_stopping_min_delta: 10.0,
+            checkpoint_every: 1,
+            ..short_config()
+        },
+    };
+    let p = pipeline(&w, 0)?;
+    let workdir = tmp.path().join("work");
+    let run = || {
+        let opts = RunOptions {
+            workdir: Some(workdir.clone()),
+            base_fit: false,
+            cancel: Cancel::new(),
+            store: OutputStore::At(tmp.path().join("models").display().to_string()),
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let (p, req) = (p.clone(), req.clone());
+        async move {
+            let t = p.run(&req, opts, move |ev| seen.lock().push(ev)).await?;
+            let events = std::mem::take(&mut *events.lock());
+            Ok::<_, eyre::Report>((t, events))
+        }
+    };
+    let (first, _) = run().await?;
+    let m = &first.output.metrics;
+    assert!(m.stopped_early, "{m:?}");
+    assert_eq!(m.epochs.len(), 2, "stopped after epoch 1: {m:?}");
+
+    let (again, events) = run().await?;
+    let resumed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Resumed { step, finished, .. } => Some((*step, *finished)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [(m.steps, true)], "{events:?}");
+    let trained = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Train(Event::Progress { .. })))
+        .count();
+    assert_eq!(trained, 0, "a finished early stop trained on when resumed");
+    assert_eq!(again.output.metrics, first.output.metrics);
+    assert_eq!(again.stored.adapter_hash, first.stored.adapter_hash);
+    Ok(())
+}

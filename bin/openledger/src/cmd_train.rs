@@ -320,8 +320,11 @@ fn progress(base: &BaseModel, cancel: Cancel) -> impl FnMut(RunEvent) + Send + '
                 )),
                 Event::Log { message } => pb.println(message),
                 Event::Checkpoint { step } => pb.println(format!("checkpoint at step {step}")),
+                // The pipeline reports a resume as `RunEvent::Resumed`, never through here.
+                Event::Resumed { .. } => {}
             }
         }
+        RunEvent::Resumed { .. } => {}
         RunEvent::TrainingEnded => {
             if let Some(pb) = bar.take() {
                 pb.finish_and_clear();

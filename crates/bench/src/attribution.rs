@@ -212,6 +212,10 @@ pub fn quality(
         }
     }
     let cfg = TrainConfig {
+        // Pinned (the defaults before the recommended recipe), so the recorded quality
+        // figures stay comparable when the defaults move.
+        rank: 8,
+        alpha: 16.0,
         epochs: o.epochs,
         learning_rate: o.learning_rate,
         batch_size: 4,

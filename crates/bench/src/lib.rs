@@ -10,6 +10,9 @@
 //!   with one-adapter and naive (merge per request) baselines.
 //! - [`train`]: trainer tokens/s, batched against unbatched and against PyTorch + PEFT on
 //!   the exact same batches.
+//! - [`recipe`]: the training-recipe sweep (learning rate × rank on the demo fine-tune)
+//!   that `TrainConfig::default()` is chosen by (`cargo run -p openledger-bench --example
+//!   recipe`).
 //! - [`attribution`]: planted-facts quality per attribution method, and index, span and
 //!   influence speed.
 //! - [`datanet`]: ingest + validate throughput against keccak-256, and near-duplicate cost as
@@ -30,6 +33,8 @@ pub mod attribution;
 pub mod datanet;
 #[cfg(feature = "model")]
 pub mod model;
+#[cfg(feature = "train")]
+pub mod recipe;
 #[cfg(feature = "serve")]
 pub mod serve;
 #[cfg(feature = "train")]

@@ -415,6 +415,7 @@
     for (const input of $$("input[data-min]", form)) {
       const label = $("label[for='" + input.id + "']", form).textContent;
       const v = Number(input.value);
+      if (input.value.trim() === "" && input.dataset.default !== undefined) continue;
       if (input.value.trim() === "" || !Number.isFinite(v)) return label + " must be a number.";
       if (input.dataset.int !== undefined && !Number.isInteger(v)) return label + " must be a whole number.";
       if (v < Number(input.dataset.min) || v > Number(input.dataset.max)) return label + " must be between " + input.dataset.min + " and " + input.dataset.max + ".";
@@ -462,6 +463,25 @@
       sel.replaceChildren(...j.baseModels.map((b) => { const o = el("option", null, b.label || b.id); o.value = b.id; if (b.toyWorld) o.dataset.toyWorld = ""; return o; }));
     } catch (_) { /* the placeholder stays */ }
   }
+  // The knobs start at the training service's defaults (TrainConfig::default(), the
+  // recommended recipe): one definition, read from GET /api/jobs/defaults; a knob the user
+  // has typed into is left alone, and an empty knob is left out of the request (so the
+  // service applies the same default).
+  async function loadTrainDefaults() {
+    const form = $("form[data-train]");
+    if (!form) return;
+    const inputs = $$("input[data-default]", form);
+    for (const input of inputs) input.addEventListener("input", () => { input.dataset.touched = ""; });
+    try {
+      const r = await fetch("/api/jobs/defaults");
+      if (!r.ok) return;
+      const j = await r.json();
+      for (const input of inputs) {
+        const v = j.config && j.config[input.name];
+        if (typeof v === "number" && input.value === "" && input.dataset.touched === undefined) input.value = String(v);
+      }
+    } catch (_) { /* empty knobs get the service's defaults */ }
+  }
   function bindTraining() {
     const form = $("form[data-train]");
     if (!form) return;
@@ -476,7 +496,8 @@
       const [datanetId, version] = dv.value.split(":").map(Number);
       const a = formArgs(form);
       if (!a.baseModel) { say(status, "The training service lists no base model yet; wait until it is ready.", "error"); return; }
-      const config = { epochs: Number(a.epochs), learningRate: Number(a.learningRate), rank: Number(a.rank), alpha: Number(a.alpha), batchSize: Number(a.batchSize) };
+      const config = {};
+      for (const k of ["epochs", "learningRate", "rank", "alpha", "batchSize"]) if (String(a[k] ?? "").trim() !== "") config[k] = Number(a[k]);
       const btn = $("button", form); btn.disabled = true;
       try {
         say(status, "Sign the training request…", "busy");
@@ -645,7 +666,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     bindAccount(); bindActionForms(); bindUploads(); bindAdvance(); bindExplorer(); loadEarnings();
-    bindChat(); bindTraining(); loadJobs(); loadBaseModels();
+    bindChat(); bindTraining(); loadJobs(); loadBaseModels(); loadTrainDefaults();
     if (window.OL_PAGE_INIT) window.OL_PAGE_INIT();
   });
 })();

@@ -294,6 +294,19 @@ pub enum RunEvent {
     BaseFit(BaseFit),
     /// The training loop starts (on the training thread).
     TrainingStarted,
+    /// The work directory held a checkpoint of these inputs (same base, rows and config) and
+    /// the run goes on from it (before any [`RunEvent::Train`] progress). `finished`: that run
+    /// had already ended (all `total_steps`, or stopped early), so nothing is trained and the
+    /// result is the earlier run's (reproduction is measured and the outputs stored again, to
+    /// the same content hashes).
+    Resumed {
+        /// The checkpoint's step.
+        step: usize,
+        /// Steps planned.
+        total_steps: usize,
+        /// Whether nothing is left to train.
+        finished: bool,
+    },
     /// An event of the training loop.
     Train(Event),
     /// The training loop returned (finished, failed or cancelled).
@@ -482,7 +495,18 @@ impl Pipeline {
                 &cfg,
                 workdir.as_deref(),
                 cancel.flag(),
-                &mut |e| on_event(RunEvent::Train(e)),
+                &mut |e| match e {
+                    Event::Resumed {
+                        step,
+                        total_steps,
+                        finished,
+                    } => on_event(RunEvent::Resumed {
+                        step,
+                        total_steps,
+                        finished,
+                    }),
+                    e => on_event(RunEvent::Train(e)),
+                },
             );
             on_event(RunEvent::TrainingEnded);
             let out = out.at(Stage::Train)?;

@@ -73,6 +73,18 @@ pub enum Event {
         /// At this step.
         step: usize,
     },
+    /// A matching checkpoint in the work directory was resumed (sent once, before any
+    /// training step; `step == totalSteps` or an early stop: the run there had finished and
+    /// nothing is trained again).
+    #[serde(rename_all = "camelCase")]
+    Resumed {
+        /// The checkpoint's step.
+        step: usize,
+        /// Steps planned.
+        total_steps: usize,
+        /// Whether the checkpoint holds the finished run.
+        finished: bool,
+    },
 }
 
 /// Summary metrics of a run (in the training manifest).
@@ -353,7 +365,18 @@ pub fn train(
         Some(d) => checkpoint::load(d, &fp, &names, &mut opt)?,
         None => None,
     };
+    // A run that stopped early saved its last checkpoint at the stopping epoch's end only if
+    // that step was a checkpoint step; either way the stop is recomputed from the state.
+    let stopped = |s: &CheckpointState| {
+        cfg.early_stopping_patience
+            .is_some_and(|p| s.bad_epochs >= p)
+    };
     if let Some(s) = &st {
+        on_event(Event::Resumed {
+            step: s.step,
+            total_steps: total,
+            finished: s.step >= total || stopped(s),
+        });
         on_event(Event::Log {
             message: format!("resumed from the checkpoint at step {}", s.step),
         });
@@ -389,8 +412,8 @@ pub fn train(
     let started = Instant::now();
     let tokens_at_start = st.tokens_seen;
     let steps_at_start = st.step;
-    let mut stopped_early = false;
-    'epochs: while st.step < total {
+    let mut stopped_early = stopped(&st);
+    'epochs: while !stopped_early && st.step < total {
         let micro = epoch_micro_batches(train_ex, cfg, st.epoch);
         let groups: Vec<&[Vec<Vec<usize>>]> = micro.chunks(cfg.grad_accum).collect();
         while st.epoch_step < groups.len() && st.step < total {

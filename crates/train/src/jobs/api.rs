@@ -5,6 +5,7 @@
 //! | POST | `/` | signed `create_job`; `{baseModel, datanetId, version, config}` → 201 Job (+ `warning`) |
 //! | GET | `/` | `{"jobs": [Job…]}` (oldest first; `?owner=0x…` filters) |
 //! | GET | `/base-models` | `{"baseModels": [{id, hash, toyWorld, label}]}` |
+//! | GET | `/defaults` | `{"config": TrainConfig}`: what a job gets for every field its `config` leaves out (`TrainConfig::default()`, the recommended recipe); ModelFactory fills its knobs from it |
 //! | GET | `/{id}` | Job |
 //! | GET | `/{id}/events` | SSE: `status`, `progress`, `epoch`, `log`, `checkpoint`, then `done`/`failed`/`cancelled` |
 //! | POST | `/{id}/cancel` | signed `cancel_job` → Job |
@@ -71,6 +72,7 @@ impl JobService {
         axum::Router::new()
             .route("/", post(create).get(list))
             .route("/base-models", get(base_models))
+            .route("/defaults", get(defaults))
             .route("/{id}", get(show))
             .route("/{id}/events", get(events))
             .route("/{id}/cancel", post(cancel))
@@ -196,6 +198,11 @@ async fn base_models(State(svc): State<JobService>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(serde_json::json!({ "baseModels": list }))
+}
+
+/// The hyper-parameters a job gets for every field its `config` leaves out.
+async fn defaults() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "config": TrainConfig::default() }))
 }
 
 /// A job as anyone may see it: an unpublished adapter's hash is its trainer's until it is

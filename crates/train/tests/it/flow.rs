@@ -16,6 +16,13 @@ use openledger_train::{TrainError, eval, trainer};
 
 use crate::common::{World, client, small_model};
 
+/// The demo fine-tune of this test, kept explicit (not `TrainConfig::default()`) so the quality
+/// bars below stay pinned to the measured setting the README's figures come from (2026-11-24):
+/// rank 8, alpha 16, lr 5e-3, where the recommended recipe (the defaults) is rank 16, alpha 32,
+/// lr 2e-3 — in the recipe sweep both clear these bars (64 and 76 of 94 prompts over three
+/// seeds). Also its own: a larger validation share (0.15) so the loss comparison has enough
+/// held-out rows, `maxSeqLen` 96 (every demo row fits), seed 3, no checkpoints and small
+/// sketches (this test measures quality, not resume or attribution).
 pub fn quality_config() -> TrainConfig {
     TrainConfig {
         rank: 8,

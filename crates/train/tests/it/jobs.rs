@@ -7,6 +7,7 @@ use alloy::providers::ProviderBuilder;
 use alloy::rpc::types::TransactionRequest;
 use alloy_primitives::{Address, Bytes, keccak256};
 use eyre::{Result, eyre};
+use openledger_train::config::TrainConfig;
 use openledger_train::jobs::{JobService, JobsConfig, ReaderConfig, domain};
 use serde_json::{Value, json};
 
@@ -128,6 +129,16 @@ async fn jobs_api_trains_publishes_and_refuses_bad_input() -> Result<()> {
             .is_some_and(|l| l.contains("toy-world model")),
         "{bases}"
     );
+    // The defaults a job gets for what its config leaves out, as ModelFactory reads them.
+    let defaults: Value = api
+        .http
+        .get(format!("{url}/defaults"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let back: TrainConfig = serde_json::from_value(defaults["config"].clone())?;
+    assert_eq!(back, TrainConfig::default(), "{defaults}");
     let cfg = json!({"rank": 4, "maxSteps": 4, "batchSize": 4, "sketchDim": 8, "valFraction": 0.2, "checkpointEvery": 2});
     let job = |d: u64, v: u64, c: &Value| json!({"baseModel": hash, "datanetId": d, "version": v, "config": c});
     let with = |k: &str, v: Value| {

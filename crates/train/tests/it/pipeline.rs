@@ -60,6 +60,7 @@ fn name(ev: &RunEvent) -> &'static str {
         RunEvent::RowsRead { .. } => "rows",
         RunEvent::BaseFit(_) => "fit",
         RunEvent::TrainingStarted => "started",
+        RunEvent::Resumed { .. } => "resumed",
         RunEvent::Train(_) => "train",
         RunEvent::TrainingEnded => "ended",
     }
@@ -231,5 +232,170 @@ async fn a_failed_run_names_its_stage_and_creates_no_store() -> Result<()> {
 
     // None of these runs trained, so none opened (created) the store.
     assert!(!store_at.exists(), "{} was created", store_at.display());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_in_the_same_workdir_says_it_resumed_and_whether_anything_was_left() -> Result<()> {
+    let dir = small_model()?;
+    let w = World::start(1, 4).await?;
+    let tmp = tempfile::tempdir()?;
+    let store_at = tmp.path().join("models");
+    let req = TrainRequest {
+        owner: w.devnet.accounts[0].address,
+        datanet: w.public,
+        version: 0,
+        base: BaseModel::at(&dir),
+        config: TrainConfig {
+            max_steps: Some(4),
+            checkpoint_every: 2,
+            ..short_config()
+        },
+    };
+    let p = pipeline(&w, 0)?;
+    // One run: its events, and its adapter hash (or the error).
+    let run = |workdir: &Path, cancel_at_checkpoint: Option<usize>| {
+        let cancel = Cancel::new();
+        let opts = RunOptions {
+            workdir: Some(workdir.to_path_buf()),
+            base_fit: false,
+            cancel: cancel.clone(),
+            store: OutputStore::At(store_at.display().to_string()),
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let (p, req) = (p.clone(), req.clone());
+        async move {
+            let r = p
+                .run(&req, opts, move |ev| {
+                    if let RunEvent::Train(Event::Checkpoint { step }) = &ev
+                        && Some(*step) == cancel_at_checkpoint
+                    {
+                        cancel.fire();
+                    }
+                    seen.lock().push(ev)
+                })
+                .await;
+            let events = std::mem::take(&mut *events.lock());
+            (r.map(|t| t.stored.adapter_hash), events)
+        }
+    };
+    let resumed = |events: &[RunEvent]| -> Vec<(usize, usize, bool)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                RunEvent::Resumed {
+                    step,
+                    total_steps,
+                    finished,
+                } => Some((*step, *total_steps, *finished)),
+                _ => None,
+            })
+            .collect()
+    };
+    let steps = |events: &[RunEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, RunEvent::Train(Event::Progress { .. })))
+            .count()
+    };
+
+    // A fresh workdir: trained from scratch, no resume reported.
+    let first = tmp.path().join("first");
+    let (hash, events) = run(&first, None).await;
+    let hash = hash?;
+    assert_eq!(resumed(&events), [], "{events:?}");
+    assert_eq!(steps(&events), 4);
+
+    // The same inputs in the same workdir: the finished run is reported, nothing trains, and
+    // its result comes back.
+    let (again, events) = run(&first, None).await;
+    assert_eq!(resumed(&events), [(4, 4, true)], "{events:?}");
+    assert_eq!(steps(&events), 0, "{events:?}");
+    assert_eq!(again?, hash);
+    let mut names: Vec<&str> = events.iter().map(name).collect();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["licensed", "rows", "started", "resumed", "train", "ended"],
+        "the resume is reported after the start, before any training event"
+    );
+
+    // A run stopped after its checkpoint at step 2, rerun: resumed at 2 of 4, not finished;
+    // it trains the 2 steps left and ends with the same adapter.
+    let second = tmp.path().join("second");
+    let (r, events) = run(&second, Some(2)).await;
+    assert!(
+        matches!(&r, Err(e) if matches!(e.error, TrainError::Cancelled)),
+        "{r:?}"
+    );
+    assert_eq!(resumed(&events), []);
+    let (r, events) = run(&second, None).await;
+    assert_eq!(resumed(&events), [(2, 4, false)], "{events:?}");
+    assert_eq!(steps(&events), 2);
+    assert_eq!(r?, hash);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_a_run_that_stopped_early_trains_nothing_more() -> Result<()> {
+    let dir = small_model()?;
+    let w = World::start(1, 4).await?;
+    let tmp = tempfile::tempdir()?;
+    // Every epoch after the first counts as no improvement: the run stops after epoch 1,
+    // with a checkpoint at that very step.
+    let req = TrainRequest {
+        owner: w.devnet.accounts[0].address,
+        datanet: w.public,
+        version: 0,
+        base: BaseModel::at(&dir),
+        config: TrainConfig {
+            max_steps: None,
+            epochs: 5,
+            early_stopping_patience: Some(1),
+            early_stopping_min_delta: 10.0,
+            checkpoint_every: 1,
+            ..short_config()
+        },
+    };
+    let p = pipeline(&w, 0)?;
+    let workdir = tmp.path().join("work");
+    let run = || {
+        let opts = RunOptions {
+            workdir: Some(workdir.clone()),
+            base_fit: false,
+            cancel: Cancel::new(),
+            store: OutputStore::At(tmp.path().join("models").display().to_string()),
+        };
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let (p, req) = (p.clone(), req.clone());
+        async move {
+            let t = p.run(&req, opts, move |ev| seen.lock().push(ev)).await?;
+            let events = std::mem::take(&mut *events.lock());
+            Ok::<_, eyre::Report>((t, events))
+        }
+    };
+    let (first, _) = run().await?;
+    let m = &first.output.metrics;
+    assert!(m.stopped_early, "{m:?}");
+    assert_eq!(m.epochs.len(), 2, "stopped after epoch 1: {m:?}");
+
+    let (again, events) = run().await?;
+    let resumed: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunEvent::Resumed { step, finished, .. } => Some((*step, *finished)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resumed, [(m.steps, true)], "{events:?}");
+    let trained = events
+        .iter()
+        .filter(|e| matches!(e, RunEvent::Train(Event::Progress { .. })))
+        .count();
+    assert_eq!(trained, 0, "a finished early stop trained on when resumed");
+    assert_eq!(again.output.metrics, first.output.metrics);
+    assert_eq!(again.stored.adapter_hash, first.stored.adapter_hash);
     Ok(())
 }

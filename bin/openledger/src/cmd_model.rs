@@ -196,7 +196,10 @@ pub fn run(cmd: ModelCmd) -> eyre::Result<()> {
             } else {
                 format!(
                     "pulled {repo}{} into {} ({} files, {} bytes)",
-                    p.commit.as_ref().map(|c| format!(" at {c}")).unwrap_or_default(),
+                    p.commit
+                        .as_ref()
+                        .map(|c| format!(" at {c}"))
+                        .unwrap_or_default(),
                     p.dir.display(),
                     p.fetched,
                     p.bytes

@@ -324,7 +324,21 @@ fn progress(base: &BaseModel, cancel: Cancel) -> impl FnMut(RunEvent) + Send + '
                 Event::Resumed { .. } => {}
             }
         }
-        RunEvent::Resumed { .. } => {}
+        RunEvent::Resumed {
+            step,
+            total_steps,
+            finished,
+        } => {
+            let line = if finished {
+                "this work directory already holds the finished run of these inputs: nothing trained, its result follows".to_string()
+            } else {
+                format!("resuming from the checkpoint at step {step} of {total_steps}")
+            };
+            match &bar {
+                Some(pb) => pb.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
         RunEvent::TrainingEnded => {
             if let Some(pb) = bar.take() {
                 pb.finish_and_clear();

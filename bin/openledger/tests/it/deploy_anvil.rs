@@ -110,7 +110,10 @@ async fn deploys_the_protocol_on_anvil() {
     };
     let res = cli(&["pay", "status", "--json"]);
     let err = String::from_utf8_lossy(&res.stderr);
-    assert!(!res.status.success(), "used built-in addresses on chain 31337");
+    assert!(
+        !res.status.success(),
+        "used built-in addresses on chain 31337"
+    );
     assert!(
         err.contains("chain 31337") && err.contains("--deployments"),
         "{err}"

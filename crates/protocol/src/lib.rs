@@ -85,10 +85,21 @@ pub fn format_open(wei: U256) -> String {
 /// An amount of OPEN written as a decimal ("1", "0.25"; at most 18 decimals) in wei.
 pub fn parse_open(s: &str) -> Result<U256, String> {
     let t = s.trim();
+    let bad = || format!("{s:?} is not an amount of OPEN (a decimal such as 1 or 0.25)");
     if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit() || c == '.') {
-        return Err(format!(
-            "{s:?} is not an amount of OPEN (a decimal such as 1 or 0.25)"
-        ));
+        return Err(bad());
+    }
+    match t.split_once('.') {
+        Some((int, frac)) if frac.contains('.') || (int.is_empty() && frac.is_empty()) => {
+            return Err(bad());
+        }
+        // wei is the smallest unit: more decimals would be cut off silently
+        Some((_, frac)) if frac.len() > 18 => {
+            return Err(format!(
+                "{s:?} has more than 18 decimals (1 wei is 0.000000000000000001 OPEN)"
+            ));
+        }
+        _ => {}
     }
     alloy_primitives::utils::parse_ether(t)
         .map_err(|e| format!("{s:?} is not an amount of OPEN: {e}"))

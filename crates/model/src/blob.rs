@@ -93,6 +93,15 @@ mod tests {
     }
 
     #[test]
+    fn a_random_adapter_is_the_same_for_the_same_seed() -> Result<()> {
+        let model = cfg()?;
+        let blob = |seed| LoraAdapter::random(&model, 4, &Proj::ALL, seed, 0.3)?.to_blob();
+        assert_eq!(blob(7)?, blob(7)?, "the same seed gave two adapters");
+        assert_ne!(blob(7)?, blob(8)?, "two seeds gave one adapter");
+        Ok(())
+    }
+
+    #[test]
     fn blob_round_trips_and_is_deterministic() -> Result<()> {
         let model = cfg()?;
         let varmap = candle_nn::VarMap::new();

@@ -749,8 +749,12 @@ impl LoraAdapter {
         let a = Self::trainable(lc, model, &vm, &Device::Cpu, DType::F32, seed)?;
         let mut t = a.named_tensors();
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-        for (k, v) in t.iter_mut() {
-            if k.contains("lora_B") {
+        // in name order: the map's own order differs from one map to the next, and the same
+        // seed must give the same adapter
+        let mut names: Vec<String> = t.keys().filter(|k| k.contains("lora_B")).cloned().collect();
+        names.sort();
+        for k in names {
+            if let Some(v) = t.get_mut(&k) {
                 let n = v.elem_count();
                 let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..b)).collect();
                 *v = Tensor::from_vec(data, v.shape(), &Device::Cpu)?;

@@ -63,7 +63,7 @@ pub struct CommonArgs {
 }
 
 /// `500ms`, `5s` or plain seconds (`2.5`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, scale) = match s.strip_suffix("ms") {
         Some(n) => (n, 1e-3),

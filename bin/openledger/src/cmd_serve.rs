@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Largest `max_tokens` a request may ask for.
     #[arg(long, default_value_t = 1024)]
     max_tokens_limit: usize,
+    /// How long a "cannot load" verdict on an adapter (its blob missing from the store, the
+    /// store unreadable) stands before a request or a listing checks it again (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = crate::cmd_chain::parse_duration)]
+    recheck_interval: Duration,
     /// Bearer token of /v1/load_lora_adapter and /v1/unload_lora_adapter.
     #[arg(long, env = "OPENLEDGER_ADMIN_TOKEN")]
     admin_token: Option<String>,
@@ -128,6 +132,7 @@ pub async fn serve(a: ServeArgs) -> eyre::Result<()> {
         ..Default::default()
     };
     cfg.max_tokens_limit = a.max_tokens_limit;
+    cfg.recheck_interval = a.recheck_interval;
     cfg.admin_token = a.admin_token.clone();
     cfg.poll_interval = Duration::from_millis(500);
     let server = Server::start(cfg, Arc::new(NoHooks))

@@ -124,7 +124,14 @@ impl Endpoints {
                 None => (DEFAULT_RPC_URL.to_string(), Origin::Default),
             },
         };
-        let devnet = match ask_devnet(&rpc_url).await {
+        // Only a devnet on this machine is believed about contract addresses and stores: a
+        // remote node answering /api/devnet could otherwise point payments at its own contracts.
+        let ask = if is_loopback(&rpc_url) {
+            ask_devnet(&rpc_url).await
+        } else {
+            Ok(None)
+        };
+        let devnet = match ask {
             Ok(d) => d,
             Err(e) => {
                 let hint = match origin {
@@ -177,6 +184,19 @@ impl Endpoints {
             deployments,
             devnet,
         })
+    }
+}
+
+/// Whether `url`'s host is this machine (localhost, 127.0.0.0/8, ::1).
+fn is_loopback(url: &str) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -360,4 +380,31 @@ pub async fn status(a: StatusArgs) -> Result<()> {
     }
     emit(human.join("\n"), v);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_a_node_on_this_machine_is_asked_for_contract_addresses() {
+        for local in [
+            "http://127.0.0.1:8545",
+            "http://localhost:8545",
+            "http://LOCALHOST",
+            "http://127.8.9.10:1",
+            "http://[::1]:8545",
+        ] {
+            assert!(is_loopback(local), "{local}");
+        }
+        for remote in [
+            "https://rpc.example.org",
+            "http://10.0.0.5:8545",
+            "http://localhost.example.org:8545",
+            "http://[2001:db8::1]:8545",
+            "not a url",
+        ] {
+            assert!(!is_loopback(remote), "{remote}");
+        }
+    }
 }

@@ -3,7 +3,6 @@
 //! `openledger earnings [--claim]`.
 
 use crate::endpoints::{Endpoints, Resolved, Who, emit};
-use alloy::network::EthereumWallet;
 use alloy::providers::{Provider, ProviderBuilder};
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, WrapErr, bail, eyre};
@@ -12,7 +11,6 @@ use openledger_attribution::index::IndexMeta;
 use openledger_attribution::{AttributionConfig, AttributionService};
 use openledger_datanet::ContentStore;
 use openledger_datanet::client::progress_bar;
-use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry};
 use std::path::PathBuf;
 
@@ -338,15 +336,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
     let d = &r.deployments;
     let signer = a.who.signer()?;
     let who = a.address.unwrap_or(signer.address());
-    // nonce read per transaction (a failed call must not leave a nonce gap)
-    let provider = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer.clone()))
-        .connect_http(r.rpc_url.parse()?)
-        .erased();
+    let provider = crate::endpoints::wallet_provider(&r.rpc_url, signer.clone())?;
     let settlement = AttributionSettlement::new(d.contracts.settlement, provider.clone());
     // earned totals per model and Datanet come from the attribution API; what can be claimed
     // comes from the chain
@@ -423,13 +413,10 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         emit(human, out);
         return Ok(());
     }
-    let rc = settlement.claim().send().await?.confirm().await?;
-    if !rc.status() {
-        return Err(eyre!("claim reverted"));
-    }
-    human += &format!("\nclaimed {claimable} wei (tx {})", rc.transaction_hash);
+    let tx = crate::endpoints::send(settlement.claim(), "claim").await?;
+    human += &format!("\nclaimed {claimable} wei (tx {tx})");
     out["claimed"] = serde_json::json!(claimable.to_string());
-    out["tx"] = serde_json::json!(rc.transaction_hash);
+    out["tx"] = serde_json::json!(tx);
     emit(human, out);
     Ok(())
 }

@@ -2,13 +2,12 @@
 //! `AttributionSettlement`, allow a model to spend from it, and get an API key for clients
 //! that send fixed headers (the OpenAI SDK's `api_key`).
 
-use crate::endpoints::{Endpoints, Who, emit};
-use alloy::network::EthereumWallet;
-use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use crate::endpoints::{Endpoints, Who, emit, send, wallet_provider};
+use alloy::providers::DynProvider;
 use alloy_primitives::{Address, U256};
 use eyre::{Result, WrapErr, bail, eyre};
 use openledger_protocol::bindings::AttributionSettlement;
-use openledger_protocol::{Confirm, ModelId, format_open, parse_open};
+use openledger_protocol::{ModelId, format_open, parse_open};
 use serde_json::json;
 
 /// Payment commands.
@@ -82,19 +81,7 @@ async fn settlement(
     let r = at.resolve().await?;
     let signer = who.signer()?;
     let me = signer.address();
-    // the nonce is read per transaction: a failed call must not leave a nonce gap
-    let provider = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .with_gas_estimation()
-        .with_simple_nonce_management()
-        .fetch_chain_id()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(
-            r.rpc_url
-                .parse()
-                .map_err(|e| eyre!("--rpc-url {}: {e}", r.rpc_url))?,
-        )
-        .erased();
+    let provider = wallet_provider(&r.rpc_url, signer)?;
     Ok((
         AttributionSettlement::new(r.deployments.contracts.settlement, provider),
         me,
@@ -111,26 +98,16 @@ pub async fn run(cmd: PayCmd) -> Result<()> {
                 bail!("deposit an amount above zero");
             }
             let (s, me, _) = settlement(&at, &who).await?;
-            let rc = s
-                .deposit()
-                .value(value)
-                .send()
-                .await
-                .map_err(openledger_protocol::ChainError::from)?
-                .confirm()
-                .await?;
-            if !rc.status() {
-                bail!("deposit reverted (tx {})", rc.transaction_hash);
-            }
+            let tx = send(s.deposit().value(value), "deposit").await?;
             let escrow = s.escrowOf(me).call().await?;
             emit(
                 format!(
                     "deposited {} OPEN; escrow of {me} is {} OPEN (tx {})",
                     format_open(value),
                     format_open(escrow),
-                    rc.transaction_hash
+                    tx
                 ),
-                json!({"account": me, "deposited": value.to_string(), "escrow": escrow.to_string(), "tx": rc.transaction_hash}),
+                json!({"account": me, "deposited": value.to_string(), "escrow": escrow.to_string(), "tx": tx}),
             );
         }
         PayCmd::Allow {
@@ -142,23 +119,14 @@ pub async fn run(cmd: PayCmd) -> Result<()> {
             let id = model_id(&model)?;
             let value = amount(&a)?;
             let (s, me, _) = settlement(&at, &who).await?;
-            let rc = s
-                .setAllowance(U256::from(id), value)
-                .send()
-                .await
-                .map_err(openledger_protocol::ChainError::from)?
-                .confirm()
-                .await?;
-            if !rc.status() {
-                bail!("setAllowance reverted (tx {})", rc.transaction_hash);
-            }
+            let tx = send(s.setAllowance(U256::from(id), value), "setAllowance").await?;
             emit(
                 format!(
                     "model-{id} may spend up to {} OPEN of {me}'s escrow (tx {})",
                     format_open(value),
-                    rc.transaction_hash
+                    tx
                 ),
-                json!({"account": me, "model": id, "allowance": value.to_string(), "tx": rc.transaction_hash}),
+                json!({"account": me, "model": id, "allowance": value.to_string(), "tx": tx}),
             );
         }
         PayCmd::Key { at, who, label } => {

@@ -11,7 +11,8 @@
 //!
 //! The output helpers ([`emit`]) print a human line, or JSON under `--json`.
 
-use alloy::providers::{Provider, ProviderBuilder};
+use alloy::network::EthereumWallet;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use eyre::{Result, WrapErr, bail, eyre};
 use openledger_datanet::client::dev_signer;
@@ -198,6 +199,47 @@ fn is_loopback(url: &str) -> bool {
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
     }
+}
+
+/// A provider that signs as `signer` and reads the nonce from the node for every transaction
+/// (alloy's cached nonce is taken even when a transaction then fails before it is sent, and
+/// every later one would wait behind the gap).
+pub fn wallet_provider(rpc_url: &str, signer: PrivateKeySigner) -> Result<DynProvider> {
+    let url = rpc_url
+        .parse()
+        .map_err(|e| eyre!("--rpc-url {rpc_url}: {e}"))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url)
+        .erased())
+}
+
+/// Sends a contract call and waits for its receipt; a revert is an error naming `what`.
+pub async fn send<T, N>(
+    call: alloy::contract::CallBuilder<&DynProvider, T, N>,
+    what: &str,
+) -> Result<alloy_primitives::B256>
+where
+    N: alloy::network::Network,
+    T: alloy::contract::CallDecoder + Send,
+    DynProvider: Provider<N>,
+{
+    use alloy::network::ReceiptResponse;
+    use openledger_protocol::Confirm;
+    let rc = call
+        .send()
+        .await
+        .map_err(openledger_protocol::ChainError::from)?
+        .confirm()
+        .await?;
+    if !rc.status() {
+        bail!("{what} reverted (tx {})", rc.transaction_hash());
+    }
+    Ok(rc.transaction_hash())
 }
 
 /// The devnet file, if there is one: `Ok(None)` when absent, an error when unreadable.

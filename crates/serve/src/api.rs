@@ -32,7 +32,7 @@ use crate::engine::{Event, Finished, Job};
 use crate::error::ServeError;
 use crate::hooks::{Charge, CompletedInference, MixPart, PendingInference, ServedModel};
 use crate::mix::{linear_mix, mix_key};
-use crate::registry::Resolved;
+use crate::registry::{Directory, Resolved};
 use crate::server::{AppState, load_local};
 
 pub(crate) fn router(st: Arc<AppState>) -> Router {
@@ -542,7 +542,20 @@ async fn serve(
     body: Bytes,
 ) -> Result<Response, ServeError> {
     let arrived = Instant::now();
-    let req = st.validate(kind, &body)?;
+    let req = match st.validate(kind, &body) {
+        // A model registered since the last poll: catch up with the chain before saying it
+        // does not exist (a client may chat the moment its registration is confirmed).
+        Err(ServeError::ModelNotFound(name))
+            if st.follower.is_some() && Directory::names_chain_id(&name) =>
+        {
+            if let Err(e) = st.sync_chain(Some(arrived)).await {
+                tracing::warn!(target: "serve::registry", error = %e, "catching up for '{name}'");
+                return Err(ServeError::ModelNotFound(name));
+            }
+            st.validate(kind, &body)?
+        }
+        r => r?,
+    };
     // An adapter whose blob cannot be loaded is refused here, before a slot or `authorize`:
     // nothing is reserved or charged for it.
     st.gate(&req.plan).await?;

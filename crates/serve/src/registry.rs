@@ -196,6 +196,15 @@ impl Directory {
         Err(ServeError::ModelNotFound(name.to_string()))
     }
 
+    /// Whether `name` names an on-chain id (`model-<id>` or `<id>`): one not known yet may have
+    /// been registered since the last poll.
+    pub fn names_chain_id(name: &str) -> bool {
+        name.strip_prefix("model-")
+            .unwrap_or(name)
+            .parse::<u64>()
+            .is_ok()
+    }
+
     /// Registration checks only: whether its blob loads is [`crate::check::Checker::gate`]'s
     /// question, asked before `authorize`.
     fn servable(&self, name: &str, e: &AdapterEntry) -> Result<Resolved, ServeError> {
@@ -289,6 +298,8 @@ impl Directory {
 pub struct ChainFollower {
     events: EventFollower<ModelRegistry::ModelRegistryEvents>,
     next_block: u64,
+    /// When the last successful sync read the chain head.
+    synced_from: Option<Instant>,
 }
 
 impl ChainFollower {
@@ -301,7 +312,14 @@ impl ChainFollower {
         Ok(ChainFollower {
             events: EventFollower::new(provider, registry, DEFAULT_MAX_RANGE),
             next_block: 0,
+            synced_from: None,
         })
+    }
+
+    /// Whether a successful sync read the chain head at or after `t`: it has applied every
+    /// registration confirmed before `t`.
+    pub fn covers(&self, t: Instant) -> bool {
+        self.synced_from.is_some_and(|s| s >= t)
     }
 
     /// Applies every event up to the chain head to `dir`; returns how many were applied.
@@ -309,6 +327,7 @@ impl ChainFollower {
         &mut self,
         dir: &parking_lot::RwLock<Directory>,
     ) -> Result<usize, ChainError> {
+        let started = Instant::now();
         let head = self.events.head().await?;
         let mut applied = 0;
         while let Some(range) = self.events.range(self.next_block, head).await? {
@@ -319,6 +338,7 @@ impl ChainFollower {
             }
             self.next_block = range.to + 1;
         }
+        self.synced_from = Some(started);
         Ok(applied)
     }
 }

@@ -8,7 +8,7 @@ use openledger_model::{DType, Device, LoraAdapter, Pretrained};
 use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::{AdapterCache, CacheConfig, Tier};
 use crate::check::Checker;
@@ -87,13 +87,14 @@ pub(crate) struct AppState {
     pub hooks: Arc<dyn InferenceHooks>,
     pub metrics: Arc<Metrics>,
     pub created: u64,
+    /// The `ModelRegistry` follower, when the server follows a chain.
+    pub follower: Option<Arc<tokio::sync::Mutex<ChainFollower>>>,
 }
 
 /// A running OpenLoRA server (engine thread, chain follower) and its router.
 pub struct Server {
     state: Arc<AppState>,
     stop: tokio::sync::watch::Sender<bool>,
-    follower: Option<Arc<tokio::sync::Mutex<ChainFollower>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -200,9 +201,9 @@ impl Server {
                 hooks,
                 metrics,
                 created,
+                follower,
             }),
             stop,
-            follower,
             thread: Some(thread),
         })
     }
@@ -231,19 +232,7 @@ impl Server {
     /// Catches up with the chain now (the follower also does so every `poll_interval`).
     /// New registrations' load checks start in the background.
     pub async fn sync_chain(&self) -> Result<usize, ServeError> {
-        let n = match &self.follower {
-            Some(f) => f
-                .lock()
-                .await
-                .sync(&self.state.dir)
-                .await
-                .map_err(|e| ServeError::Internal(e.to_string()))?,
-            None => 0,
-        };
-        if n > 0 {
-            self.state.checker.spawn_due();
-        }
-        Ok(n)
+        self.state.sync_chain(None).await
     }
 
     /// Adds a local adapter under `name` (what `POST /v1/load_lora_adapter` does).
@@ -269,6 +258,30 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             drop(t); // the thread ends after its current step; do not block a runtime on it
         }
+    }
+}
+
+impl AppState {
+    /// Catches up with the chain unless a sync that read the head at or after `since` already
+    /// did (so a flood of requests for unknown ids costs one sync at a time, not one each).
+    /// New registrations' load checks start in the background.
+    pub(crate) async fn sync_chain(&self, since: Option<Instant>) -> Result<usize, ServeError> {
+        let Some(f) = &self.follower else {
+            return Ok(0);
+        };
+        let mut f = f.lock().await;
+        if since.is_some_and(|t| f.covers(t)) {
+            return Ok(0);
+        }
+        let n = f
+            .sync(&self.dir)
+            .await
+            .map_err(|e| ServeError::Internal(format!("following ModelRegistry: {e}")))?;
+        drop(f);
+        if n > 0 {
+            self.checker.spawn_due();
+        }
+        Ok(n)
     }
 }
 

@@ -230,3 +230,54 @@ async fn chain_registered_models_become_servable_without_restart() -> Result<()>
 pub(crate) fn hex_of(h: &B256) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A client may chat the moment its registration is confirmed: a request for an on-chain id
+/// the server has not seen yet makes it catch up with the chain before answering 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_is_served_the_moment_its_registration_is_confirmed() -> Result<()> {
+    let chain = Chain::start().await?;
+    let store_dir = tempfile::tempdir()?;
+    let store_loc = store_dir.path().display().to_string();
+    // the poll never fires during the test: only the catch-up can see the registration
+    let t = chain
+        .serve(&store_loc, |c| c.poll_interval = Duration::from_secs(3600))
+        .await?;
+    let (_, base_hash) = t.server.base();
+    let (_, a) = adapter_dir(t.dir.path(), "fresh", &base_config()?, 8, 91)?;
+    let hash = ContentStore::open(&store_loc)?
+        .put(a.to_blob()?.into())
+        .await?;
+    // before the registration: a clear 404, also for ids that are not numbers
+    for (name, code) in [("model-1", 404), ("model-x", 404)] {
+        let (s, v) = t
+            .post("/v1/completions", &json!({"model": name, "prompt": "x"}))
+            .await?;
+        ensure!(
+            s == code && v["error"]["code"] == "model_not_found",
+            "{name}: {s} {v}"
+        );
+    }
+    chain.register(hash, base_hash).await?;
+    ensure!(
+        listed(&t, "model-1").await?.is_none(),
+        "the poll must not have run"
+    );
+    let (_, n) = t.complete("model-1", "the hive queen", 4).await?;
+    ensure!(n > 0, "no tokens");
+    // many concurrent requests for an id that does not exist are all answered 404
+    let body = json!({"model": "model-77", "prompt": "x"});
+    let mut all = Vec::new();
+    for _ in 0..16 {
+        all.push(t.post("/v1/completions", &body));
+    }
+    for r in futures::future::join_all(all).await {
+        let (s, v) = r?;
+        ensure!(
+            s == 404 && v["error"]["code"] == "model_not_found",
+            "{s} {v}"
+        );
+    }
+    drop(t);
+    chain.devnet.shutdown().await;
+    Ok(())
+}

@@ -23,6 +23,8 @@ import {
   zeroAddress,
   parseEther,
   getAddress,
+  keccak256,
+  stringToBytes,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 
@@ -47,6 +49,9 @@ export const ORDER = [
   "AttributionSettlement",
 ];
 
+/** The devnet's dispute parameters and engines (deployments/dev-config.json, shared with Rust). */
+const DEV_FILE = JSON.parse(readFileSync(join(ROOT, "deployments", "dev-config.json"), "utf8"));
+
 /** Defaults: short governance for a devnet (seconds; the clock is timestamps). */
 export const DEFAULT_CONFIG = {
   timelockMinDelay: 5,
@@ -62,7 +67,39 @@ export const DEFAULT_CONFIG = {
   // null: the deployer is the only attributor; null treasury: the Timelock is the treasury.
   attributors: null,
   treasury: null,
+  // attribution disputes (docs/attribution-disputes.md §3): the devnet column
+  dispute: DEV_FILE.dispute,
+  // attribution engine versions whose records may settle (ProtocolParams keeps their keccak-256)
+  engines: DEV_FILE.engines,
 };
+
+/** `ProtocolParams.DisputeConfig` fields whose Solidity type is wider than 32 bits. */
+const WIDE = new Set([
+  "minAttributorStake", "challengeBond", "escalationBond", "dataRequestBond", "slashBase",
+  "unbondingDelay", "challengeWindow", "epochLength", "voucherGrace", "priceGracePeriod",
+  "challengeCommitPeriod", "candidateRevealPeriod", "juryCommitPeriod", "juryRevealPeriod",
+  "escalationPeriod", "governanceTimeout", "dataResponsePeriod",
+]);
+
+/** The dispute config as the constructor takes it (amounts are decimal strings of wei). */
+export function disputeArg(dispute) {
+  const fields = artifact("ProtocolParams")
+    .abi.find((e) => e.type === "constructor")
+    .inputs.find((i) => i.name === "dispute").components;
+  const out = {};
+  for (const { name } of fields) {
+    if (dispute[name] === undefined) throw new Error(`dispute.${name} is missing from the config`);
+    out[name] = WIDE.has(name) ? BigInt(dispute[name]) : Number(dispute[name]);
+  }
+  const extra = Object.keys(dispute).filter((k) => !fields.some((f) => f.name === k));
+  if (extra.length) throw new Error(`unknown dispute parameters: ${extra.join(", ")}`);
+  return out;
+}
+
+/** keccak-256 of each engine name, as `ProtocolParams.allowedEngine` keys them. */
+export function engineIds(engines) {
+  return engines.map((e) => keccak256(stringToBytes(e)));
+}
 
 /**
  * The creation transactions (in order) for a deployer whose next nonce is `nonce`:
@@ -93,6 +130,8 @@ export function plan(deployer, nonce, config = {}) {
       BigInt(cfg.datanetCreationFee),
       cfg.attributors ?? [deployer],
       BigInt(cfg.escrowWithdrawalDelay),
+      disputeArg(cfg.dispute),
+      engineIds(cfg.engines),
     ],
     DatanetRegistry: [addr.ProtocolParams],
     ModelRegistry: [addr.DatanetRegistry],

@@ -59,6 +59,8 @@ async function main() {
     r = await send(chain, w[5], c.ModelRegistry, "registerModel", [spec("bench")]);
     const modelId = eventsNamed(r, "ModelRegistered")[0].args.modelId;
     row("registerModel", r.receipt.gasUsed, "trained on 1 Datanet version");
+    r = await send(chain, w[5], c.ModelRegistry, "setPrice", [modelId, parseEther("0.002")]);
+    row("setPrice", r.receipt.gasUsed, "first change (reads priceGracePeriod, keeps the previous price)");
 
     const st = c.AttributionSettlement;
     const payers = [6, 7, 8];

@@ -270,7 +270,7 @@ contract AttributionSettlement is PullPayments {
         settledIn[inf.recordId] = batchId;
         fee = inf.fee;
         _debit(inf.payer, inf.modelId, fee);
-        (address modelOwner, bool active) = models.settlementInfo(inf.modelId);
+        (address modelOwner, bool active,,,) = models.settlementInfo(inf.modelId);
         if (!active) revert ModelInactive(inf.modelId);
         uint256 t = (fee * tBps) / 10_000;
         uint256 m = (fee * mBps) / 10_000;

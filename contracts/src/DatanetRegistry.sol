@@ -59,6 +59,9 @@ contract DatanetRegistry is PullPayments {
         bytes32 manifestHash;
         uint64 count;
         uint64 publishedAt;
+        /// Rows in the version's contributions: the sum of their declared `rowCount`s (what the
+        /// contributor stated and a curator approved; the Datanet service counts them on upload).
+        uint128 rows;
         /// `rewardPerContribution` when the version was published.
         uint256 rewardAtPublish;
     }
@@ -78,6 +81,8 @@ contract DatanetRegistry is PullPayments {
     mapping(uint256 contributionId => Contribution) private _contributions;
     mapping(uint256 datanetId => uint256[]) private _accepted;
     mapping(uint256 datanetId => Version[]) private _versions;
+    /// @notice Sum of the declared `rowCount` of a Datanet's accepted contributions.
+    mapping(uint256 datanetId => uint256) public acceptedRows;
     /// @notice Whether `account` curates `datanetId` (the owner always may).
     mapping(uint256 datanetId => mapping(address account => bool)) public isCurator;
     /// @notice Whether `account` may contribute to a permissioned `datanetId`.
@@ -276,6 +281,7 @@ contract DatanetRegistry is PullPayments {
         c.status = Status.Accepted;
         c.acceptedIndex = uint64(accepted.length);
         accepted.push(contributionId);
+        acceptedRows[c.datanetId] += c.rowCount;
         emit ContributionApproved(contributionId, c.datanetId, msg.sender);
     }
 
@@ -361,6 +367,7 @@ contract DatanetRegistry is PullPayments {
                 manifestHash: manifestHash,
                 count: uint64(count),
                 publishedAt: uint64(block.timestamp),
+                rows: uint128(acceptedRows[datanetId]), // < 2^64 contributions of < 2^64 rows each
                 rewardAtPublish: d.rewardPerContribution
             })
         );

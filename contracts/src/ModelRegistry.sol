@@ -6,7 +6,9 @@ import {DatanetRegistry} from "./DatanetRegistry.sol";
 /// @title ModelRegistry
 /// @notice LoRA models (adapters on a base model) with the Datanet versions they were trained
 ///         on and their price. An adapter is immutable: a new adapter is a new model id. The
-///         owner may change the price or deactivate the model (inactive models cannot be settled).
+///         owner may change the price (at most once per governed `priceGracePeriod`, during
+///         which answers already given may still settle at the previous price) or deactivate
+///         the model (inactive models cannot be settled).
 contract ModelRegistry {
     /// @notice A Datanet version a model was trained on.
     struct DatanetVersion {
@@ -46,6 +48,14 @@ contract ModelRegistry {
         DatanetVersion[] trainedOn;
     }
 
+    /// @notice A model's last price change.
+    struct PriceChange {
+        /// The price before the change (wei per 1,000 tokens).
+        uint256 previousPrice;
+        /// When it changed (0: never since registration).
+        uint64 changedAt;
+    }
+
     /// @notice The registry whose versions and licences models refer to.
     DatanetRegistry public immutable datanets;
     /// @notice Number of models; ids are 1..modelCount.
@@ -53,6 +63,8 @@ contract ModelRegistry {
     /// @notice Model id registered for an adapter hash (0 if none).
     mapping(bytes32 adapterHash => uint256) public modelByAdapter;
     mapping(uint256 modelId => Model) private _models;
+    /// @notice Each model's last price change.
+    mapping(uint256 modelId => PriceChange) public priceChange;
 
     /// @notice A model was registered with `spec`.
     event ModelRegistered(uint256 indexed modelId, address indexed owner, bytes32 indexed adapterHash, ModelSpec spec);
@@ -77,6 +89,9 @@ contract ModelRegistry {
     error UnknownDatanetVersion(uint256 datanetId, uint256 version);
     /// @notice The caller has no licence for a Datanet it trained on.
     error NotLicensed(uint256 datanetId, address caller);
+    /// @notice The price changed less than `priceGracePeriod` ago; the next change is possible
+    ///         at `nextAt`.
+    error PriceChangeTooSoon(uint256 modelId, uint64 nextAt);
 
     /// @param datanets_ The DatanetRegistry.
     constructor(DatanetRegistry datanets_) {
@@ -115,9 +130,17 @@ contract ModelRegistry {
         emit ModelRegistered(modelId, msg.sender, adapterHash, spec);
     }
 
-    /// @notice Sets the price per 1,000 tokens. Owner only.
+    /// @notice Sets the price per 1,000 tokens. Owner only; at most once per the governed
+    ///         `priceGracePeriod`, so one previous price covers every answer still unsettled.
     function setPrice(uint256 modelId, uint256 pricePer1kTokens) external {
         Model storage m = _onlyOwner(modelId);
+        PriceChange storage c = priceChange[modelId];
+        if (c.changedAt != 0) {
+            uint64 nextAt = c.changedAt + datanets.params().priceGracePeriod();
+            if (block.timestamp < nextAt) revert PriceChangeTooSoon(modelId, nextAt);
+        }
+        c.previousPrice = m.pricePer1kTokens;
+        c.changedAt = uint64(block.timestamp);
         m.pricePer1kTokens = pricePer1kTokens;
         emit PriceUpdated(modelId, pricePer1kTokens);
     }
@@ -137,12 +160,19 @@ contract ModelRegistry {
         return m;
     }
 
-    /// @notice Owner and activity of a model, as settlement needs them (reverts if unknown).
-    function settlementInfo(uint256 modelId) external view returns (address owner, bool active) {
+    /// @notice What settlement needs of a model in one call (reverts if unknown): owner,
+    ///         activity, the current price, and the previous price with the time it was replaced
+    ///         (`priceChangedAt` 0: never changed).
+    function settlementInfo(uint256 modelId)
+        external
+        view
+        returns (address owner, bool active, uint256 price, uint256 previousPrice, uint64 priceChangedAt)
+    {
         Model storage m = _models[modelId];
         owner = m.owner;
         if (owner == address(0)) revert ModelNotFound(modelId);
-        active = m.active;
+        PriceChange storage c = priceChange[modelId];
+        return (owner, m.active, m.pricePer1kTokens, c.previousPrice, c.changedAt);
     }
 
     function _onlyOwner(uint256 modelId) private view returns (Model storage m) {

@@ -167,7 +167,16 @@ test("publishVersion: owner only, count must equal accepted, versions immutable 
   assert.equal(v0.merkleRoot, h32("r0"));
   assert.equal(v0.manifestHash, h32("m0"));
   assert.equal(v0.count, 1n);
-  assert.equal((await reg.read.getVersion([id, 1n])).count, 2n);
+  assert.equal(v0.rows, 12n);
+  const v1 = await reg.read.getVersion([id, 1n]);
+  assert.equal(v1.count, 2n);
+  assert.equal(v1.rows, 24n);
+  assert.equal(await reg.read.acceptedRows([id]), 24n);
+  // a pending contribution adds no rows until it is approved; a rejected one never
+  const z = await contribute(w[3], id, "v-z");
+  assert.equal(await reg.read.acceptedRows([id]), 24n);
+  await send(chain, w[1], reg, "reject", [z, "no"]);
+  assert.equal(await reg.read.acceptedRows([id]), 24n);
   await assert.rejects(reg.read.getVersion([id, 2n]), /VersionNotFound/);
   assert.deepEqual(await reg.read.acceptedContributions([id, 1n, 5n]), [y]);
   assert.deepEqual(await reg.read.acceptedContributions([id, 5n, 5n]), []);

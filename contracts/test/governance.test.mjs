@@ -156,13 +156,19 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
     await send(chain, w[i], c.GOPEN, "delegate", [addr(i)]);
   }
   await advance(1);
-  const targets = [params.address, params.address];
-  const values = [0n, 0n];
+  // dispute parameters are set by index of ProtocolParams.DisputeParam (the struct's field order)
+  const fields = params.abi.find((e) => e.name === "disputeConfig").outputs[0].components.map((f) => f.name);
+  const [window0, bond0] = [await params.read.disputeParam([fields.indexOf("challengeWindow")]),
+    await params.read.disputeParam([fields.indexOf("challengeBond")])];
+  const targets = [params.address, params.address, params.address, params.address];
+  const values = [0n, 0n, 0n, 0n];
   const calldatas = [
     encodeFunctionData({ abi: params.abi, functionName: "setFeeSplit", args: [2000, 3000, 5000] }),
     encodeFunctionData({ abi: params.abi, functionName: "setAttributor", args: [addr(8), true] }),
+    encodeFunctionData({ abi: params.abi, functionName: "setDisputeParam", args: [fields.indexOf("challengeWindow"), window0 + 30n] }),
+    encodeFunctionData({ abi: params.abi, functionName: "setDisputeParam", args: [fields.indexOf("challengeBond"), bond0 * 5n] }),
   ];
-  const description = "OIP-1: treasury 20%, model owners 30%, contributors 50%; add attributor";
+  const description = "OIP-1: treasury 20%, model owners 30%, contributors 50%; add attributor; longer challenge window, higher challenge bond";
   const descriptionHash = keccak256(toHex(description));
 
   const p = await send(chain, w[1], gov, "propose", [targets, values, calldatas, description]);
@@ -198,6 +204,9 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   assert.equal(await gov.read.state([proposalId]), 7); // Executed
   assert.deepEqual(await params.read.feeSplit(), [2000, 3000, 5000]);
   assert.equal(await params.read.isAttributor([addr(8)]), true);
+  const dc = await params.read.disputeConfig();
+  assert.equal(dc.challengeWindow, window0 + 30n);
+  assert.equal(dc.challengeBond, bond0 * 5n);
 
   // The next settlement (by the newly added attributor) uses the new split.
   const m = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "gov" });

@@ -1,7 +1,7 @@
 // ModelRegistry: registration (licence and version checks), price, deactivation.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32 } from "../lib/testing.mjs";
+import { startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32, canTimeTravel, timeTravel } from "../lib/testing.mjs";
 
 let chain, w, c, mr, market, addr;
 const spec = (over = {}) => ({
@@ -44,7 +44,7 @@ test("registerModel: stores the spec, emits it, one model per adapter", async ()
   assert.equal(m.trainingManifestHash, s.trainingManifestHash);
   assert.equal(m.metadataURI, "ipfs://x");
   assert.deepEqual(m.trainedOn, [{ datanetId, version: 0n }]);
-  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true]);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true, 5n, 0n, 0n]);
   await expectRevert(chain, w[5], mr, "registerModel", [s], "DuplicateAdapter", [s.adapterHash, id]);
   // the Datanet owner is licensed implicitly
   await send(chain, w[1], mr, "registerModel", [spec({ adapterHash: h32("owner-adapter"), trainedOn: s.trainedOn })]);
@@ -64,13 +64,37 @@ test("setPrice and deactivate: owner only, events, deactivated once", async () =
   await expectRevert(chain, w[6], mr, "setPrice", [id, 9n], "NotModelOwner", [id, addr(6)]);
   await expectRevert(chain, w[6], mr, "deactivate", [id], "NotModelOwner", [id, addr(6)]);
   await expectRevert(chain, w[5], mr, "setPrice", [4242n, 9n], "ModelNotFound", [4242n]);
+  const before = (await mr.read.getModel([id])).pricePer1kTokens;
   const r = await send(chain, w[5], mr, "setPrice", [id, 9n]);
   assert.deepEqual(eventsNamed(r, "PriceUpdated")[0].args, { modelId: id, pricePer1kTokens: 9n });
   assert.equal((await mr.read.getModel([id])).pricePer1kTokens, 9n);
+  const at = BigInt((await chain.publicClient.getBlock({ blockHash: r.receipt.blockHash })).timestamp);
+  assert.deepEqual(await mr.read.priceChange([id]), [before, at]);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true, 9n, before, at]);
   const d = await send(chain, w[5], mr, "deactivate", [id]);
   assert.equal(eventsNamed(d, "ModelDeactivated")[0].args.modelId, id);
-  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), false]);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), false, 9n, before, at]);
   await expectRevert(chain, w[5], mr, "deactivate", [id], "ModelInactive", [id]);
   await assert.rejects(mr.read.getModel([4242n]), /ModelNotFound/);
   await assert.rejects(mr.read.settlementInfo([4242n]), /ModelNotFound/);
+});
+
+test("setPrice: at most one change per priceGracePeriod, the previous price kept", async () => {
+  const { datanetId } = market;
+  const r0 = await send(chain, w[5], mr, "registerModel", [spec({ adapterHash: h32("priced"), trainedOn: [{ datanetId, version: 0n }], pricePer1kTokens: 100n })]);
+  const id = eventsNamed(r0, "ModelRegistered")[0].args.modelId;
+  const grace = await c.ProtocolParams.read.priceGracePeriod();
+  assert.ok(grace >= 10n, `grace ${grace}`);
+  // the first change after registration is free; the next waits out the grace period
+  const r1 = await send(chain, w[5], mr, "setPrice", [id, 200n]);
+  const t1 = BigInt((await chain.publicClient.getBlock({ blockHash: r1.receipt.blockHash })).timestamp);
+  await expectRevert(chain, w[5], mr, "setPrice", [id, 300n], "PriceChangeTooSoon", [id, t1 + grace]);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true, 200n, 100n, t1]);
+  if (!(await canTimeTravel(chain))) return; // our node: the rest needs evm_increaseTime
+  await timeTravel(chain, Number(grace));
+  const r2 = await send(chain, w[5], mr, "setPrice", [id, 300n]);
+  const t2 = BigInt((await chain.publicClient.getBlock({ blockHash: r2.receipt.blockHash })).timestamp);
+  assert.ok(t2 >= t1 + grace);
+  assert.deepEqual(await mr.read.settlementInfo([id]), [addr(5), true, 300n, 200n, t2]);
+  await expectRevert(chain, w[5], mr, "setPrice", [id, 1n], "PriceChangeTooSoon", [id, t2 + grace]);
 });

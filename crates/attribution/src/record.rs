@@ -20,7 +20,7 @@ pub const RECORD_VERSION: u32 = 1;
 /// Parts per million.
 pub const PPM: u32 = 1_000_000;
 /// The engine that produced a record (crate name and version).
-pub const ENGINE: &str = concat!("openledger-attribution/", env!("CARGO_PKG_VERSION"));
+pub use openledger_protocol::ENGINE;
 
 /// One method's parameters and its share of the final weights.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

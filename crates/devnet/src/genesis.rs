@@ -51,6 +51,10 @@ pub fn predeploy(spec: &mut ChainSpec, cfg: &DeployConfig) -> Result<Deployments
             );
         }
     }
+    cfg.check().map_err(|reason| GenesisError::Deploy {
+        name: "the protocol".into(),
+        reason,
+    })?;
     let steps = plan(cfg, GENESIS_DEPLOYER, 0);
     for s in &steps {
         if spec.genesis.alloc.contains_key(&s.address) {
@@ -91,6 +95,13 @@ pub fn predeploy(spec: &mut ChainSpec, cfg: &DeployConfig) -> Result<Deployments
         })?;
         match result {
             ExecutionResult::Success { .. } => {}
+            ExecutionResult::Revert { output, .. } => {
+                return Err(GenesisError::Deploy {
+                    name: s.name.into(),
+                    reason: openledger_protocol::chain_error::decode_revert(&output)
+                        .unwrap_or_else(|| format!("reverted with {output}")),
+                });
+            }
             other => {
                 return Err(GenesisError::Deploy {
                     name: s.name.into(),
@@ -163,5 +174,21 @@ mod tests {
             predeploy(&mut spec, &DeployConfig::dev()),
             Err(GenesisError::Occupied(..))
         ));
+    }
+
+    /// A dispute parameter out of its bounds stops the genesis with one line naming it (the
+    /// constructor's own check, decoded).
+    #[test]
+    fn a_dispute_parameter_out_of_bounds_is_named() {
+        let (mut spec, _) = DevPreset::default().build().expect("dev");
+        let mut cfg = DeployConfig::dev();
+        cfg.dispute.challenge_window = 5;
+        let e = predeploy(&mut spec, &cfg)
+            .expect_err("out of bounds")
+            .to_string();
+        assert!(
+            e.contains("ProtocolParams") && e.contains("dispute.challengeWindow = 5"),
+            "{e}"
+        );
     }
 }

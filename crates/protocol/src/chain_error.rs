@@ -64,6 +64,16 @@ impl ChainError {
 /// The decoded form of revert `data`: a protocol contract's custom error, or an
 /// `Error(string)` / `Panic(uint256)` reason; `None` when nothing decodes it.
 pub fn decode_revert(data: &[u8]) -> Option<String> {
+    if let Ok(ProtocolParams::ProtocolParamsErrors::DisputeParamOutOfBounds(e)) =
+        ProtocolParams::ProtocolParamsErrors::abi_decode(data)
+    {
+        let name =
+            crate::config::dispute_param_name(e.param).unwrap_or_else(|| format!("#{}", e.param));
+        return Some(format!(
+            "DisputeParamOutOfBounds: dispute.{name} = {} is outside [{}, {}]",
+            e.value, e.min, e.max
+        ));
+    }
     fn try_decode<E: SolInterface + std::fmt::Debug>(data: &[u8]) -> Option<String> {
         E::abi_decode(data).ok().map(|e| format!("{e:?}"))
     }

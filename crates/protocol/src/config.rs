@@ -1,11 +1,12 @@
 //! Deployment configuration and the deterministic deployment plan: seven creation
 //! transactions from one deployer at consecutive nonces (see `contracts/README.md`).
 
+use crate::OPEN;
 use crate::bindings::{
     AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
     OpenLedgerTimelock, ProtocolParams,
 };
-use alloy_primitives::{Address, Bytes, U256, address};
+use alloy_primitives::{Address, B256, Bytes, U256, address, keccak256};
 use alloy_sol_types::SolConstructor;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +57,155 @@ pub struct DeployConfig {
     /// the attributors' settlement interval); one day when absent.
     #[serde(default = "default_escrow_withdrawal_delay")]
     pub escrow_withdrawal_delay: u64,
+    /// Parameters of attribution disputes; [`DisputeConfig::production`] when absent.
+    #[serde(default = "DisputeConfig::production")]
+    pub dispute: DisputeConfig,
+    /// Attribution engine versions whose records may settle (engine strings such as
+    /// [`crate::ENGINE`]; the contract keeps their keccak-256); this build's engine when absent.
+    #[serde(default = "default_engines")]
+    pub engines: Vec<String>,
+}
+
+fn default_engines() -> Vec<String> {
+    vec![crate::ENGINE.to_string()]
+}
+
+/// The governed parameters of attribution disputes (`ProtocolParams.DisputeConfig`; meaning and
+/// bounds in `docs/attribution-disputes.md` §3). Durations in seconds; amounts in wei, written
+/// in JSON as decimal strings of whole wei.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(missing_docs)] // each field is documented on the contract's struct
+pub struct DisputeConfig {
+    #[serde(with = "wei128")]
+    pub min_attributor_stake: u128,
+    #[serde(with = "wei128")]
+    pub challenge_bond: u128,
+    #[serde(with = "wei128")]
+    pub escalation_bond: u128,
+    #[serde(with = "wei128")]
+    pub data_request_bond: u128,
+    #[serde(with = "wei128")]
+    pub slash_base: u128,
+    pub unbonding_delay: u64,
+    pub challenge_window: u64,
+    pub epoch_length: u64,
+    pub voucher_grace: u64,
+    pub price_grace_period: u64,
+    pub challenge_commit_period: u64,
+    pub candidate_reveal_period: u64,
+    pub jury_commit_period: u64,
+    pub jury_reveal_period: u64,
+    pub escalation_period: u64,
+    pub governance_timeout: u64,
+    pub data_response_period: u64,
+    pub exposure_bps: u32,
+    pub weight_tolerance_ppm: u32,
+    pub jury_quorum_bps: u16,
+    pub juror_penalty_bps: u16,
+    pub slash_multiple: u16,
+}
+
+const DAY: u64 = 86_400;
+
+impl DisputeConfig {
+    /// The production column of `docs/attribution-disputes.md` §3.
+    pub fn production() -> Self {
+        DisputeConfig {
+            min_attributor_stake: 10_000 * OPEN,
+            challenge_bond: 10 * OPEN,
+            escalation_bond: 1_000 * OPEN,
+            data_request_bond: OPEN,
+            slash_base: 500 * OPEN,
+            unbonding_delay: 14 * DAY,
+            challenge_window: DAY,
+            epoch_length: 3_600,
+            voucher_grace: DAY,
+            price_grace_period: DAY,
+            challenge_commit_period: 7_200,
+            candidate_reveal_period: 7_200,
+            jury_commit_period: 12 * 3_600,
+            jury_reveal_period: 12 * 3_600,
+            escalation_period: DAY,
+            governance_timeout: 21 * DAY,
+            data_response_period: 6 * 3_600,
+            exposure_bps: 10_000,
+            weight_tolerance_ppm: 1_000,
+            jury_quorum_bps: 3_334,
+            juror_penalty_bps: 100,
+            slash_multiple: 10,
+        }
+    }
+
+    /// As the contract encodes it.
+    pub fn to_sol(&self) -> ProtocolParams::DisputeConfig {
+        ProtocolParams::DisputeConfig {
+            minAttributorStake: self.min_attributor_stake,
+            challengeBond: self.challenge_bond,
+            escalationBond: self.escalation_bond,
+            dataRequestBond: self.data_request_bond,
+            slashBase: self.slash_base,
+            unbondingDelay: self.unbonding_delay,
+            challengeWindow: self.challenge_window,
+            epochLength: self.epoch_length,
+            voucherGrace: self.voucher_grace,
+            priceGracePeriod: self.price_grace_period,
+            challengeCommitPeriod: self.challenge_commit_period,
+            candidateRevealPeriod: self.candidate_reveal_period,
+            juryCommitPeriod: self.jury_commit_period,
+            juryRevealPeriod: self.jury_reveal_period,
+            escalationPeriod: self.escalation_period,
+            governanceTimeout: self.governance_timeout,
+            dataResponsePeriod: self.data_response_period,
+            exposureBps: self.exposure_bps,
+            weightTolerancePpm: self.weight_tolerance_ppm,
+            juryQuorumBps: self.jury_quorum_bps,
+            jurorPenaltyBps: self.juror_penalty_bps,
+            slashMultiple: self.slash_multiple,
+        }
+    }
+}
+
+/// The name of `ProtocolParams.DisputeParam` number `param`: the enum follows the fields of
+/// `DisputeConfig` in order (the contract tests check it), so the names come from the struct's
+/// ABI definition.
+pub fn dispute_param_name(param: u8) -> Option<String> {
+    use alloy_sol_types::SolStruct;
+    let def = ProtocolParams::DisputeConfig::eip712_root_type();
+    let fields = def.split_once('(')?.1.strip_suffix(')')?;
+    fields
+        .split(',')
+        .nth(param as usize)
+        .and_then(|f| f.rsplit(' ').next())
+        .map(str::to_string)
+}
+
+impl DeployConfig {
+    /// What the contracts cannot see: an escalated dispute must outlast a whole governance
+    /// round (voting delay + voting period + timelock delay), or governance could never
+    /// overturn its default outcome. The per-field bounds are the contract's (its constructor
+    /// refuses a value out of them, naming the parameter).
+    pub fn check(&self) -> Result<(), String> {
+        let round = self.voting_delay + self.voting_period + self.timelock_min_delay;
+        if self.dispute.governance_timeout <= round {
+            return Err(format!(
+                "dispute.governanceTimeout {} s must exceed votingDelay + votingPeriod + timelockMinDelay = {round} s",
+                self.dispute.governance_timeout
+            ));
+        }
+        if self.engines.iter().any(|e| e.trim().is_empty()) {
+            return Err("engines: an engine name is empty".into());
+        }
+        Ok(())
+    }
+
+    /// `engines` as the contract keeps them (keccak-256 of each name).
+    pub fn engine_ids(&self) -> Vec<B256> {
+        self.engines
+            .iter()
+            .map(|e| keccak256(e.as_bytes()))
+            .collect()
+    }
 }
 
 fn default_escrow_withdrawal_delay() -> u64 {
@@ -84,6 +234,8 @@ impl DeployConfig {
             attributors: vec![address!("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")],
             treasury: None,
             escrow_withdrawal_delay: 30,
+            dispute: DisputeConfig::production(),
+            engines: default_engines(),
         })
     }
 }
@@ -108,6 +260,20 @@ mod wei {
         }
         U256::from_str_radix(&s, 10)
             .map_err(|e| D::Error::custom(format!("{s:?} is not an amount: {e}")))
+    }
+}
+
+/// Amounts that the contract keeps in 128 bits, in the same decimal-string form as [`wei`].
+mod wei128 {
+    use serde::{Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let v = super::wei::deserialize(d)?;
+        u128::try_from(v).map_err(|_| D::Error::custom(format!("{v} wei is more than 2^128")))
     }
 }
 
@@ -314,6 +480,8 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
                 datanetCreationFee_: cfg.datanet_creation_fee,
                 attributors: cfg.attributors.clone(),
                 escrowWithdrawalDelay_: cfg.escrow_withdrawal_delay,
+                dispute: cfg.dispute.to_sol(),
+                engines: cfg.engine_ids(),
             }
             .abi_encode(),
         ),
@@ -379,6 +547,49 @@ mod tests {
         let c: DeployConfig = serde_json::from_value(v).expect("valid");
         assert_eq!(c.datanet_creation_fee, U256::from(7));
         assert_eq!(c.proposal_threshold, U256::from(5));
+    }
+
+    /// Dispute parameters are named by their enum number, in the order of the JSON fields.
+    #[test]
+    fn dispute_params_are_named_in_field_order() {
+        let v = serde_json::to_value(DisputeConfig::production()).expect("json");
+        let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+        assert_eq!(keys.len(), 22);
+        assert_eq!(dispute_param_name(0).as_deref(), Some("minAttributorStake"));
+        assert_eq!(dispute_param_name(6).as_deref(), Some("challengeWindow"));
+        assert_eq!(dispute_param_name(21).as_deref(), Some("slashMultiple"));
+        assert_eq!(dispute_param_name(22), None);
+        for i in 0..22u8 {
+            let n = dispute_param_name(i).expect("name");
+            assert!(v.get(&n).is_some(), "{n} is not a config field");
+        }
+    }
+
+    /// The dev config allows this build's engine and keeps every governance bound the
+    /// contracts cannot see; a too-short governance timeout is refused by name.
+    #[test]
+    fn the_dev_config_checks_and_allows_this_engine() {
+        let mut c = DeployConfig::dev();
+        c.check().expect("dev config");
+        assert!(
+            c.engines.iter().any(|e| e == crate::ENGINE),
+            "{:?}",
+            c.engines
+        );
+        assert_eq!(c.engine_ids()[0], keccak256(crate::ENGINE.as_bytes()));
+        c.dispute.governance_timeout = c.voting_delay + c.voting_period + c.timelock_min_delay;
+        let e = c.check().expect_err("short timeout");
+        assert!(e.contains("governanceTimeout"), "{e}");
+        let mut v = serde_json::to_value(DeployConfig::dev()).expect("json");
+        v["dispute"]["challengeBond"] = "340282366920938463463374607431768211456".into();
+        let e = serde_json::from_value::<DeployConfig>(v.clone()).expect_err("2^128");
+        assert!(e.to_string().contains("more than 2^128"), "{e}");
+        v["dispute"]["challengeBond"] = "1".into();
+        v["dispute"]["challengeWindoww"] = 5.into();
+        assert!(
+            serde_json::from_value::<DeployConfig>(v).is_err(),
+            "a typo is refused"
+        );
     }
 
     /// The Rust plan and the JavaScript plan (`deploy.mjs --plan`) agree byte for byte.

@@ -1,5 +1,6 @@
 //! Deploys and wires the protocol contracts on any EVM chain over JSON-RPC.
 
+use crate::chain_error::decode_revert;
 use crate::config::{Contracts, DeployConfig, Deployments, plan};
 use crate::confirm::Confirm;
 use alloy_network::TransactionBuilder;
@@ -13,6 +14,12 @@ pub enum DeployError {
     /// The RPC call failed.
     #[error("rpc: {0}")]
     Rpc(String),
+    /// The configuration breaks a rule (one line naming the field).
+    #[error("invalid deployment config: {0}")]
+    Config(String),
+    /// A constructor refuses the configuration (found by simulating it before sending).
+    #[error("{0} refuses the configuration: {1}")]
+    Refused(String, String),
     /// A creation transaction reverted.
     #[error("deploying {0} reverted (tx {1})")]
     Reverted(String, alloy_primitives::B256),
@@ -36,6 +43,7 @@ pub async fn deploy<P: Provider>(
     from: Address,
     cfg: &DeployConfig,
 ) -> Result<Deployments, DeployError> {
+    cfg.check().map_err(DeployError::Config)?;
     let rpc = |e: alloy_transport::TransportError| DeployError::Rpc(e.to_string());
     let chain_id = provider.get_chain_id().await.map_err(rpc)?;
     let nonce = provider
@@ -51,6 +59,13 @@ pub async fn deploy<P: Provider>(
             .with_from(from)
             .with_deploy_code(s.initcode.clone())
             .with_nonce(s.nonce);
+        // A constructor that refuses the config says why here, before anything is sent.
+        if let Err(e) = provider.call(tx.clone()).await
+            && let Some(data) = e.as_error_resp().and_then(|r| r.as_revert_data())
+        {
+            let why = decode_revert(&data).unwrap_or_else(|| format!("reverted with {data}"));
+            return Err(DeployError::Refused(s.name.into(), why));
+        }
         let pending = provider.send_transaction(tx).await.map_err(rpc)?;
         let receipt = pending
             .confirm()

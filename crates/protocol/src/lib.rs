@@ -38,7 +38,8 @@ pub mod merkle;
 pub use api_error::ApiError;
 pub use chain_error::ChainError;
 pub use config::{
-    Contract, Contracts, DeployConfig, Deployments, FeeSplit, GENESIS_DEPLOYER, Step, plan,
+    Contract, Contracts, DeployConfig, Deployments, DisputeConfig, FeeSplit, GENESIS_DEPLOYER,
+    Step, plan,
 };
 pub use confirm::{Confirm, ReceiptError};
 pub use deploy::{DeployError, deploy};
@@ -54,6 +55,11 @@ pub const DEV_MNEMONIC: &str = "test test test test test test test test test tes
 
 /// Chain id of the `dev` genesis preset (what MetaMask's "Localhost 8545" network expects).
 pub const DEV_CHAIN_ID: u64 = 1337;
+
+/// The attribution engine (name and version) that produces records: the string whose
+/// keccak-256 `ProtocolParams.allowedEngine` must accept for its records to settle. Every
+/// workspace crate shares one version, so this is the attribution crate's too.
+pub const ENGINE: &str = concat!("openledger-attribution/", env!("CARGO_PKG_VERSION"));
 
 /// Name and version reported by `web3_clientVersion`.
 pub const CLIENT_VERSION: &str = concat!("openledger/v", env!("CARGO_PKG_VERSION"));

@@ -6,8 +6,9 @@
 // --plan needs no chain: it writes the creation transactions (address, nonce, initcode =
 // creation code ‖ constructor args) that a genesis builder executes from the deployer.
 // (OPENLEDGER_RPC_URL / OPENLEDGER_PRIVATE_KEY are read when the flags are absent.)
-// Order and arguments are the same as the node's genesis predeploy (see README.md): seven
-// creation transactions from one account at consecutive nonces. The Timelock is created with the
+// Order and arguments are the same as the node's genesis predeploy (see README.md): eight
+// creation transactions from one account at consecutive nonces, then one `bondFor` per
+// attributor (the deployer pays each one's `minAttributorStake`). The Timelock is created with the
 // Governor's address (predicted from the deployer's nonce) as proposer, so no wiring call and no
 // admin role are needed afterwards.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -20,6 +21,7 @@ import {
   http,
   getContractAddress,
   encodeDeployData,
+  encodeFunctionData,
   zeroAddress,
   parseEther,
   getAddress,
@@ -47,6 +49,7 @@ export const ORDER = [
   "DatanetRegistry",
   "ModelRegistry",
   "AttributionSettlement",
+  "AttributorStaking",
 ];
 
 /** The devnet's dispute parameters and engines (deployments/dev-config.json, shared with Rust). */
@@ -64,7 +67,8 @@ export const DEFAULT_CONFIG = {
   datanetCreationFee: parseEther("0.01").toString(),
   // seconds from AttributionSettlement.requestWithdrawal to withdrawEscrow (> settlement interval)
   escrowWithdrawalDelay: 30,
-  // null: the deployer is the only attributor; null treasury: the Timelock is the treasury.
+  // accounts bonded with minAttributorStake at deployment, paid by the deployer (null: the
+  // deployer itself); null treasury: the Timelock is the treasury.
   attributors: null,
   treasury: null,
   // attribution disputes (docs/attribution-disputes.md §3): the devnet column
@@ -128,14 +132,14 @@ export function plan(deployer, nonce, config = {}) {
       cfg.feeSplit,
       Number(cfg.licenceOwnerBps),
       BigInt(cfg.datanetCreationFee),
-      cfg.attributors ?? [deployer],
       BigInt(cfg.escrowWithdrawalDelay),
       disputeArg(cfg.dispute),
       engineIds(cfg.engines),
     ],
     DatanetRegistry: [addr.ProtocolParams],
     ModelRegistry: [addr.DatanetRegistry],
-    AttributionSettlement: [addr.ProtocolParams, addr.ModelRegistry, addr.DatanetRegistry],
+    AttributionSettlement: [addr.ProtocolParams, addr.ModelRegistry, addr.DatanetRegistry, addr.AttributorStaking],
+    AttributorStaking: [addr.ProtocolParams, addr.AttributionSettlement],
   };
   return ORDER.map((name, i) => {
     const a = artifact(name);
@@ -148,7 +152,26 @@ export function plan(deployer, nonce, config = {}) {
   });
 }
 
-/** The --plan output: { deployer, firstNonce, config, contracts: [{name, nonce, address, initcode}] }. */
+/**
+ * The calls that bond each attributor after the creations, from the deployer:
+ * [{ account, to, value, data }] (`AttributorStaking.bondFor(account)` with `minAttributorStake`).
+ */
+export function bondCalls(deployer, nonce, config = {}) {
+  const cfg = resolvedConfig(getAddress(deployer), config);
+  const staking = getContractAddress({ from: getAddress(deployer), nonce: BigInt(nonce + ORDER.indexOf("AttributorStaking")) });
+  const abi = artifact("AttributorStaking").abi;
+  return cfg.attributors.map((account) => ({
+    account: getAddress(account),
+    to: staking,
+    value: BigInt(cfg.dispute.minAttributorStake).toString(),
+    data: encodeFunctionData({ abi, functionName: "bondFor", args: [getAddress(account)] }),
+  }));
+}
+
+/**
+ * The --plan output: { deployer, firstNonce, config, contracts: [{name, nonce, address, initcode}],
+ * bonds: [{account, to, value, data}] } (a genesis builder gives the deployer the bonds' value).
+ */
 export function planDocument(deployer, nonce, config = {}) {
   const d = getAddress(deployer);
   return {
@@ -156,6 +179,7 @@ export function planDocument(deployer, nonce, config = {}) {
     firstNonce: nonce,
     config: resolvedConfig(d, config),
     contracts: plan(d, nonce, config).map(({ name, nonce: n, address, data }) => ({ name, nonce: n, address, initcode: data })),
+    bonds: bondCalls(d, nonce, config),
   };
 }
 
@@ -189,6 +213,12 @@ export async function deployAll(walletClient, publicClient, config = {}) {
       throw new Error(`${step.name} landed at ${receipt.contractAddress}, expected ${step.address}`);
     }
     contracts[step.name] = step.address;
+    if (receipt.blockNumber > block) block = receipt.blockNumber;
+  }
+  for (const b of bondCalls(deployer, nonce, config)) {
+    const hash = await walletClient.sendTransaction({ to: b.to, data: b.data, value: BigInt(b.value), chain: null });
+    const receipt = await publicClient.waitForTransactionReceipt({ hash });
+    if (receipt.status !== "success") throw new Error(`bonding attributor ${b.account} failed (tx ${hash})`);
     if (receipt.blockNumber > block) block = receipt.blockNumber;
   }
   return {

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseEther, maxUint256 } from "viem";
-import { startChain, deployProtocol, send, eventsNamed, h32, merkle } from "./lib/testing.mjs";
+import { startChain, deployProtocol, send, eventsNamed, h32, merkle, timeTravel } from "./lib/testing.mjs";
 
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const SHARES = 3; // attributed contributions per inference
@@ -83,6 +83,17 @@ async function main() {
     }
     settle.shift();
 
+    // Staking: a second attributor bonds, unbonds and withdraws after the unbonding delay.
+    const sk = c.AttributorStaking;
+    const min = await c.ProtocolParams.read.disputeParam([0]);
+    r = await send(chain, w[9], sk, "bond", ["https://attributor.example"], { value: min });
+    row("bond", r.receipt.gasUsed, "first bond, 26-char endpoint (stake and total checkpoints)");
+    r = await send(chain, w[9], sk, "requestUnbond", [min]);
+    row("requestUnbond", r.receipt.gasUsed, "the whole stake");
+    await timeTravel(chain, Number((await c.ProtocolParams.read.disputeConfig()).unbondingDelay) + 1);
+    r = await send(chain, w[9], sk, "withdrawUnbonded", []);
+    row("withdrawUnbonded", r.receipt.gasUsed, "after the unbonding delay");
+
     const fmt = (g) => Number(g).toLocaleString("en-US");
     const lines = [
       "# Gas table",
@@ -98,8 +109,9 @@ async function main() {
       "",
       `## Settlement (${SHARES} attributed contributions per inference, 3 payers, finite allowances)`,
       "",
-      "The batch gas includes storing the batch record (root, attributor, time, count, total) and",
-      "the calls to ProtocolParams, ModelRegistry and DatanetRegistry.",
+      "The batch gas includes storing the batch record (root, attributor, time, count, finalAt,",
+      "total), the exposure counter, the stake lock and the calls to ProtocolParams, ModelRegistry,",
+      "DatanetRegistry and AttributorStaking.",
       "",
       "| inferences per batch | batch gas | gas per inference |",
       "| ---: | ---: | ---: |",

@@ -8,18 +8,22 @@ import {ProtocolParams} from "./ProtocolParams.sol";
 import {DatanetRegistry} from "./DatanetRegistry.sol";
 import {ModelRegistry} from "./ModelRegistry.sol";
 import {PullPayments} from "./PullPayments.sol";
+import {AttributorStaking} from "./AttributorStaking.sol";
 
 /// @title AttributionSettlement
 /// @notice Pays inference fees to the treasury, the model owner and the data contributors that
 ///         Proof of Attribution credits. Buyers escrow OPEN and grant each model a spending
-///         allowance; an attributor submits batches of settled inferences together with the
+///         allowance; a bonded attributor (`AttributorStaking`: active stake at least the governed
+///         `minAttributorStake`) submits batches of settled inferences together with the
 ///         ids of the full attribution records. The contract recomputes the batch's Merkle root
 ///         from those ids, so the root that stays on chain commits to exactly the settled
 ///         inferences: any record can later be proven (`verifyRecord`) and disputed
 ///         (`disputeRecord`), and a record id or root is settled at most once (a resubmitted
 ///         batch is refused, never charged twice). Escrow leaves only after a governed delay
 ///         (`requestWithdrawal`, then `withdrawEscrow`), during which answers already given can
-///         still be settled against it.
+///         still be settled against it. An attributor's fees per two challenge windows are
+///         capped by its stake (`exposureBps`), and each batch keeps the stake locked until the
+///         batch's challenge window ends (`finalAt`).
 /// @dev Split of one inference fee F with the governed split (t, m, c) in basis points:
 ///      treasury = floor(F × t / 10,000); modelOwner = floor(F × m / 10,000);
 ///      pool = F − treasury − modelOwner (so pool absorbs the rounding of the first two);
@@ -51,6 +55,8 @@ contract AttributionSettlement is PullPayments {
         address attributor;
         uint64 settledAt;
         uint32 inferenceCount;
+        /// End of the batch's challenge window (`settledAt + challengeWindow` at settlement).
+        uint64 finalAt;
         uint256 totalFees;
     }
 
@@ -60,15 +66,27 @@ contract AttributionSettlement is PullPayments {
         uint64 readyAt;
     }
 
+    /// @dev What one batch reads of `ProtocolParams.settlementConfig`.
+    struct Config {
+        address treasury;
+        uint16 tBps;
+        uint16 mBps;
+        uint256 minStake;
+        uint32 exposureBps;
+        uint64 window;
+    }
+
     /// @notice Allowance value meaning "unlimited" (never decremented).
     uint256 public constant UNLIMITED = type(uint256).max;
 
-    /// @notice The governed parameters (split, treasury, attributors).
+    /// @notice The governed parameters (split, treasury, stake and exposure rules).
     ProtocolParams public immutable params;
     /// @notice Model owners and activity.
     ModelRegistry public immutable models;
     /// @notice Contributions and their contributors.
     DatanetRegistry public immutable datanets;
+    /// @notice Attributors' stakes.
+    AttributorStaking public immutable staking;
 
     /// @notice OPEN each buyer holds in escrow.
     mapping(address payer => uint256) public escrowOf;
@@ -85,6 +103,8 @@ contract AttributionSettlement is PullPayments {
     mapping(bytes32 recordsRoot => uint256 batchId) public batchOfRoot;
     /// @notice Withdrawals announced with `requestWithdrawal`.
     mapping(address payer => WithdrawalRequest) public withdrawalRequest;
+    /// @notice Fees an attributor settled in an exposure period (`timestamp / challengeWindow`).
+    mapping(address attributor => mapping(uint256 period => uint256)) public feesInPeriod;
 
     /// @notice OPEN was added to `payer`'s escrow.
     event EscrowDeposited(address indexed payer, address indexed from, uint256 amount);
@@ -105,8 +125,11 @@ contract AttributionSettlement is PullPayments {
     /// @notice `disputer` proved `record` is in a batch and disputes it.
     event RecordDisputed(uint256 indexed batchId, bytes32 indexed record, address indexed disputer, string reasonURI);
 
-    /// @notice Caller is not in the attributor set.
-    error NotAttributor(address caller);
+    /// @notice The caller's active stake is below the governed minimum.
+    error NotBonded(address caller, uint256 active, uint256 required);
+    /// @notice The caller's fees in this and the previous exposure period, this batch included,
+    ///         would exceed `exposureBps` of its active stake.
+    error ExposureExceeded(address caller, uint256 exposure, uint256 cap);
     /// @notice Zero amount where a positive one is needed.
     error ZeroAmount();
     /// @notice Escrow too small.
@@ -139,10 +162,12 @@ contract AttributionSettlement is PullPayments {
     /// @param params_ ProtocolParams.
     /// @param models_ ModelRegistry.
     /// @param datanets_ DatanetRegistry.
-    constructor(ProtocolParams params_, ModelRegistry models_, DatanetRegistry datanets_) {
+    /// @param staking_ AttributorStaking.
+    constructor(ProtocolParams params_, ModelRegistry models_, DatanetRegistry datanets_, AttributorStaking staking_) {
         params = params_;
         models = models_;
         datanets = datanets_;
+        staking = staking_;
     }
 
     // ------------------------------------------------------------------ escrow
@@ -194,35 +219,31 @@ contract AttributionSettlement is PullPayments {
 
     // ------------------------------------------------------------------ settlement
 
-    /// @notice Settles a batch of inferences by the rule in the contract header. Attributors only.
+    /// @notice Settles a batch of inferences by the rule in the contract header. Bonded
+    ///         attributors only, within their exposure cap.
     /// @param recordsRoot Merkle root of the inferences' record ids in order (OpenZeppelin
     ///        MerkleProof convention: sorted pairs, keccak-256; an odd last node moves up a
     ///        level unchanged); recomputed here and refused when it differs.
     /// @return batchId The new batch's id.
     function submitBatch(bytes32 recordsRoot, Inference[] calldata inferences) external returns (uint256 batchId) {
-        (bool allowed, address treasury, uint16 tBps, uint16 mBps,) = params.settlementConfig(msg.sender);
-        if (!allowed) revert NotAttributor(msg.sender);
+        Config memory cfg = _config();
+        uint256 stake = staking.activeStake(msg.sender);
+        if (stake < cfg.minStake) revert NotBonded(msg.sender, stake, cfg.minStake);
         if (inferences.length == 0 || recordsRoot == bytes32(0)) revert EmptyBatch();
         _checkRoot(recordsRoot, inferences);
         batchId = ++batchCount;
         batchOfRoot[recordsRoot] = batchId;
-        uint256 total;
-        uint256 toTreasury;
-        for (uint256 i = 0; i < inferences.length; ++i) {
-            (uint256 fee, uint256 t) = _settle(batchId, i, inferences[i], tBps, mBps);
-            total += fee;
-            toTreasury += t;
-        }
-        if (toTreasury != 0) _creditNoTotal(treasury, toTreasury);
-        totalEscrow -= total;
-        totalBalances += total;
+        uint256 total = _settleAll(batchId, inferences, cfg);
+        uint64 finalAt = _checkExposure(total, stake, cfg);
         _batches[batchId] = Batch({
             recordsRoot: recordsRoot,
             attributor: msg.sender,
             settledAt: uint64(block.timestamp),
             inferenceCount: uint32(inferences.length),
+            finalAt: finalAt,
             totalFees: total
         });
+        staking.recordBatch(msg.sender, finalAt);
         emit BatchSettled(batchId, msg.sender, recordsRoot, inferences.length, total);
     }
 
@@ -250,6 +271,40 @@ contract AttributionSettlement is PullPayments {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev The governed settlement parameters, read once per batch.
+    function _config() private view returns (Config memory c) {
+        (c.treasury, c.tBps, c.mBps,, c.minStake, c.exposureBps, c.window) = params.settlementConfig();
+    }
+
+    /// @dev Settles every inference of the batch by the current split; returns the total fees.
+    function _settleAll(uint256 batchId, Inference[] calldata inferences, Config memory cfg)
+        private
+        returns (uint256 total)
+    {
+        uint256 toTreasury;
+        for (uint256 i = 0; i < inferences.length; ++i) {
+            (uint256 fee, uint256 t) = _settle(batchId, i, inferences[i], cfg.tBps, cfg.mBps);
+            total += fee;
+            toTreasury += t;
+        }
+        if (toTreasury != 0) _creditNoTotal(cfg.treasury, toTreasury);
+        totalEscrow -= total;
+        totalBalances += total;
+    }
+
+    /// @dev Adds `total` to the caller's fees of this exposure period and refuses the batch when
+    ///      this and the previous period together exceed `exposureBps` of `stake`; returns the end
+    ///      of the batch's challenge window.
+    function _checkExposure(uint256 total, uint256 stake, Config memory cfg) private returns (uint64 finalAt) {
+        finalAt = uint64(block.timestamp) + cfg.window;
+        uint256 period = block.timestamp / cfg.window;
+        uint256 current = feesInPeriod[msg.sender][period] + total;
+        feesInPeriod[msg.sender][period] = current;
+        uint256 exposure = current + (period == 0 ? 0 : feesInPeriod[msg.sender][period - 1]);
+        uint256 cap = Math.mulDiv(stake, cfg.exposureBps, 10_000);
+        if (exposure > cap) revert ExposureExceeded(msg.sender, exposure, cap);
+    }
 
     function _deposit(address payer) private {
         if (msg.value == 0) revert ZeroAmount();

@@ -6,7 +6,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 /// @title ProtocolParams
 /// @notice The governed knobs of the protocol, owned by the Timelock (so only a passed Governor
 ///         proposal can change them): the inference-fee split, the licence-fee split, the Datanet
-///         creation fee, the attributor set, the treasury address, the escrow withdrawal delay,
+///         creation fee, the treasury address, the escrow withdrawal delay,
 ///         the parameters of attribution disputes (stakes, windows, bonds, jury, slashing) and
 ///         the attribution engine versions whose records may settle.
 /// @dev Basis points: 10,000 = 100%. Readers fetch values at use time, so a change applies to the
@@ -107,8 +107,6 @@ contract ProtocolParams is Ownable {
     address public treasury;
     /// @notice OPEN (wei) paid to the treasury to create a Datanet.
     uint256 public datanetCreationFee;
-    /// @notice Accounts allowed to submit settlement batches.
-    mapping(address account => bool) public isAttributor;
     /// @notice Seconds between a payer's `requestWithdrawal` and the moment the escrow may leave
     ///         `AttributionSettlement`: answers already given are settled within it. Must exceed
     ///         the attributors' settlement interval.
@@ -124,8 +122,6 @@ contract ProtocolParams is Ownable {
     event LicenceOwnerShareUpdated(uint16 ownerBps);
     /// @notice The Datanet creation fee changed.
     event DatanetCreationFeeUpdated(uint256 fee);
-    /// @notice `account` was added to (`allowed`) or removed from the attributor set.
-    event AttributorUpdated(address indexed account, bool allowed);
     /// @notice The treasury address changed.
     event TreasuryUpdated(address indexed treasury);
     /// @notice The escrow withdrawal delay changed.
@@ -152,7 +148,6 @@ contract ProtocolParams is Ownable {
     /// @param split Initial inference fee split (must sum to 10,000).
     /// @param licenceOwnerBps_ Initial Datanet-owner share of licence fees.
     /// @param datanetCreationFee_ Initial Datanet creation fee in wei.
-    /// @param attributors Initial attributor set.
     /// @param escrowWithdrawalDelay_ Initial escrow withdrawal delay in seconds.
     /// @param dispute Initial dispute parameters; every bound of `setDisputeParam` holds.
     /// @param engines Initially accepted attribution engine ids.
@@ -162,7 +157,6 @@ contract ProtocolParams is Ownable {
         FeeSplit memory split,
         uint16 licenceOwnerBps_,
         uint256 datanetCreationFee_,
-        address[] memory attributors,
         uint64 escrowWithdrawalDelay_,
         DisputeConfig memory dispute,
         bytes32[] memory engines
@@ -172,9 +166,6 @@ contract ProtocolParams is Ownable {
         _setLicenceOwnerBps(licenceOwnerBps_);
         datanetCreationFee = datanetCreationFee_;
         emit DatanetCreationFeeUpdated(datanetCreationFee_);
-        for (uint256 i = 0; i < attributors.length; ++i) {
-            _setAttributor(attributors[i], true);
-        }
         escrowWithdrawalDelay = escrowWithdrawalDelay_;
         emit EscrowWithdrawalDelayUpdated(escrowWithdrawalDelay_);
         // Cross-field bounds are checked against the final values: store first, then check all.
@@ -251,15 +242,32 @@ contract ProtocolParams is Ownable {
         return (s.treasuryBps, s.modelOwnerBps, s.contributorsBps);
     }
 
-    /// @notice What a settlement needs in one call: whether `attributor` may settle, the
-    ///         treasury and the fee split.
-    function settlementConfig(address attributor)
+    /// @notice What a settlement needs in one call: the treasury, the fee split, the stake an
+    ///         attributor needs, its exposure cap and the challenge window.
+    function settlementConfig()
         external
         view
-        returns (bool allowed, address treasury_, uint16 treasuryBps, uint16 modelOwnerBps, uint16 contributorsBps)
+        returns (
+            address treasury_,
+            uint16 treasuryBps,
+            uint16 modelOwnerBps,
+            uint16 contributorsBps,
+            uint256 minAttributorStake,
+            uint32 exposureBps,
+            uint64 challengeWindow
+        )
     {
         FeeSplit memory s = _feeSplit;
-        return (isAttributor[attributor], treasury, s.treasuryBps, s.modelOwnerBps, s.contributorsBps);
+        DisputeConfig storage d = _dispute;
+        return (
+            treasury,
+            s.treasuryBps,
+            s.modelOwnerBps,
+            s.contributorsBps,
+            d.minAttributorStake,
+            d.exposureBps,
+            d.challengeWindow
+        );
     }
 
     /// @notice Sets the inference fee split; the shares must sum to 10,000. Timelock only.
@@ -276,11 +284,6 @@ contract ProtocolParams is Ownable {
     function setDatanetCreationFee(uint256 fee) external onlyOwner {
         datanetCreationFee = fee;
         emit DatanetCreationFeeUpdated(fee);
-    }
-
-    /// @notice Adds (`allowed`) or removes `account` from the attributor set. Timelock only.
-    function setAttributor(address account, bool allowed) external onlyOwner {
-        _setAttributor(account, allowed);
     }
 
     /// @notice Sets the escrow withdrawal delay in seconds. Timelock only.
@@ -305,12 +308,6 @@ contract ProtocolParams is Ownable {
         if (ownerBps > BPS) revert InvalidBps(ownerBps);
         licenceOwnerBps = ownerBps;
         emit LicenceOwnerShareUpdated(ownerBps);
-    }
-
-    function _setAttributor(address account, bool allowed) private {
-        if (account == address(0)) revert ZeroAddress();
-        isAttributor[account] = allowed;
-        emit AttributorUpdated(account, allowed);
     }
 
     function _setEngine(bytes32 engineId, bool allowed) private {

@@ -27,7 +27,9 @@ test("deployments/dev-genesis.json is reproduced by `deploy.mjs --plan` from dev
   assert.deepEqual(fresh, GENESIS, "regenerate: node deploy.mjs --plan --deployer " + GENESIS.deployer +
     " --config deployments/dev-config.json --out deployments/dev-genesis.json");
   assert.deepEqual(GENESIS.contracts.map((c) => c.name), ORDER);
-  assert.deepEqual(GENESIS.contracts.map((c) => c.nonce), [0, 1, 2, 3, 4, 5, 6]);
+  assert.deepEqual(GENESIS.contracts.map((c) => c.nonce), [0, 1, 2, 3, 4, 5, 6, 7]);
+  assert.deepEqual(GENESIS.bonds.map((b) => b.account), DEV_CONFIG.attributors);
+  assert.equal(GENESIS.bonds[0].to, GENESIS.contracts.find((c) => c.name === "AttributorStaking").address);
 });
 
 async function hasCode(address) {
@@ -41,7 +43,8 @@ test("genesis predeploy: the plan's contracts sit at the documented addresses, w
   if (!(await hasCode(at.GOPEN))) {
     // Execute the plan the way a genesis builder does: creation transactions from the deployer.
     try {
-      await pc.request({ method: "anvil_setBalance", params: [GENESIS.deployer, toHex(10n ** 18n)] });
+      const bonds = GENESIS.bonds.reduce((a, b) => a + BigInt(b.value), 0n);
+      await pc.request({ method: "anvil_setBalance", params: [GENESIS.deployer, toHex(10n ** 18n + bonds)] });
       await pc.request({ method: "anvil_impersonateAccount", params: [GENESIS.deployer] });
     } catch {
       t.skip("no predeployed contracts at the genesis addresses and no anvil_impersonateAccount to create them");
@@ -61,6 +64,13 @@ test("genesis predeploy: the plan's contracts sit at the documented addresses, w
       assert.equal(receipt.status, "success", c.name);
       assert.equal(receipt.contractAddress.toLowerCase(), c.address.toLowerCase(), c.name);
     }
+    for (const b of GENESIS.bonds) {
+      const hash = await pc.request({
+        method: "eth_sendTransaction",
+        params: [{ from: GENESIS.deployer, to: b.to, data: b.data, value: toHex(BigInt(b.value)) }],
+      });
+      assert.equal((await pc.waitForTransactionReceipt({ hash })).status, "success", `bond ${b.account}`);
+    }
   }
   const k = Object.fromEntries(ORDER.map((n) => [n, getContract({ address: at[n], abi: artifact(n).abi, client: pc })]));
   for (const n of ORDER) {
@@ -70,7 +80,10 @@ test("genesis predeploy: the plan's contracts sit at the documented addresses, w
   const tl = at.OpenLedgerTimelock;
   assert.equal(await k.ProtocolParams.read.owner(), tl);
   assert.equal(await k.ProtocolParams.read.treasury(), tl);
-  assert.equal(await k.ProtocolParams.read.isAttributor([DEV_CONFIG.attributors[0]]), true);
+  assert.equal(await k.AttributorStaking.read.isBonded([DEV_CONFIG.attributors[0]]), true);
+  assert.equal(await k.AttributorStaking.read.activeStake([DEV_CONFIG.attributors[0]]), BigInt(DEV_CONFIG.dispute.minAttributorStake));
+  assert.equal(await k.AttributorStaking.read.settlement(), at.AttributionSettlement);
+  assert.equal(await k.AttributionSettlement.read.staking(), at.AttributorStaking);
   assert.deepEqual(await k.ProtocolParams.read.feeSplit(), [1000, 4000, 5000]);
   assert.equal(await k.OpenLedgerGovernor.read.timelock(), tl);
   assert.equal(await k.OpenLedgerGovernor.read.token(), at.GOPEN);
@@ -105,5 +118,7 @@ test("`node deploy.mjs --rpc-url --private-key --out` deploys and wires the set"
   for (const n of ORDER) assert.ok(await hasCode(d.contracts[n]), `${n} has code`);
   const params = getContract({ address: d.contracts.ProtocolParams, abi: artifact("ProtocolParams").abi, client: chain.publicClient });
   assert.equal(await params.read.owner(), d.contracts.OpenLedgerTimelock);
-  assert.equal(await params.read.isAttributor([account.address]), true);
+  const staking = getContract({ address: d.contracts.AttributorStaking, abi: artifact("AttributorStaking").abi, client: chain.publicClient });
+  assert.equal(await staking.read.isBonded([account.address]), true, "the deployer is bonded as the attributor");
+  assert.equal(await params.read.owner(), d.contracts.OpenLedgerTimelock);
 });

@@ -164,11 +164,11 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   const values = [0n, 0n, 0n, 0n];
   const calldatas = [
     encodeFunctionData({ abi: params.abi, functionName: "setFeeSplit", args: [2000, 3000, 5000] }),
-    encodeFunctionData({ abi: params.abi, functionName: "setAttributor", args: [addr(8), true] }),
+    encodeFunctionData({ abi: params.abi, functionName: "setEscrowWithdrawalDelay", args: [45n] }),
     encodeFunctionData({ abi: params.abi, functionName: "setDisputeParam", args: [fields.indexOf("challengeWindow"), window0 + 30n] }),
     encodeFunctionData({ abi: params.abi, functionName: "setDisputeParam", args: [fields.indexOf("challengeBond"), bond0 * 5n] }),
   ];
-  const description = "OIP-1: treasury 20%, model owners 30%, contributors 50%; add attributor; longer challenge window, higher challenge bond";
+  const description = "OIP-1: treasury 20%, model owners 30%, contributors 50%; escrow delay 45 s; longer challenge window, higher challenge bond";
   const descriptionHash = keccak256(toHex(description));
 
   const p = await send(chain, w[1], gov, "propose", [targets, values, calldatas, description]);
@@ -203,19 +203,20 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   assert.equal(eventsNamed(x, "ProposalExecuted")[0].args.proposalId, proposalId);
   assert.equal(await gov.read.state([proposalId]), 7); // Executed
   assert.deepEqual(await params.read.feeSplit(), [2000, 3000, 5000]);
-  assert.equal(await params.read.isAttributor([addr(8)]), true);
+  assert.equal(await params.read.escrowWithdrawalDelay(), 45n);
   const dc = await params.read.disputeConfig();
   assert.equal(dc.challengeWindow, window0 + 30n);
   assert.equal(dc.challengeBond, bond0 * 5n);
 
-  // The next settlement (by the newly added attributor) uses the new split.
+  // The next settlement uses the new split.
   const m = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "gov" });
   const st = c.AttributionSettlement;
   await send(chain, w[6], st, "deposit", [], { value: 10_000n });
   await send(chain, w[6], st, "setAllowance", [m.modelId, 10_000n]);
   const tl = dep.contracts.OpenLedgerTimelock;
   const before = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
-  // a one-record batch: its root is the record id
+  // a bonded attributor (account 8) settles a one-record batch: its root is the record id
+  await send(chain, w[8], c.AttributorStaking, "bond", [""], { value: await params.read.disputeParam([0]) });
   await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ recordId: h32("gov-batch"), payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
   const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
   assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);

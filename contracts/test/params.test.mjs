@@ -23,17 +23,15 @@ before(async () => {
 });
 after(() => chain?.stop());
 
-test("deployment: parameters, owner = Timelock, treasury = Timelock, deployer is attributor", async () => {
+test("deployment: parameters, owner = Timelock, treasury = Timelock, settlement config", async () => {
   const tl = dep.contracts.OpenLedgerTimelock;
   assert.equal(await c.ProtocolParams.read.owner(), tl);
   assert.equal(await c.ProtocolParams.read.treasury(), tl);
   assert.deepEqual(await c.ProtocolParams.read.feeSplit(), [1000, 4000, 5000]);
   assert.equal(await c.ProtocolParams.read.licenceOwnerBps(), 2000);
   assert.equal(await c.ProtocolParams.read.datanetCreationFee(), 10n ** 16n);
-  assert.equal(await c.ProtocolParams.read.isAttributor([w[0].account.address]), true);
-  assert.equal(await c.ProtocolParams.read.isAttributor([w[1].account.address]), false);
-  const cfg = await c.ProtocolParams.read.settlementConfig([w[0].account.address]);
-  assert.deepEqual(cfg, [true, tl, 1000, 4000, 5000]);
+  const cfg = await c.ProtocolParams.read.settlementConfig();
+  assert.deepEqual(cfg, [tl, 1000, 4000, 5000, BigInt(DEV_DISPUTE.minAttributorStake), 10000, 60n]);
   assert.equal(await c.DatanetRegistry.read.params(), dep.contracts.ProtocolParams);
   assert.equal(await c.ModelRegistry.read.datanets(), dep.contracts.DatanetRegistry);
   assert.equal(await c.AttributionSettlement.read.params(), dep.contracts.ProtocolParams);
@@ -81,7 +79,6 @@ test("parameter change not through the Timelock reverts (every setter, even from
     ["setFeeSplit", [2000, 3000, 5000]],
     ["setLicenceOwnerBps", [100]],
     ["setDatanetCreationFee", [0n]],
-    ["setAttributor", [w[5].account.address, true]],
     ["setTreasury", [w[5].account.address]],
     ["setEscrowWithdrawalDelay", [0n]],
     ["setDisputeParam", [PARAM.challengeWindow, 600n]],
@@ -124,7 +121,7 @@ function distinctDispute() {
 
 async function ownedParams(dispute = DEV_DISPUTE, engines = ENGINES) {
   const split = { treasuryBps: 2500, modelOwnerBps: 2500, contributorsBps: 5000 };
-  return deploy(chain, w[0], "ProtocolParams", [w[0].account.address, w[9].account.address, split, 0, 0n, [], 7n, dispute, engines]);
+  return deploy(chain, w[0], "ProtocolParams", [w[0].account.address, w[9].account.address, split, 0, 0n, 7n, dispute, engines]);
 }
 
 test("dispute parameters: the enum follows the struct, each bound refused by name, order matters", async () => {
@@ -213,7 +210,7 @@ test("constructor refuses dispute parameters out of bounds, naming the parameter
     const data = encodeDeployData({
       abi: a.abi,
       bytecode: a.bytecode,
-      args: [w[0].account.address, w[0].account.address, split, 0, 0n, [], 0n, dispute, ENGINES],
+      args: [w[0].account.address, w[0].account.address, split, 0, 0n, 0n, dispute, ENGINES],
     });
     const failed = await chain.publicClient.call({ account: w[0].account.address, data }).then(() => null, (e) => e);
     assert.ok(failed, `${f} = ${v} must revert`);
@@ -245,12 +242,6 @@ test("setters with an owner: events, split sums != 10,000, bps > 10,000, zero ad
   assert.equal(eventsNamed(r, "DatanetCreationFeeUpdated")[0].args.fee, 123n);
   assert.equal(await p.read.datanetCreationFee(), 123n);
 
-  r = await send(chain, w[0], p, "setAttributor", [w[3].account.address, true]);
-  assert.deepEqual(eventsNamed(r, "AttributorUpdated")[0].args, { account: w[3].account.address, allowed: true });
-  assert.equal(await p.read.isAttributor([w[3].account.address]), true);
-  await send(chain, w[0], p, "setAttributor", [w[3].account.address, false]);
-  assert.equal(await p.read.isAttributor([w[3].account.address]), false);
-  await expectRevert(chain, w[0], p, "setAttributor", [zeroAddress, true], "ZeroAddress");
 
   r = await send(chain, w[0], p, "setTreasury", [w[4].account.address]);
   assert.equal(eventsNamed(r, "TreasuryUpdated")[0].args.treasury, w[4].account.address);
@@ -268,7 +259,7 @@ test("constructor rejects a split that does not sum to 10,000", async () => {
   const data = encodeDeployData({
     abi: a.abi,
     bytecode: a.bytecode,
-    args: [w[0].account.address, w[0].account.address, bad, 0, 0n, [], 0n, DEV_DISPUTE, ENGINES],
+    args: [w[0].account.address, w[0].account.address, bad, 0, 0n, 0n, DEV_DISPUTE, ENGINES],
   });
   const failed = await chain.publicClient.call({ account: w[0].account.address, data }).then(() => null, (e) => e);
   assert.ok(failed, "creation must revert");

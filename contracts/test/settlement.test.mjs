@@ -142,7 +142,7 @@ test("submitBatch: governed split, weights, dust to treasury, allowance debited,
 test("submitBatch reverts: non-attributor, empty, escrow or allowance exceeded, inactive model, bad shares", async () => {
   const [c3] = market.contributionIds;
   const ok = [inference(addr(6), 1n, [{ contributionId: c3, weight: 1n }])];
-  await expectRevert(chain, w[1], st, "submitBatch", batch(ok), "NotAttributor", [addr(1)]);
+  await expectRevert(chain, w[1], st, "submitBatch", batch(ok), "NotBonded", [addr(1), 0n, await c.ProtocolParams.read.disputeParam([0])]);
   await expectRevert(chain, w[0], st, "submitBatch", [h32("r"), []], "EmptyBatch");
   await expectRevert(chain, w[0], st, "submitBatch", ["0x" + "00".repeat(32), ok], "EmptyBatch");
   const esc = await st.read.escrowOf([addr(6)]);

@@ -52,6 +52,9 @@ pub enum AttributionCmd {
         #[arg(long, default_value = "attribution-indexes")]
         out: PathBuf,
     },
+    /// Attributor staking: bond, unbond, withdraw, show a stake.
+    #[command(flatten)]
+    Stake(crate::cmd_stake::StakeCmd),
     /// Show an attribution record: the answer's fee, the contributions it is credited to with
     /// their weights, and its settlement on chain.
     Show(ShowArgs),
@@ -188,6 +191,7 @@ async fn show(a: ShowArgs) -> Result<()> {
 pub async fn run(cmd: AttributionCmd) -> Result<()> {
     match cmd {
         AttributionCmd::Show(a) => show(a).await,
+        AttributionCmd::Stake(c) => crate::cmd_stake::run(c).await,
         AttributionCmd::Index {
             at,
             datanet,

@@ -562,12 +562,16 @@ pub async fn contracts(cmd: ContractsCmd) -> eyre::Result<()> {
                     openledger_protocol::DEV_CHAIN_ID
                 ),
             };
-            // The attributor set defaults to the deployer, never to a dev account whose key is
-            // public (as the JavaScript deployer does).
+            // The bonded attributors default to the deployer, never to a dev account whose key
+            // is public (as the JavaScript deployer does).
             if !explicit || cfg.attributors.is_empty() {
                 cfg.attributors = vec![from];
             }
-            eprintln!("deploying 7 contracts from {from} …");
+            eprintln!(
+                "deploying {} contracts from {from} and bonding {} attributor(s) …",
+                openledger_protocol::Contract::ALL.len(),
+                cfg.attributors.len()
+            );
             let d = openledger_protocol::deploy(&provider, from, &cfg).await?;
             if let Some(dir) = out.parent() {
                 std::fs::create_dir_all(dir)?;

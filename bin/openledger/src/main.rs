@@ -6,6 +6,7 @@ mod cmd_datanet;
 mod cmd_model;
 mod cmd_pay;
 mod cmd_serve;
+mod cmd_stake;
 mod cmd_train;
 mod endpoints;
 mod threads;

@@ -362,10 +362,17 @@ impl AttributionService {
         match e.as_decoded_interface_error::<E>() {
             Some(E::RecordAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
             Some(E::RootAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
-            // The attributor itself was removed: nothing about the record is wrong.
-            Some(E::NotAttributor(_)) => Err(ServiceError::Chain(ChainError::unexpected(format!(
-                "{attributor} is not in the attributor set; records stay pending"
+            // The attributor itself may not settle now: nothing about the record is wrong.
+            Some(E::NotBonded(x)) => Err(ServiceError::Chain(ChainError::unexpected(format!(
+                "{attributor} is not bonded (active stake {} wei, {} needed; `openledger attribution bond`); records stay pending",
+                x.active, x.required
             )))),
+            Some(E::ExposureExceeded(x)) => {
+                Err(ServiceError::Chain(ChainError::unexpected(format!(
+                    "{attributor} settled {} wei within two challenge windows, more than its stake allows ({} wei); records stay pending until the window moves or it bonds more",
+                    x.exposure, x.cap
+                ))))
+            }
             Some(other) => Ok(DryRun::Refused(format!("{other:?}"))),
             None if e.as_revert_data().is_some() => Ok(DryRun::Refused(e.to_string())),
             None => Err(ChainError::from(e).into()),
@@ -388,7 +395,7 @@ impl AttributionService {
         };
         let attributor = self.cfg.attributor.as_ref().map(|s| s.address());
         let credits = match attributor {
-            Some(a) if pending.len() == leaves.len() => self.credits(a, &pending, block).await?,
+            Some(_) if pending.len() == leaves.len() => self.credits(&pending, block).await?,
             // Not all of the batch's records are ours (another attributor's batch, or a
             // record already adopted): no credit lines we could vouch for.
             _ => Vec::new(),
@@ -531,7 +538,6 @@ impl AttributionService {
     /// The credits the contract will make for `batch`, by its rule (see the contract header).
     async fn credits(
         &self,
-        attributor: Address,
         batch: &[PendingRecord],
         block: u64,
     ) -> Result<Vec<CreditLine>, ServiceError> {
@@ -548,7 +554,7 @@ impl AttributionService {
             p.clone(),
         );
         let cfg = params
-            .settlementConfig(attributor)
+            .settlementConfig()
             .block(at)
             .call()
             .await

@@ -2,11 +2,14 @@
 //! revm on top of the genesis allocation, and the resulting accounts (runtime code, storage,
 //! nonce) are written into the genesis. Executing the real constructors — not copying runtime
 //! bytecode — keeps immutables (chain id in EIP-712 domains, wired addresses) exactly right.
+//! The plan's bonds follow: the deployer, given exactly their value for the occasion, stakes
+//! `minAttributorStake` for each configured attributor (the dev genesis: account 0), so the
+//! devnet starts with a bonded attributor.
 
 use alloy_primitives::{B256, TxKind, U256};
 use openledger_chain::ChainSpec;
 use openledger_chain::genesis::add_predeploy;
-use openledger_protocol::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, plan};
+use openledger_protocol::{Contracts, DeployConfig, Deployments, GENESIS_DEPLOYER, bonds, plan};
 use revm::context::{BlockEnv, CfgEnv, TxEnv};
 use revm::context_interface::result::ExecutionResult;
 use revm::database::{CacheDB, EmptyDB};
@@ -56,6 +59,9 @@ pub fn predeploy(spec: &mut ChainSpec, cfg: &DeployConfig) -> Result<Deployments
         reason,
     })?;
     let steps = plan(cfg, GENESIS_DEPLOYER, 0);
+    let bonds = bonds(cfg, GENESIS_DEPLOYER, 0);
+    let staked: U256 = bonds.iter().map(|b| b.value).sum();
+    db.insert_account_info(GENESIS_DEPLOYER, AccountInfo::from_balance(staked));
     for s in &steps {
         if spec.genesis.alloc.contains_key(&s.address) {
             return Err(GenesisError::Occupied(s.address, s.name.to_string()));
@@ -110,6 +116,36 @@ pub fn predeploy(spec: &mut ChainSpec, cfg: &DeployConfig) -> Result<Deployments
             }
         }
     }
+    for (i, b) in bonds.iter().enumerate() {
+        let tx = TxEnv {
+            caller: GENESIS_DEPLOYER,
+            gas_limit: 10_000_000,
+            gas_price: 0,
+            kind: TxKind::Call(b.to),
+            value: b.value,
+            data: b.data.clone(),
+            nonce: (steps.len() + i) as u64,
+            chain_id: Some(spec.chain_id()),
+            ..Default::default()
+        };
+        let bond_err = |reason: String| GenesisError::Deploy {
+            name: format!("the bond of attributor {}", b.account),
+            reason,
+        };
+        match evm
+            .transact_commit(tx)
+            .map_err(|e| bond_err(e.to_string()))?
+        {
+            ExecutionResult::Success { .. } => {}
+            ExecutionResult::Revert { output, .. } => {
+                return Err(bond_err(
+                    openledger_protocol::chain_error::decode_revert(&output)
+                        .unwrap_or_else(|| format!("reverted with {output}")),
+                ));
+            }
+            other => return Err(bond_err(format!("{other:?}"))),
+        }
+    }
     let db = &evm.ctx.journaled_state.database;
     for s in &steps {
         let Some(acct) = db.cache.accounts.get(&s.address) else {
@@ -134,7 +170,8 @@ pub fn predeploy(spec: &mut ChainSpec, cfg: &DeployConfig) -> Result<Deployments
     // The deployer's nonce moves past the plan, as on any chain the plan ran on.
     spec.genesis.alloc.insert(
         GENESIS_DEPLOYER,
-        alloy_genesis::GenesisAccount::default().with_nonce(Some(steps.len() as u64)),
+        alloy_genesis::GenesisAccount::default()
+            .with_nonce(Some((steps.len() + bonds.len()) as u64)),
     );
     Ok(Deployments {
         chain_id: spec.chain_id(),

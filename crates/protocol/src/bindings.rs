@@ -46,3 +46,9 @@ sol!(
     AttributionSettlement,
     "../../contracts/out/AttributionSettlement.json"
 );
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    AttributorStaking,
+    "../../contracts/out/AttributorStaking.json"
+);

@@ -9,8 +9,8 @@
 use alloy_sol_types::SolInterface;
 
 use crate::bindings::{
-    AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
-    OpenLedgerTimelock, ProtocolParams,
+    AttributionSettlement, AttributorStaking, DatanetRegistry, GOPEN, ModelRegistry,
+    OpenLedgerGovernor, OpenLedgerTimelock, ProtocolParams,
 };
 use crate::confirm::ReceiptError;
 
@@ -81,6 +81,7 @@ pub fn decode_revert(data: &[u8]) -> Option<String> {
         .or_else(|| try_decode::<ModelRegistry::ModelRegistryErrors>(data))
         .or_else(|| try_decode::<AttributionSettlement::AttributionSettlementErrors>(data))
         .or_else(|| try_decode::<ProtocolParams::ProtocolParamsErrors>(data))
+        .or_else(|| try_decode::<AttributorStaking::AttributorStakingErrors>(data))
         .or_else(|| try_decode::<GOPEN::GOPENErrors>(data))
         .or_else(|| try_decode::<OpenLedgerGovernor::OpenLedgerGovernorErrors>(data))
         .or_else(|| try_decode::<OpenLedgerTimelock::OpenLedgerTimelockErrors>(data))

@@ -1,10 +1,11 @@
-//! Deployment configuration and the deterministic deployment plan: seven creation
-//! transactions from one deployer at consecutive nonces (see `contracts/README.md`).
+//! Deployment configuration and the deterministic deployment plan: eight creation
+//! transactions from one deployer at consecutive nonces, then one bond per attributor (see
+//! `contracts/README.md`).
 
 use crate::OPEN;
 use crate::bindings::{
-    AttributionSettlement, DatanetRegistry, GOPEN, ModelRegistry, OpenLedgerGovernor,
-    OpenLedgerTimelock, ProtocolParams,
+    AttributionSettlement, AttributorStaking, DatanetRegistry, GOPEN, ModelRegistry,
+    OpenLedgerGovernor, OpenLedgerTimelock, ProtocolParams,
 };
 use alloy_primitives::{Address, B256, Bytes, U256, address, keccak256};
 use alloy_sol_types::SolConstructor;
@@ -47,8 +48,9 @@ pub struct DeployConfig {
     /// Datanet creation fee, a decimal string of whole wei.
     #[serde(with = "wei")]
     pub datanet_creation_fee: U256,
-    /// Accounts allowed to submit settlement batches (`openledger contracts deploy`: the
-    /// deployer when empty or absent).
+    /// Accounts bonded with `dispute.minAttributorStake` at deployment, the deployer paying
+    /// (`openledger contracts deploy`: the deployer itself when empty or absent). Any account
+    /// may bond later with `openledger attribution bond`.
     #[serde(default)]
     pub attributors: Vec<Address>,
     /// Treasury; `None` means the Timelock itself.
@@ -277,7 +279,7 @@ mod wei128 {
     }
 }
 
-/// One of the seven protocol contracts, in deployment order.
+/// One of the eight protocol contracts, in deployment order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Contract {
     /// The governance token.
@@ -286,7 +288,7 @@ pub enum Contract {
     Timelock,
     /// The Governor that proposes to the Timelock.
     Governor,
-    /// Fee split, fees, attributors, escrow delay.
+    /// Fee split, fees, escrow delay, dispute parameters, engines.
     ProtocolParams,
     /// Datanets, contributions, versions, licences.
     DatanetRegistry,
@@ -294,11 +296,13 @@ pub enum Contract {
     ModelRegistry,
     /// Escrow, settlement batches, claims.
     AttributionSettlement,
+    /// Attributors' bonded stakes.
+    AttributorStaking,
 }
 
 impl Contract {
-    /// All seven, in deployment order (the deployer's nonces 0..7 of a plan).
-    pub const ALL: [Contract; 7] = [
+    /// All eight, in deployment order (the deployer's nonces 0..8 of a plan).
+    pub const ALL: [Contract; 8] = [
         Contract::Gopen,
         Contract::Timelock,
         Contract::Governor,
@@ -306,6 +310,7 @@ impl Contract {
         Contract::DatanetRegistry,
         Contract::ModelRegistry,
         Contract::AttributionSettlement,
+        Contract::AttributorStaking,
     ];
 
     /// The Solidity contract's name (the key in deployment files).
@@ -318,6 +323,7 @@ impl Contract {
             Contract::DatanetRegistry => "DatanetRegistry",
             Contract::ModelRegistry => "ModelRegistry",
             Contract::AttributionSettlement => "AttributionSettlement",
+            Contract::AttributorStaking => "AttributorStaking",
         }
     }
 }
@@ -328,7 +334,7 @@ impl std::fmt::Display for Contract {
     }
 }
 
-/// Where each protocol contract is. In JSON, an object keyed by contract name; all seven are
+/// Where each protocol contract is. In JSON, an object keyed by contract name; all eight are
 /// required and an unknown name is an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +360,9 @@ pub struct Contracts {
     /// `AttributionSettlement`.
     #[serde(rename = "AttributionSettlement")]
     pub settlement: Address,
+    /// `AttributorStaking`.
+    #[serde(rename = "AttributorStaking")]
+    pub staking: Address,
 }
 
 impl Contracts {
@@ -368,6 +377,7 @@ impl Contracts {
             datanet_registry: at(4),
             model_registry: at(5),
             settlement: at(6),
+            staking: at(7),
         }
     }
 
@@ -381,6 +391,7 @@ impl Contracts {
             Contract::DatanetRegistry => self.datanet_registry,
             Contract::ModelRegistry => self.model_registry,
             Contract::AttributionSettlement => self.settlement,
+            Contract::AttributorStaking => self.staking,
         }
     }
 
@@ -410,6 +421,43 @@ pub struct Step {
     pub initcode: Bytes,
 }
 
+/// A call that bonds one attributor after the creations: `AttributorStaking.bondFor(account)`
+/// from the deployer with `value` = `dispute.minAttributorStake`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bond {
+    /// The bonded attributor.
+    pub account: Address,
+    /// `AttributorStaking`.
+    pub to: Address,
+    /// Wei sent (and staked).
+    pub value: U256,
+    /// Calldata.
+    pub data: Bytes,
+}
+
+/// The bonds of `cfg.attributors` (the deployer's own when the list is empty) for a plan from
+/// `deployer` at `first_nonce`.
+pub fn bonds(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Bond> {
+    use alloy_sol_types::SolCall;
+    let to = Contracts::planned(deployer, first_nonce).staking;
+    let accounts = if cfg.attributors.is_empty() {
+        vec![deployer]
+    } else {
+        cfg.attributors.clone()
+    };
+    accounts
+        .into_iter()
+        .map(|account| Bond {
+            account,
+            to,
+            value: U256::from(cfg.dispute.min_attributor_stake),
+            data: AttributorStaking::bondForCall { account }
+                .abi_encode()
+                .into(),
+        })
+        .collect()
+}
+
 /// Where a deployment put each contract.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -430,7 +478,7 @@ fn with_args(code: &[u8], args: Vec<u8>) -> Bytes {
     v.into()
 }
 
-/// The seven creation transactions for `cfg` from `deployer` starting at `first_nonce`.
+/// The eight creation transactions for `cfg` from `deployer` starting at `first_nonce`.
 pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step> {
     let c = Contracts::planned(deployer, first_nonce);
     let (gopen, timelock, governor, params, datanets, models) = (
@@ -442,7 +490,7 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
         c.model_registry,
     );
     let treasury = cfg.treasury.unwrap_or(timelock);
-    let code: [Bytes; 7] = [
+    let code: [Bytes; 8] = [
         GOPEN::BYTECODE.clone(),
         with_args(
             &OpenLedgerTimelock::BYTECODE,
@@ -478,7 +526,6 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
                 },
                 licenceOwnerBps_: cfg.licence_owner_bps,
                 datanetCreationFee_: cfg.datanet_creation_fee,
-                attributors: cfg.attributors.clone(),
                 escrowWithdrawalDelay_: cfg.escrow_withdrawal_delay,
                 dispute: cfg.dispute.to_sol(),
                 engines: cfg.engine_ids(),
@@ -502,6 +549,15 @@ pub fn plan(cfg: &DeployConfig, deployer: Address, first_nonce: u64) -> Vec<Step
                 params_: params,
                 models_: models,
                 datanets_: datanets,
+                staking_: c.staking,
+            }
+            .abi_encode(),
+        ),
+        with_args(
+            &AttributorStaking::BYTECODE,
+            AttributorStaking::constructorCall {
+                params_: params,
+                settlement_: c.settlement,
             }
             .abi_encode(),
         ),
@@ -616,6 +672,24 @@ mod tests {
                 .parse()
                 .expect("hex");
             assert_eq!(code, s.initcode, "initcode of {}", s.name);
+        }
+        let js_bonds = js["bonds"].as_array().expect("bonds");
+        let bonds = bonds(&DeployConfig::dev(), GENESIS_DEPLOYER, 0);
+        assert_eq!(js_bonds.len(), bonds.len());
+        for (b, e) in bonds.iter().zip(js_bonds) {
+            assert_eq!(
+                e["account"].as_str().map(|a| a.parse::<Address>().ok()),
+                Some(Some(b.account))
+            );
+            assert_eq!(
+                e["to"].as_str().map(|a| a.parse::<Address>().ok()),
+                Some(Some(b.to))
+            );
+            assert_eq!(e["value"].as_str(), Some(b.value.to_string().as_str()));
+            assert_eq!(
+                e["data"].as_str().map(|d| d.parse::<Bytes>().ok()),
+                Some(Some(b.data.clone()))
+            );
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Deploys and wires the protocol contracts on any EVM chain over JSON-RPC.
 
 use crate::chain_error::decode_revert;
-use crate::config::{Contracts, DeployConfig, Deployments, plan};
+use crate::config::{Contracts, DeployConfig, Deployments, bonds, plan};
 use crate::confirm::Confirm;
 use alloy_network::TransactionBuilder;
 use alloy_primitives::Address;
@@ -37,7 +37,8 @@ pub enum DeployError {
     },
 }
 
-/// Deploys the seven contracts from `from` (the provider must sign for it), in plan order.
+/// Deploys the eight contracts from `from` (the provider must sign for it), in plan order,
+/// then bonds the configured attributors (the deployer pays their minimum stakes).
 pub async fn deploy<P: Provider>(
     provider: &P,
     from: Address,
@@ -84,6 +85,27 @@ pub async fn deploy<P: Provider>(
                 got,
                 want: s.address,
             });
+        }
+        block = receipt.block_number.unwrap_or_default();
+    }
+    for b in bonds(cfg, from, nonce) {
+        let tx = TransactionRequest::default()
+            .with_from(from)
+            .with_to(b.to)
+            .with_value(b.value)
+            .with_input(b.data.clone());
+        let receipt = provider
+            .send_transaction(tx)
+            .await
+            .map_err(rpc)?
+            .confirm()
+            .await
+            .map_err(|e| DeployError::Rpc(e.to_string()))?;
+        if !receipt.status() {
+            return Err(DeployError::Reverted(
+                format!("bonding attributor {}", b.account),
+                receipt.transaction_hash,
+            ));
         }
         block = receipt.block_number.unwrap_or_default();
     }

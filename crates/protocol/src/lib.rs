@@ -38,8 +38,8 @@ pub mod merkle;
 pub use api_error::ApiError;
 pub use chain_error::ChainError;
 pub use config::{
-    Contract, Contracts, DeployConfig, Deployments, DisputeConfig, FeeSplit, GENESIS_DEPLOYER,
-    Step, plan,
+    Bond, Contract, Contracts, DeployConfig, Deployments, DisputeConfig, FeeSplit,
+    GENESIS_DEPLOYER, Step, bonds, plan,
 };
 pub use confirm::{Confirm, ReceiptError};
 pub use deploy::{DeployError, deploy};

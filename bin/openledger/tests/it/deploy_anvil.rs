@@ -67,9 +67,11 @@ async fn deploys_the_protocol_on_anvil() {
     assert!(err.contains("--config"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
     assert!(!out.exists());
-    // An explicit config without attributors: the deployer is the attributor.
+    // An explicit config without attributors: the deployer is bonded as the attributor.
     let mut cfg = serde_json::to_value(openledger_protocol::DeployConfig::dev()).expect("cfg");
     cfg["timelockMinDelay"] = serde_json::json!(86_400);
+    // an escalated dispute must outlast a governance round (DeployConfig::check)
+    cfg["dispute"]["governanceTimeout"] = serde_json::json!(2 * 86_400);
     cfg.as_object_mut().expect("object").remove("attributors");
     let cfg_path = dir.path().join("prod.json");
     std::fs::write(&cfg_path, cfg.to_string()).expect("write config");
@@ -82,19 +84,14 @@ async fn deploys_the_protocol_on_anvil() {
     let d: openledger_protocol::Deployments =
         serde_json::from_str(&std::fs::read_to_string(&out).expect("out file")).expect("json");
     assert_eq!(d.chain_id, 31337);
-    assert_eq!(d.contracts.iter().count(), 7);
-    let params = openledger_protocol::bindings::ProtocolParams::new(d.contracts.params, &provider);
-    assert!(params.isAttributor(d.deployer).call().await.expect("call"));
+    assert_eq!(d.contracts.iter().count(), 8);
+    let staking =
+        openledger_protocol::bindings::AttributorStaking::new(d.contracts.staking, &provider);
+    assert!(staking.isBonded(d.deployer).call().await.expect("call"));
     let dev_key_holder: alloy_primitives::Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
         .parse()
         .expect("addr");
-    assert!(
-        !params
-            .isAttributor(dev_key_holder)
-            .call()
-            .await
-            .expect("call")
-    );
+    assert!(!staking.isBonded(dev_key_holder).call().await.expect("call"));
     // The CLI on another chain: the dev genesis addresses are not assumed; the deployments
     // file names the contracts.
     let cli = |args: &[&str]| {
@@ -128,9 +125,92 @@ async fn deploys_the_protocol_on_anvil() {
     );
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("one JSON object");
     assert_eq!(v["escrow"], "0", "{v}");
+    // Staking through the CLI: the deployer was bonded at deployment; another account bonds
+    // the minimum, unbonds it, is told how long it must wait, and withdraws after the delay.
+    let json_of = |res: &std::process::Output| -> serde_json::Value {
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        serde_json::from_slice(&res.stdout).expect("one JSON object")
+    };
+    let deployer = d.deployer.to_string();
+    let v = json_of(&cli(&[
+        "attribution",
+        "stake",
+        &deployer,
+        "--json",
+        "--deployments",
+        &out_arg,
+    ]));
+    assert_eq!(v["bonded"], true, "{v}");
+    let min = v["minimum"].as_str().expect("minimum").to_string();
+    assert_eq!(v["active"], min.as_str(), "{v}");
+    let as3 = |extra: &[&str]| {
+        let mut args = vec!["attribution"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--account", "3", "--deployments", &out_arg]);
+        cli(&args)
+    };
+    let v = json_of(&as3(&[
+        "bond",
+        "--endpoint",
+        "https://attributor-3.example",
+        "--json",
+    ]));
+    assert_eq!(
+        (v["active"].as_str(), v["bonded_enough"].as_bool()),
+        (Some(min.as_str()), Some(true)),
+        "{v}"
+    );
+    let res = as3(&["bond"]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(
+        !res.status.success() && err.contains("already has"),
+        "{err}"
+    );
+    let v = json_of(&as3(&["unbond", "all", "--json"]));
+    assert_eq!(
+        (v["unbonding"].as_str(), v["active"].as_str()),
+        (Some(min.as_str()), Some("0")),
+        "{v}"
+    );
+    let res = as3(&["withdraw"]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "withdrew before the unbonding delay");
+    assert!(
+        err.contains("may leave in") && err.contains("unbonding delay"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    let delay = openledger_protocol::DeployConfig::dev()
+        .dispute
+        .unbonding_delay;
+    provider
+        .raw_request::<_, serde_json::Value>("evm_increaseTime".into(), [delay + 1])
+        .await
+        .expect("evm_increaseTime");
+    provider
+        .raw_request::<_, serde_json::Value>("evm_mine".into(), ())
+        .await
+        .expect("evm_mine");
+    let v = json_of(&as3(&["withdraw", "--json"]));
+    assert_eq!(v["withdrawn"].as_str(), Some(min.as_str()), "{v}");
+    let v = json_of(&as3(&["stake", "--json"]));
+    assert_eq!(
+        (
+            v["active"].as_str(),
+            v["unbonding"].as_str(),
+            v["bonded"].as_bool()
+        ),
+        (Some("0"), Some("0"), Some(false)),
+        "{v}"
+    );
+    assert_eq!(v["endpoint"], "https://attributor-3.example", "{v}");
     let _ = child.kill();
     let _ = child.wait();
-    // The addresses follow CREATE(deployer, nonce 0..6), as planned.
+    // The addresses follow CREATE(deployer, nonce 0..7), as planned.
     let mut planned: openledger_protocol::DeployConfig =
         serde_json::from_value(cfg).expect("config");
     planned.attributors = vec![d.deployer];

@@ -17,7 +17,7 @@
 //! assert!(DEV_MNEMONIC.ends_with("junk"));
 //! let cfg = DeployConfig::dev();
 //! let steps = plan(&cfg, openledger_protocol::GENESIS_DEPLOYER, 0);
-//! assert_eq!(steps.len(), 7);
+//! assert_eq!(steps.len(), 8);
 //! assert_eq!(steps[0].name, "GOPEN");
 //! ```
 

@@ -8,6 +8,7 @@ use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, WrapErr, bail, eyre};
 use openledger_attribution::corpus::{self, RowSource};
 use openledger_attribution::index::IndexMeta;
+use openledger_attribution::watch::{BatchReport, WatchConfig, Watcher};
 use openledger_attribution::{AttributionConfig, AttributionService};
 use openledger_datanet::ContentStore;
 use openledger_datanet::client::progress_bar;
@@ -74,30 +75,107 @@ pub enum AttributionCmd {
         who: Who,
         /// Record id (0x…).
         record: B256,
-        /// The attribution service's directory; its `records/` store holds the record (and
-        /// usually the transcript) [default: the devnet's, `<datadir>/attribution`].
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// Read the Datanet data from this content store instead of the Datanet API (devnet:
-        /// `<datadir>/datanets/content`). Without it the data is read over the Datanet API
-        /// (`--datanet-api`), signed by the acting account, which needs a licence for
-        /// permissioned Datanets.
-        #[arg(long)]
-        datanet_store: Option<String>,
-        /// The base model's tokenizer.json [default: the base's].
-        #[arg(long)]
-        tokenizer: Option<PathBuf>,
-        /// Models content store (adapters, training manifests, sketches): needed to recompute
-        /// the influence method [default: the devnet's].
-        #[arg(long)]
-        models_store: Option<String>,
-        /// Base model directory [default: the devnet's base; else the tokenizer's directory].
-        #[arg(long)]
-        base: Option<PathBuf>,
+        #[command(flatten)]
+        v: VerifierArgs,
         /// The transcript as JSON `{"prompt": [ids], "answer": [ids]}`.
         #[arg(long)]
         transcript: Option<PathBuf>,
     },
+    /// Watch every settled batch and re-verify each of its records, as `verify` does: one log
+    /// line per batch, a MISMATCH line per wrong record, Prometheus metrics. Records come from
+    /// `--dir`'s record store or from the attributor's announced endpoint; a record whose
+    /// transcript or artifacts this machine cannot get is reported skipped with the reason.
+    /// (Challenging a mismatch on chain comes with the disputes contract.)
+    Watch {
+        #[command(flatten)]
+        at: Endpoints,
+        #[command(flatten)]
+        who: Who,
+        #[command(flatten)]
+        v: VerifierArgs,
+        /// Read records from this origin instead of each attributor's announced endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Where the watcher keeps its cursor [default: `<dir>/watch`].
+        #[arg(long)]
+        watch_dir: Option<PathBuf>,
+        /// First block to check when there is no cursor yet.
+        #[arg(long, default_value_t = 0)]
+        from_block: u64,
+        /// Check up to the chain head, print the batches, and exit (non-zero if a record
+        /// does not verify).
+        #[arg(long)]
+        once: bool,
+        /// Milliseconds between looks at the chain.
+        #[arg(long, default_value_t = 2000)]
+        interval_ms: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
+}
+
+/// Where `verify` and `watch` find the artifacts to recompute records from.
+#[derive(Debug, clap::Args)]
+pub struct VerifierArgs {
+    /// The attribution service's directory; its `records/` store holds the record (and
+    /// usually the transcript) [default: the devnet's, `<datadir>/attribution`].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Read the Datanet data from this content store instead of the Datanet API (devnet:
+    /// `<datadir>/datanets/content`). Without it the data is read over the Datanet API
+    /// (`--datanet-api`), signed by the acting account, which needs a licence for
+    /// permissioned Datanets.
+    #[arg(long)]
+    datanet_store: Option<String>,
+    /// The base model's tokenizer.json [default: the base's].
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Models content store (adapters, training manifests, sketches): needed to recompute
+    /// the influence method [default: the devnet's].
+    #[arg(long)]
+    models_store: Option<String>,
+    /// Base model directory [default: the devnet's base; else the tokenizer's directory].
+    #[arg(long)]
+    base: Option<PathBuf>,
+}
+
+/// An attribution service that only recomputes (no attributor key): what `verify` and
+/// `watch` check records with. Returns it with its directory.
+async fn verifier(
+    r: &Resolved,
+    who: &Who,
+    v: VerifierArgs,
+) -> Result<(std::sync::Arc<AttributionService>, PathBuf)> {
+    let dir = match v.dir {
+        Some(d) => d,
+        None => devnet_default(r, "--dir", |i| i.attribution_dir.clone())?,
+    };
+    let base = v
+        .base
+        .or_else(|| r.devnet.as_ref().and_then(|i| i.base_model.clone()));
+    let tokenizer = match (v.tokenizer, &base) {
+        (Some(t), _) => t,
+        (None, Some(b)) => b.join("tokenizer.json"),
+        (None, None) => devnet_default(r, "--tokenizer", |_| None::<PathBuf>)?,
+    };
+    let models_store = v
+        .models_store
+        .or_else(|| r.models_store().map(str::to_string));
+    let via_api = v.datanet_store.is_none();
+    let mut cfg = AttributionConfig::new(
+        &r.rpc_url,
+        &r.deployments,
+        dir.clone(),
+        v.datanet_store.unwrap_or_default(),
+    );
+    cfg.tokenizer = Some(tokenizer);
+    cfg.models_store = models_store;
+    cfg.base_model = base;
+    if via_api {
+        cfg.datanet_api = Some((r.datanet_api.clone(), who.signer()?));
+    }
+    Ok((AttributionService::open(cfg).await?, dir))
 }
 
 /// `openledger attribution show` arguments.
@@ -187,6 +265,96 @@ async fn show(a: ShowArgs) -> Result<()> {
     Ok(())
 }
 
+/// One human line per batch (and one per wrong or skipped record).
+fn batch_lines(r: &BatchReport) -> Vec<String> {
+    let mut out = vec![format!(
+        "batch {} by {} (block {}): {} records, {} ok, {} MISMATCH, {} skipped{}",
+        r.batch_id,
+        r.attributor,
+        r.block,
+        r.records.len(),
+        r.ok.len(),
+        r.mismatched.len(),
+        r.skipped.len(),
+        if r.root_ok {
+            ""
+        } else {
+            "; ROOT does not match its records"
+        }
+    )];
+    for (id, diff) in &r.mismatched {
+        out.push(format!("  MISMATCH {id}: {}", diff.join("; ")));
+    }
+    for (id, why, detail) in &r.skipped {
+        out.push(format!("  skipped {id} ({}): {detail}", why.as_str()));
+    }
+    out
+}
+
+/// Runs the watchtower until interrupted (or once, up to the head).
+async fn watch(
+    svc: std::sync::Arc<AttributionService>,
+    cfg: WatchConfig,
+    once: bool,
+    every: std::time::Duration,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<()> {
+    let mut w = Watcher::open(svc, cfg).await?;
+    if let Some(addr) = metrics_addr {
+        let m = w.metrics();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .wrap_err_with(|| format!("--metrics-addr {addr}"))?;
+        eprintln!("metrics at http://{addr}/metrics");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+    if once {
+        let reports = w.step().await?;
+        let bad = reports
+            .iter()
+            .filter(|r| !r.root_ok || !r.mismatched.is_empty())
+            .count();
+        let human = if reports.is_empty() {
+            "no settled batches".to_string()
+        } else {
+            reports
+                .iter()
+                .flat_map(batch_lines)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        emit(human, serde_json::json!({ "batches": reports }));
+        if bad > 0 {
+            bail!("{bad} batch(es) hold records that do not verify");
+        }
+        return Ok(());
+    }
+    loop {
+        match w.step().await {
+            Ok(reports) => {
+                for r in &reports {
+                    for l in batch_lines(r) {
+                        println!("{l}");
+                    }
+                }
+            }
+            // The chain may be away for a while: say so and look again.
+            Err(e) => eprintln!("watch: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
 /// Runs an attribution command.
 pub async fn run(cmd: AttributionCmd) -> Result<()> {
     match cmd {
@@ -256,43 +424,41 @@ pub async fn run(cmd: AttributionCmd) -> Result<()> {
             );
             Ok(())
         }
+        AttributionCmd::Watch {
+            at,
+            who,
+            v,
+            endpoint,
+            watch_dir,
+            from_block,
+            once,
+            interval_ms,
+            metrics_addr,
+        } => {
+            let r = at.resolve().await?;
+            let (svc, dir) = verifier(&r, &who, v).await?;
+            watch(
+                svc,
+                WatchConfig {
+                    dir: watch_dir.unwrap_or_else(|| dir.join("watch")),
+                    endpoint,
+                    from_block,
+                },
+                once,
+                std::time::Duration::from_millis(interval_ms.max(100)),
+                metrics_addr,
+            )
+            .await
+        }
         AttributionCmd::Verify {
             at,
             who,
             record,
-            dir,
-            datanet_store,
-            tokenizer,
-            models_store,
-            base,
+            v,
             transcript,
         } => {
             let r = at.resolve().await?;
-            let dir = match dir {
-                Some(d) => d,
-                None => devnet_default(&r, "--dir", |i| i.attribution_dir.clone())?,
-            };
-            let base = base.or_else(|| r.devnet.as_ref().and_then(|i| i.base_model.clone()));
-            let tokenizer = match (tokenizer, &base) {
-                (Some(t), _) => t,
-                (None, Some(b)) => b.join("tokenizer.json"),
-                (None, None) => devnet_default(&r, "--tokenizer", |_| None::<PathBuf>)?,
-            };
-            let models_store = models_store.or_else(|| r.models_store().map(str::to_string));
-            let via_api = datanet_store.is_none();
-            let mut cfg = AttributionConfig::new(
-                &r.rpc_url,
-                &r.deployments,
-                dir,
-                datanet_store.unwrap_or_default(),
-            );
-            cfg.tokenizer = Some(tokenizer);
-            cfg.models_store = models_store;
-            cfg.base_model = base;
-            if via_api {
-                cfg.datanet_api = Some((r.datanet_api.clone(), who.signer()?));
-            }
-            let svc = AttributionService::open(cfg).await?;
+            let (svc, _) = verifier(&r, &who, v).await?;
             if let Some(t) = transcript {
                 #[derive(serde::Deserialize)]
                 struct Transcript {

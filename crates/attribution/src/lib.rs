@@ -40,6 +40,7 @@ pub mod service;
 pub mod settle;
 pub mod span;
 pub mod trained;
+pub mod watch;
 
 pub use record::{AttributionRecord, Credit, MethodRecord};
 pub use service::{AttributionConfig, AttributionService, ServiceError};

@@ -711,6 +711,33 @@ impl AttributionService {
     /// Recomputes a stored record from its transcript and the Datanet versions the model was
     /// trained on (span method), and checks its inclusion in its on-chain batch root.
     pub async fn verify(&self, id: B256) -> Result<VerifyReport, ServiceError> {
+        let mut rep = self.verify_content(id).await?;
+        let settled = self.state.lock().settled.get(&id).cloned();
+        match settled {
+            Some((batch, proof)) => {
+                let ok = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
+                    .verifyRecord(U256::from(batch), id, proof)
+                    .call()
+                    .await
+                    .map_err(ChainError::from)?;
+                rep.check(
+                    "on-chain inclusion",
+                    ok,
+                    format!("proof does not lead to batch {batch}'s root"),
+                );
+            }
+            None => rep.check(
+                "on-chain inclusion",
+                false,
+                "the record is in no settled batch".into(),
+            ),
+        }
+        Ok(rep)
+    }
+
+    /// Recomputes a stored record from its transcript and the artifacts, without looking for
+    /// it on chain (the watchtower proves inclusion from the batch's events instead).
+    pub async fn verify_content(&self, id: B256) -> Result<VerifyReport, ServiceError> {
         use crate::record::{AttributionRecord, tokens_hash};
         let mut rep = VerifyReport::default();
         let bytes = self.records.get(&id).await.map_err(storage_err)?;
@@ -732,6 +759,35 @@ impl AttributionService {
                 ))
             })
         };
+        // Only records of an engine that governance accepts may settle; this build recomputes
+        // with its own engine, so a record of another one cannot match anyway.
+        let params = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
+            .params()
+            .call()
+            .await
+            .map_err(ChainError::from)?;
+        let allowed =
+            openledger_protocol::bindings::ProtocolParams::new(params, self.provider.clone())
+                .allowedEngine(alloy_primitives::keccak256(rec.engine.as_bytes()))
+                .call()
+                .await
+                .map_err(ChainError::from)?;
+        rep.check(
+            "engine",
+            allowed && rec.engine == crate::record::ENGINE,
+            if allowed {
+                format!(
+                    "{} is not this verifier's engine ({})",
+                    rec.engine,
+                    crate::record::ENGINE
+                )
+            } else {
+                format!(
+                    "{} is not an engine ProtocolParams.allowedEngine accepts",
+                    rec.engine
+                )
+            },
+        );
         let prompt = tokens(transcript("prompt", rec.prompt_hash).await?);
         let answer = tokens(transcript("answer", rec.answer_hash).await?);
         rep.check(
@@ -795,26 +851,6 @@ impl AttributionService {
             again.id() == id,
             format!("recomputed id {}", again.id()),
         );
-        let settled = self.state.lock().settled.get(&id).cloned();
-        match settled {
-            Some((batch, proof)) => {
-                let ok = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
-                    .verifyRecord(U256::from(batch), id, proof)
-                    .call()
-                    .await
-                    .map_err(ChainError::from)?;
-                rep.check(
-                    "on-chain inclusion",
-                    ok,
-                    format!("proof does not lead to batch {batch}'s root"),
-                );
-            }
-            None => rep.check(
-                "on-chain inclusion",
-                false,
-                "the record is in no settled batch".into(),
-            ),
-        }
         Ok(rep)
     }
 }

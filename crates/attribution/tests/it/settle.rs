@@ -261,6 +261,18 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     let rep = svc.verify(record_id).await?;
     assert!(rep.ok(), "{rep:?}");
     assert!(rep.matched.iter().any(|m| m == "on-chain inclusion"));
+    assert!(rep.matched.iter().any(|m| m == "engine"), "{rep:?}");
+    // A record claiming an engine governance never accepted does not verify.
+    let mut foreign = rec.clone();
+    foreign.engine = "openledger-attribution/9.9.9".into();
+    svc.records().put(foreign.to_bytes().into()).await?;
+    let rep = svc.verify_content(foreign.id()).await?;
+    assert!(
+        rep.mismatched
+            .iter()
+            .any(|m| m.starts_with("engine") && m.contains("allowedEngine")),
+        "{rep:?}"
+    );
     let rep = svc.verify(free_id).await?;
     assert_eq!(rep.mismatched.len(), 1, "{rep:?}");
     assert!(rep.mismatched[0].contains("no settled batch"));
@@ -362,6 +374,121 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         .map_err(|e| eyre!("{e}"))?
         .ok_or(eyre!("free?"))?;
     assert_eq!(c.payer, payer.address());
+
+    // The watchtower. A watcher sharing the attributor's record store finds the honest batch
+    // verifies; a watcher with its own empty store fetches the record from the attributor's
+    // announced endpoint but, without the transcript, reports it skipped, never ok.
+    use openledger_attribution::watch::{SkipReason, WatchConfig, Watcher};
+    let mut w = Watcher::open(
+        svc.clone(),
+        WatchConfig {
+            dir: dir.path().join("watch"),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let reports = w.step().await?;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!((r.batch_id, r.root_ok), (batch_id, true), "{r:?}");
+    assert_eq!(r.ok, vec![record_id], "{r:?}");
+    assert!(w.step().await?.is_empty(), "the cursor moved on");
+    let staking = openledger_protocol::bindings::AttributorStaking::new(
+        devnet.deployments.contracts.staking,
+        provider(&rpc, &acct(0))?,
+    );
+    send(staking.setEndpoint(base.clone())).await?;
+    let mut cfg2 = AttributionConfig::new(
+        &rpc,
+        &devnet.deployments,
+        dir.path().join("watcher-2"),
+        devnet
+            .datadir
+            .join("datanets")
+            .join("content")
+            .display()
+            .to_string(),
+    );
+    cfg2.tokenizer = Some(dir.path().join("tokenizer.json"));
+    let other = AttributionService::open(cfg2).await?;
+    let mut w2 = Watcher::open(
+        other.clone(),
+        WatchConfig {
+            dir: dir.path().join("watch-2"),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let r2 = w2.step().await?;
+    assert_eq!(r2.len(), 1, "{r2:?}");
+    assert!(r2[0].ok.is_empty(), "{r2:?}");
+    assert_eq!(r2[0].skipped.len(), 1, "{r2:?}");
+    assert_eq!(
+        r2[0].skipped[0].1,
+        SkipReason::TranscriptUnavailable,
+        "{r2:?}"
+    );
+    assert!(
+        other.records().get(&record_id).await.is_ok(),
+        "the record was fetched from the endpoint"
+    );
+
+    // A dishonest batch: the attributor settles a record that gives the whole pool to the
+    // contributor of fact 0, whose fact the answer does not contain. The contract cannot tell;
+    // the watcher recomputes the record and says MISMATCH.
+    let mut forged = rec.clone();
+    forged.request_id = "r-forged".into();
+    forged.contributions = vec![openledger_attribution::Credit {
+        contribution: contribution_of[0].get(),
+        weight_ppm: 1_000_000,
+        ..rec.contributions[0].clone()
+    }];
+    let forged_id = forged.id();
+    svc.records().put(forged.to_bytes().into()).await?;
+    let mut shares: std::collections::BTreeMap<u64, u64> = Default::default();
+    for c in &forged.contributions {
+        *shares.entry(c.contribution).or_default() += c.weight_ppm as u64;
+    }
+    let attributor = provider(&rpc, &acct(0))?;
+    send(
+        AttributionSettlement::new(settlement_addr, &attributor).submitBatch(
+            forged_id,
+            vec![AttributionSettlement::Inference {
+                recordId: forged_id,
+                payer: payer.address(),
+                modelId: U256::from(model_id),
+                fee: forged.fee,
+                shares: shares
+                    .into_iter()
+                    .map(|(id, w)| AttributionSettlement::Share {
+                        contributionId: U256::from(id),
+                        weight: U256::from(w),
+                    })
+                    .collect(),
+            }],
+        ),
+    )
+    .await?;
+    let reports = w.step().await?;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let r = &reports[0];
+    assert!(r.root_ok && r.ok.is_empty(), "{r:?}");
+    assert_eq!(r.mismatched.len(), 1, "{r:?}");
+    assert_eq!(r.mismatched[0].0, forged_id);
+    assert!(
+        r.mismatched[0]
+            .1
+            .iter()
+            .any(|m| m.starts_with("contributions and weights")),
+        "{r:?}"
+    );
+    let metrics = w.metrics().render();
+    assert!(
+        metrics.contains("openledger_watch_records_total{result=\"mismatch\"} 1")
+            && metrics.contains("openledger_watch_records_total{result=\"ok\"} 1")
+            && metrics.contains("openledger_watch_batches_total 2"),
+        "{metrics}"
+    );
     devnet.shutdown().await;
     Ok(())
 }

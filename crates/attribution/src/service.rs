@@ -58,7 +58,8 @@ pub struct AttributionConfig {
     pub datanet_store: String,
     /// The base model's `tokenizer.json` (no span attribution without it).
     pub tokenizer: Option<PathBuf>,
-    /// The account that submits batches (must be in the attributor set).
+    /// The account that submits batches (must have `minAttributorStake` bonded in
+    /// `AttributorStaking`).
     pub attributor: Option<PrivateKeySigner>,
     /// Submit a batch once this many records are pending.
     pub batch_records: usize,

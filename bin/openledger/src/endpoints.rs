@@ -338,10 +338,13 @@ pub fn emit(human: impl std::fmt::Display, value: serde_json::Value) {
                     .as_object()
                     .map(|o| o.keys().map(String::as_str).collect())
                     .unwrap_or_default();
+                // The command has already done its work (a transaction may be mined): say so,
+                // and leave its whole output on stdout, so that nobody runs it again to see.
                 eprintln!(
-                    "error: --field {f}: this command's output has no such field (it has: {})",
+                    "error: --field {f}: the command ran, but its output has no such field (it has: {}); the whole output is on stdout",
                     names.join(", ")
                 );
+                println!("{value}");
                 std::process::exit(1);
             }
         },

@@ -125,6 +125,29 @@ async fn deploys_the_protocol_on_anvil() {
     );
     let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("one JSON object");
     assert_eq!(v["escrow"], "0", "{v}");
+    // A typo in --field after a transaction: one error line saying the command ran, and the
+    // whole output (with the transaction hash) on stdout, so nobody deposits twice to see it.
+    let res = cli(&[
+        "pay",
+        "deposit",
+        "0.5",
+        "--account",
+        "2",
+        "--deployments",
+        &out_arg,
+        "--field",
+        "txx",
+    ]);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "a missing field is an error");
+    assert!(
+        err.contains("--field txx") && err.contains("the command ran"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+    let v: serde_json::Value = serde_json::from_slice(&res.stdout).expect("the output as JSON");
+    assert!(v["tx"].as_str().is_some_and(|t| t.starts_with("0x")), "{v}");
+    assert_eq!(v["escrow"], "500000000000000000", "{v}");
     // Staking through the CLI: the deployer was bonded at deployment; another account bonds
     // the minimum, unbonds it, is told how long it must wait, and withdraws after the delay.
     let json_of = |res: &std::process::Output| -> serde_json::Value {

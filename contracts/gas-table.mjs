@@ -4,7 +4,9 @@ import { writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseEther, maxUint256 } from "viem";
-import { startChain, deployProtocol, send, eventsNamed, h32, merkle, timeTravel } from "./lib/testing.mjs";
+import {
+  startChain, deployProtocol, send, eventsNamed, h32, timeTravel, signVoucher, inferenceV2, batchV2, sharesOf,
+} from "./lib/testing.mjs";
 
 const ROOT = dirname(fileURLToPath(import.meta.url));
 const SHARES = 3; // attributed contributions per inference
@@ -68,17 +70,22 @@ async function main() {
       await send(chain, w[p], st, "deposit", [], { value: parseEther("100") });
       await send(chain, w[p], st, "setAllowance", [modelId, parseEther("50")]);
     }
+    // One voucher per payer (one channel each), signed once, redeemed by every batch.
+    const vouchers = [];
+    for (const p of payers) vouchers.push(await signVoucher(chain, w[p], st, A(0), { cumulative: parseEther("50") }));
+    const price = parseEther("0.002");
     const settle = [];
     // The first batch only warms balances and counters up (first credits are 22k-gas stores).
     for (const n of [1, 1, 10, 100]) {
-      const infs = Array.from({ length: n }, (_, i) => ({
-        recordId: h32(`record-${n}-${settle.length}-${i}`),
-        payer: A(payers[i % payers.length]),
-        modelId,
-        fee: 1_000_000_000_000n + BigInt(i),
-        shares: Array.from({ length: SHARES }, (_, j) => ({ contributionId: ids[(i + j) % ids.length], weight: BigInt(1000 + 37 * j) })),
-      }));
-      r = await send(chain, w[0], st, "submitBatch", [merkle(infs.map((x) => x.recordId)).root, infs]);
+      const infs = Array.from({ length: n }, (_, i) =>
+        inferenceV2({
+          modelId,
+          price,
+          tokens: 500n + BigInt(i),
+          voucher: i % payers.length,
+          shares: sharesOf(Array.from({ length: SHARES }, (_, j) => ids[(i + j) % ids.length])),
+        }));
+      r = await send(chain, w[0], st, "submitBatch", batchV2(vouchers.slice(0, Math.min(n, payers.length)), infs).args);
       settle.push({ n, gas: r.receipt.gasUsed });
     }
     settle.shift();
@@ -109,8 +116,10 @@ async function main() {
       "",
       `## Settlement (${SHARES} attributed contributions per inference, 3 payers, finite allowances)`,
       "",
-      "The batch gas includes storing the batch record (root, attributor, time, count, finalAt,",
-      "total), the exposure counter, the stake lock and the calls to ProtocolParams, ModelRegistry,",
+      "Each batch carries one signed voucher per payer in it (at most 3; signatures recovered once",
+      "per batch) and computes every leaf on chain. The batch gas includes storing the batch record",
+      "(root, attributor, time, count, finalAt, total), the request keys, the channels' `spent`,",
+      "the exposure counter, the stake lock and the calls to ProtocolParams, ModelRegistry,",
       "DatanetRegistry and AttributorStaking.",
       "",
       "| inferences per batch | batch gas | gas per inference |",

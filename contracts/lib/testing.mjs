@@ -114,14 +114,11 @@ export async function deploy(chain, wallet, name, args = []) {
  * returns { receipt, events } with the contract's decoded logs.
  */
 export async function send(chain, wallet, contract, fn, args = [], opts = {}) {
-  const hash = await wallet.writeContract({
-    address: contract.address,
-    abi: contract.abi,
-    functionName: fn,
-    args,
-    chain: null,
-    ...opts,
-  });
+  const call = { address: contract.address, abi: contract.abi, functionName: fn, args, chain: null, ...opts };
+  // The estimate is exact for the block it ran on; the next block's later timestamp can cost a
+  // little more (a batch that moves the stake lock forward, a new exposure period): a margin.
+  const gas = opts.gas ?? ((await chain.publicClient.estimateContractGas({ ...call, account: wallet.account })) * 6n) / 5n;
+  const hash = await wallet.writeContract({ ...call, gas });
   const receipt = await chain.publicClient.waitForTransactionReceipt({ hash });
   assert.equal(receipt.status, "success", `${fn} should succeed`);
   const events = parseEventLogs({ abi: contract.abi, logs: receipt.logs, strict: false });
@@ -286,4 +283,117 @@ export function merkle(leaves) {
     return p;
   };
   return { root, proof };
+}
+
+// ------------------------------------------------------------------ vouchers and v2 batches
+
+import { engineIds as engIds, DEFAULT_CONFIG as DEF_CFG } from "../deploy.mjs";
+import { encodeAbiParameters as enc } from "viem";
+
+/** keccak-256 of the devnet's current engine, as records name it. */
+export const ENGINE_ID = engIds(DEF_CFG.engines)[0];
+
+const VOUCHER_TYPES = {
+  InferenceVoucher: [
+    { name: "payer", type: "address" },
+    { name: "attributor", type: "address" },
+    { name: "modelId", type: "uint256" },
+    { name: "maxPricePer1k", type: "uint256" },
+    { name: "channel", type: "uint256" },
+    { name: "cumulative", type: "uint256" },
+    { name: "expiry", type: "uint256" },
+  ],
+};
+
+/**
+ * A voucher signed by `payerWallet` for `attributor` on `settlement` (defaults: any model, any
+ * price up to 1 OPEN per 1,000 tokens, channel 1, a day from now).
+ */
+export async function signVoucher(chain, payerWallet, settlement, attributor, over = {}) {
+  const chainId = await chain.publicClient.getChainId();
+  const now = (await chain.publicClient.getBlock()).timestamp;
+  const v = {
+    payer: payerWallet.account.address,
+    attributor,
+    modelId: 0n,
+    maxPricePer1k: pe("1"),
+    channel: 1n,
+    cumulative: pe("1"),
+    expiry: now + 86_400n,
+    ...over,
+  };
+  const signature = await payerWallet.signTypedData({
+    account: payerWallet.account,
+    domain: { name: "OpenLedger Inference", version: "1", chainId, verifyingContract: settlement.address },
+    types: VOUCHER_TYPES,
+    primaryType: "InferenceVoucher",
+    message: { payer: v.payer, attributor: v.attributor, modelId: v.modelId, maxPricePer1k: v.maxPricePer1k, channel: v.channel, cumulative: v.cumulative, expiry: v.expiry },
+  });
+  return { ...v, signature: over.signature ?? signature };
+}
+
+/** keccak256(abi.encode(payer, attributor, channel)). */
+export const channelKey = (v) =>
+  k256(enc([{ type: "address" }, { type: "address" }, { type: "uint256" }], [v.payer, v.attributor, v.channel]));
+
+/** ⌈price × tokens / 1000⌉. */
+export const feeOf = (price, tokens) => (price * tokens + 999n) / 1000n;
+
+let requestSeq = 0;
+/**
+ * One v2 inference under voucher index `voucher`: `tokens` in all (split 1/4 prompt), at
+ * `price`; `shares` as [{contributionId, weight}] in ppm (empty → fallback).
+ */
+export function inferenceV2({ modelId, price, tokens = 1000n, shares = [], voucher = 0n, requestKey, recordId, engineId = ENGINE_ID }) {
+  const n = requestSeq++;
+  const promptTokens = tokens / 4n;
+  return {
+    recordId: recordId ?? h32(`record-v2-${n}`),
+    requestKey: requestKey ?? h32(`request-v2-${n}`),
+    voucher: BigInt(voucher),
+    modelId,
+    engineId,
+    promptHash: h32(`prompt-${n}`),
+    answerHash: h32(`answer-${n}`),
+    promptTokens,
+    completionTokens: tokens - promptTokens,
+    pricePer1k: price,
+    isFallback: shares.length === 0,
+    shares,
+  };
+}
+
+/** The leaf `AttributionSettlement.leafOf` computes. */
+export function leafOf(inf, payer, key, fee) {
+  const sharesHash = k256(enc([{ type: "tuple[]", components: [{ name: "contributionId", type: "uint256" }, { name: "weight", type: "uint256" }] }], [inf.shares]));
+  const t = (type) => ({ type });
+  return k256(enc(
+    ["bytes32", "bytes32", "bytes32", "address", "bytes32", "uint256", "bytes32", "bytes32", "bytes32", "uint256", "uint256", "uint256", "uint256", "bool", "bytes32"].map(t),
+    [k256(hx("OpenLedger.InferenceLeaf.v2")), inf.recordId, inf.requestKey, payer, key, inf.modelId, inf.engineId, inf.promptHash, inf.answerHash,
+      inf.promptTokens, inf.completionTokens, inf.pricePer1k, fee, inf.isFallback, sharesHash],
+  ));
+}
+
+/**
+ * submitBatch arguments for `infs` under `vouchers`: [root of the leaves, vouchers, infs], plus
+ * the leaves, the fees and the tree (for proofs).
+ */
+export function batchV2(vouchers, infs) {
+  const fees = infs.map((x) => feeOf(x.pricePer1k, x.promptTokens + x.completionTokens));
+  const leaves = infs.map((x, i) => {
+    const v = vouchers[Number(x.voucher)];
+    return v ? leafOf(x, v.payer, channelKey(v), fees[i]) : h32(`no voucher ${i}`); // (refused anyway)
+  });
+  const tree = merkle(leaves);
+  return { args: [tree.root, vouchers, infs], leaves, fees, tree };
+}
+
+/** Evenly split ppm weights over `ids` (sorted ascending), summing to 1,000,000. */
+export function sharesOf(ids, weights) {
+  const sorted = ids.map((id, i) => ({ contributionId: id, weight: weights ? weights[i] : 0n })).sort((a, b) => (a.contributionId < b.contributionId ? -1 : 1));
+  if (!weights) {
+    const each = 1_000_000n / BigInt(ids.length);
+    sorted.forEach((s, i) => (s.weight = i === 0 ? 1_000_000n - each * BigInt(ids.length - 1) : each));
+  }
+  return sorted;
 }

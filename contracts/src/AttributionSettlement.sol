@@ -9,43 +9,80 @@ import {DatanetRegistry} from "./DatanetRegistry.sol";
 import {ModelRegistry} from "./ModelRegistry.sol";
 import {PullPayments} from "./PullPayments.sol";
 import {AttributorStaking} from "./AttributorStaking.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 
 /// @title AttributionSettlement
 /// @notice Pays inference fees to the treasury, the model owner and the data contributors that
-///         Proof of Attribution credits. Buyers escrow OPEN and grant each model a spending
-///         allowance; a bonded attributor (`AttributorStaking`: active stake at least the governed
-///         `minAttributorStake`) submits batches of settled inferences together with the
-///         ids of the full attribution records. The contract recomputes the batch's Merkle root
-///         from those ids, so the root that stays on chain commits to exactly the settled
-///         inferences: any record can later be proven (`verifyRecord`) and disputed
-///         (`disputeRecord`), and a record id or root is settled at most once (a resubmitted
-///         batch is refused, never charged twice). Escrow leaves only after a governed delay
-///         (`requestWithdrawal`, then `withdrawEscrow`), during which answers already given can
-///         still be settled against it. An attributor's fees per two challenge windows are
-///         capped by its stake (`exposureBps`), and each batch keeps the stake locked until the
-///         batch's challenge window ends (`finalAt`).
+///         Proof of Attribution credits. Buyers escrow OPEN and sign EIP-712 vouchers
+///         (`InferenceVoucher`: a cumulative spending cap on a channel between a payer and one
+///         attributor, for one model or any, at most a price per 1,000 tokens, until an expiry);
+///         a bonded attributor (`AttributorStaking`: active stake at least the governed
+///         `minAttributorStake`) submits batches of answered requests. The contract charges a
+///         payer only under a voucher it signed, never beyond the voucher's cumulative cap,
+///         at the `ModelRegistry` price (or the previous price within `priceGracePeriod`)
+///         times the record's token counts, and at most once per request key. It computes each
+///         inference's Merkle leaf from what it checked (`leafOf`) and refuses a batch whose
+///         root differs, so the root that stays on chain commits to exactly what was charged:
+///         any leaf can later be proven (`verifyRecord`) and disputed (`disputeRecord`).
+///         Escrow leaves only after a governed delay (`requestWithdrawal`, then
+///         `withdrawEscrow`), during which answers already given can still be settled against
+///         it. An attributor's fees per two challenge windows are capped by its stake
+///         (`exposureBps`), and each batch keeps the stake locked until the batch's challenge
+///         window ends (`finalAt`).
 /// @dev Split of one inference fee F with the governed split (t, m, c) in basis points:
 ///      treasury = floor(F × t / 10,000); modelOwner = floor(F × m / 10,000);
 ///      pool = F − treasury − modelOwner (so pool absorbs the rounding of the first two);
-///      contribution i with weight wᵢ gets floor(pool × wᵢ / Σw); the remainder of the pool
-///      (< number of contributions, in wei) goes to the treasury, as does the whole pool when
-///      an inference has no attributed contributions. Every wei debited from escrow is
-///      credited to exactly one balance: nothing is lost or stranded.
-///      Invariant: address(this).balance == totalEscrow + totalBalances.
-contract AttributionSettlement is PullPayments {
-    /// @notice One attributed contribution and its (positive) weight.
+///      contribution i with weight wᵢ (parts per million, summing to 1,000,000) gets
+///      floor(pool × wᵢ / 1,000,000); the remainder of the pool (< number of contributions, in
+///      wei) goes to the treasury, as does the whole pool of a fallback inference (no
+///      contribution named). Every wei debited from escrow is credited to exactly one balance:
+///      nothing is lost or stranded. Invariant: address(this).balance == totalEscrow + totalBalances.
+contract AttributionSettlement is PullPayments, EIP712 {
+    /// @notice One attributed contribution and its weight in parts per million.
     struct Share {
         uint256 contributionId;
         uint256 weight;
     }
 
-    /// @notice One settled inference.
-    struct Inference {
-        /// @dev keccak-256 of the canonical attribution record: the batch's Merkle leaf.
-        bytes32 recordId;
+    /// @notice A payer's signed voucher (EIP-712 `InferenceVoucher`, domain "OpenLedger
+    ///         Inference", version "1", this contract). `cumulative` caps everything ever charged
+    ///         on the channel `channelKey(payer, attributor, channel)`; `modelId` 0 is any model.
+    struct Voucher {
         address payer;
+        address attributor;
         uint256 modelId;
-        uint256 fee;
+        uint256 maxPricePer1k;
+        uint256 channel;
+        uint256 cumulative;
+        uint256 expiry;
+        /// 65-byte ECDSA signature of an EOA, or what the payer contract's ERC-1271 accepts.
+        bytes signature;
+    }
+
+    /// @notice One answered request. The fee and the payer are not passed: the contract derives
+    ///         them from the price, the token counts and the voucher.
+    struct Inference {
+        /// keccak-256 of the canonical attribution record.
+        bytes32 recordId;
+        /// keccak-256 of the server's request id: charged at most once per attributor.
+        bytes32 requestKey;
+        /// Index into the batch's vouchers.
+        uint256 voucher;
+        uint256 modelId;
+        /// keccak-256 of the engine that computed the record (`ProtocolParams.allowedEngine`).
+        bytes32 engineId;
+        /// keccak-256 of the prompt and answer tokens (u32 little-endian each).
+        bytes32 promptHash;
+        bytes32 answerHash;
+        uint256 promptTokens;
+        uint256 completionTokens;
+        /// The price the answer was served at, wei per 1,000 tokens.
+        uint256 pricePer1k;
+        /// No contribution has evidence: the contributors' pool follows the fallback rule.
+        bool isFallback;
+        /// Contribution ids strictly ascending, weights > 0 summing to 1,000,000; empty exactly
+        /// when `isFallback`.
         Share[] shares;
     }
 
@@ -66,7 +103,7 @@ contract AttributionSettlement is PullPayments {
         uint64 readyAt;
     }
 
-    /// @dev What one batch reads of `ProtocolParams.settlementConfig`.
+    /// @dev What one batch reads of `ProtocolParams`.
     struct Config {
         address treasury;
         uint16 tBps;
@@ -74,14 +111,36 @@ contract AttributionSettlement is PullPayments {
         uint256 minStake;
         uint32 exposureBps;
         uint64 window;
+        uint64 voucherGrace;
+        uint64 priceGrace;
+    }
+
+    /// @dev The running totals of one `submitBatch`.
+    struct Run {
+        uint256 batchId;
+        uint256 total;
+        uint256 toTreasury;
+        bytes32[] keys;
+        bytes32[] leaves;
     }
 
     /// @notice Allowance value meaning "unlimited" (never decremented).
     uint256 public constant UNLIMITED = type(uint256).max;
+    /// @notice EIP-712 type hash of `InferenceVoucher`.
+    bytes32 public constant VOUCHER_TYPEHASH = keccak256(
+        "InferenceVoucher(address payer,address attributor,uint256 modelId,uint256 maxPricePer1k,uint256 channel,uint256 cumulative,uint256 expiry)"
+    );
+    /// @notice First word of every leaf preimage (a leaf preimage is never 64 bytes, so it
+    ///         cannot pass for an inner node of the tree).
+    bytes32 public constant LEAF_TAG = keccak256("OpenLedger.InferenceLeaf.v2");
+    /// @notice Most contributions one inference may credit.
+    uint256 public constant MAX_SHARES = 64;
+    /// @notice What the weights of one inference sum to.
+    uint256 public constant WEIGHT_TOTAL = 1_000_000;
 
-    /// @notice The governed parameters (split, treasury, stake and exposure rules).
+    /// @notice The governed parameters (split, treasury, stake, exposure, voucher and price rules).
     ProtocolParams public immutable params;
-    /// @notice Model owners and activity.
+    /// @notice Model owners, prices and activity.
     ModelRegistry public immutable models;
     /// @notice Contributions and their contributors.
     DatanetRegistry public immutable datanets;
@@ -97,14 +156,18 @@ contract AttributionSettlement is PullPayments {
     /// @notice Number of batches; ids are 1..batchCount.
     uint256 public batchCount;
     mapping(uint256 batchId => Batch) private _batches;
-    /// @notice The batch that settled a record id (0: not settled).
-    mapping(bytes32 recordId => uint256 batchId) public settledIn;
+    /// @dev The batch that charged a request: key keccak256(abi.encode(attributor, requestKey)).
+    mapping(bytes32 slot => uint256 batchId) private _requestBatch;
     /// @notice The batch whose records root this is (0: none).
     mapping(bytes32 recordsRoot => uint256 batchId) public batchOfRoot;
     /// @notice Withdrawals announced with `requestWithdrawal`.
     mapping(address payer => WithdrawalRequest) public withdrawalRequest;
     /// @notice Fees an attributor settled in an exposure period (`timestamp / challengeWindow`).
     mapping(address attributor => mapping(uint256 period => uint256)) public feesInPeriod;
+    /// @notice Fees charged so far on each voucher channel (see `channelKey`).
+    mapping(bytes32 channelKey => uint256) public spent;
+    /// @notice When a channel stops accepting charges (0: open), set by `closeChannel`.
+    mapping(bytes32 channelKey => uint64) public closesAt;
 
     /// @notice OPEN was added to `payer`'s escrow.
     event EscrowDeposited(address indexed payer, address indexed from, uint256 amount);
@@ -114,15 +177,24 @@ contract AttributionSettlement is PullPayments {
     event WithdrawalRequested(address indexed payer, uint256 amount, uint64 readyAt);
     /// @notice `payer` set the spending allowance of a model.
     event AllowanceSet(address indexed payer, uint256 indexed modelId, uint256 amount);
-    /// @notice One inference of a batch was settled.
+    /// @notice `payer` closed a voucher channel: nothing is charged on it from `closesAt` on.
+    event ChannelClosing(
+        bytes32 indexed channelKey, address indexed payer, address indexed attributor, uint256 channel, uint64 closesAt
+    );
+    /// @notice One inference of a batch was settled; `leaf` is its Merkle leaf (`leafOf`).
     event InferenceSettled(
-        uint256 indexed batchId, address indexed payer, uint256 indexed modelId, uint256 fee, bytes32 recordId
+        uint256 indexed batchId,
+        address indexed payer,
+        uint256 indexed modelId,
+        uint256 fee,
+        bytes32 recordId,
+        bytes32 leaf
     );
     /// @notice A batch was settled.
     event BatchSettled(
         uint256 indexed batchId, address indexed attributor, bytes32 recordsRoot, uint256 inferenceCount, uint256 totalFees
     );
-    /// @notice `disputer` proved `record` is in a batch and disputes it.
+    /// @notice `disputer` proved `record` (a leaf) is in a batch and disputes it.
     event RecordDisputed(uint256 indexed batchId, bytes32 indexed record, address indexed disputer, string reasonURI);
 
     /// @notice The caller's active stake is below the governed minimum.
@@ -140,30 +212,52 @@ contract AttributionSettlement is PullPayments {
     error ModelInactive(uint256 modelId);
     /// @notice A batch needs at least one inference and a non-zero records root.
     error EmptyBatch();
-    /// @notice A contribution weight of zero.
-    error ZeroWeight(uint256 inferenceIndex, uint256 shareIndex);
     /// @notice No such batch.
     error BatchNotFound(uint256 batchId);
     /// @notice The Merkle proof does not lead to the batch root.
     error InvalidProof(uint256 batchId, bytes32 record);
     /// @notice The zero address where an account is required.
     error ZeroAddress();
-    /// @notice The record was already settled (in `batchId`).
-    error RecordAlreadySettled(bytes32 recordId, uint256 batchId);
+    /// @notice The attributor already charged this request (in `batchId`).
+    error RequestAlreadySettled(bytes32 requestKey, uint256 batchId);
     /// @notice The records root was already used by `batchId`.
     error RootAlreadySettled(bytes32 recordsRoot, uint256 batchId);
-    /// @notice The given root is not the Merkle root of the inferences' record ids.
+    /// @notice The given root is not the Merkle root of the inferences' leaves.
     error RootMismatch(bytes32 given, bytes32 computed);
     /// @notice More than the announced withdrawal (`requested`) was asked for.
     error WithdrawalNotRequested(address payer, uint256 requested, uint256 amount);
     /// @notice The announced withdrawal becomes possible at `readyAt`.
     error WithdrawalNotReady(address payer, uint64 readyAt);
+    /// @notice Voucher `index` names another attributor than the caller.
+    error VoucherNotForSender(uint256 index, address attributor);
+    /// @notice Voucher `index` expired more than `voucherGrace` ago.
+    error VoucherExpired(uint256 index, uint256 expiry);
+    /// @notice The channel was closed by its payer at `closesAt`.
+    error ChannelClosed(bytes32 channelKey, uint64 closesAt);
+    /// @notice Voucher `index` is not signed by its payer.
+    error BadVoucherSignature(uint256 index, address payer);
+    /// @notice Inference `index` names no voucher of the batch.
+    error BadVoucherIndex(uint256 index, uint256 voucher);
+    /// @notice The voucher is for another model.
+    error VoucherModelMismatch(uint256 index, uint256 voucherModelId, uint256 modelId);
+    /// @notice The price is neither the model's price nor its previous price within the grace.
+    error PriceMismatch(uint256 modelId, uint256 given, uint256 current);
+    /// @notice The price is above the voucher's `maxPricePer1k`.
+    error PriceAboveVoucher(uint256 index, uint256 price, uint256 maxPricePer1k);
+    /// @notice The engine is not on `ProtocolParams`' allowlist.
+    error EngineNotAllowed(bytes32 engineId);
+    /// @notice Charging would take the channel past the voucher's cumulative cap.
+    error VoucherExceeded(bytes32 channelKey, uint256 cumulative, uint256 required);
+    /// @notice Inference `index`'s shares break the rule of `Inference.shares`.
+    error BadShares(uint256 index);
 
     /// @param params_ ProtocolParams.
     /// @param models_ ModelRegistry.
     /// @param datanets_ DatanetRegistry.
     /// @param staking_ AttributorStaking.
-    constructor(ProtocolParams params_, ModelRegistry models_, DatanetRegistry datanets_, AttributorStaking staking_) {
+    constructor(ProtocolParams params_, ModelRegistry models_, DatanetRegistry datanets_, AttributorStaking staking_)
+        EIP712("OpenLedger Inference", "1")
+    {
         params = params_;
         models = models_;
         datanets = datanets_;
@@ -217,23 +311,41 @@ contract AttributionSettlement is PullPayments {
         emit AllowanceSet(msg.sender, modelId, amount);
     }
 
+    /// @notice Closes a voucher channel of the caller's: from `now + voucherGrace` on nothing more
+    ///         is charged on it (answers already given settle until then). Revokes a leaked
+    ///         voucher. Closing again never moves the moment later.
+    function closeChannel(address attributor, uint256 channel) external {
+        bytes32 key = channelKey(msg.sender, attributor, channel);
+        (uint64 grace,) = params.voucherTerms();
+        uint64 closing = uint64(block.timestamp) + grace;
+        uint64 current = closesAt[key];
+        if (current != 0 && current < closing) closing = current;
+        closesAt[key] = closing;
+        emit ChannelClosing(key, msg.sender, attributor, channel, closing);
+    }
+
     // ------------------------------------------------------------------ settlement
 
-    /// @notice Settles a batch of inferences by the rule in the contract header. Bonded
-    ///         attributors only, within their exposure cap.
-    /// @param recordsRoot Merkle root of the inferences' record ids in order (OpenZeppelin
-    ///        MerkleProof convention: sorted pairs, keccak-256; an odd last node moves up a
-    ///        level unchanged); recomputed here and refused when it differs.
+    /// @notice Settles a batch of answered requests by the rules in the contract header. Bonded
+    ///         attributors only, within their exposure cap; every voucher must name the caller.
+    /// @param recordsRoot Merkle root of the inferences' leaves (`leafOf`) in order
+    ///        (OpenZeppelin MerkleProof convention: sorted pairs, keccak-256; an odd last node
+    ///        moves up a level unchanged); recomputed here and refused when it differs.
     /// @return batchId The new batch's id.
-    function submitBatch(bytes32 recordsRoot, Inference[] calldata inferences) external returns (uint256 batchId) {
+    function submitBatch(bytes32 recordsRoot, Voucher[] calldata vouchers, Inference[] calldata inferences)
+        external
+        returns (uint256 batchId)
+    {
         Config memory cfg = _config();
-        uint256 stake = staking.activeStake(msg.sender);
-        if (stake < cfg.minStake) revert NotBonded(msg.sender, stake, cfg.minStake);
+        uint256 stake = _checkSubmitter(cfg);
         if (inferences.length == 0 || recordsRoot == bytes32(0)) revert EmptyBatch();
-        _checkRoot(recordsRoot, inferences);
+        {
+            uint256 used = batchOfRoot[recordsRoot];
+            if (used != 0) revert RootAlreadySettled(recordsRoot, used);
+        }
         batchId = ++batchCount;
         batchOfRoot[recordsRoot] = batchId;
-        uint256 total = _settleAll(batchId, inferences, cfg);
+        uint256 total = _settleAll(batchId, recordsRoot, vouchers, inferences, cfg);
         uint64 finalAt = _checkExposure(total, stake, cfg);
         _batches[batchId] = Batch({
             recordsRoot: recordsRoot,
@@ -254,14 +366,19 @@ contract AttributionSettlement is PullPayments {
         return b;
     }
 
-    /// @notice Whether `record` (a leaf hash) is included in batch `batchId`'s records root.
+    /// @notice The batch in which `attributor` charged `requestKey` (0: not charged).
+    function requestSettledIn(address attributor, bytes32 requestKey) external view returns (uint256) {
+        return _requestBatch[keccak256(abi.encode(attributor, requestKey))];
+    }
+
+    /// @notice Whether `record` (a leaf) is included in batch `batchId`'s records root.
     function verifyRecord(uint256 batchId, bytes32 record, bytes32[] calldata proof) public view returns (bool) {
         bytes32 root = _batches[batchId].recordsRoot;
         if (root == bytes32(0)) revert BatchNotFound(batchId);
         return MerkleProof.verifyCalldata(proof, root, record);
     }
 
-    /// @notice Publicly disputes an attribution record after proving it is in the batch.
+    /// @notice Publicly disputes a settled leaf after proving it is in the batch.
     ///         Resolution is off chain or by governance; this puts the claim on the record.
     function disputeRecord(uint256 batchId, bytes32 record, bytes32[] calldata proof, string calldata reasonURI)
         external
@@ -270,27 +387,111 @@ contract AttributionSettlement is PullPayments {
         emit RecordDisputed(batchId, record, msg.sender, reasonURI);
     }
 
+    /// @notice The key of the voucher channel `channel` between `payer` and `attributor`.
+    function channelKey(address payer, address attributor, uint256 channel) public pure returns (bytes32) {
+        return keccak256(abi.encode(payer, attributor, channel));
+    }
+
+    /// @notice The EIP-712 digest a payer signs for voucher `v` (its signature is ignored).
+    function voucherDigest(Voucher calldata v) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(
+                abi.encode(
+                    VOUCHER_TYPEHASH, v.payer, v.attributor, v.modelId, v.maxPricePer1k, v.channel, v.cumulative, v.expiry
+                )
+            )
+        );
+    }
+
+    /// @notice The Merkle leaf of a settled inference:
+    ///         keccak256(abi.encode(LEAF_TAG, recordId, requestKey, payer, channelKey, modelId,
+    ///         engineId, promptHash, answerHash, promptTokens, completionTokens, pricePer1k, fee,
+    ///         fallback, keccak256(abi.encode(shares)))).
+    function leafOf(Inference calldata inf, address payer, bytes32 key, uint256 fee) public pure returns (bytes32) {
+        return keccak256(
+            bytes.concat(
+                abi.encode(
+                    LEAF_TAG, inf.recordId, inf.requestKey, payer, key, inf.modelId, inf.engineId, inf.promptHash
+                ),
+                abi.encode(
+                    inf.answerHash,
+                    inf.promptTokens,
+                    inf.completionTokens,
+                    inf.pricePer1k,
+                    fee,
+                    inf.isFallback,
+                    keccak256(abi.encode(inf.shares))
+                )
+            )
+        );
+    }
+
+    /// @notice The fee of `tokens` at `pricePer1k`: ⌈price × tokens / 1000⌉.
+    function feeOf(uint256 pricePer1k, uint256 tokens) public pure returns (uint256) {
+        return Math.mulDiv(pricePer1k, tokens, 1000, Math.Rounding.Ceil);
+    }
+
     // ------------------------------------------------------------------ internals
 
     /// @dev The governed settlement parameters, read once per batch.
     function _config() private view returns (Config memory c) {
         (c.treasury, c.tBps, c.mBps,, c.minStake, c.exposureBps, c.window) = params.settlementConfig();
+        (c.voucherGrace, c.priceGrace) = params.voucherTerms();
     }
 
-    /// @dev Settles every inference of the batch by the current split; returns the total fees.
-    function _settleAll(uint256 batchId, Inference[] calldata inferences, Config memory cfg)
-        private
-        returns (uint256 total)
-    {
-        uint256 toTreasury;
-        for (uint256 i = 0; i < inferences.length; ++i) {
-            (uint256 fee, uint256 t) = _settle(batchId, i, inferences[i], cfg.tBps, cfg.mBps);
-            total += fee;
-            toTreasury += t;
+    /// @dev Checks every voucher (addressed to the caller, not expired beyond the grace, channel
+    ///      open, signed by its payer); returns their channel keys.
+    function _checkVouchers(Voucher[] calldata vouchers, Config memory cfg) private view returns (bytes32[] memory keys) {
+        keys = new bytes32[](vouchers.length);
+        for (uint256 j = 0; j < vouchers.length; ++j) {
+            Voucher calldata v = vouchers[j];
+            if (v.attributor != msg.sender) revert VoucherNotForSender(j, v.attributor);
+            if (v.expiry < block.timestamp && block.timestamp - v.expiry > cfg.voucherGrace) {
+                revert VoucherExpired(j, v.expiry);
+            }
+            bytes32 key = channelKey(v.payer, v.attributor, v.channel);
+            uint64 closing = closesAt[key];
+            if (closing != 0 && block.timestamp >= closing) revert ChannelClosed(key, closing);
+            if (!SignatureChecker.isValidSignatureNow(v.payer, voucherDigest(v), v.signature)) {
+                revert BadVoucherSignature(j, v.payer);
+            }
+            keys[j] = key;
         }
-        if (toTreasury != 0) _creditNoTotal(cfg.treasury, toTreasury);
-        totalEscrow -= total;
-        totalBalances += total;
+    }
+
+    /// @dev Checks the vouchers, settles every inference of the batch by the current split and
+    ///      refuses a root that is not the leaves' root; returns the total fees.
+    function _settleAll(
+        uint256 batchId,
+        bytes32 recordsRoot,
+        Voucher[] calldata vouchers,
+        Inference[] calldata inferences,
+        Config memory cfg
+    ) private returns (uint256) {
+        Run memory run = Run({
+            batchId: batchId,
+            total: 0,
+            toTreasury: 0,
+            keys: _checkVouchers(vouchers, cfg),
+            leaves: new bytes32[](inferences.length)
+        });
+        for (uint256 i = 0; i < inferences.length; ++i) {
+            Inference calldata inf = inferences[i];
+            if (inf.voucher >= vouchers.length) revert BadVoucherIndex(i, inf.voucher);
+            _settle(run, i, inf, vouchers[inf.voucher], cfg);
+        }
+        bytes32 computed = _root(run.leaves);
+        if (computed != recordsRoot) revert RootMismatch(recordsRoot, computed);
+        if (run.toTreasury != 0) _creditNoTotal(cfg.treasury, run.toTreasury);
+        totalEscrow -= run.total;
+        totalBalances += run.total;
+        return run.total;
+    }
+
+    /// @dev Refuses a caller whose active stake is below the minimum; returns the stake.
+    function _checkSubmitter(Config memory cfg) private view returns (uint256 stake) {
+        stake = staking.activeStake(msg.sender);
+        if (stake < cfg.minStake) revert NotBonded(msg.sender, stake, cfg.minStake);
     }
 
     /// @dev Adds `total` to the caller's fees of this exposure period and refuses the batch when
@@ -314,41 +515,75 @@ contract AttributionSettlement is PullPayments {
         emit EscrowDeposited(payer, msg.sender, msg.value);
     }
 
-    /// @dev Settles inference `i` of batch `batchId`: debits the payer, credits the model owner and
-    ///      the contributors; returns the fee and what is left for the treasury.
-    function _settle(uint256 batchId, uint256 i, Inference calldata inf, uint16 tBps, uint16 mBps)
+    /// @dev Settles inference `i` under voucher `v`: checks it, charges the payer, credits the
+    ///      model owner and the contributors, and adds its fee, treasury part and leaf to `run`.
+    function _settle(Run memory run, uint256 i, Inference calldata inf, Voucher calldata v, Config memory cfg)
         private
-        returns (uint256 fee, uint256 toTreasury)
     {
-        uint256 earlier = settledIn[inf.recordId];
-        if (earlier != 0) revert RecordAlreadySettled(inf.recordId, earlier);
-        settledIn[inf.recordId] = batchId;
-        fee = inf.fee;
-        _debit(inf.payer, inf.modelId, fee);
-        (address modelOwner, bool active,,,) = models.settlementInfo(inf.modelId);
-        if (!active) revert ModelInactive(inf.modelId);
-        uint256 t = (fee * tBps) / 10_000;
-        uint256 m = (fee * mBps) / 10_000;
-        if (m != 0) _creditNoTotal(modelOwner, m);
-        toTreasury = t + _payContributors(i, inf.shares, fee - t - m);
-        emit InferenceSettled(batchId, inf.payer, inf.modelId, fee, inf.recordId);
-    }
-
-    /// @dev Refuses a used root and a root that is not the record ids' Merkle root.
-    function _checkRoot(bytes32 recordsRoot, Inference[] calldata inferences) private view {
-        uint256 used = batchOfRoot[recordsRoot];
-        if (used != 0) revert RootAlreadySettled(recordsRoot, used);
-        bytes32 computed = _root(inferences);
-        if (computed != recordsRoot) revert RootMismatch(recordsRoot, computed);
-    }
-
-    /// @dev Merkle root of the record ids, level by level (see `submitBatch`).
-    function _root(Inference[] calldata inferences) private pure returns (bytes32) {
-        uint256 n = inferences.length;
-        bytes32[] memory level = new bytes32[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            level[i] = inferences[i].recordId;
+        address modelOwner = _checkPrice(i, inf, v, cfg);
+        _checkShares(i, inf);
+        bytes32 slot = keccak256(abi.encode(msg.sender, inf.requestKey));
+        uint256 earlier = _requestBatch[slot];
+        if (earlier != 0) revert RequestAlreadySettled(inf.requestKey, earlier);
+        _requestBatch[slot] = run.batchId;
+        bytes32 key = run.keys[inf.voucher];
+        uint256 fee = feeOf(inf.pricePer1k, inf.promptTokens + inf.completionTokens);
+        {
+            uint256 charged = spent[key] + fee;
+            if (charged > v.cumulative) revert VoucherExceeded(key, v.cumulative, charged);
+            spent[key] = charged;
         }
+        _debit(v.payer, inf.modelId, fee);
+        uint256 t = (fee * cfg.tBps) / 10_000;
+        uint256 m = (fee * cfg.mBps) / 10_000;
+        if (m != 0) _creditNoTotal(modelOwner, m);
+        run.toTreasury += t + _payContributors(inf.shares, fee - t - m);
+        run.total += fee;
+        bytes32 leaf = leafOf(inf, v.payer, key, fee);
+        run.leaves[i] = leaf;
+        emit InferenceSettled(run.batchId, v.payer, inf.modelId, fee, inf.recordId, leaf);
+    }
+
+    /// @dev The voucher covers the model, the model is active, the price is its registry price
+    ///      (or the previous one within the grace) and within the voucher, the engine is
+    ///      allowed; returns the model owner.
+    function _checkPrice(uint256 i, Inference calldata inf, Voucher calldata v, Config memory cfg)
+        private
+        view
+        returns (address modelOwner)
+    {
+        if (v.modelId != 0 && v.modelId != inf.modelId) revert VoucherModelMismatch(i, v.modelId, inf.modelId);
+        (address owner, bool active, uint256 price, uint256 previous, uint64 changedAt) =
+            models.settlementInfo(inf.modelId);
+        if (!active) revert ModelInactive(inf.modelId);
+        uint256 given = inf.pricePer1k;
+        if (given != price && !(changedAt != 0 && given == previous && block.timestamp < changedAt + cfg.priceGrace)) {
+            revert PriceMismatch(inf.modelId, given, price);
+        }
+        if (given > v.maxPricePer1k) revert PriceAboveVoucher(i, given, v.maxPricePer1k);
+        if (!params.allowedEngine(inf.engineId)) revert EngineNotAllowed(inf.engineId);
+        return owner;
+    }
+
+    /// @dev At most `MAX_SHARES`, ids strictly ascending, weights positive and summing to
+    ///      `WEIGHT_TOTAL`; none exactly when `isFallback`.
+    function _checkShares(uint256 i, Inference calldata inf) private pure {
+        uint256 n = inf.shares.length;
+        if (n > MAX_SHARES || (n == 0) != inf.isFallback) revert BadShares(i);
+        uint256 sum;
+        uint256 last;
+        for (uint256 j = 0; j < n; ++j) {
+            Share calldata s = inf.shares[j];
+            if (s.weight == 0 || (j != 0 && s.contributionId <= last)) revert BadShares(i);
+            last = s.contributionId;
+            sum += s.weight;
+        }
+        if (n != 0 && sum != WEIGHT_TOTAL) revert BadShares(i);
+    }
+
+    /// @dev Merkle root of the leaves, level by level (see `submitBatch`); overwrites `level`.
+    function _root(bytes32[] memory level) private pure returns (bytes32) {
+        uint256 n = level.length;
         while (n > 1) {
             uint256 m = (n + 1) / 2;
             for (uint256 i = 0; i < n / 2; ++i) {
@@ -372,25 +607,17 @@ contract AttributionSettlement is PullPayments {
     }
 
     /// @dev Credits the contributors' pool by weight; returns what is left for the treasury.
-    function _payContributors(uint256 inferenceIndex, Share[] calldata shares, uint256 pool)
-        private
-        returns (uint256 remainder)
-    {
+    function _payContributors(Share[] calldata shares, uint256 pool) private returns (uint256 remainder) {
         uint256 n = shares.length;
-        if (n == 0) return pool;
+        if (n == 0 || pool == 0) return pool;
         uint256[] memory ids = new uint256[](n);
-        uint256 weightSum;
         for (uint256 j = 0; j < n; ++j) {
-            uint256 w = shares[j].weight;
-            if (w == 0) revert ZeroWeight(inferenceIndex, j);
-            weightSum += w;
             ids[j] = shares[j].contributionId;
         }
         address[] memory contributors = datanets.contributorsOf(ids);
         remainder = pool;
-        if (pool == 0) return 0;
         for (uint256 j = 0; j < n; ++j) {
-            uint256 amount = Math.mulDiv(pool, shares[j].weight, weightSum);
+            uint256 amount = Math.mulDiv(pool, shares[j].weight, WEIGHT_TOTAL);
             if (amount != 0) {
                 _creditNoTotal(contributors[j], amount);
                 remainder -= amount;

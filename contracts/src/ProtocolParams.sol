@@ -197,6 +197,12 @@ contract ProtocolParams is Ownable {
         return _dispute.priceGracePeriod;
     }
 
+    /// @notice What `AttributionSettlement` reads to check vouchers and prices, in one call.
+    function voucherTerms() external view returns (uint64 voucherGrace, uint64 priceGracePeriod_) {
+        DisputeConfig storage d = _dispute;
+        return (d.voucherGrace, d.priceGracePeriod);
+    }
+
     /// @notice The bounds `param` must stay within given the other parameters' current values.
     function disputeParamBounds(DisputeParam param) public view returns (uint256 min, uint256 max) {
         DisputeConfig storage d = _dispute;

@@ -1,12 +1,14 @@
 // Money conservation, as a property over random batches (seeded PRNG; OPENLEDGER_SEED to vary):
 // Σ debited escrow = Σ credited balances for every batch, every balance equals a BigInt
-// reference model of the documented split, nobody claims more than credited, and once everyone
-// has claimed and withdrawn, the contract holds exactly nothing.
+// reference model of the documented split, each voucher channel's `spent` is the sum of its
+// fees, nobody claims more than credited, and once everyone has claimed and withdrawn, the
+// contract holds exactly nothing.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { maxUint256 } from "viem";
 import {
-  startChain, deployProtocol, send, expectRevert, setupMarket, h32, balance, gasCost, prng, merkle,
+  startChain, deployProtocol, send, expectRevert, setupMarket, balance, gasCost, prng,
+  signVoucher, inferenceV2, batchV2, channelKey,
 } from "../lib/testing.mjs";
 
 const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
@@ -38,8 +40,8 @@ after(() => chain?.stop());
 test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.treasuryBps}/${SPLIT.modelOwnerBps}/${SPLIT.contributorsBps})`, async (t) => {
   const A = (i) => w[i].account.address;
   const treasury = dep.contracts.OpenLedgerTimelock;
-  const a = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[2], w[3], w[4], w[3], w[7], w[2]], builder: w[5], tag: "ca" });
-  const b = await setupMarket(chain, c, { owner: w[7], contributors: [w[3], w[1]], builder: w[2], tag: "cb" });
+  const a = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[2], w[3], w[4], w[3], w[7], w[2]], builder: w[5], tag: "ca", price: 1000n });
+  const b = await setupMarket(chain, c, { owner: w[7], contributors: [w[3], w[1]], builder: w[2], tag: "cb", price: 1000n });
   const models = [
     { id: a.modelId, owner: A(5), contributions: a.contributionIds },
     { id: b.modelId, owner: A(2), contributions: b.contributionIds },
@@ -49,9 +51,13 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
     ids.forEach((id, i) => contributorOf.set(id, A(who[i])));
   }
   const payers = [6, 8, 9];
+  // one voucher per payer, big enough never to bind (its cap is tested in settlement.test.mjs):
+  // a model price of 1,000 wei per 1,000 tokens makes a request's fee its token count
+  const vouchers = [];
+  for (const p of payers) vouchers.push(await signVoucher(chain, w[p], st, A(0), { cumulative: 1n << 200n }));
 
   // reference model
-  const ref = { escrow: new Map(), allowance: new Map(), owed: new Map() };
+  const ref = { escrow: new Map(), allowance: new Map(), owed: new Map(), spent: new Map() };
   const get = (mp, k) => mp.get(k) ?? 0n;
   const add = (mp, k, v) => mp.set(k, get(mp, k) + v);
   for (const p of payers) {
@@ -73,14 +79,17 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
     const infs = [];
     for (let i = 0; i < n; i++) {
       const mo = pick(models);
-      const k = int(0, mo.contributions.length);
-      const shares = [];
-      for (let j = 0; j < k; j++) {
-        shares.push({ contributionId: pick(mo.contributions), weight: rnd() < 0.1 ? big(128) + 1n : BigInt(int(1, 1_000_000)) });
-      }
+      // k distinct contributions, ascending, ppm weights summing to 1,000,000 (k = 0: fallback)
+      const ids = [...new Set(Array.from({ length: int(0, mo.contributions.length) }, () => pick(mo.contributions)))].sort((x, y) => (x < y ? -1 : 1));
+      const raw = ids.map(() => (rnd() < 0.1 ? big(100) + 1n : BigInt(int(1, 1_000_000))));
+      const rawSum = raw.reduce((s, x) => s + x, 0n);
+      const ppm = raw.map((x) => (x * 1_000_000n) / rawSum || 1n);
+      if (ppm.length) ppm[ppm.indexOf(ppm.reduce((m, x) => (x > m ? x : m), 0n))] += 1_000_000n - ppm.reduce((s, x) => s + x, 0n);
+      const shares = ids.map((contributionId, j) => ({ contributionId, weight: ppm[j] }));
       const r = rnd();
       const fee = r < 0.1 ? BigInt(int(0, 3)) : r < 0.2 ? big(63) : big(60); // some exceed escrow
-      infs.push({ recordId: h32(`record-${round}-${i}`), payer: A(pick(payers)), modelId: mo.id, fee, shares, owner: mo.owner });
+      const pi = int(0, payers.length - 1);
+      infs.push({ payer: A(payers[pi]), voucher: pi, modelId: mo.id, fee, shares, owner: mo.owner });
     }
     if (round % 5 === 4) {
       // every fifth batch overdraws a payer on purpose, so the revert path is always exercised
@@ -92,6 +101,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
     const esc = new Map(ref.escrow);
     const alw = new Map(ref.allowance);
     const owed = new Map(ref.owed);
+    const spent = new Map(ref.spent);
     let failure = null;
     let debited = 0n;
     for (const inf of infs) {
@@ -101,28 +111,28 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       esc.set(inf.payer, get(esc, inf.payer) - inf.fee);
       if (get(alw, key) !== maxUint256) alw.set(key, get(alw, key) - inf.fee);
       debited += inf.fee;
+      add(spent, inf.payer, inf.fee);
       const tr = (inf.fee * BigInt(SPLIT.treasuryBps)) / 10000n;
       const mo = (inf.fee * BigInt(SPLIT.modelOwnerBps)) / 10000n;
       let pool = inf.fee - tr - mo;
       add(owed, inf.owner, mo);
       add(owed, treasury, tr);
-      const sum = inf.shares.reduce((s, x) => s + x.weight, 0n);
       let rest = pool;
       for (const s of inf.shares) {
-        const amt = (pool * s.weight) / sum;
+        const amt = (pool * s.weight) / 1_000_000n;
         add(owed, contributorOf.get(s.contributionId), amt);
         rest -= amt;
       }
       add(owed, treasury, rest);
     }
-    const args = [merkle(infs.map((x) => x.recordId)).root, infs.map(({ owner, ...x }) => x)];
+    const { args } = batchV2(vouchers, infs.map((x) => inferenceV2({ modelId: x.modelId, price: 1000n, tokens: x.fee, shares: x.shares, voucher: x.voucher })));
     const before = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
     if (failure) {
       await expectRevert(chain, w[0], st, "submitBatch", args, failure);
       rejected++;
     } else {
       await send(chain, w[0], st, "submitBatch", args);
-      Object.assign(ref, { escrow: esc, allowance: alw, owed });
+      Object.assign(ref, { escrow: esc, allowance: alw, owed, spent });
       settled++;
     }
     const afterT = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
@@ -131,6 +141,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
     for (const acct of accounts) assert.equal(await st.read.balanceOf([acct]), get(ref.owed, acct), `balance of ${acct}`);
     for (const p of payers) {
       assert.equal(await st.read.escrowOf([A(p)]), get(ref.escrow, A(p)));
+      assert.equal(await st.read.spent([channelKey(vouchers[payers.indexOf(p)])]), get(ref.spent, A(p)), "spent = Σ fees of the channel");
       for (const mo of models) assert.equal(await st.read.allowance([A(p), mo.id]), get(ref.allowance, `${A(p)}/${mo.id}`));
     }
     assert.equal(await balance(chain, st.address), afterT[0] + afterT[1], "balance = escrow + balances");

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { parseEther, encodeFunctionData, keccak256, toHex, zeroAddress } from "viem";
 import {
   startChain, deployProtocol, send, expectRevert, eventsNamed, balance, gasCost, canTimeTravel, timeTravel,
-  setupMarket, h32,
+  setupMarket, h32, signVoucher, inferenceV2, batchV2, sharesOf,
 } from "../lib/testing.mjs";
 
 let chain, w, c, dep, addr, travel, realtime;
@@ -209,15 +209,16 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   assert.equal(dc.challengeBond, bond0 * 5n);
 
   // The next settlement uses the new split.
-  const m = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "gov" });
+  const m = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "gov", price: 1000n });
   const st = c.AttributionSettlement;
   await send(chain, w[6], st, "deposit", [], { value: 10_000n });
   await send(chain, w[6], st, "setAllowance", [m.modelId, 10_000n]);
   const tl = dep.contracts.OpenLedgerTimelock;
   const before = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
-  // a bonded attributor (account 8) settles a one-record batch: its root is the record id
+  // a bonded attributor (account 8) settles one answer of 10,000 tokens under account 6's voucher
   await send(chain, w[8], c.AttributorStaking, "bond", [""], { value: await params.read.disputeParam([0]) });
-  await send(chain, w[8], st, "submitBatch", [h32("gov-batch"), [{ recordId: h32("gov-batch"), payer: addr(6), modelId: m.modelId, fee: 10_000n, shares: [{ contributionId: m.contributionIds[0], weight: 1n }] }]]);
+  const v = await signVoucher(chain, w[6], st, addr(8), { cumulative: 10_000n });
+  await send(chain, w[8], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m.modelId, price: 1000n, tokens: 10_000n, shares: sharesOf([m.contributionIds[0]]) })]).args);
   const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
   assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);
 });

@@ -1,12 +1,12 @@
-// AttributionSettlement: escrow with a withdrawal delay, allowances, batch settlement with the
-// governed split and documented rounding, record ids settled once, record proofs and disputes,
-// claims.
+// AttributionSettlement: escrow with a withdrawal delay, allowances, payer-signed vouchers,
+// batch settlement at the registry price with the governed split and documented rounding,
+// requests charged once, leaves computed on chain, proofs and disputes, claims.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { parseEther, maxUint256 } from "viem";
+import { parseEther, maxUint256, hashTypedData } from "viem";
 import {
-  startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32, balance, gasCost, merkle,
-  canTimeTravel, timeTravel,
+  startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32, balance, gasCost,
+  canTimeTravel, timeTravel, signVoucher, inferenceV2, batchV2, sharesOf, channelKey, feeOf, leafOf, ENGINE_ID,
 } from "../lib/testing.mjs";
 
 let chain, w, c, dep, st, market, addr, tl;
@@ -17,7 +17,8 @@ before(async () => {
   st = c.AttributionSettlement;
   addr = (i) => w[i].account.address;
   tl = dep.contracts.OpenLedgerTimelock;
-  market = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[3], w[4]], builder: w[5] });
+  // 1,000 wei per 1,000 tokens: a request's fee is its token count in wei
+  market = await setupMarket(chain, c, { owner: w[1], curator: w[2], contributors: [w[3], w[4]], builder: w[5], price: 1000n });
 });
 after(() => chain?.stop());
 
@@ -25,11 +26,10 @@ async function invariant() {
   const [bal, esc, owed] = await Promise.all([balance(chain, st.address), st.read.totalEscrow(), st.read.totalBalances()]);
   assert.equal(bal, esc + owed, "contract balance = escrow + claimable balances");
 }
-let recordSeq = 0;
-const inference = (payer, fee, shares, modelId = market.modelId, recordId = h32(`record-${recordSeq++}`)) =>
-  ({ recordId, payer, modelId, fee, shares });
-/** submitBatch arguments: the Merkle root of the inferences' record ids, and the inferences. */
-const batch = (infs) => [merkle(infs.map((x) => x.recordId)).root, infs];
+/** A voucher of payer w[i] for attributor w[0]. */
+const voucher = (i, over = {}) => signVoucher(chain, w[i], st, addr(0), over);
+/** One inference of `tokens` on the market model at its price. */
+const inference = (tokens, shares = [], over = {}) => inferenceV2({ modelId: market.modelId, price: 1000n, tokens, shares, ...over });
 
 test("escrow: deposit, depositFor, withdrawEscrow and their reverts", async () => {
   let r = await send(chain, w[6], st, "deposit", [], { value: parseEther("2") });
@@ -77,7 +77,7 @@ test("setAllowance: per payer and model, with event", async () => {
   assert.equal(await st.read.UNLIMITED(), maxUint256);
 });
 
-test("submitBatch: governed split, weights, dust to treasury, allowance debited, batch stored", async () => {
+test("submitBatch: registry price x tokens, governed split, ppm weights, dust to treasury, leaves on chain", async () => {
   const [c3, c4] = market.contributionIds;
   const before = {
     esc: await st.read.escrowOf([addr(6)]),
@@ -86,25 +86,27 @@ test("submitBatch: governed split, weights, dust to treasury, allowance debited,
     a3: await st.read.balanceOf([addr(3)]),
     a4: await st.read.balanceOf([addr(4)]),
   };
-  // fee 1003: treasury 100, model owner 401, pool 502 -> 167 (w=1) + 334 (w=2), dust 1 to treasury
-  // fee 10: treasury 1, model owner 4, pool 5, no attributed contributions -> pool to treasury
-  const records = [h32("rec-0"), h32("rec-1"), h32("rec-2")];
-  const tree = merkle(records);
-  const infs = [
-    inference(addr(6), 1003n, [{ contributionId: c3, weight: 1n }, { contributionId: c4, weight: 2n }], market.modelId, records[0]),
-    inference(addr(6), 10n, [], market.modelId, records[1]),
-    inference(addr(6), 0n, [], market.modelId, records[2]),
-  ];
-  // the root must be the record ids' root
-  await expectRevert(chain, w[0], st, "submitBatch", [h32("made-up"), infs], "RootMismatch", [h32("made-up"), tree.root]);
-  const r = await send(chain, w[0], st, "submitBatch", [tree.root, infs]);
+  const v = await voucher(6, { cumulative: 2000n });
+  // fee 1003: treasury 100, model owner 401, pool 502 -> 167 (1/3) + 334 (2/3), dust 1 to treasury
+  // fee 10: treasury 1, model owner 4, pool 5, a fallback record -> pool to treasury
+  const infs = [inference(1003n, sharesOf([c3, c4], [333_334n, 666_666n])), inference(10n), inference(0n)];
+  const { args, leaves, tree } = batchV2([v], infs);
+  // the root must be the leaves' root; the fee cannot be chosen
+  await expectRevert(chain, w[0], st, "submitBatch", [h32("made-up"), [v], infs], "RootMismatch", [h32("made-up"), tree.root]);
+  const r = await send(chain, w[0], st, "submitBatch", args);
   const settledBatch = eventsNamed(r, "BatchSettled")[0].args;
   assert.deepEqual(settledBatch, { batchId: 1n, attributor: addr(0), recordsRoot: tree.root, inferenceCount: 3n, totalFees: 1013n });
   const inf = eventsNamed(r, "InferenceSettled");
   assert.deepEqual(inf.map((e) => e.args.fee), [1003n, 10n, 0n]);
-  assert.deepEqual(inf.map((e) => e.args.recordId), records);
-  for (const id of records) assert.equal(await st.read.settledIn([id]), 1n);
+  assert.deepEqual(inf.map((e) => e.args.recordId), infs.map((x) => x.recordId));
+  assert.deepEqual(inf.map((e) => e.args.leaf), leaves);
+  for (const [i, x] of infs.entries()) {
+    assert.equal(await st.read.requestSettledIn([addr(0), x.requestKey]), 1n);
+    assert.equal(await st.read.leafOf([x, addr(6), channelKey(v), feeOf(1000n, x.promptTokens + x.completionTokens)]), leaves[i]);
+  }
+  assert.equal(await st.read.requestSettledIn([addr(1), infs[0].requestKey]), 0n, "per attributor");
   assert.equal(await st.read.batchOfRoot([tree.root]), 1n);
+  assert.equal(await st.read.spent([channelKey(v)]), 1013n);
   assert.equal(inf[0].args.payer, addr(6));
   assert.equal(await st.read.escrowOf([addr(6)]), before.esc - 1013n);
   assert.equal(await st.read.allowance([addr(6), market.modelId]), 10_000n - 1013n);
@@ -121,58 +123,167 @@ test("submitBatch: governed split, weights, dust to treasury, allowance debited,
   await assert.rejects(st.read.getBatch([2n]), /BatchNotFound/);
   await invariant();
 
-  // records can be proven and disputed
-  for (let i = 0; i < records.length; i++) assert.equal(await st.read.verifyRecord([1n, records[i], tree.proof(i)]), true);
-  assert.equal(await st.read.verifyRecord([1n, h32("not-a-record"), tree.proof(0)]), false);
-  await assert.rejects(st.read.verifyRecord([9n, records[0], []]), /BatchNotFound/);
-  const d = await send(chain, w[8], st, "disputeRecord", [1n, records[2], tree.proof(2), "ipfs://why"]);
-  assert.deepEqual(eventsNamed(d, "RecordDisputed")[0].args, { batchId: 1n, record: records[2], disputer: addr(8), reasonURI: "ipfs://why" });
+  // leaves can be proven and disputed
+  for (let i = 0; i < leaves.length; i++) assert.equal(await st.read.verifyRecord([1n, leaves[i], tree.proof(i)]), true);
+  assert.equal(await st.read.verifyRecord([1n, infs[0].recordId, tree.proof(0)]), false, "a record id is not a leaf");
+  await assert.rejects(st.read.verifyRecord([9n, leaves[0], []]), /BatchNotFound/);
+  const d = await send(chain, w[8], st, "disputeRecord", [1n, leaves[2], tree.proof(2), "ipfs://why"]);
+  assert.deepEqual(eventsNamed(d, "RecordDisputed")[0].args, { batchId: 1n, record: leaves[2], disputer: addr(8), reasonURI: "ipfs://why" });
   await expectRevert(chain, w[8], st, "disputeRecord", [1n, h32("forged"), tree.proof(2), ""], "InvalidProof", [1n, h32("forged")]);
 
-  // the same batch again, a batch re-using one of its records, or a record twice in one batch:
-  // refused, nothing is charged twice
+  // the same batch again: refused, nothing is charged twice
   const esc = await st.read.escrowOf([addr(6)]);
-  await expectRevert(chain, w[0], st, "submitBatch", [tree.root, infs], "RootAlreadySettled", [tree.root, 1n]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), 5n, []), infs[1]]), "RecordAlreadySettled", [records[1], 1n]);
-  const twice = inference(addr(6), 5n, []);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([twice, { ...twice }]), "RecordAlreadySettled", [twice.recordId, 2n]);
+  await expectRevert(chain, w[0], st, "submitBatch", args, "RootAlreadySettled", [tree.root, 1n]);
   assert.equal(await st.read.escrowOf([addr(6)]), esc, "nothing charged twice");
 });
 
-test("submitBatch reverts: non-attributor, empty, escrow or allowance exceeded, inactive model, bad shares", async () => {
-  const [c3] = market.contributionIds;
-  const ok = [inference(addr(6), 1n, [{ contributionId: c3, weight: 1n }])];
-  await expectRevert(chain, w[1], st, "submitBatch", batch(ok), "NotBonded", [addr(1), 0n, await c.ProtocolParams.read.disputeParam([0])]);
-  await expectRevert(chain, w[0], st, "submitBatch", [h32("r"), []], "EmptyBatch");
-  await expectRevert(chain, w[0], st, "submitBatch", ["0x" + "00".repeat(32), ok], "EmptyBatch");
+test("vouchers: the signed digest is the wallet's EIP-712 hash; closeChannel", async () => {
+  const v = await voucher(6, { channel: 77n });
+  const chainId = await chain.publicClient.getChainId();
+  const { signature, ...message } = v;
+  const hash = hashTypedData({
+    domain: { name: "OpenLedger Inference", version: "1", chainId, verifyingContract: st.address },
+    types: { InferenceVoucher: ["payer:address", "attributor:address", "modelId:uint256", "maxPricePer1k:uint256", "channel:uint256", "cumulative:uint256", "expiry:uint256"].map((x) => ({ name: x.split(":")[0], type: x.split(":")[1] })) },
+    primaryType: "InferenceVoucher",
+    message,
+  });
+  assert.equal(await st.read.voucherDigest([v]), hash);
+  assert.equal(signature.length, 132);
+  assert.equal(await st.read.channelKey([addr(6), addr(0), 77n]), channelKey(v));
+  // closing: effective after voucherGrace (60 s here); closing again never moves it later
+  const r = await send(chain, w[6], st, "closeChannel", [addr(0), 77n]);
+  const at = (await chain.publicClient.getBlock({ blockNumber: r.receipt.blockNumber })).timestamp + 60n;
+  assert.deepEqual(eventsNamed(r, "ChannelClosing")[0].args, { channelKey: channelKey(v), payer: addr(6), attributor: addr(0), channel: 77n, closesAt: at });
+  await send(chain, w[6], st, "closeChannel", [addr(0), 77n]);
+  assert.equal(await st.read.closesAt([channelKey(v)]), at);
+  // until then the channel still settles answers already given
+  await send(chain, w[0], st, "submitBatch", batchV2([v], [inference(5n)]).args);
+  if (!(await canTimeTravel(chain))) return;
+  await timeTravel(chain, 61);
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [inference(5n)]).args, "ChannelClosed", [channelKey(v), at]);
+  await invariant();
+});
+
+test("submitBatch refuses, by name: vouchers, prices, engine, shares, escrow, allowance, models", async () => {
+  const [c3, c4] = market.contributionIds;
+  const one = sharesOf([c3]);
+  const refuse = async (vouchers, infs, name, errArgs, from = w[0]) =>
+    expectRevert(chain, from, st, "submitBatch", batchV2(vouchers, infs).args, name, errArgs);
+  const v = await voucher(6, { channel: 2n });
+  await expectRevert(chain, w[1], st, "submitBatch", batchV2([v], [inference(1n, one)]).args, "NotBonded", [addr(1), 0n, await c.ProtocolParams.read.disputeParam([0])]);
+  await expectRevert(chain, w[0], st, "submitBatch", [h32("r"), [v], []], "EmptyBatch");
+  await expectRevert(chain, w[0], st, "submitBatch", ["0x" + "00".repeat(32), [v], [inference(1n, one)]], "EmptyBatch");
+  // vouchers
+  const other = await signVoucher(chain, w[6], st, addr(8), { channel: 2n });
+  await refuse([other], [inference(1n, one)], "VoucherNotForSender", [0n, addr(8)]);
+  const now = (await chain.publicClient.getBlock()).timestamp;
+  await refuse([await voucher(6, { expiry: now - 1000n })], [inference(1n, one)], "VoucherExpired", [0n, now - 1000n]);
+  const forged = { ...v, cumulative: v.cumulative * 2n };
+  await refuse([forged], [inference(1n, one)], "BadVoucherSignature", [0n, addr(6)]);
+  const byOther = await signVoucher(chain, w[7], st, addr(0), { channel: 2n });
+  await refuse([{ ...byOther, payer: addr(6) }], [inference(1n, one)], "BadVoucherSignature", [0n, addr(6)]);
+  await refuse([v], [inference(1n, one, { voucher: 1n })], "BadVoucherIndex", [0n, 1n]);
+  await refuse([await voucher(6, { modelId: 999n })], [inference(1n, one)], "VoucherModelMismatch", [0n, 999n, market.modelId]);
+  // prices: the registry's, within the voucher's cap
+  await refuse([v], [inference(1n, one, { price: 999n })], "PriceMismatch", [market.modelId, 999n, 1000n]);
+  await refuse([v], [inference(1n, one, { price: 2000n })], "PriceMismatch", [market.modelId, 2000n, 1000n]);
+  await refuse([await voucher(6, { maxPricePer1k: 999n })], [inference(1n, one)], "PriceAboveVoucher", [0n, 1000n, 999n]);
+  await refuse([v], [inference(1n, one, { engineId: h32("an engine nobody allowed") })], "EngineNotAllowed", [h32("an engine nobody allowed")]);
+  // shares: ppm summing to 1,000,000, ids ascending, at most 64, none exactly when fallback
+  await refuse([v], [inference(1n, [{ contributionId: c3, weight: 999_999n }])], "BadShares", [0n]);
+  await refuse([v], [inference(1n, [{ contributionId: c3, weight: 0n }, { contributionId: c4, weight: 1_000_000n }])], "BadShares", [0n]);
+  await refuse([v], [inference(1n, [{ contributionId: c4, weight: 500_000n }, { contributionId: c3, weight: 500_000n }])], "BadShares", [0n]);
+  await refuse([v], [inference(1n, [{ contributionId: c3, weight: 500_000n }, { contributionId: c3, weight: 500_000n }])], "BadShares", [0n]);
+  await refuse([v], [inference(1n, one, { isFallback: true })].map((x) => ({ ...x, isFallback: true })), "BadShares", [0n]);
+  await refuse([v], [{ ...inference(1n), isFallback: false }], "BadShares", [0n]);
+  const many = Array.from({ length: 65 }, (_, i) => ({ contributionId: BigInt(i + 1), weight: i === 0 ? 1_000_000n - 64n * 15_384n : 15_384n }));
+  await refuse([v], [inference(1n, many)], "BadShares", [0n]);
+  await refuse([v], [inference(1n, sharesOf([4040n]))], "ContributionNotFound", [4040n]);
+  // escrow and allowance
   const esc = await st.read.escrowOf([addr(6)]);
   const allowed = await st.read.allowance([addr(6), market.modelId]);
-  // escrow exceeded (allowance raised to unlimited so only escrow binds)
+  const big = await voucher(6, { cumulative: parseEther("1000"), channel: 3n });
   await send(chain, w[6], st, "setAllowance", [market.modelId, maxUint256]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), esc + 1n, [])]), "InsufficientEscrow", [addr(6), esc, esc + 1n]);
-  // escrow exceeded across the batch: the second inference finds less escrow
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), esc, []), inference(addr(6), 1n, [])]), "InsufficientEscrow", [addr(6), 0n, 1n]);
-  // allowance exceeded
+  await refuse([big], [inference(esc + 1n)], "InsufficientEscrow", [addr(6), esc, esc + 1n]);
+  await refuse([big], [inference(esc), inference(1n)], "InsufficientEscrow", [addr(6), 0n, 1n]);
   await send(chain, w[6], st, "setAllowance", [market.modelId, allowed]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), allowed + 1n, [])]), "AllowanceExceeded", [addr(6), market.modelId, allowed, allowed + 1n]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(7), 1n, [])]), "InsufficientEscrow", [addr(7), 0n, 1n]);
-  await send(chain, w[7], st, "deposit", [], { value: 100n });
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(7), 1n, [])]), "AllowanceExceeded", [addr(7), market.modelId, 0n, 1n]);
-  // shares
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), 1n, [{ contributionId: c3, weight: 0n }])]), "ZeroWeight", [0n, 0n]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), 1n, [{ contributionId: 4040n, weight: 1n }])]), "ContributionNotFound", [4040n]);
+  await refuse([big], [inference(allowed + 1n)], "AllowanceExceeded", [addr(6), market.modelId, allowed, allowed + 1n]);
   // unknown and inactive models
-  await expectRevert(chain, w[0], st, "submitBatch", batch([inference(addr(6), 0n, [], 777n)]), "ModelNotFound", [777n]);
-  await send(chain, w[5], c.ModelRegistry, "deactivate", [market.modelId]);
-  await expectRevert(chain, w[0], st, "submitBatch", batch(ok), "ModelInactive", [market.modelId]);
+  await refuse([v], [inference(0n, [], { modelId: 777n })], "ModelNotFound", [777n]);
+  const m4 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m4", price: 1000n });
+  await send(chain, w[5], c.ModelRegistry, "deactivate", [m4.modelId]);
+  await refuse([v], [inference(1n, [], { modelId: m4.modelId })], "ModelInactive", [m4.modelId]);
   assert.equal(await st.read.escrowOf([addr(6)]), esc, "nothing moved");
   await invariant();
 });
 
+test("attack: a payer is never charged more than its voucher allows", async () => {
+  const low = await voucher(6, { channel: 10n, cumulative: 1500n });
+  await send(chain, w[0], st, "submitBatch", batchV2([low], [inference(1000n)]).args);
+  // 1,000 of 1,500 spent: another 600 on the same channel is refused, in one batch or two
+  await refuse6(low, [inference(600n)], 1600n);
+  await refuse6(low, [inference(300n), inference(300n)], 1600n);
+  // a second voucher on the same channel shares `spent`: an old one never grants more
+  const top = await voucher(6, { channel: 10n, cumulative: 1600n });
+  await send(chain, w[0], st, "submitBatch", batchV2([low, top], [inference(400n, [], { voucher: 0n }), inference(200n, [], { voucher: 1n })]).args);
+  assert.equal(await st.read.spent([channelKey(low)]), 1600n);
+  await refuse6(top, [inference(1n)], 1601n);
+  await refuse6(low, [inference(1n)], 1601n);
+  await invariant();
+
+  async function refuse6(v, infs, required) {
+    await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], infs).args, "VoucherExceeded", [channelKey(v), v.cumulative, required]);
+  }
+});
+
+test("attack: a voucher cannot be redeemed by another attributor", async () => {
+  const v = await voucher(6, { channel: 11n, cumulative: 5000n });
+  const min = await c.ProtocolParams.read.disputeParam([0]);
+  await send(chain, w[8], c.AttributorStaking, "bond", ["http://127.0.0.1:1"], { value: min });
+  await expectRevert(chain, w[8], st, "submitBatch", batchV2([v], [inference(100n)]).args, "VoucherNotForSender", [0n, addr(0)]);
+  // renaming the attributor breaks the payer's signature
+  await expectRevert(chain, w[8], st, "submitBatch", batchV2([{ ...v, attributor: addr(8) }], [inference(100n)]).args, "BadVoucherSignature", [0n, addr(6)]);
+  assert.equal(await st.read.spent([channelKey(v)]), 0n);
+});
+
+test("attack: one request cannot be charged twice under two record ids", async () => {
+  const v = await voucher(6, { channel: 12n, cumulative: 5000n });
+  const first = inference(100n);
+  const r = await send(chain, w[0], st, "submitBatch", batchV2([v], [first]).args);
+  const batchId = eventsNamed(r, "BatchSettled")[0].args.batchId;
+  const again = { ...inference(100n), requestKey: first.requestKey };
+  assert.notEqual(again.recordId, first.recordId);
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [again]).args, "RequestAlreadySettled", [first.requestKey, batchId]);
+  const twice = inference(100n);
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [twice, { ...inference(50n), requestKey: twice.requestKey }]).args, "RequestAlreadySettled", [twice.requestKey, batchId + 1n]);
+  assert.equal(await st.read.spent([channelKey(v)]), 100n);
+});
+
+test("attack: an answer is charged at the price it was served at", async () => {
+  const m5 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m5", price: 1000n });
+  await send(chain, w[6], st, "setAllowance", [m5.modelId, maxUint256]);
+  const v = await voucher(6, { channel: 13n, cumulative: 100_000n, maxPricePer1k: 3000n });
+  const at = (price, tokens = 1000n) => inferenceV2({ modelId: m5.modelId, price, tokens, shares: sharesOf([m5.contributionIds[0]]) });
+  // the owner raises the price: answers served at the old one still settle at it within the grace
+  await send(chain, w[5], c.ModelRegistry, "setPrice", [m5.modelId, 2000n]);
+  const r = await send(chain, w[0], st, "submitBatch", batchV2([v], [at(1000n), at(2000n)]).args);
+  assert.deepEqual(eventsNamed(r, "InferenceSettled").map((e) => e.args.fee), [1000n, 2000n]);
+  // never above the voucher's cap, never a made-up price
+  await expectRevert(chain, w[5], c.ModelRegistry, "setPrice", [m5.modelId, 5000n], "PriceChangeTooSoon");
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [at(1500n)]).args, "PriceMismatch", [m5.modelId, 1500n, 2000n]);
+  if (!(await canTimeTravel(chain))) return;
+  await timeTravel(chain, 61);
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [at(1000n)]).args, "PriceMismatch", [m5.modelId, 1000n, 2000n]);
+  await send(chain, w[5], c.ModelRegistry, "setPrice", [m5.modelId, 5000n]);
+  await expectRevert(chain, w[0], st, "submitBatch", batchV2([v], [at(5000n)]).args, "PriceAboveVoucher", [0n, 5000n, 3000n]);
+  await invariant();
+});
+
 test("unlimited allowance is not decremented; claim pays what was credited", async () => {
-  const m2 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m2" });
+  const m2 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m2", price: 1000n });
   await send(chain, w[6], st, "setAllowance", [m2.modelId, maxUint256]);
-  await send(chain, w[0], st, "submitBatch", batch([inference(addr(6), 1000n, [{ contributionId: m2.contributionIds[0], weight: 7n }], m2.modelId)]));
+  const v = await voucher(6, { channel: 20n, cumulative: 1000n });
+  await send(chain, w[0], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m2.modelId, price: 1000n, tokens: 1000n, shares: sharesOf([m2.contributionIds[0]]) })]).args);
   assert.equal(await st.read.allowance([addr(6), m2.modelId]), maxUint256);
   for (const i of [3, 4, 5]) {
     const owed = await st.read.balanceOf([addr(i)]);
@@ -188,11 +299,12 @@ test("unlimited allowance is not decremented; claim pays what was credited", asy
 });
 
 test("escrow announced for withdrawal is still charged for answers settled within the delay", async () => {
-  const m3 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m3" });
+  const m3 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m3", price: 1000n });
   await send(chain, w[9], st, "deposit", [], { value: 1000n });
   await send(chain, w[9], st, "setAllowance", [m3.modelId, maxUint256]);
   await send(chain, w[9], st, "requestWithdrawal", [1000n]);
-  await send(chain, w[0], st, "submitBatch", batch([inference(addr(9), 400n, [{ contributionId: m3.contributionIds[0], weight: 1n }], m3.modelId)]));
+  const v = await signVoucher(chain, w[9], st, addr(0), { cumulative: 1000n });
+  await send(chain, w[0], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m3.modelId, price: 1000n, tokens: 400n, shares: sharesOf([m3.contributionIds[0]]) })]).args);
   assert.equal(await st.read.escrowOf([addr(9)]), 600n);
   if (!(await canTimeTravel(chain))) return;
   await timeTravel(chain, 31);

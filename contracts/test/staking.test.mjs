@@ -5,8 +5,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { parseEther } from "viem";
 import {
-  startChain, deployProtocol, deploy, send, expectRevert, eventsNamed, setupMarket, h32, balance, merkle,
-  canTimeTravel, timeTravel,
+  startChain, deployProtocol, deploy, send, expectRevert, eventsNamed, setupMarket, balance,
+  canTimeTravel, timeTravel, signVoucher, inferenceV2, batchV2, sharesOf,
 } from "../lib/testing.mjs";
 import { DEFAULT_CONFIG } from "../deploy.mjs";
 
@@ -24,7 +24,7 @@ before(async () => {
   st = c.AttributionSettlement;
   addr = (i) => w[i].account.address;
   travel = await canTimeTravel(chain);
-  market = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "stk" });
+  market = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "stk", price: 1000n });
   await send(chain, w[6], st, "deposit", [], { value: parseEther("10") });
   await send(chain, w[6], st, "setAllowance", [market.modelId, parseEther("10")]);
 });
@@ -34,12 +34,17 @@ async function invariant() {
   const [bal, act, unb] = await Promise.all([balance(chain, sk.address), sk.read.totalActive(), sk.read.totalUnbonding()]);
   assert.equal(bal, act + unb, "staking balance = active + unbonding");
 }
-let seq = 0;
-/** A one-inference batch from `who` charging `fee` to account 6. */
-function settle(who, fee) {
-  const inf = { recordId: h32(`stk-${seq++}`), payer: addr(6), modelId: market.modelId, fee, shares: [{ contributionId: market.contributionIds[0], weight: 1n }] };
-  return send(chain, who, st, "submitBatch", [merkle([inf.recordId]).root, [inf]]);
+/** submitBatch arguments: one inference from attributor `who` charging `fee` to account 6. */
+async function batchOf(who, fee, shares = sharesOf([market.contributionIds[0]])) {
+  const v = await signVoucher(chain, w[6], st, who.account.address, { cumulative: parseEther("10") });
+  return batchV2([v], [inferenceV2({ modelId: market.modelId, price: 1000n, tokens: fee, shares })]).args;
 }
+/** A one-inference batch from `who` charging `fee` to account 6 (price 1,000 wei per 1,000 tokens). */
+async function settle(who, fee) {
+  return send(chain, who, st, "submitBatch", await batchOf(who, fee));
+}
+/** Any root: a stake check comes first. */
+const H0 = "0x" + "11".repeat(32);
 const timeOf = async (r) => (await chain.publicClient.getBlock({ blockHash: r.receipt.blockHash })).timestamp;
 
 test("bond, bondFor and setEndpoint: events, stake, totals and checkpoints", async () => {
@@ -67,9 +72,9 @@ test("bond, bondFor and setEndpoint: events, stake, totals and checkpoints", asy
 });
 
 test("only bonded attributors settle; unbonded stake does not count", async () => {
-  await expectRevert(chain, w[8], st, "submitBatch", [h32("x"), []], "NotBonded", [addr(8), 0n, MIN]);
+  await expectRevert(chain, w[8], st, "submitBatch", [H0, [], []], "NotBonded", [addr(8), 0n, MIN]);
   await send(chain, w[8], sk, "bond", [""], { value: MIN - 1n });
-  const r0 = await expectRevert(chain, w[8], st, "submitBatch", [h32("x"), []], "NotBonded");
+  const r0 = await expectRevert(chain, w[8], st, "submitBatch", [H0, [], []], "NotBonded");
   assert.deepEqual(r0.args, [addr(8), MIN - 1n, MIN]);
   await send(chain, w[8], sk, "bondFor", [addr(8)], { value: 1n });
   const r = await settle(w[8], 1000n);
@@ -81,7 +86,7 @@ test("only bonded attributors settle; unbonded stake does not count", async () =
   const u = await send(chain, w[8], sk, "requestUnbond", [1n]);
   assert.deepEqual(eventsNamed(u, "UnbondRequested")[0].args, { account: addr(8), amount: 1n, readyAt: (await timeOf(u)) + BigInt(DISPUTE.unbondingDelay) });
   assert.equal(await sk.read.isBonded([addr(8)]), false);
-  await expectRevert(chain, w[8], st, "submitBatch", [h32("y"), []], "NotBonded", [addr(8), MIN - 1n, MIN]);
+  await expectRevert(chain, w[8], st, "submitBatch", [H0, [], []], "NotBonded", [addr(8), MIN - 1n, MIN]);
   await expectRevert(chain, w[8], sk, "requestUnbond", [MIN], "InsufficientStake", [addr(8), MIN - 1n, MIN]);
   await expectRevert(chain, w[8], sk, "requestUnbond", [0n], "ZeroAmount");
   await invariant();
@@ -124,20 +129,14 @@ test("fees per two challenge windows are capped by the attributor's stake", asyn
   const r = await settle(w[4], cap - 10n);
   const period = (await timeOf(r)) / 120n;
   assert.equal(await st.read.feesInPeriod([addr(4), period]), cap - 10n);
-  const e = await expectRevert(chain, w[4], st, "submitBatch", await (async () => {
-    const inf = { recordId: h32("over"), payer: addr(6), modelId: market.modelId, fee: 11n, shares: [] };
-    return [merkle([inf.recordId]).root, [inf]];
-  })(), "ExposureExceeded");
+  const e = await expectRevert(chain, w[4], st, "submitBatch", await batchOf(w[4], 11n, []), "ExposureExceeded");
   assert.equal(e.args[0], addr(4));
   assert.ok(e.args[1] >= cap + 1n && e.args[2] === cap, `${e.args}`);
   await settle(w[4], 10n); // exactly the cap is allowed
   if (!travel) return;
   // the next window still counts this one; the one after does not
   await timeTravel(chain, 120);
-  await expectRevert(chain, w[4], st, "submitBatch", await (async () => {
-    const inf = { recordId: h32("over-2"), payer: addr(6), modelId: market.modelId, fee: 1n, shares: [] };
-    return [merkle([inf.recordId]).root, [inf]];
-  })(), "ExposureExceeded");
+  await expectRevert(chain, w[4], st, "submitBatch", await batchOf(w[4], 1n, []), "ExposureExceeded");
   await timeTravel(chain, 240);
   await settle(w[4], cap);
 });

@@ -1,8 +1,10 @@
-//! HTTP API: `GET /api/attribution/{id}`, `GET /api/earnings/{address}`, `POST /api/keys`.
+//! HTTP API: `GET /api/attribution/{id}`, `GET /api/attribution/terms`,
+//! `GET /api/vouchers/typed-data`, `GET /api/earnings/{address}`, `POST /api/keys`,
+//! `POST /api/keys/voucher`.
 //!
 //! Errors are `{"error": {"type", "message"}}`: 400 `bad_id` / `bad_address` / `bad_request`,
-//! 401 `missing_signature` / `bad_signature` / `replayed_nonce`, 404 `record_not_found`,
-//! 500 `internal`, 503 `chain_unavailable`.
+//! 401 `missing_signature` / `bad_signature` / `replayed_nonce` / `bad_voucher` /
+//! `invalid_api_key`, 404 `record_not_found`, 500 `internal`, 503 `chain_unavailable`.
 
 use crate::auth;
 use crate::record::AttributionRecord;
@@ -24,9 +26,12 @@ impl AttributionService {
     /// `/api/keys`); merge it into the server's app.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
+            .route("/api/attribution/terms", get(get_terms))
             .route("/api/attribution/{id}", get(get_record))
+            .route("/api/vouchers/typed-data", get(get_typed_voucher))
             .route("/api/earnings/{address}", get(get_earnings))
             .route("/api/keys", post(post_key))
+            .route("/api/keys/voucher", post(post_key_voucher))
             .with_state(self.clone())
     }
 
@@ -50,12 +55,14 @@ impl AttributionService {
         let settlement =
             self.settlement_state(&id, record.payer.is_some() && !record.fee.is_zero());
         let st = self.state.lock();
+        let leaf = record.leaf().map(|l| l.hash());
         let batch = st.settled.get(&id).map(|(b, proof)| {
-            serde_json::json!({"batchId": b, "proof": proof, "root": st.batches.get(b).map(|f| f.root)})
+            serde_json::json!({"batchId": b, "leaf": leaf, "proof": proof, "root": st.batches.get(b).map(|f| f.root)})
         });
         let pending = st.pending.iter().any(|p| p.id == id);
         Ok(Some(serde_json::json!({
             "recordId": id,
+            "leaf": leaf,
             "record": record,
             "batch": batch,
             "pending": pending,
@@ -105,8 +112,39 @@ async fn get_earnings(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyBody {
     label: String,
+    #[serde(default)]
+    voucher: Option<auth::SignedVoucher>,
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+}
+
+/// Checks a voucher presented for an API key: signed by `owner`, for this server's attributor.
+fn check_key_voucher(
+    svc: &AttributionService,
+    owner: Address,
+    v: &auth::SignedVoucher,
+) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, "bad_voucher", m);
+    v.verify(svc.domain()).map_err(|e| bad(e.to_string()))?;
+    if v.payer != owner {
+        return Err(bad(format!(
+            "the voucher is signed by {}, the key is requested by {owner}",
+            v.payer
+        )));
+    }
+    if v.attributor != svc.attributor() {
+        return Err(bad(format!(
+            "the voucher is for attributor {}, this server's is {}",
+            v.attributor,
+            svc.attributor()
+        )));
+    }
+    Ok(())
 }
 
 async fn post_key(
@@ -115,11 +153,9 @@ async fn post_key(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: KeyBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("body must be {{\"label\": string}}: {e}"),
-        )
+        bad_request(format!(
+            "body must be {{\"label\": string, \"voucher\"?: {{payer, attributor, modelId, maxPricePer1k, channel, cumulative, expiry, signature}}}}: {e}"
+        ))
     })?;
     let get = |k: &str| {
         headers
@@ -136,9 +172,12 @@ async fn post_key(
         openledger_datanet::auth::now(),
     )
     .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))?;
+    if let Some(v) = &b.voucher {
+        check_key_voucher(&svc, owner, v)?;
+    }
     let key = svc
         .keys
-        .issue(owner, req.nonce, &b.label)
+        .issue(owner, req.nonce, &b.label, b.voucher)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
         .ok_or_else(|| {
             ApiError::new(
@@ -150,4 +189,92 @@ async fn post_key(
     Ok(Json(
         serde_json::json!({"key": key, "address": owner, "label": b.label}),
     ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyVoucherBody {
+    voucher: auth::SignedVoucher,
+}
+
+/// Replaces the voucher an API key is charged under (a top-up: same channel, higher cap).
+async fn post_key_voucher(
+    State(svc): Svc,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let unauthorized =
+        |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "invalid_api_key", m.to_string());
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .filter(|k| k.starts_with("olk_"))
+        .ok_or_else(|| unauthorized("send the key as Authorization: Bearer olk_…"))?;
+    let b: KeyVoucherBody = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("body must be {{\"voucher\": {{…}}}}: {e}")))?;
+    let (owner, _) = svc
+        .keys
+        .lookup(key)
+        .ok_or_else(|| unauthorized("unknown API key"))?;
+    check_key_voucher(&svc, owner, &b.voucher)?;
+    let cumulative = b.voucher.cumulative;
+    svc.keys
+        .set_voucher(key, b.voucher)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "bad_voucher", m))?;
+    Ok(Json(
+        serde_json::json!({"address": owner, "cumulative": cumulative.to_string()}),
+    ))
+}
+
+/// What a client needs to sign vouchers for this server.
+async fn get_terms(State(svc): Svc) -> Result<Json<serde_json::Value>, ApiError> {
+    svc.terms().await.map(Json)
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypedVoucherQuery {
+    payer: Address,
+    /// `model-N`, `N`, or absent for any model.
+    #[serde(default)]
+    model: Option<String>,
+    /// Wei; default 1 OPEN.
+    #[serde(default)]
+    cumulative: Option<alloy_primitives::U256>,
+    /// Default: a random u64.
+    #[serde(default)]
+    channel: Option<alloy_primitives::U256>,
+    /// Seconds; default a day.
+    #[serde(default)]
+    validity: Option<u64>,
+    /// Wei per 1,000 tokens; default the model's current price (required without a model).
+    #[serde(default)]
+    max_price: Option<alloy_primitives::U256>,
+}
+
+/// The typed data of a voucher for `eth_signTypedData_v4`, and the headers to send it in.
+async fn get_typed_voucher(
+    State(svc): Svc,
+    axum::extract::Query(q): axum::extract::Query<TypedVoucherQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let model_id = match q.model.as_deref().map(str::trim) {
+        None | Some("") | Some("0") | Some("*") => 0,
+        Some(m) => m
+            .strip_prefix("model-")
+            .unwrap_or(m)
+            .parse::<u64>()
+            .map_err(|_| bad_request(format!("model must be model-N or N, got {m:?}")))?,
+    };
+    svc.typed_voucher(
+        q.payer,
+        model_id,
+        q.cumulative,
+        q.channel,
+        q.validity,
+        q.max_price,
+    )
+    .await
+    .map(Json)
 }

@@ -1,23 +1,36 @@
-//! Who pays for an answer: a signed session header or an API key bound to an address.
+//! Who pays for an answer: a payer-signed voucher (in headers or bound to an API key), and who
+//! may try an unpublished adapter: a signed session.
 //!
-//! **Signed session** (EIP-712, signable by a browser wallet with `eth_signTypedData_v4`):
+//! **Voucher** (EIP-712 `InferenceVoucher`, see `openledger_protocol::voucher`; signable by a
+//! browser wallet with `eth_signTypedData_v4`, fetched ready to sign from
+//! `GET /api/vouchers/typed-data`):
 //!
 //! ```text
 //! domain  {name: "OpenLedger Inference", version: "1", chainId, verifyingContract: AttributionSettlement}
-//! message InferenceSession(string model, uint256 nonce, uint256 expiry)
-//! headers x-ol-signer: 0x<address>   x-ol-nonce: <decimal>   x-ol-expiry: <unix seconds>
+//! message InferenceVoucher(address payer, address attributor, uint256 modelId,
+//!         uint256 maxPricePer1k, uint256 channel, uint256 cumulative, uint256 expiry)
+//! headers x-ol-signer: payer   x-ol-channel   x-ol-cumulative (wei)   x-ol-max-price (wei per
+//!         1,000 tokens)   x-ol-model-id (0 = any)   x-ol-expiry (unix seconds)
 //!         x-ol-signature: <65-byte hex r‖s‖v>
 //! ```
 //!
-//! `model` is the model name the client sends, or `"*"` for any model. The signature is a
-//! session credential: it may be reused (fixed headers, e.g. the OpenAI SDK's
-//! `default_headers`) until `expiry`, at most 24 hours ahead; the nonce only tells sessions
-//! apart. Treat the headers like a bearer token.
+//! The attributor is the server's own (`GET /api/attribution/terms`). Signed once, the headers
+//! are a spending cap until `expiry` (fixed headers, e.g. the OpenAI SDK's `default_headers`):
+//! whatever happens, the payer is never charged more than `cumulative` on the channel. A client
+//! that wants a tighter bound signs a new voucher per request on the same channel with a higher
+//! `cumulative`.
 //!
-//! **API key**: `POST /api/keys` with body `{"label": "..."}` and the same four headers
-//! signed over `ApiKeyRequest(string label, uint256 nonce, uint256 expiry)` (same domain; the
-//! nonce is single-use) returns `{"key": "olk_<64 hex>", "address": ...}`. Send it as
-//! `Authorization: Bearer olk_...` (the OpenAI SDK's `api_key`). Only its keccak-256 is kept.
+//! **API key**: `POST /api/keys` with body `{"label": "...", "voucher": {…}}` and the headers
+//! below signed over `ApiKeyRequest(string label, uint256 nonce, uint256 expiry)` (same domain;
+//! the nonce is single-use) returns `{"key": "olk_<64 hex>", "address": ...}`. Send it as
+//! `Authorization: Bearer olk_...` (the OpenAI SDK's `api_key`): answers are charged under the
+//! key's voucher, which `POST /api/keys/voucher` replaces with a higher one on the same channel.
+//! Only the key's keccak-256 is kept.
+//!
+//! **Session** (`InferenceSession(string model, uint256 nonce, uint256 expiry)`, headers
+//! `x-ol-signer`, `x-ol-nonce`, `x-ol-expiry`, `x-ol-signature`): proves who asks, pays
+//! nothing; only for an adapter's trainer trying it before it is published. `model` is the
+//! model name the client sends, or `"*"`.
 
 use alloy::signers::{SignerSync, local::PrivateKeySigner};
 use alloy_primitives::{Address, B256, U256, keccak256};
@@ -32,7 +45,109 @@ use std::path::PathBuf;
 
 pub use openledger_datanet::auth::headers;
 
-pub use openledger_protocol::eip712::{ApiKeyRequest, InferenceSession};
+pub use openledger_protocol::eip712::{ApiKeyRequest, InferenceSession, InferenceVoucher};
+pub use openledger_protocol::voucher::SignedVoucher;
+
+/// The voucher headers besides `x-ol-signer`, `x-ol-expiry` and `x-ol-signature`.
+pub mod voucher_headers {
+    /// Channel number.
+    pub const CHANNEL: &str = "x-ol-channel";
+    /// Cumulative cap, wei.
+    pub const CUMULATIVE: &str = "x-ol-cumulative";
+    /// Highest price, wei per 1,000 tokens.
+    pub const MAX_PRICE: &str = "x-ol-max-price";
+    /// `ModelRegistry` id, 0 for any model.
+    pub const MODEL_ID: &str = "x-ol-model-id";
+}
+
+/// What a voucher grants, before signing.
+#[derive(Clone, Debug)]
+pub struct VoucherTerms {
+    /// Redeeming attributor.
+    pub attributor: Address,
+    /// Model id, 0 for any.
+    pub model_id: u64,
+    /// Highest price, wei per 1,000 tokens.
+    pub max_price_per_1k: U256,
+    /// Channel number.
+    pub channel: U256,
+    /// Cumulative cap, wei.
+    pub cumulative: U256,
+    /// Seconds from now until it expires.
+    pub validity_secs: u64,
+}
+
+/// Signs a voucher.
+pub fn sign_voucher(
+    signer: &PrivateKeySigner,
+    domain: &Eip712Domain,
+    t: &VoucherTerms,
+) -> Result<SignedVoucher, alloy::signers::Error> {
+    let msg = InferenceVoucher {
+        payer: signer.address(),
+        attributor: t.attributor,
+        modelId: U256::from(t.model_id),
+        maxPricePer1k: t.max_price_per_1k,
+        channel: t.channel,
+        cumulative: t.cumulative,
+        expiry: U256::from(dauth::now() + t.validity_secs),
+    };
+    let sig = signer.sign_hash_sync(&msg.eip712_signing_hash(domain))?;
+    Ok(SignedVoucher::new(&msg, sig.as_bytes().to_vec().into()))
+}
+
+/// A voucher as request headers.
+pub fn voucher_headers(v: &SignedVoucher) -> Vec<(&'static str, String)> {
+    vec![
+        (headers::SIGNER, v.payer.to_string()),
+        (voucher_headers::CHANNEL, v.channel.to_string()),
+        (voucher_headers::CUMULATIVE, v.cumulative.to_string()),
+        (voucher_headers::MAX_PRICE, v.max_price_per_1k.to_string()),
+        (voucher_headers::MODEL_ID, v.model_id.to_string()),
+        (headers::EXPIRY, v.expiry.to_string()),
+        (headers::SIGNATURE, hex::encode(&v.signature)),
+    ]
+}
+
+/// Reads a voucher for `attributor` from request headers (`None` without `x-ol-channel`). The
+/// signature is not checked here ([`SignedVoucher::verify`]).
+pub fn parse_voucher(
+    get: impl Fn(&str) -> Option<String>,
+    attributor: Address,
+) -> Result<Option<SignedVoucher>, String> {
+    let Some(channel) = get(voucher_headers::CHANNEL) else {
+        return Ok(None);
+    };
+    let need = |k: &str| get(k).ok_or_else(|| format!("a voucher needs the {k} header"));
+    let num = |k: &str, v: String| {
+        v.trim()
+            .parse::<U256>()
+            .map_err(|_| format!("{k} must be a decimal number, got {v:?}"))
+    };
+    let payer: Address = need(headers::SIGNER)?
+        .trim()
+        .parse()
+        .map_err(|_| format!("{} must be an address", headers::SIGNER))?;
+    let sig = need(headers::SIGNATURE)?;
+    let signature = hex::decode(sig.trim().trim_start_matches("0x"))
+        .map_err(|_| format!("{} must be hex", headers::SIGNATURE))?;
+    Ok(Some(SignedVoucher {
+        payer,
+        attributor,
+        model_id: num(voucher_headers::MODEL_ID, need(voucher_headers::MODEL_ID)?)?,
+        max_price_per_1k: num(
+            voucher_headers::MAX_PRICE,
+            need(voucher_headers::MAX_PRICE)?,
+        )?,
+        channel: num(voucher_headers::CHANNEL, channel)?,
+        cumulative: num(
+            voucher_headers::CUMULATIVE,
+            need(voucher_headers::CUMULATIVE)?,
+        )?,
+        expiry: num(headers::EXPIRY, need(headers::EXPIRY)?)?,
+        signature: signature.into(),
+    }))
+}
 
 /// The EIP-712 domain.
 pub fn domain(chain_id: u64, settlement: Address) -> Eip712Domain {
@@ -151,21 +266,33 @@ struct KeyLine {
     owner: Address,
     /// The label it was requested with.
     label: String,
+    /// The voucher its answers are charged under (a later line for the same key replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    voucher: Option<SignedVoucher>,
+}
+
+/// One issued key.
+#[derive(Clone)]
+struct KeyEntry {
+    owner: Address,
+    label: String,
+    voucher: Option<SignedVoucher>,
 }
 
 const KEY_LOG_HEADER: &str = "openledger-keys 1";
 
-/// keccak(key) → (owner, label), and the log they are appended to.
-type Keys = (HashMap<B256, (Address, String)>, std::fs::File);
+/// keccak(key) → its entry, and the log they are appended to.
+type Keys = (HashMap<B256, KeyEntry>, std::fs::File);
 
 /// API keys bound to addresses, and the used nonces of key requests.
 ///
 /// On disk, next to the configured path (`<dir>/keys.json`):
 ///
 /// ```text
-/// keys.log        append-only: "openledger-keys 1", then one JSON line per key
-///                 {"hash": keccak256(key), "owner", "label"}, fdatasync'ed before the key
-///                 is returned (a torn last line is dropped at open)
+/// keys.log        append-only: "openledger-keys 1", then one JSON line per key or voucher
+///                 change {"hash": keccak256(key), "owner", "label", "voucher"?}, the last
+///                 line of a key winning, fdatasync'ed before the key is returned or the
+///                 voucher accepted (a torn last line is dropped at open)
 /// key-nonces.log  openledger_datanet::nonces: a key request's nonce, kept until its signature
 ///                 has expired (at most MAX_VALIDITY_SECS = 24 h after it was used)
 /// ```
@@ -210,7 +337,14 @@ impl KeyStore {
             let k: KeyLine = serde_json::from_str(line).map_err(|e| {
                 std::io::Error::other(format!("{} line {}: {e}", log_path.display(), i + 1))
             })?;
-            keys.insert(k.hash, (k.owner, k.label));
+            keys.insert(
+                k.hash,
+                KeyEntry {
+                    owner: k.owner,
+                    label: k.label,
+                    voucher: k.voucher,
+                },
+            );
         }
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -230,8 +364,13 @@ impl KeyStore {
                     serde_json::from_slice(&b).map_err(std::io::Error::other)?;
                 for (hash, (owner, label)) in legacy.keys {
                     if let std::collections::hash_map::Entry::Vacant(e) = keys.entry(hash) {
-                        append_key(&mut log, hash, owner, &label)?;
-                        e.insert((owner, label));
+                        let entry = KeyEntry {
+                            owner,
+                            label,
+                            voucher: None,
+                        };
+                        append_key(&mut log, hash, &entry)?;
+                        e.insert(entry);
                     }
                 }
                 std::fs::remove_file(&path)?;
@@ -247,14 +386,15 @@ impl KeyStore {
         })
     }
 
-    /// Issues a key for `owner`; `None` if the nonce was used before (and has not expired).
-    /// The nonce is kept for [`dauth::MAX_VALIDITY_SECS`], the longest a key request's
-    /// signature can be valid.
+    /// Issues a key for `owner`, charged under `voucher`; `None` if the nonce was used before
+    /// (and has not expired). The nonce is kept for [`dauth::MAX_VALIDITY_SECS`], the longest a
+    /// key request's signature can be valid.
     pub fn issue(
         &self,
         owner: Address,
         nonce: U256,
         label: &str,
+        voucher: Option<SignedVoucher>,
     ) -> std::io::Result<Option<String>> {
         let now = dauth::now();
         let fresh = self
@@ -266,21 +406,70 @@ impl KeyStore {
         }
         let key = format!("olk_{}", hex::encode(rand::random::<[u8; 32]>()));
         let hash = keccak256(key.as_bytes());
+        let entry = KeyEntry {
+            owner,
+            label: label.to_string(),
+            voucher,
+        };
         let mut guard = self.keys.lock();
         let (keys, log) = &mut *guard;
-        append_key(log, hash, owner, label)
+        append_key(log, hash, &entry)
             .map_err(|e| std::io::Error::other(format!("{}: {e}", self.log_path.display())))?;
-        keys.insert(hash, (owner, label.to_string()));
+        keys.insert(hash, entry);
         Ok(Some(key))
     }
 
     /// The owner of a key.
     pub fn owner(&self, key: &str) -> Option<Address> {
+        self.lookup(key).map(|k| k.0)
+    }
+
+    /// The owner of a key and the voucher its answers are charged under.
+    pub fn lookup(&self, key: &str) -> Option<(Address, Option<SignedVoucher>)> {
         self.keys
             .lock()
             .0
             .get(&keccak256(key.as_bytes()))
-            .map(|k| k.0)
+            .map(|k| (k.owner, k.voucher.clone()))
+    }
+
+    /// Replaces a key's voucher (the caller checked its signature). Refused, with the reason,
+    /// when the key is unknown, the voucher is another account's, or it lowers the cap of the
+    /// key's channel.
+    pub fn set_voucher(
+        &self,
+        key: &str,
+        voucher: SignedVoucher,
+    ) -> std::io::Result<Result<(), String>> {
+        let hash = keccak256(key.as_bytes());
+        let mut guard = self.keys.lock();
+        let (keys, log) = &mut *guard;
+        let Some(entry) = keys.get(&hash) else {
+            return Ok(Err("unknown API key".into()));
+        };
+        if voucher.payer != entry.owner {
+            return Ok(Err(format!(
+                "the voucher is signed by {}, the key acts for {}",
+                voucher.payer, entry.owner
+            )));
+        }
+        if let Some(old) = &entry.voucher
+            && old.channel == voucher.channel
+            && old.cumulative > voucher.cumulative
+        {
+            return Ok(Err(format!(
+                "the key's voucher on channel {} allows {} wei; a replacement cannot allow less ({})",
+                old.channel, old.cumulative, voucher.cumulative
+            )));
+        }
+        let entry = KeyEntry {
+            voucher: Some(voucher),
+            ..entry.clone()
+        };
+        append_key(log, hash, &entry)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", self.log_path.display())))?;
+        keys.insert(hash, entry);
+        Ok(Ok(()))
     }
 
     /// Used key-request nonces held now (bounded by the requests of the last 24 h).
@@ -289,16 +478,12 @@ impl KeyStore {
     }
 }
 
-fn append_key(
-    log: &mut std::fs::File,
-    hash: B256,
-    owner: Address,
-    label: &str,
-) -> std::io::Result<()> {
+fn append_key(log: &mut std::fs::File, hash: B256, entry: &KeyEntry) -> std::io::Result<()> {
     let line = serde_json::to_string(&KeyLine {
         hash,
-        owner,
-        label: label.to_string(),
+        owner: entry.owner,
+        label: entry.label.clone(),
+        voucher: entry.voucher.clone(),
     })
     .map_err(std::io::Error::other)?;
     log.write_all(format!("{line}\n").as_bytes())?;
@@ -336,20 +521,100 @@ mod tests {
     }
 
     #[test]
+    fn voucher_headers_round_trip_and_bind_the_attributor() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let payer = PrivateKeySigner::random();
+        let attributor = Address::with_last_byte(0xa7);
+        let d = domain(1337, Address::with_last_byte(5));
+        let terms = VoucherTerms {
+            attributor,
+            model_id: 3,
+            max_price_per_1k: U256::from(1000),
+            channel: U256::from(42),
+            cumulative: U256::from(10u64.pow(18)),
+            validity_secs: 60,
+        };
+        let v = sign_voucher(&payer, &d, &terms)?;
+        let h = voucher_headers(&v);
+        let get = |k: &str| h.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+        let parsed = parse_voucher(get, attributor)?.ok_or("no voucher")?;
+        assert_eq!(parsed, v);
+        parsed.verify(&d)?;
+        // read for another attributor, or under another domain, the signature does not hold
+        let elsewhere = parse_voucher(get, Address::with_last_byte(1))?.ok_or("no voucher")?;
+        assert!(elsewhere.verify(&d).is_err());
+        assert!(v.verify(&domain(1, Address::with_last_byte(5))).is_err());
+        // no channel header: not a voucher; a malformed one: a clear error
+        assert!(parse_voucher(|_| None, attributor)?.is_none());
+        let bad = |k: &str| {
+            if k == voucher_headers::CUMULATIVE {
+                Some("lots".to_string())
+            } else {
+                get(k)
+            }
+        };
+        let e = parse_voucher(bad, attributor).err().ok_or("accepted")?;
+        assert!(e.contains(voucher_headers::CUMULATIVE), "{e}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_keys_voucher_persists_and_is_only_raised_by_its_owner()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let owner = PrivateKeySigner::random();
+        let d = domain(1337, Address::with_last_byte(5));
+        let terms = |channel: u64, cap: u64| VoucherTerms {
+            attributor: Address::with_last_byte(0xa7),
+            model_id: 0,
+            max_price_per_1k: U256::from(1000),
+            channel: U256::from(channel),
+            cumulative: U256::from(cap),
+            validity_secs: 60,
+        };
+        let ks = KeyStore::open(dir.path().join("keys.json"))?;
+        let v1 = sign_voucher(&owner, &d, &terms(1, 100))?;
+        let k = ks
+            .issue(owner.address(), U256::from(1), "sdk", Some(v1.clone()))?
+            .ok_or("no key")?;
+        assert_eq!(ks.lookup(&k), Some((owner.address(), Some(v1))));
+        let lower = sign_voucher(&owner, &d, &terms(1, 99))?;
+        assert!(ks.set_voucher(&k, lower)?.is_err(), "a lower cap");
+        let other = sign_voucher(&PrivateKeySigner::random(), &d, &terms(1, 500))?;
+        assert!(ks.set_voucher(&k, other)?.is_err(), "another account's");
+        assert!(
+            ks.set_voucher("olk_nope", sign_voucher(&owner, &d, &terms(1, 500))?)?
+                .is_err()
+        );
+        let v2 = sign_voucher(&owner, &d, &terms(1, 500))?;
+        ks.set_voucher(&k, v2.clone())??;
+        drop(ks);
+        let ks = KeyStore::open(dir.path().join("keys.json"))?;
+        assert_eq!(
+            ks.lookup(&k),
+            Some((owner.address(), Some(v2))),
+            "the last line wins"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn keys_persist_and_nonces_are_single_use() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let ks = KeyStore::open(dir.path().join("keys.json"))?;
         let a = Address::with_last_byte(9);
-        let k = ks.issue(a, U256::from(1), "laptop")?.ok_or("no key")?;
-        assert!(ks.issue(a, U256::from(1), "again")?.is_none());
-        let k2 = ks.issue(a, U256::from(2), "phone")?.ok_or("no key")?;
+        let k = ks
+            .issue(a, U256::from(1), "laptop", None)?
+            .ok_or("no key")?;
+        assert!(ks.issue(a, U256::from(1), "again", None)?.is_none());
+        let k2 = ks.issue(a, U256::from(2), "phone", None)?.ok_or("no key")?;
         drop(ks);
         let ks = KeyStore::open(dir.path().join("keys.json"))?;
         assert_eq!(ks.owner(&k), Some(a));
         assert_eq!(ks.owner(&k2), Some(a));
         assert_eq!(ks.owner("olk_nope"), None);
         // The nonce is still refused after the restart.
-        assert!(ks.issue(a, U256::from(1), "replay")?.is_none());
+        assert!(ks.issue(a, U256::from(1), "replay", None)?.is_none());
         assert_eq!(ks.nonces_held(), 2);
         // Append-only: a header and one line per key.
         let log = std::fs::read_to_string(dir.path().join("keys.log"))?;
@@ -371,7 +636,7 @@ mod tests {
         let ks = KeyStore::open(dir.path().join("keys.json"))?;
         assert_eq!(ks.owner(key), Some(a));
         assert!(!dir.path().join("keys.json").exists());
-        let k = ks.issue(a, U256::from(6), "new")?.ok_or("no key")?;
+        let k = ks.issue(a, U256::from(6), "new", None)?.ok_or("no key")?;
         drop(ks);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
@@ -380,7 +645,7 @@ mod tests {
         drop(f);
         let ks = KeyStore::open(dir.path().join("keys.json"))?;
         assert_eq!((ks.owner(key), ks.owner(&k)), (Some(a), Some(a)));
-        let k3 = ks.issue(a, U256::from(7), "after")?.ok_or("no key")?;
+        let k3 = ks.issue(a, U256::from(7), "after", None)?.ok_or("no key")?;
         drop(ks);
         let ks = KeyStore::open(dir.path().join("keys.json"))?;
         assert_eq!(ks.owner(&k3), Some(a));

@@ -3,20 +3,24 @@
 //! A record is stored as its canonical bytes: the `serde_json` serialisation of
 //! [`AttributionRecord`] (fields in declaration order, no whitespace, `U256` as a `0x` hex
 //! string, contributions sorted by (datanet, version, contribution)). Its keccak-256 is the
-//! record id, the content-store address and the Merkle leaf of its settlement batch.
+//! record id and the content-store address.
 //! [`AttributionRecord::from_bytes`] refuses bytes that are not in canonical form, so one
-//! record has exactly one id.
+//! record has exactly one id. A charged record settles as the leaf [`AttributionRecord::leaf`]
+//! (`openledger_protocol::voucher::Leaf`), which commits to the record id and to everything the
+//! contract checks.
 //!
 //! Weights are parts per million summing to exactly 1,000,000 ([`to_ppm`], largest remainder
 //! with ties to the smaller key), or an empty list when nothing was attributed.
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use openledger_protocol::ModelId;
+use openledger_protocol::voucher::Leaf;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Record format version.
-pub const RECORD_VERSION: u32 = 1;
+/// Record format version (2: `channel` and `fallback` added, the settlement leaf is
+/// [`AttributionRecord::leaf`], no longer the record id).
+pub const RECORD_VERSION: u32 = 2;
 /// Parts per million.
 pub const PPM: u32 = 1_000_000;
 /// The engine that produced a record (crate name and version).
@@ -60,6 +64,9 @@ pub struct AttributionRecord {
     pub chain_id: u64,
     /// Paying account (`None` when served for free).
     pub payer: Option<Address>,
+    /// The payer's voucher channel charged (`keccak256(abi.encode(payer, attributor,
+    /// channel))`; `None` when served for free).
+    pub channel: Option<B256>,
     /// `ModelRegistry` id (`None` for an unregistered model).
     pub model_id: Option<ModelId>,
     /// Name the client used.
@@ -84,6 +91,9 @@ pub struct AttributionRecord {
     pub methods: Vec<MethodRecord>,
     /// [`ENGINE`].
     pub engine: String,
+    /// No contribution was credited: the contributors' pool follows the fallback rule (today:
+    /// the treasury). True exactly when `contributions` is empty.
+    pub fallback: bool,
     /// Credited contributions, sorted, weights summing to 1,000,000 (or empty).
     pub contributions: Vec<Credit>,
 }
@@ -131,8 +141,45 @@ impl AttributionRecord {
         Ok(r)
     }
 
-    /// Weights sorted, positive, summing to 1,000,000 (or no credits at all).
+    /// The shares the contract credits: weights summed per contribution id (a record may credit
+    /// one contribution under two versions), ids ascending.
+    pub fn shares(&self) -> Vec<(u64, u32)> {
+        let mut by_id: BTreeMap<u64, u32> = BTreeMap::new();
+        for c in &self.contributions {
+            *by_id.entry(c.contribution).or_default() += c.weight_ppm;
+        }
+        by_id.into_iter().collect()
+    }
+
+    /// The Merkle leaf this record settles as (`None` for a free record: no payer, channel or
+    /// model).
+    pub fn leaf(&self) -> Option<Leaf> {
+        Some(Leaf {
+            record_id: self.id(),
+            request_key: request_key(&self.request_id),
+            payer: self.payer?,
+            channel_key: self.channel?,
+            model_id: self.model_id?.to_u256(),
+            engine_id: keccak256(self.engine.as_bytes()),
+            prompt_hash: self.prompt_hash,
+            answer_hash: self.answer_hash,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            price_per_1k: self.price_per_1k_tokens,
+            fee: self.fee,
+            fallback: self.fallback,
+            shares: self.shares(),
+        })
+    }
+
+    /// Weights sorted, positive, summing to 1,000,000 (or no credits at all, exactly when
+    /// `fallback`).
     pub fn check_weights(&self) -> Result<(), RecordError> {
+        if self.fallback != self.contributions.is_empty() {
+            return Err(RecordError::Weights(
+                "fallback must be set exactly when nothing is credited".into(),
+            ));
+        }
         if self.contributions.is_empty() {
             return Ok(());
         }
@@ -164,6 +211,11 @@ impl AttributionRecord {
             "topContributions": c,
         })
     }
+}
+
+/// The settlement key of a request: keccak-256 of its id.
+pub fn request_key(request_id: &str) -> B256 {
+    keccak256(request_id.as_bytes())
 }
 
 /// keccak-256 of tokens as u32 little-endian (the prompt and answer hashes).
@@ -229,6 +281,7 @@ mod tests {
             request_id: "chatcmpl-1".into(),
             chain_id: 1337,
             payer: Some(Address::with_last_byte(7)),
+            channel: Some(B256::repeat_byte(9)),
             model_id: Some(ModelId(1)),
             model_name: "m".into(),
             base_model_hash: B256::repeat_byte(1),
@@ -245,6 +298,7 @@ mod tests {
                 params: serde_json::json!({"minLen": 4}),
             }],
             engine: ENGINE.into(),
+            fallback: false,
             contributions: vec![
                 Credit {
                     datanet: 1,
@@ -288,7 +342,52 @@ mod tests {
         assert_ne!(t.id(), r.id());
         assert_eq!(fee(U256::from(1000u64), 3), U256::from(3u64));
         assert_eq!(fee(U256::from(1u64), 3), U256::from(1u64), "rounded up");
+        // fallback is set exactly when nothing is credited
+        let mut f = r.clone();
+        f.fallback = true;
+        assert!(matches!(
+            AttributionRecord::from_bytes(&f.to_bytes()),
+            Err(RecordError::Weights(_))
+        ));
+        f.contributions.clear();
+        assert!(AttributionRecord::from_bytes(&f.to_bytes()).is_ok());
         Ok(())
+    }
+
+    #[test]
+    fn the_leaf_sums_a_contribution_credited_under_two_versions() {
+        let mut r = sample();
+        r.contributions = vec![
+            Credit {
+                datanet: 1,
+                version: 0,
+                contribution: 4,
+                weight_ppm: 300_000,
+            },
+            Credit {
+                datanet: 1,
+                version: 1,
+                contribution: 3,
+                weight_ppm: 200_000,
+            },
+            Credit {
+                datanet: 1,
+                version: 1,
+                contribution: 4,
+                weight_ppm: 500_000,
+            },
+        ];
+        let leaf = r.leaf().expect("charged");
+        assert_eq!(leaf.shares, vec![(3, 200_000), (4, 800_000)]);
+        assert_eq!(leaf.record_id, r.id());
+        assert_eq!(leaf.request_key, keccak256(b"chatcmpl-1"));
+        let mut free = r.clone();
+        free.channel = None;
+        assert!(free.leaf().is_none());
+        // every field moves the leaf
+        let mut other = r.clone();
+        other.completion_tokens += 1;
+        assert_ne!(other.leaf().map(|l| l.hash()), Some(leaf.hash()));
     }
 
     #[test]

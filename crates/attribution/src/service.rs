@@ -12,7 +12,7 @@
 //! <dir>/keys.json       API keys (keccak-256 → address) and used key-request nonces
 //! ```
 
-use crate::auth::{self, KeyStore};
+use crate::auth::{self, KeyStore, SignedVoucher};
 use crate::corpus::{self, RowSource};
 use crate::index::{IndexMeta, SpanIndex};
 use crate::influence::{InfluenceParams, Score};
@@ -32,7 +32,7 @@ use openledger_protocol::bindings::{AttributionSettlement, DatanetRegistry, Mode
 use openledger_protocol::hooks::{
     BoxFuture, Charge, CompletedInference, HookError, InferenceHooks, PendingInference,
 };
-use openledger_protocol::{ChainError, DatanetId, IdError, ModelId, Version};
+use openledger_protocol::{ApiError, ChainError, DatanetId, IdError, ModelId, Version};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -164,8 +164,8 @@ type MaybeTrained = Option<Arc<TrainedModel>>;
 pub(crate) struct State {
     /// Charged, not yet settled.
     pub pending: Vec<PendingRecord>,
-    /// Authorised requests in flight: request id → (payer, model, worst-case fee, since).
-    pub reserved: HashMap<String, (Address, ModelId, U256, Instant)>,
+    /// Authorised requests in flight: request id → its reservation.
+    pub reserved: HashMap<String, Reservation>,
     /// Record id → (batch id, proof).
     pub settled: HashMap<B256, (u64, Vec<B256>)>,
     /// Settled batches.
@@ -174,6 +174,22 @@ pub(crate) struct State {
     pub inflight: Option<Inflight>,
     /// Records the contract refused for good → its reason.
     pub dropped: BTreeMap<B256, String>,
+}
+
+/// An authorised request's worst-case fee, held until it completes or is abandoned.
+#[derive(Clone, Debug)]
+pub(crate) struct Reservation {
+    pub payer: Address,
+    pub model_id: ModelId,
+    pub channel: B256,
+    pub worst: U256,
+    pub since: Instant,
+}
+
+/// Who asks, and the voucher that pays when one was presented.
+struct Credential {
+    who: Address,
+    voucher: Option<SignedVoucher>,
 }
 
 /// The attribution service.
@@ -205,6 +221,8 @@ pub type AdapterOwner = Arc<dyn Fn(B256) -> Option<Address> + Send + Sync>;
 
 /// How long an authorisation holds its worst-case fee without completing.
 const RESERVATION_TTL: Duration = Duration::from_secs(600);
+/// The longest a voucher built by `GET /api/vouchers/typed-data` may be valid (30 days).
+pub const MAX_VOUCHER_VALIDITY_SECS: u64 = 30 * 86_400;
 /// Most contributions credited by one record.
 pub const MAX_CREDITS: usize = 64;
 
@@ -508,8 +526,141 @@ impl AttributionService {
         Ok(Some((scores, params)))
     }
 
-    /// Identifies the payer of a request from its headers.
-    fn payer(&self, headers: &HeaderMap, model: &str) -> Result<Option<Address>, HookError> {
+    /// The account that redeems vouchers (zero when none is configured: nothing can be paid).
+    pub fn attributor(&self) -> Address {
+        self.cfg
+            .attributor
+            .as_ref()
+            .map(|s| s.address())
+            .unwrap_or_default()
+    }
+
+    /// What a client needs to sign vouchers for this server (`GET /api/attribution/terms`).
+    pub async fn terms(&self) -> Result<serde_json::Value, ApiError> {
+        let (grace, price_grace) = self.voucher_terms().await?;
+        Ok(serde_json::json!({
+            "attributor": self.attributor(),
+            "chainId": self.chain_id,
+            "settlement": self.cfg.settlement,
+            "voucherGrace": grace,
+            "priceGracePeriod": price_grace,
+            "maxVoucherValidity": MAX_VOUCHER_VALIDITY_SECS,
+        }))
+    }
+
+    async fn voucher_terms(&self) -> Result<(u64, u64), ApiError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "chain_unavailable",
+                e.to_string(),
+            )
+        };
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let params = settlement
+            .params()
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let t = openledger_protocol::bindings::ProtocolParams::new(params, self.provider.clone())
+            .voucherTerms()
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok((t.voucherGrace, t.priceGracePeriod_))
+    }
+
+    /// A voucher of `payer` for this server, ready to sign (`GET /api/vouchers/typed-data`):
+    /// `{typedData, voucher, headers}` (the headers lack only `x-ol-signature`).
+    pub async fn typed_voucher(
+        &self,
+        payer: Address,
+        model_id: u64,
+        cumulative: Option<U256>,
+        channel: Option<U256>,
+        validity: Option<u64>,
+        max_price: Option<U256>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", m);
+        let validity = validity.unwrap_or(86_400);
+        if validity == 0 || validity > MAX_VOUCHER_VALIDITY_SECS {
+            return Err(bad(format!(
+                "validity must be 1 to {MAX_VOUCHER_VALIDITY_SECS} seconds"
+            )));
+        }
+        let max_price = match (max_price, model_id) {
+            (Some(p), _) => p,
+            (None, 0) => {
+                return Err(bad(
+                    "a voucher for any model needs max_price (wei per 1,000 tokens)".into(),
+                ));
+            }
+            (None, id) => {
+                ModelRegistry::new(self.cfg.models, self.provider.clone())
+                    .getModel(U256::from(id))
+                    .call()
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::NOT_FOUND,
+                            "model_not_found",
+                            format!("model {id}: {e}"),
+                        )
+                    })?
+                    .pricePer1kTokens
+            }
+        };
+        let msg = auth::InferenceVoucher {
+            payer,
+            attributor: self.attributor(),
+            modelId: U256::from(model_id),
+            maxPricePer1k: max_price,
+            channel: channel.unwrap_or_else(|| U256::from(rand::random::<u64>())),
+            cumulative: cumulative.unwrap_or(U256::from(openledger_protocol::OPEN)),
+            expiry: U256::from(openledger_datanet::auth::now() + validity),
+        };
+        let unsigned = SignedVoucher::new(&msg, Default::default());
+        let headers: serde_json::Map<String, serde_json::Value> = auth::voucher_headers(&unsigned)
+            .into_iter()
+            .filter(|(k, _)| *k != auth::headers::SIGNATURE)
+            .map(|(k, v)| (k.to_string(), v.into()))
+            .collect();
+        Ok(serde_json::json!({
+            "typedData": openledger_protocol::eip712::typed_data(&msg, self.domain.clone()),
+            "voucher": unsigned,
+            "headers": headers,
+        }))
+    }
+
+    /// The attributor's signed receipt of what it will settle for a request: EIP-712
+    /// `InferenceReceipt(requestKey, leaf)` (`None` without an attributor key or a leaf).
+    pub fn receipt(&self, rec: &AttributionRecord) -> Option<serde_json::Value> {
+        use alloy::signers::SignerSync;
+        use alloy_sol_types::SolStruct;
+        let leaf = rec.leaf()?;
+        let signer = self.cfg.attributor.as_ref()?;
+        let msg = openledger_protocol::eip712::InferenceReceipt {
+            requestKey: leaf.request_key,
+            leaf: leaf.hash(),
+        };
+        let sig = signer
+            .sign_hash_sync(&msg.eip712_signing_hash(&self.domain))
+            .ok()?;
+        Some(serde_json::json!({
+            "requestKey": msg.requestKey,
+            "leaf": msg.leaf,
+            "attributor": signer.address(),
+            "signature": format!("0x{}", hex::encode(sig.as_bytes())),
+        }))
+    }
+
+    /// Identifies who asks, and the voucher that pays, from a request's headers: an API key,
+    /// voucher headers, or a session.
+    fn credential(
+        &self,
+        headers: &HeaderMap,
+        model: &str,
+    ) -> Result<Option<Credential>, HookError> {
         let get = |k: &str| {
             headers
                 .get(k)
@@ -520,21 +671,43 @@ impl AttributionService {
             get("authorization").and_then(|a| a.strip_prefix("Bearer ").map(str::to_string))
             && bearer.starts_with("olk_")
         {
-            return self.keys.owner(&bearer).map(Some).ok_or_else(|| {
-                refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_api_key",
-                    "unknown API key",
-                )
-            });
+            return self
+                .keys
+                .lookup(&bearer)
+                .map(|(who, voucher)| Some(Credential { who, voucher }))
+                .ok_or_else(|| {
+                    refuse(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_api_key",
+                        "unknown API key",
+                    )
+                });
         }
         if get(auth::headers::SIGNATURE).is_none() {
             return Ok(None);
         }
+        if let Some(v) = auth::parse_voucher(get, self.attributor())
+            .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "bad_voucher", e))?
+        {
+            v.verify(&self.domain).map_err(|e| {
+                refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "bad_voucher",
+                    format!(
+                        "{e} for attributor {} (GET /api/attribution/terms names it) on this chain and settlement contract",
+                        self.attributor()
+                    ),
+                )
+            })?;
+            return Ok(Some(Credential {
+                who: v.payer,
+                voucher: Some(v),
+            }));
+        }
         let req = openledger_datanet::auth::parse(get)
             .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "missing_signature", e.to_string()))?;
         auth::verify_session(&req, &self.domain, model, openledger_datanet::auth::now())
-            .map(Some)
+            .map(|who| Some(Credential { who, voucher: None }))
             .map_err(|e| refuse(StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()))
     }
 
@@ -590,21 +763,116 @@ impl AttributionService {
         if price.is_zero() {
             return Ok(None);
         }
-        let payer = self.payer(headers, &req.model.name)?.ok_or_else(|| {
+        let how = "sign an InferenceVoucher (headers x-ol-signer, x-ol-channel, x-ol-cumulative, x-ol-max-price, x-ol-model-id, x-ol-expiry, x-ol-signature; GET /api/vouchers/typed-data builds one) or send an API key bound to one";
+        let cred = self.credential(headers, &req.model.name)?.ok_or_else(|| {
             refuse(
                 StatusCode::PAYMENT_REQUIRED,
                 "payment_required",
                 format!(
-                    "model {} costs {price} wei per 1,000 tokens: sign the request (x-ol-signer, x-ol-nonce, x-ol-expiry, x-ol-signature) or send an API key",
+                    "model {} costs {price} wei per 1,000 tokens: {how}",
                     req.model.name
                 ),
             )
         })?;
+        let v = cred.voucher.ok_or_else(|| {
+            refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "payment_required",
+                format!(
+                    "model {} costs {price} wei per 1,000 tokens and {} presented no voucher: {how}",
+                    req.model.name, cred.who
+                ),
+            )
+        })?;
+        self.check_voucher(&v, model_id, price, req).await
+    }
+
+    /// Checks that voucher `v` can pay for `req` on model `model_id` at `price` (model, expiry,
+    /// price, channel open, what is left of its cap, the payer's escrow) and reserves the
+    /// request's worst-case fee.
+    async fn check_voucher(
+        &self,
+        v: &SignedVoucher,
+        model_id: ModelId,
+        price: U256,
+        req: &PendingInference,
+    ) -> Result<Option<Charge>, HookError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "chain_unavailable",
+                e.to_string(),
+            )
+        };
+        let payer = v.payer;
+        if v.attributor != self.attributor() {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "bad_voucher",
+                format!(
+                    "the voucher is for attributor {}, this server's is {}",
+                    v.attributor,
+                    self.attributor()
+                ),
+            ));
+        }
+        if !v.model_id.is_zero() && v.model_id != U256::from(model_id) {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "voucher_model_mismatch",
+                format!(
+                    "the voucher pays for model {} only, not model {model_id}",
+                    v.model_id
+                ),
+            ));
+        }
+        let now = openledger_datanet::auth::now();
+        if v.expiry <= U256::from(now) {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "voucher_expired",
+                format!(
+                    "the voucher expired at {} (now {now}): sign a new one",
+                    v.expiry
+                ),
+            ));
+        }
+        if price > v.max_price_per_1k {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "price_above_voucher",
+                format!(
+                    "model {model_id} costs {price} wei per 1,000 tokens, the voucher allows at most {}",
+                    v.max_price_per_1k
+                ),
+            ));
+        }
+        let channel = v.channel_key();
         let worst = record::fee(
             price,
             (req.prompt_tokens + req.max_completion_tokens) as u64,
         );
         let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let closes = settlement
+            .closesAt(channel)
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if closes != 0 {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "voucher_closed",
+                format!(
+                    "{payer} closed voucher channel {} (it stops settling at {closes}): sign a voucher on a new channel",
+                    v.channel
+                ),
+            ));
+        }
+        let spent = settlement
+            .spent(channel)
+            .call()
+            .await
+            .map_err(|e| unavailable(&e))?;
         let escrow = settlement
             .escrowOf(payer)
             .call()
@@ -625,16 +893,36 @@ impl AttributionService {
             .amount;
         let escrow = escrow.saturating_sub(leaving);
         let mut st = self.state.lock();
-        st.reserved.retain(|_, r| r.3.elapsed() < RESERVATION_TTL);
-        let owed = |pred: &dyn Fn(Address, ModelId) -> bool| -> U256 {
+        st.reserved
+            .retain(|_, r| r.since.elapsed() < RESERVATION_TTL);
+        let owed = |pred: &dyn Fn(Address, ModelId, B256) -> bool| -> U256 {
             st.pending
                 .iter()
-                .filter(|p| pred(p.payer, p.model_id))
-                .map(|p| p.fee)
-                .chain(st.reserved.values().filter(|r| pred(r.0, r.1)).map(|r| r.2))
+                .filter(|p| pred(p.leaf.payer, p.model_id, p.leaf.channel_key))
+                .map(|p| p.leaf.fee)
+                .chain(
+                    st.reserved
+                        .values()
+                        .filter(|r| pred(r.payer, r.model_id, r.channel))
+                        .map(|r| r.worst),
+                )
                 .fold(U256::ZERO, |a, b| a.saturating_add(b))
         };
-        let owed_all = owed(&|p, _| p == payer);
+        let owed_channel = owed(&|_, _, c| c == channel);
+        let used = spent.saturating_add(owed_channel);
+        if v.cumulative < used.saturating_add(worst) {
+            return Err(refuse(
+                StatusCode::PAYMENT_REQUIRED,
+                "voucher_exhausted",
+                format!(
+                    "the voucher on channel {} allows {} wei; {spent} wei settled and {owed_channel} owed by unsettled answers, and this request may cost up to {worst} wei: sign one with a higher x-ol-cumulative (at least {})",
+                    v.channel,
+                    v.cumulative,
+                    used.saturating_add(worst)
+                ),
+            ));
+        }
+        let owed_all = owed(&|p, _, _| p == payer);
         if escrow < owed_all.saturating_add(worst) {
             return Err(refuse(
                 StatusCode::PAYMENT_REQUIRED,
@@ -646,7 +934,7 @@ impl AttributionService {
             ));
         }
         if allowance != U256::MAX {
-            let owed_model = owed(&|p, m| p == payer && m == model_id);
+            let owed_model = owed(&|p, m, _| p == payer && m == model_id);
             if allowance < owed_model.saturating_add(worst) {
                 return Err(refuse(
                     StatusCode::PAYMENT_REQUIRED,
@@ -659,7 +947,13 @@ impl AttributionService {
         }
         st.reserved.insert(
             req.request_id.clone(),
-            (payer, model_id, worst, Instant::now()),
+            Reservation {
+                payer,
+                model_id,
+                channel,
+                worst,
+                since: Instant::now(),
+            },
         );
         drop(st);
         self.warm_indexes(model_id);
@@ -667,6 +961,7 @@ impl AttributionService {
             payer,
             model_id,
             price_per_1k_tokens: price,
+            voucher: v.clone(),
         }))
     }
 
@@ -697,7 +992,7 @@ impl AttributionService {
         let Some(owner) = owner else {
             return Err(not_registered(format!("adapter {hash}")));
         };
-        match self.payer(headers, &req.model.name)? {
+        match self.credential(headers, &req.model.name)?.map(|c| c.who) {
             Some(signer) if signer == owner => Ok(()),
             Some(signer) => Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -766,6 +1061,7 @@ impl AttributionService {
             request_id: inf.request_id.clone(),
             chain_id: self.chain_id,
             payer: inf.charge.as_ref().map(|c| c.payer),
+            channel: inf.charge.as_ref().map(|c| c.voucher.channel_key()),
             model_id: inf.model.model_id,
             model_name: inf.model.name.clone(),
             base_model_hash: inf.model.base_model_hash,
@@ -778,6 +1074,7 @@ impl AttributionService {
             fee: record::fee(price, tokens),
             methods,
             engine: ENGINE.into(),
+            fallback: contributions.is_empty(),
             contributions,
         };
         Ok(rec)
@@ -804,17 +1101,12 @@ impl AttributionService {
             .map_err(storage_err)?;
         let mut st = self.state.lock();
         st.reserved.remove(&inf.request_id);
-        if let (Some(c), Some(_)) = (&inf.charge, inf.model.model_id) {
+        if let (Some(c), Some(leaf)) = (&inf.charge, rec.leaf()) {
             st.pending.push(PendingRecord {
                 id,
-                payer: c.payer,
                 model_id: c.model_id,
-                fee: rec.fee,
-                shares: rec
-                    .contributions
-                    .iter()
-                    .map(|c| (c.contribution, c.weight_ppm))
-                    .collect(),
+                leaf,
+                voucher: c.voucher.clone(),
             });
             crate::settle::save_pending(&self.cfg.dir, &st.pending)?;
             if st.pending.len() >= self.cfg.batch_records {
@@ -893,7 +1185,13 @@ impl InferenceHooks for AttributionService {
                 return serde_json::Value::Null;
             }
             match self.record(&inference).await {
-                Ok(r) => r.summary(5),
+                Ok(r) => {
+                    let mut summary = r.summary(5);
+                    if let Some(receipt) = self.receipt(&r) {
+                        summary["receipt"] = receipt;
+                    }
+                    summary
+                }
                 Err(e) => {
                     tracing::error!(target: "attribution", request = %inference.request_id, error = %e, "no record");
                     serde_json::json!({"error": e.to_string()})

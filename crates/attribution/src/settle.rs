@@ -10,6 +10,7 @@ use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{
     AttributionSettlement, DatanetRegistry, ModelRegistry, ProtocolParams,
 };
+use openledger_protocol::voucher::{Leaf, SignedVoucher};
 use openledger_protocol::{ChainError, ModelId};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -19,16 +20,14 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PendingRecord {
-    /// Record id (Merkle leaf).
+    /// Record id.
     pub id: B256,
-    /// Payer.
-    pub payer: Address,
     /// Model.
     pub model_id: ModelId,
-    /// Fee in wei.
-    pub fee: U256,
-    /// (contribution id, weight ppm).
-    pub shares: Vec<(u64, u32)>,
+    /// What the contract settles (payer, channel, fee, shares, …); its hash is the Merkle leaf.
+    pub leaf: Leaf,
+    /// The payer's voucher it is charged under.
+    pub voucher: SignedVoucher,
 }
 
 /// One account's credit from a batch.
@@ -55,8 +54,11 @@ pub struct BatchFile {
     pub root: B256,
     /// Transaction hash.
     pub tx: B256,
-    /// Records in leaf order with their proofs.
+    /// Record ids in leaf order with the proofs of their leaves.
     pub records: Vec<(B256, Vec<B256>)>,
+    /// The leaves, in order.
+    #[serde(default)]
+    pub leaves: Vec<B256>,
     /// Credits by the contract's rule.
     pub credits: Vec<CreditLine>,
 }
@@ -66,7 +68,7 @@ pub struct BatchFile {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Inflight {
-    /// Records root (the contract refuses a root it settled already).
+    /// Root of the leaves (the contract refuses a root it settled already).
     pub root: B256,
     /// Record ids in leaf order.
     pub records: Vec<B256>,
@@ -177,21 +179,38 @@ fn save_inflight(dir: &Path, inflight: Option<&Inflight>) -> Result<(), ServiceE
     }
 }
 
-fn inference(p: &PendingRecord) -> AttributionSettlement::Inference {
-    AttributionSettlement::Inference {
-        recordId: p.id,
-        payer: p.payer,
-        modelId: U256::from(p.model_id),
-        fee: p.fee,
-        shares: p
-            .shares
-            .iter()
-            .map(|(c, w)| AttributionSettlement::Share {
-                contributionId: U256::from(*c),
-                weight: U256::from(*w),
-            })
-            .collect(),
+/// `submitBatch` arguments for `batch`: the leaves' root, one voucher per channel (the highest
+/// `cumulative` the batch holds for it) and the inferences naming them.
+fn batch_args(
+    batch: &[PendingRecord],
+) -> (
+    B256,
+    Vec<AttributionSettlement::Voucher>,
+    Vec<AttributionSettlement::Inference>,
+) {
+    let mut best: Vec<&SignedVoucher> = Vec::new();
+    let mut index: std::collections::HashMap<B256, usize> = std::collections::HashMap::new();
+    for p in batch {
+        let key = p.voucher.channel_key();
+        match index.get(&key) {
+            Some(&i) if best[i].cumulative >= p.voucher.cumulative => {}
+            Some(&i) => best[i] = &p.voucher,
+            None => {
+                index.insert(key, best.len());
+                best.push(&p.voucher);
+            }
+        }
     }
+    let infs = batch
+        .iter()
+        .map(|p| p.leaf.to_inference(index[&p.voucher.channel_key()]))
+        .collect();
+    let leaves: Vec<B256> = batch.iter().map(|p| p.leaf.hash()).collect();
+    (
+        merkle::root(&leaves),
+        best.into_iter().map(SignedVoucher::to_binding).collect(),
+        infs,
+    )
 }
 
 /// What a dry run of one record's settlement said.
@@ -258,11 +277,10 @@ impl AttributionService {
         if good.is_empty() {
             return Ok(None);
         }
-        let leaves: Vec<B256> = good.iter().map(|p| p.id).collect();
-        let root = merkle::root(&leaves);
+        let (root, vouchers, infs) = batch_args(&good);
         let mut intent = Inflight {
             root,
-            records: leaves.clone(),
+            records: good.iter().map(|p| p.id).collect(),
             tx: None,
         };
         {
@@ -272,8 +290,14 @@ impl AttributionService {
         }
         self.pause(FlushPoint::BeforeSend).await;
         let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
-        let sent = settlement
-            .submitBatch(root, good.iter().map(inference).collect())
+        let call = settlement
+            .submitBatch(root, vouchers, infs)
+            .from(attributor);
+        // The estimate holds for the block it ran on; a later block can cost a little more (the
+        // stake lock moves forward, a new exposure period starts): a margin, never a revert.
+        let gas = call.estimate_gas().await.map_err(ChainError::from)?;
+        let sent = call
+            .gas(gas.saturating_mul(6) / 5)
             .send()
             .await
             .map_err(ChainError::from)?;
@@ -349,8 +373,9 @@ impl AttributionService {
         p: &PendingRecord,
     ) -> Result<DryRun, ServiceError> {
         let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let (root, vouchers, infs) = batch_args(std::slice::from_ref(p));
         let e = match settlement
-            .submitBatch(p.id, vec![inference(p)])
+            .submitBatch(root, vouchers, infs)
             .from(attributor)
             .call()
             .await
@@ -360,7 +385,7 @@ impl AttributionService {
         };
         use AttributionSettlement::AttributionSettlementErrors as E;
         match e.as_decoded_interface_error::<E>() {
-            Some(E::RecordAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
+            Some(E::RequestAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
             Some(E::RootAlreadySettled(x)) => Ok(DryRun::Settled(x.batchId.saturating_to())),
             // The attributor itself may not settle now: nothing about the record is wrong.
             Some(E::NotBonded(x)) => Err(ServiceError::Chain(ChainError::unexpected(format!(
@@ -385,11 +410,12 @@ impl AttributionService {
         if self.state.lock().batches.contains_key(&batch_id) {
             return self.clear_settled(batch_id);
         }
-        let (leaves, tx, block) = self.batch_records(batch_id, tx).await?;
+        let (settled, tx, block) = self.batch_records(batch_id, tx).await?;
+        let ids: Vec<B256> = settled.iter().map(|x| x.0).collect();
+        let leaves: Vec<B256> = settled.iter().map(|x| x.1).collect();
         let pending: Vec<PendingRecord> = {
             let st = self.state.lock();
-            leaves
-                .iter()
+            ids.iter()
                 .filter_map(|id| st.pending.iter().find(|p| p.id == *id).cloned())
                 .collect()
         };
@@ -404,11 +430,12 @@ impl AttributionService {
             batch_id,
             root: merkle::root(&leaves),
             tx,
-            records: leaves
+            records: ids
                 .iter()
                 .enumerate()
                 .map(|(i, id)| (*id, merkle::proof(&leaves, i)))
                 .collect(),
+            leaves: leaves.clone(),
             credits,
         };
         write_atomic(
@@ -447,13 +474,13 @@ impl AttributionService {
         Ok(())
     }
 
-    /// The record ids of on-chain batch `batch_id` in leaf order, its transaction and block,
-    /// read from its `InferenceSettled` events (searched backwards from the head).
+    /// The (record id, leaf) pairs of on-chain batch `batch_id` in leaf order, its transaction
+    /// and block, read from its `InferenceSettled` events (searched backwards from the head).
     async fn batch_records(
         &self,
         batch_id: u64,
         tx: Option<B256>,
-    ) -> Result<(Vec<B256>, B256, u64), ServiceError> {
+    ) -> Result<(Vec<(B256, B256)>, B256, u64), ServiceError> {
         let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
         let head = self
             .provider
@@ -477,7 +504,11 @@ impl AttributionService {
                 .await
                 .map_err(ChainError::from)?;
             if !logs.is_empty() {
-                return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
+                return Ok((
+                    logs.iter().map(|(e, _)| (e.recordId, e.leaf)).collect(),
+                    tx,
+                    block,
+                ));
             }
         }
         let mut to = head;
@@ -494,7 +525,11 @@ impl AttributionService {
             if let Some((_, first)) = logs.first() {
                 let tx = first.transaction_hash.unwrap_or_default();
                 let block = first.block_number.unwrap_or(to);
-                return Ok((logs.iter().map(|(e, _)| e.recordId).collect(), tx, block));
+                return Ok((
+                    logs.iter().map(|(e, _)| (e.recordId, e.leaf)).collect(),
+                    tx,
+                    block,
+                ));
             }
             if from == 0 {
                 return Err(ServiceError::Chain(ChainError::unexpected(format!(
@@ -567,8 +602,9 @@ impl AttributionService {
         let datanets = DatanetRegistry::new(self.cfg.datanets, p.clone());
         let mut out = Vec::new();
         for r in batch {
-            let weights: Vec<U256> = r.shares.iter().map(|s| U256::from(s.1)).collect();
-            let pay = openledger_protocol::fees::split(r.fee, bps, &weights);
+            let shares = &r.leaf.shares;
+            let weights: Vec<U256> = shares.iter().map(|s| U256::from(s.1)).collect();
+            let pay = openledger_protocol::fees::split(r.leaf.fee, bps, &weights);
             let owner = models
                 .settlementInfo(U256::from(r.model_id))
                 .block(at)
@@ -584,15 +620,15 @@ impl AttributionService {
                     amount: pay.model_owner,
                 });
             }
-            if !r.shares.is_empty() && !pay.pool.is_zero() {
-                let ids: Vec<U256> = r.shares.iter().map(|s| U256::from(s.0)).collect();
+            if !shares.is_empty() && !pay.pool.is_zero() {
+                let ids: Vec<U256> = shares.iter().map(|s| U256::from(s.0)).collect();
                 let who = datanets
                     .contributorsOf(ids)
                     .block(at)
                     .call()
                     .await
                     .map_err(ChainError::from)?;
-                for (((c, _), a), amount) in r.shares.iter().zip(who).zip(&pay.contributions) {
+                for (((c, _), a), amount) in shares.iter().zip(who).zip(&pay.contributions) {
                     if !amount.is_zero() {
                         out.push(CreditLine {
                             account: a,
@@ -713,10 +749,14 @@ impl AttributionService {
     pub async fn verify(&self, id: B256) -> Result<VerifyReport, ServiceError> {
         let mut rep = self.verify_content(id).await?;
         let settled = self.state.lock().settled.get(&id).cloned();
-        match settled {
-            Some((batch, proof)) => {
+        let rec = crate::record::AttributionRecord::from_bytes(
+            &self.records.get(&id).await.map_err(storage_err)?,
+        )
+        .map_err(storage_err)?;
+        match (settled, rec.leaf()) {
+            (Some((batch, proof)), Some(leaf)) => {
                 let ok = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
-                    .verifyRecord(U256::from(batch), id, proof)
+                    .verifyRecord(U256::from(batch), leaf.hash(), proof)
                     .call()
                     .await
                     .map_err(ChainError::from)?;
@@ -726,7 +766,7 @@ impl AttributionService {
                     format!("proof does not lead to batch {batch}'s root"),
                 );
             }
-            None => rep.check(
+            _ => rep.check(
                 "on-chain inclusion",
                 false,
                 "the record is in no settled batch".into(),
@@ -795,11 +835,23 @@ impl AttributionService {
             tokens_hash(&prompt) == rec.prompt_hash,
             "transcript differs".into(),
         );
+        // The record names the channel, not the voucher: the recomputation is given a voucher
+        // of the same payer and takes the channel from the record below.
         let charge = rec.payer.zip(rec.model_id).map(|(payer, model_id)| {
             openledger_protocol::hooks::Charge {
                 payer,
                 model_id,
                 price_per_1k_tokens: rec.price_per_1k_tokens,
+                voucher: openledger_protocol::voucher::SignedVoucher {
+                    payer,
+                    attributor: Address::ZERO,
+                    model_id: U256::ZERO,
+                    max_price_per_1k: U256::ZERO,
+                    channel: U256::ZERO,
+                    cumulative: U256::ZERO,
+                    expiry: U256::ZERO,
+                    signature: Default::default(),
+                },
             }
         });
         let inf = openledger_protocol::hooks::CompletedInference {
@@ -818,7 +870,8 @@ impl AttributionService {
             completion_tokens: answer,
             charge,
         };
-        let again = self.compute(&inf).await?;
+        let mut again = self.compute(&inf).await?;
+        again.channel = rec.channel;
         rep.check(
             "fee",
             again.fee == rec.fee,

@@ -223,13 +223,13 @@ impl Watcher {
         let head = self.events.head().await?;
         let mut out = Vec::new();
         while let Some(range) = self.events.range(self.next_block, head).await? {
-            let mut leaves: BTreeMap<u64, Vec<B256>> = BTreeMap::new();
+            let mut leaves: BTreeMap<u64, Vec<(B256, B256)>> = BTreeMap::new();
             for (ev, block) in &range.events {
                 match ev {
                     E::InferenceSettled(x) => leaves
                         .entry(x.batchId.saturating_to())
                         .or_default()
-                        .push(x.recordId),
+                        .push((x.recordId, x.leaf)),
                     E::BatchSettled(x) => {
                         let id: u64 = x.batchId.saturating_to();
                         let records = leaves.remove(&id).unwrap_or_default();
@@ -277,10 +277,12 @@ impl Watcher {
         attributor: Address,
         block: u64,
         root: B256,
-        records: Vec<B256>,
+        settled: Vec<(B256, B256)>,
     ) -> Result<BatchReport, ServiceError> {
-        // The root on chain was recomputed by the contract from these ids; rebuilding it here
+        // The root on chain was computed by the contract from these leaves; rebuilding it here
         // proves that the events name exactly the batch's leaves.
+        let records: Vec<B256> = settled.iter().map(|x| x.0).collect();
+        let leaves: Vec<B256> = settled.iter().map(|x| x.1).collect();
         let on_chain = self
             .settlement
             .getBatch(U256::from(batch_id))
@@ -289,7 +291,7 @@ impl Watcher {
             .map_err(ChainError::from)?
             .recordsRoot;
         let root_ok =
-            !records.is_empty() && crate::merkle::root(&records) == root && root == on_chain;
+            !leaves.is_empty() && crate::merkle::root(&leaves) == root && root == on_chain;
         self.down.clear();
         let mut r = BatchReport {
             batch_id,
@@ -301,7 +303,7 @@ impl Watcher {
             mismatched: Vec::new(),
             skipped: Vec::new(),
         };
-        for id in records {
+        for (id, leaf) in settled {
             let rec = match self.record(attributor, id).await {
                 Ok(rec) => rec,
                 Err(why) => {
@@ -309,6 +311,19 @@ impl Watcher {
                     continue;
                 }
             };
+            // What was charged must be what the record says (payer, channel, fee, tokens,
+            // price, engine, transcript hashes, shares).
+            let ours = rec.leaf().map(|l| l.hash());
+            if ours != Some(leaf) {
+                r.mismatched.push((
+                    id,
+                    vec![format!(
+                        "settled leaf: the chain settled {leaf}, the record's leaf is {}",
+                        ours.map_or("none (a free record)".to_string(), |l| l.to_string())
+                    )],
+                ));
+                continue;
+            }
             let store = self.svc.records();
             if store.get(&rec.prompt_hash).await.is_err()
                 || store.get(&rec.answer_hash).await.is_err()

@@ -144,8 +144,9 @@ pub(crate) struct TypedSession {
     model: String,
 }
 
-/// The EIP-712 `InferenceSession` a chat request is paid with (see `openledger_attribution::auth`):
-/// valid one hour, for one model.
+/// The EIP-712 `InferenceSession` with which an adapter's trainer tries it before it is
+/// published (see `openledger_attribution::auth`; paid answers take a voucher instead): valid
+/// one hour, for one model.
 pub(crate) async fn typed_session(
     State(st): State<AppState>,
     Json(req): Json<TypedSession>,
@@ -254,11 +255,12 @@ pub(crate) async fn credits(
 #[serde(rename_all = "camelCase")]
 pub(crate) struct VerifyReq {
     batch_id: u64,
-    record_id: B256,
+    /// The record's settlement leaf (`GET /api/attribution/{id}` gives it as `leaf`).
+    leaf: B256,
     proof: Vec<B256>,
 }
 
-/// `AttributionSettlement.verifyRecord` at the latest block.
+/// `AttributionSettlement.verifyRecord` of a record's leaf at the latest block.
 pub(crate) async fn verify(
     State(st): State<AppState>,
     Json(req): Json<VerifyReq>,
@@ -271,7 +273,7 @@ pub(crate) async fn verify(
     let ok = s
         .verifyRecord(
             alloy_primitives::U256::from(req.batch_id),
-            req.record_id,
+            req.leaf,
             req.proof,
         )
         .call()

@@ -286,7 +286,13 @@
 
   // ---------------------------------------------------------------- playground (OpenLoRA + attribution)
   const CHAT_WORDS = {
-    payment_required: "This model is paid per answer: sign the session request so your escrow can pay.",
+    payment_required: "This model is paid per answer: sign the voucher so your escrow can pay.",
+    voucher_exhausted: "Your voucher's cap is used up: send again to sign a new one. Nothing was charged.",
+    voucher_expired: "Your voucher expired: send again to sign a new one. Nothing was charged.",
+    voucher_closed: "You closed this voucher's channel: send again to sign a new one. Nothing was charged.",
+    price_above_voucher: "The model's price rose above what your voucher allows: send again to sign a new one. Nothing was charged.",
+    voucher_model_mismatch: "Your voucher is for another model: send again to sign one for this model. Nothing was charged.",
+    bad_voucher: "The server could not check your voucher's signature: send again to sign a new one. Nothing was charged.",
     insufficient_escrow: "Your escrow cannot pay for this answer. Deposit OPEN into escrow and send again. Nothing was charged.",
     insufficient_allowance: "This model may not spend enough of your escrow: allow it (under Escrow) and send again. Nothing was charged.",
     model_not_found: "The inference service does not know this model yet; wait a few seconds after publishing and try again.",
@@ -305,6 +311,24 @@
     const sig = await provider().request({ method: "eth_signTypedData_v4", params: [ACCOUNT, JSON.stringify(t.typedData)] });
     const headers = Object.assign({}, t.headers, { "x-ol-signature": sig.replace(/^0x/, "") });
     sessionStorage.setItem(key, JSON.stringify({ expiry: t.expiry, headers }));
+    return headers;
+  }
+  // A voucher is a spending cap the payer signs once for the server's attributor (default 1
+  // OPEN for one model, a day): kept for the tab's life, replaced when the server says it is used
+  // up, expired or closed.
+  const VOUCHER_CODES = ["voucher_exhausted", "voucher_expired", "voucher_closed", "price_above_voucher", "voucher_model_mismatch", "bad_voucher"];
+  function voucherKey(model) { return "ol_voucher:" + ACCOUNT + ":" + model; }
+  async function chatVoucher(model) {
+    const key = voucherKey(model);
+    const cached = JSON.parse(sessionStorage.getItem(key) || "null");
+    if (cached && cached.expiry > Date.now() / 1000 + 60) return cached.headers;
+    const q = new URLSearchParams({ payer: ACCOUNT, model });
+    const r = await fetch("/api/vouchers/typed-data?" + q);
+    const t = await r.json();
+    if (!r.ok) throw Object.assign(new Error(t.error ? t.error.message : "The attribution service did not answer."), { plain: true });
+    const sig = await provider().request({ method: "eth_signTypedData_v4", params: [ACCOUNT, JSON.stringify(t.typedData)] });
+    const headers = Object.assign({}, t.headers, { "x-ol-signature": sig.replace(/^0x/, "") });
+    sessionStorage.setItem(key, JSON.stringify({ expiry: Number(t.voucher.expiry), headers }));
     return headers;
   }
   function el(tag, cls, text) { const e = document.createElement(tag); if (cls) e.className = cls; if (text != null) e.textContent = text; return e; }
@@ -342,7 +366,7 @@
           const j = await r.json();
           if (!r.ok) throw Object.assign(new Error(j.error ? j.error.message : "no record"), { plain: true });
           if (!j.batch) { say(out, "Recorded, not yet settled on chain: it will be in the next settlement batch. Verify again shortly.", "busy"); return; }
-          const res = await postJson("/api/ui/verify", { batchId: j.batch.batchId, recordId: att.recordId, proof: j.batch.proof });
+          const res = await postJson("/api/ui/verify", { batchId: j.batch.batchId, leaf: j.batch.leaf, proof: j.batch.proof });
           say(out, res.included ? "Verified: the record is in settlement batch " + j.batch.batchId + " on chain." : "NOT verified: the record is not in the on-chain batch.", res.included ? "ok" : "error");
         } catch (e) { say(out, e.message, "error"); }
       });
@@ -365,8 +389,8 @@
       if (!text) { say(status, "Type a message first.", "error"); return; }
       const btn = $("button", form); btn.disabled = true;
       try {
-        say(status, "Signing the payment session…", "busy");
-        const headers = await chatSession(model);
+        say(status, "Signing the voucher…", "busy");
+        const headers = await chatVoucher(model);
         say(status, "Thinking…", "busy");
         const res = await fetch("/v1/chat/completions", {
           method: "POST",
@@ -376,6 +400,7 @@
         if (!res.ok) {
           let j = null; try { j = await res.json(); } catch (_) { /* not JSON */ }
           const code = j && j.error && (j.error.code || j.error.type);
+          if (VOUCHER_CODES.includes(code)) sessionStorage.removeItem(voucherKey(model));
           throw Object.assign(new Error(CHAT_WORDS[code] || (j && j.error ? j.error.message : "The inference service answered " + res.status + ".")), { plain: true });
         }
         history.push({ role: "user", content: text });

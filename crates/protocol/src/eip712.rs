@@ -6,7 +6,9 @@
 //! | --- | --- | --- | --- |
 //! | [`DatanetRequest`] | `OpenLedger Datanets` | DatanetRegistry | Datanet uploads and reads |
 //! | [`DatanetRequest`] | `OpenLedger Jobs` | ModelRegistry | training jobs (create, cancel, publish, show) |
-//! | [`InferenceSession`] | `OpenLedger Inference` | AttributionSettlement | paid chat sessions |
+//! | [`InferenceSession`] | `OpenLedger Inference` | AttributionSettlement | trying an unpublished adapter |
+//! | [`InferenceVoucher`] | `OpenLedger Inference` | AttributionSettlement | paying for answers (signed by the payer) |
+//! | [`InferenceReceipt`] | `OpenLedger Inference` | AttributionSettlement | what was answered (signed by the attributor) |
 //! | [`ApiKeyRequest`] | `OpenLedger Inference` | AttributionSettlement | API keys |
 //!
 //! All domains are version `"1"` with the chain id.
@@ -39,6 +41,23 @@ sol! {
         uint256 nonce;
         uint256 expiry;
     }
+    /// A payer's spending cap on a channel with one attributor (see [`crate::voucher`]).
+    #[derive(Debug, PartialEq, Eq, serde::Serialize)]
+    struct InferenceVoucher {
+        address payer;
+        address attributor;
+        uint256 modelId;
+        uint256 maxPricePer1k;
+        uint256 channel;
+        uint256 cumulative;
+        uint256 expiry;
+    }
+    /// The attributor's statement of what it answered: the leaf it will settle for a request.
+    #[derive(Debug, serde::Serialize)]
+    struct InferenceReceipt {
+        bytes32 requestKey;
+        bytes32 leaf;
+    }
 }
 
 /// The Datanet service's domain.
@@ -61,7 +80,8 @@ pub fn jobs_domain(chain_id: u64, model_registry: Address) -> Eip712Domain {
     }
 }
 
-/// The inference (sessions, API keys) domain.
+/// The inference (sessions, API keys, vouchers, receipts) domain; `AttributionSettlement`
+/// verifies vouchers under the same domain.
 pub fn inference_domain(chain_id: u64, settlement: Address) -> Eip712Domain {
     eip712_domain! {
         name: "OpenLedger Inference",

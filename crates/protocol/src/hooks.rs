@@ -79,6 +79,8 @@ pub struct Charge {
     pub model_id: ModelId,
     /// Price in wei of OPEN per 1,000 input + output tokens.
     pub price_per_1k_tokens: U256,
+    /// The payer's voucher the answer is charged under.
+    pub voucher: crate::voucher::SignedVoucher,
 }
 
 /// A finished request.

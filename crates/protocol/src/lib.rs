@@ -6,7 +6,8 @@
 //!   ([`bindings`]), the deployment configuration and plan (which the devnet's genesis
 //!   predeploy executes), typed [`Deployments`], and deployment to any EVM chain over JSON-RPC;
 //! - the rules services and contracts share: the fee split ([`fees`]), every EIP-712 message
-//!   and domain ([`eip712`]), the payment hooks between serving and attribution ([`hooks`]);
+//!   and domain ([`eip712`]), vouchers and settlement leaves ([`voucher`]), the payment hooks
+//!   between serving and attribution ([`hooks`]);
 //! - finding a running devnet's chain, services, contracts and stores ([`endpoints`]);
 //! - talking to the chain: receipts by polling ([`Confirm`]) and one error type
 //!   ([`ChainError`]); answering HTTP: one error envelope ([`api_error`]).
@@ -34,6 +35,7 @@ pub mod follower;
 pub mod hooks;
 mod ids;
 pub mod merkle;
+pub mod voucher;
 
 pub use api_error::ApiError;
 pub use chain_error::ChainError;

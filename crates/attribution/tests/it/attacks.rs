@@ -27,6 +27,29 @@ const PRICE: u64 = 1_000_000_000_000_000;
 /// What the payer escrows.
 const DEPOSIT: u64 = 10_000_000_000_000_000;
 
+/// Headers of a voucher of `payer` for `svc`'s attributor: any model, any price, channel
+/// `channel`, at most `cumulative` wei, valid ten minutes.
+pub(crate) fn voucher_headers(
+    svc: &AttributionService,
+    payer: &PrivateKeySigner,
+    channel: u64,
+    cumulative: U256,
+) -> Result<Vec<(&'static str, String)>> {
+    let v = auth::sign_voucher(
+        payer,
+        svc.domain(),
+        &auth::VoucherTerms {
+            attributor: svc.attributor(),
+            model_id: 0,
+            max_price_per_1k: U256::MAX,
+            channel: U256::from(channel),
+            cumulative,
+            validity_secs: 600,
+        },
+    )?;
+    Ok(auth::voucher_headers(&v))
+}
+
 static BASE: OnceLock<PathBuf> = OnceLock::new();
 static MAKING: Mutex<()> = Mutex::new(());
 
@@ -265,7 +288,8 @@ impl Drop for Served {
 }
 
 impl Served {
-    /// POST /v1/chat/completions, signed by `payer` for `model` when given.
+    /// POST /v1/chat/completions, with a voucher of `payer` (up to the whole deposit) when
+    /// given; `model` names the model a session would be signed for (a voucher covers any).
     async fn chat(
         &self,
         body: Value,
@@ -275,8 +299,8 @@ impl Served {
             .http
             .post(format!("{}/v1/chat/completions", self.url))
             .json(&body);
-        if let Some((s, model)) = signer {
-            for (k, v) in auth::sign_session(s, self.svc.domain(), model, 600)? {
+        if let Some((s, _model)) = signer {
+            for (k, v) in voucher_headers(&self.svc, s, 1, U256::from(DEPOSIT))? {
                 req = req.header(k, v);
             }
         }
@@ -561,7 +585,7 @@ async fn charge(
     let mut ids = Vec::new();
     for i in 0..n {
         let mut headers = axum::http::HeaderMap::new();
-        for (k, v) in auth::sign_session(payer, svc.domain(), &model, 600)? {
+        for (k, v) in voucher_headers(svc, payer, 1, U256::from(DEPOSIT))? {
             headers.insert(
                 axum::http::HeaderName::from_static(k),
                 axum::http::HeaderValue::from_str(&v)?,
@@ -718,7 +742,20 @@ async fn a_crash_at_any_point_of_a_flush_charges_once() -> Result<()> {
                 "{point}: record {id} is {:?}",
                 svc.settlement_state(id, true)
             );
-            let b: u64 = settlement.settledIn(*id).call().await?.saturating_to();
+            let v = svc
+                .record_view(*id)
+                .await
+                .map_err(|e| eyre!("{e:?}"))?
+                .ok_or(eyre!("no record {id}"))?;
+            let request_id = v["record"]["requestId"].as_str().unwrap_or_default();
+            let b: u64 = settlement
+                .requestSettledIn(
+                    w.acct(0).address(),
+                    openledger_attribution::record::request_key(request_id),
+                )
+                .call()
+                .await?
+                .saturating_to();
             assert_ne!(b, 0, "{point}: record {id} not settled on chain");
         }
         assert_eq!(

@@ -11,7 +11,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use alloy_primitives::{Address, B256, U256};
 use eyre::{Result, eyre};
-use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
+use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService};
 use openledger_datanet::{ContentStore, DatanetClient};
 use openledger_devnet::{Devnet, DevnetConfig};
 use openledger_protocol::Confirm;
@@ -227,12 +227,30 @@ async fn trained_served_paid_attributed_settled() -> Result<()> {
         .await?;
     assert_eq!(unpaid.status(), 402);
     let mut req = http.post(format!("{url}/v1/chat/completions")).json(&body);
-    for (k, v) in auth::sign_session(&payer, svc.domain(), &model, 600)? {
+    for (k, v) in
+        crate::attacks::voucher_headers(&svc, &payer, 1, U256::from(10u64).pow(U256::from(18u64)))?
+    {
         req = req.header(k, v);
     }
     let resp = req.send().await?;
     assert_eq!(resp.status(), 200);
     let resp: serde_json::Value = resp.json().await?;
+    // The attributor's receipt names the leaf it will settle, signed under the inference domain.
+    let receipt = &resp["attribution"]["receipt"];
+    let leaf: B256 = serde_json::from_value(receipt["leaf"].clone())?;
+    let sig: alloy_primitives::Signature = receipt["signature"]
+        .as_str()
+        .ok_or(eyre!("no receipt: {resp}"))?
+        .parse()?;
+    let msg = openledger_protocol::eip712::InferenceReceipt {
+        requestKey: serde_json::from_value(receipt["requestKey"].clone())?,
+        leaf,
+    };
+    use alloy_sol_types::SolStruct;
+    assert_eq!(
+        sig.recover_address_from_prehash(&msg.eip712_signing_hash(svc.domain()))?,
+        svc.attributor()
+    );
     let answer = resp["choices"][0]["message"]["content"]
         .as_str()
         .unwrap_or_default();

@@ -161,38 +161,119 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         (e.status, e.kind.as_str()),
         (StatusCode::PAYMENT_REQUIRED, "payment_required")
     );
-    let broke = headers(auth::sign_session(
-        &acct(6),
-        svc.domain(),
-        "facts-model",
-        60,
-    )?)?;
-    let e = svc
-        .authorize(&broke, &pending("r0"))
-        .await
-        .err()
-        .ok_or(eyre!("served without escrow"))?;
+    let voucher = |who: &PrivateKeySigner, model_id: u64, channel: u64, cumulative: U256| {
+        auth::sign_voucher(
+            who,
+            svc.domain(),
+            &auth::VoucherTerms {
+                attributor: acct(0).address(),
+                model_id,
+                max_price_per_1k: price,
+                channel: U256::from(channel),
+                cumulative,
+                validity_secs: 600,
+            },
+        )
+    };
+    let refused = |h: Vec<(&'static str, String)>, why: &'static str| {
+        let svc = svc.clone();
+        let pending = pending(why);
+        async move {
+            let e = svc
+                .authorize(&headers(h)?, &pending)
+                .await
+                .err()
+                .ok_or(eyre!("{why}: served"))?;
+            Ok::<_, eyre::Report>((e.status, e.kind, e.message))
+        }
+    };
+    let deposit = U256::from(10u64).pow(U256::from(16u64));
+    let (status, kind, message) = refused(
+        auth::voucher_headers(&voucher(&acct(6), 0, 1, deposit)?),
+        "broke",
+    )
+    .await?;
     assert_eq!(
-        (e.status, e.kind.as_str()),
+        (status, kind.as_str()),
         (StatusCode::PAYMENT_REQUIRED, "insufficient_escrow")
     );
-    assert!(e.message.contains("deposit"), "{}", e.message);
-    // A session signed for another model is refused.
-    let other = headers(auth::sign_session(&payer, svc.domain(), "other-model", 60)?)?;
-    let e = svc
-        .authorize(&other, &pending("r0"))
-        .await
-        .err()
-        .ok_or(eyre!("wrong model accepted"))?;
-    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
-
-    // The paying account asks for fact 1 and gets it back.
-    let h = headers(auth::sign_session(
+    assert!(message.contains("deposit"), "{message}");
+    // A session proves who asks but pays nothing.
+    let (status, kind, message) = refused(
+        auth::sign_session(&payer, svc.domain(), "facts-model", 60)?,
+        "session",
+    )
+    .await?;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::PAYMENT_REQUIRED, "payment_required")
+    );
+    assert!(message.contains("no voucher"), "{message}");
+    // Vouchers that cannot pay for this request, each refused by name before any compute.
+    let worst = (price * U256::from(12 + 64)).div_ceil(U256::from(1000));
+    for (h, want) in [
+        (voucher(&payer, 99, 1, deposit)?, "voucher_model_mismatch"),
+        (
+            voucher(&payer, 1, 1, worst - U256::from(1))?,
+            "voucher_exhausted",
+        ),
+    ] {
+        let (status, kind, _) = refused(auth::voucher_headers(&h), want).await?;
+        assert_eq!(
+            (status, kind.as_str()),
+            (StatusCode::PAYMENT_REQUIRED, want)
+        );
+    }
+    let cheap = auth::sign_voucher(
         &payer,
         svc.domain(),
-        "facts-model",
-        600,
-    )?)?;
+        &auth::VoucherTerms {
+            attributor: acct(0).address(),
+            model_id: 0,
+            max_price_per_1k: price - U256::from(1),
+            channel: U256::from(1),
+            cumulative: deposit,
+            validity_secs: 600,
+        },
+    )?;
+    let (_, kind, _) = refused(auth::voucher_headers(&cheap), "cheap").await?;
+    assert_eq!(kind, "price_above_voucher");
+    let stale = auth::sign_voucher(
+        &payer,
+        svc.domain(),
+        &auth::VoucherTerms {
+            validity_secs: 0,
+            attributor: acct(0).address(),
+            model_id: 0,
+            max_price_per_1k: price,
+            channel: U256::from(1),
+            cumulative: deposit,
+        },
+    )?;
+    let (_, kind, _) = refused(auth::voucher_headers(&stale), "stale").await?;
+    assert_eq!(kind, "voucher_expired");
+    // Signed for another attributor: the signature does not cover this server's.
+    let elsewhere = auth::sign_voucher(
+        &payer,
+        svc.domain(),
+        &auth::VoucherTerms {
+            attributor: acct(9).address(),
+            model_id: 0,
+            max_price_per_1k: price,
+            channel: U256::from(1),
+            cumulative: deposit,
+            validity_secs: 600,
+        },
+    )?;
+    let (status, kind, _) = refused(auth::voucher_headers(&elsewhere), "elsewhere").await?;
+    assert_eq!(
+        (status, kind.as_str()),
+        (StatusCode::UNAUTHORIZED, "bad_voucher")
+    );
+
+    // The paying account asks for fact 1 and gets it back.
+    let paying = voucher(&payer, 1, 1, deposit)?;
+    let h = headers(auth::voucher_headers(&paying))?;
     let charge = svc
         .authorize(&h, &pending("r1"))
         .await
@@ -251,12 +332,27 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         .json()
         .await?;
     let proof: Vec<B256> = serde_json::from_value(view["batch"]["proof"].clone())?;
+    let leaf: B256 = serde_json::from_value(view["batch"]["leaf"].clone())?;
+    assert_eq!(Some(leaf), rec.leaf().map(|l| l.hash()));
+    assert_eq!(rec.channel, Some(paying.channel_key()));
     let reader = AttributionSettlement::new(settlement_addr, &payer_p);
     assert!(
         reader
-            .verifyRecord(U256::from(batch_id), record_id, proof.clone())
+            .verifyRecord(U256::from(batch_id), leaf, proof.clone())
             .call()
             .await?
+    );
+    assert!(
+        !reader
+            .verifyRecord(U256::from(batch_id), record_id, proof.clone())
+            .call()
+            .await?,
+        "a record id is not a leaf"
+    );
+    assert_eq!(
+        reader.spent(paying.channel_key()).call().await?,
+        rec.fee,
+        "the voucher channel is charged the fee"
     );
     let rep = svc.verify(record_id).await?;
     assert!(rep.ok(), "{rep:?}");
@@ -286,9 +382,10 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     if t.contributions.len() == 1 {
         t.fee += U256::from(1);
     }
+    let t_leaf = t.leaf().ok_or(eyre!("charged"))?.hash();
     assert!(
         !reader
-            .verifyRecord(U256::from(batch_id), t.id(), proof.clone())
+            .verifyRecord(U256::from(batch_id), t_leaf, proof.clone())
             .call()
             .await?
     );
@@ -350,30 +447,95 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     assert_eq!(after + gas, before + claimable);
     assert_eq!(reader.balanceOf(winner.address()).call().await?, U256::ZERO);
 
-    // API keys: signed request → key → the key identifies the payer.
-    let kh = headers(auth::sign_key_request(&payer, svc.domain(), "laptop")?)?;
+    // API keys: signed request with a voucher → key → answers are charged under the voucher.
     let client = reqwest::Client::new();
-    let mut req = client
-        .post(format!("{base}/api/keys"))
-        .json(&serde_json::json!({"label": "laptop"}));
-    for (k, v) in kh.iter() {
-        req = req.header(k.as_str(), v.to_str()?);
-    }
-    let key: serde_json::Value = req.send().await?.json().await?;
-    let mut bearer = HeaderMap::new();
-    bearer.insert(
-        "authorization",
-        HeaderValue::from_str(&format!(
-            "Bearer {}",
-            key["key"].as_str().ok_or(eyre!("{key}"))?
-        ))?,
-    );
+    let post_key = |label: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        let kh = auth::sign_key_request(&payer, svc.domain(), label);
+        let url = format!("{base}/api/keys");
+        async move {
+            let mut req = client.post(url).json(&body);
+            for (k, v) in kh? {
+                req = req.header(k, v);
+            }
+            Ok::<_, eyre::Report>(req.send().await?)
+        }
+    };
+    let bearer_of = |key: &serde_json::Value| -> Result<HeaderMap> {
+        let mut m = HeaderMap::new();
+        m.insert(
+            "authorization",
+            HeaderValue::from_str(&format!(
+                "Bearer {}",
+                key["key"].as_str().ok_or(eyre!("{key}"))?
+            ))?,
+        );
+        Ok(m)
+    };
+    let small = voucher(&payer, 0, 2, worst)?;
+    let key: serde_json::Value = post_key(
+        "laptop",
+        serde_json::json!({"label": "laptop", "voucher": small}),
+    )
+    .await?
+    .json()
+    .await?;
+    let bearer = bearer_of(&key)?;
     let c = svc
         .authorize(&bearer, &pending("r3"))
         .await
         .map_err(|e| eyre!("{e}"))?
         .ok_or(eyre!("free?"))?;
     assert_eq!(c.payer, payer.address());
+    assert_eq!(c.voucher, small);
+    // r3 holds the whole cap of channel 2 while it runs: a second request is refused
+    let e = svc
+        .authorize(&bearer, &pending("r4"))
+        .await
+        .err()
+        .ok_or(eyre!("over the key's voucher"))?;
+    assert_eq!(e.kind, "voucher_exhausted");
+    // a top-up on the same channel; a lower cap is refused; another account's voucher too
+    let top_up = |v: &auth::SignedVoucher| {
+        let mut req = client
+            .post(format!("{base}/api/keys/voucher"))
+            .json(&serde_json::json!({"voucher": v}));
+        for (k, val) in bearer.iter() {
+            req = req.header(k.as_str(), val.to_str().unwrap_or_default());
+        }
+        req.send()
+    };
+    let r = top_up(&voucher(&payer, 0, 2, worst * U256::from(2))?).await?;
+    assert_eq!(r.status(), 200, "{}", r.text().await?);
+    assert!(
+        svc.authorize(&bearer, &pending("r4")).await.is_ok(),
+        "topped up"
+    );
+    let r = top_up(&voucher(&payer, 0, 2, worst)?).await?;
+    assert_eq!(r.status(), 400);
+    let r = top_up(&voucher(&acct(6), 0, 2, deposit)?).await?;
+    assert_eq!(r.status(), 401);
+    svc.abandoned("r3");
+    svc.abandoned("r4");
+    // a key with no voucher identifies its owner but pays nothing; a forged voucher gets no key
+    let bare: serde_json::Value = post_key("bare", serde_json::json!({"label": "bare"}))
+        .await?
+        .json()
+        .await?;
+    let e = svc
+        .authorize(&bearer_of(&bare)?, &pending("r5"))
+        .await
+        .err()
+        .ok_or(eyre!("a key with no voucher paid"))?;
+    assert_eq!(e.kind, "payment_required");
+    let mut forged_v = small.clone();
+    forged_v.cumulative = deposit;
+    let r = post_key(
+        "forged",
+        serde_json::json!({"label": "forged", "voucher": forged_v}),
+    )
+    .await?;
+    assert_eq!(r.status(), 401);
 
     // The watchtower. A watcher sharing the attributor's record store finds the honest batch
     // verifies; a watcher with its own empty store fetches the record from the attributor's
@@ -445,27 +607,13 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     }];
     let forged_id = forged.id();
     svc.records().put(forged.to_bytes().into()).await?;
-    let mut shares: std::collections::BTreeMap<u64, u64> = Default::default();
-    for c in &forged.contributions {
-        *shares.entry(c.contribution).or_default() += c.weight_ppm as u64;
-    }
+    let forged_leaf = forged.leaf().ok_or(eyre!("charged"))?;
     let attributor = provider(&rpc, &acct(0))?;
     send(
         AttributionSettlement::new(settlement_addr, &attributor).submitBatch(
-            forged_id,
-            vec![AttributionSettlement::Inference {
-                recordId: forged_id,
-                payer: payer.address(),
-                modelId: U256::from(model_id),
-                fee: forged.fee,
-                shares: shares
-                    .into_iter()
-                    .map(|(id, w)| AttributionSettlement::Share {
-                        contributionId: U256::from(id),
-                        weight: U256::from(w),
-                    })
-                    .collect(),
-            }],
+            forged_leaf.hash(),
+            vec![paying.to_binding()],
+            vec![forged_leaf.to_inference(0)],
         ),
     )
     .await?;
@@ -524,27 +672,65 @@ async fn the_fee_rule_in_rust_is_the_contracts() -> Result<()> {
         seed ^= seed << 17;
         seed
     };
+    let v = auth::sign_voucher(
+        &payer,
+        &openledger_protocol::eip712::inference_domain(
+            openledger_protocol::DEV_CHAIN_ID,
+            w.settlement_address()?,
+        ),
+        &auth::VoucherTerms {
+            attributor: w.acct(0).address(),
+            model_id: 0,
+            max_price_per_1k: U256::MAX,
+            channel: U256::from(7),
+            cumulative: U256::MAX,
+            validity_secs: 600,
+        },
+    )?;
+    let price = ModelRegistry::new(w.devnet.deployments.contracts.model_registry, &attributor)
+        .getModel(U256::from(w.model_id))
+        .call()
+        .await?
+        .pricePer1kTokens;
     for case in 0..12 {
+        // 1 to 3 of the contributions, ppm weights summing to 1,000,000 (or none: fallback)
         let n = (next() % 4) as usize;
-        let weights: Vec<U256> = (0..n).map(|_| U256::from(next() % 1_000_000 + 1)).collect();
-        let fee = U256::from(next() % 10_000_000_000_000 + 1);
-        let record = alloy_primitives::keccak256(format!("fee-rule-{case}"));
-        let before = balances(&settlement, &accounts).await?;
-        let inference = AttributionSettlement::Inference {
-            recordId: record,
+        let raw: Vec<u64> = (0..n).map(|_| next() % 1_000_000 + 1).collect();
+        let total: u64 = raw.iter().sum();
+        let mut ppm: Vec<u64> = raw.iter().map(|r| r * 1_000_000 / total.max(1)).collect();
+        if let Some(first) = ppm.first_mut() {
+            *first += 1_000_000 - raw.iter().map(|r| r * 1_000_000 / total).sum::<u64>();
+        }
+        let weights: Vec<U256> = ppm.iter().map(|w| U256::from(*w)).collect();
+        let tokens = next() % 500 + 1;
+        let fee = (price * U256::from(tokens)).div_ceil(U256::from(1000));
+        let leaf = openledger_protocol::voucher::Leaf {
+            record_id: alloy_primitives::keccak256(format!("fee-rule-{case}")),
+            request_key: alloy_primitives::keccak256(format!("fee-rule-request-{case}")),
             payer: payer.address(),
-            modelId: U256::from(w.model_id),
+            channel_key: v.channel_key(),
+            model_id: U256::from(w.model_id),
+            engine_id: alloy_primitives::keccak256(openledger_protocol::ENGINE),
+            prompt_hash: B256::ZERO,
+            answer_hash: B256::ZERO,
+            prompt_tokens: tokens / 2,
+            completion_tokens: tokens - tokens / 2,
+            price_per_1k: price,
             fee,
-            shares: weights
+            fallback: n == 0,
+            shares: ppm
                 .iter()
                 .enumerate()
-                .map(|(i, w)| AttributionSettlement::Share {
-                    contributionId: U256::from(i as u64 + 1),
-                    weight: *w,
-                })
+                .map(|(i, w)| (i as u64 + 1, *w as u32))
                 .collect(),
         };
-        send(settlement.submitBatch(record, vec![inference])).await?;
+        let before = balances(&settlement, &accounts).await?;
+        send(settlement.submitBatch(
+            leaf.hash(),
+            vec![v.to_binding()],
+            vec![leaf.to_inference(0)],
+        ))
+        .await?;
         let after = balances(&settlement, &accounts).await?;
         let delta: Vec<U256> = after.iter().zip(&before).map(|(a, b)| *a - *b).collect();
         let pay = split(fee, bps, &weights);

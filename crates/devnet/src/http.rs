@@ -6,7 +6,8 @@
 //! /api/datanets/...    Datanet service            (slot `datanets`)
 //! /api/jobs...         ModelFactory training jobs (slot `jobs`)
 //! /v1/..., /metrics    OpenLoRA                   (slot `serve`)
-//! /api/attribution..., /api/earnings..., /api/keys...   attribution + settlement (slot `attribution`)
+//! /api/attribution..., /api/earnings..., /api/keys..., /api/vouchers...
+//!                      attribution + settlement (slot `attribution`)
 //! everything else      the web UI                 (slot `ui`)
 //! ```
 
@@ -98,7 +99,7 @@ pub struct Slots {
     pub jobs: Slot,
     /// `/v1/…` and `/metrics` (full paths).
     pub serve: Slot,
-    /// `/api/attribution…`, `/api/earnings…`, `/api/keys…` (full paths).
+    /// `/api/attribution…`, `/api/earnings…`, `/api/keys…`, `/api/vouchers…` (full paths).
     pub attribution: Slot,
     /// Everything else: the web UI (full paths).
     pub ui: Slot,
@@ -128,9 +129,14 @@ pub fn origin(rpc: Router, slots: &Slots) -> Router {
                 jobs.oneshot(req).await
             } else if under(&path, "/v1") || path == "/metrics" {
                 serve.oneshot(req).await
-            } else if ["/api/attribution", "/api/earnings", "/api/keys"]
-                .iter()
-                .any(|p| under(&path, p))
+            } else if [
+                "/api/attribution",
+                "/api/earnings",
+                "/api/keys",
+                "/api/vouchers",
+            ]
+            .iter()
+            .any(|p| under(&path, p))
             {
                 attribution.oneshot(req).await
             } else {
@@ -200,7 +206,13 @@ mod tests {
         assert_eq!(get_status(&app, "/api/datanets/list").await.1, "list");
         assert_eq!(get_status(&app, "/rpc").await.1, "rpc");
         assert_eq!(get_status(&app, "/").await.1, "home");
-        let (s, _) = get_status(&app, "/api/earnings/0xabc").await;
-        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        for path in ["/api/earnings/0xabc", "/api/vouchers/typed-data"] {
+            let (s, _) = get_status(&app, path).await;
+            assert_eq!(
+                s,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{path} is the attribution slot's"
+            );
+        }
     }
 }

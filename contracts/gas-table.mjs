@@ -90,6 +90,13 @@ async function main() {
     }
     settle.shift();
 
+    // The window: a contributor's credits of one bucket become final, then claim releases and pays.
+    await timeTravel(chain, Number((await c.ProtocolParams.read.disputeConfig()).challengeWindow) + 1);
+    r = await send(chain, w[9], st, "release", [A(2), 1n]);
+    row("release (1 bucket)", r.receipt.gasUsed, "anyone moves one account's final bucket to its balance; the account's first release (its queue head and balance slots are new)");
+    r = await send(chain, w[3], st, "claim", []);
+    row("claim", r.receipt.gasUsed, "releases the caller's final buckets (here 1), then pays");
+
     // Staking: a second attributor bonds, unbonds and withdraws after the unbonding delay.
     const sk = c.AttributorStaking;
     const min = await c.ProtocolParams.read.disputeParam([0]);
@@ -118,7 +125,8 @@ async function main() {
       "",
       "Each batch carries one signed voucher per payer in it (at most 3; signatures recovered once",
       "per batch) and computes every leaf on chain. The batch gas includes storing the batch record",
-      "(root, attributor, time, count, finalAt, total), the request keys, the channels' `spent`,",
+      "(root, attributor, time, count, finalAt, total, bucket), the request keys, the channels'",
+      "`spent`, the pending credits (an account's first credit in a bucket also queues the bucket),",
       "the exposure counter, the stake lock and the calls to ProtocolParams, ModelRegistry,",
       "DatanetRegistry and AttributorStaking.",
       "",

@@ -25,9 +25,12 @@ import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/Signa
 ///         inference's Merkle leaf from what it checked (`leafOf`) and refuses a batch whose
 ///         root differs, so the root that stays on chain commits to exactly what was charged:
 ///         any leaf can later be proven (`verifyRecord`) and disputed (`disputeRecord`).
-///         Escrow leaves only after a governed delay (`requestWithdrawal`, then
-///         `withdrawEscrow`), during which answers already given can still be settled against
-///         it. An attributor's fees per two challenge windows are capped by its stake
+///         Credits are pending until the batch's challenge window ends (`finalAt`): they wait in
+///         per-account buckets (`pendingIn`, bucket = settlement time rounded down to the
+///         governed `epochLength`) and become claimable once every batch of their bucket is
+///         final (`bucketFinalAt`); `claim` and `release` move matured credits. Escrow leaves
+///         only after a governed delay (`requestWithdrawal`, then `withdrawEscrow`), during
+///         which answers already given can still be settled against it. An attributor's fees per two challenge windows are capped by its stake
 ///         (`exposureBps`), and each batch keeps the stake locked until the batch's challenge
 ///         window ends (`finalAt`).
 /// @dev Split of one inference fee F with the governed split (t, m, c) in basis points:
@@ -37,7 +40,8 @@ import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/Signa
 ///      floor(pool × wᵢ / 1,000,000); the remainder of the pool (< number of contributions, in
 ///      wei) goes to the treasury, as does the whole pool of a fallback inference (no
 ///      contribution named). Every wei debited from escrow is credited to exactly one balance:
-///      nothing is lost or stranded. Invariant: address(this).balance == totalEscrow + totalBalances.
+///      nothing is lost or stranded.
+///      Invariant: address(this).balance == totalEscrow + totalPending + totalBalances.
 contract AttributionSettlement is PullPayments, EIP712 {
     /// @notice One attributed contribution and its weight in parts per million.
     struct Share {
@@ -95,6 +99,8 @@ contract AttributionSettlement is PullPayments, EIP712 {
         /// End of the batch's challenge window (`settledAt + challengeWindow` at settlement).
         uint64 finalAt;
         uint256 totalFees;
+        /// The pending bucket its credits went to.
+        uint64 bucket;
     }
 
     /// @notice A payer's announced withdrawal.
@@ -113,11 +119,13 @@ contract AttributionSettlement is PullPayments, EIP712 {
         uint64 window;
         uint64 voucherGrace;
         uint64 priceGrace;
+        uint64 epoch;
     }
 
     /// @dev The running totals of one `submitBatch`.
     struct Run {
         uint256 batchId;
+        uint256 bucket;
         uint256 total;
         uint256 toTreasury;
         bytes32[] keys;
@@ -137,6 +145,8 @@ contract AttributionSettlement is PullPayments, EIP712 {
     uint256 public constant MAX_SHARES = 64;
     /// @notice What the weights of one inference sum to.
     uint256 public constant WEIGHT_TOTAL = 1_000_000;
+    /// @notice Most buckets one `claim` (or a `release` without a limit) moves.
+    uint256 public constant MAX_RELEASE = 64;
 
     /// @notice The governed parameters (split, treasury, stake, exposure, voucher and price rules).
     ProtocolParams public immutable params;
@@ -168,6 +178,15 @@ contract AttributionSettlement is PullPayments, EIP712 {
     mapping(bytes32 channelKey => uint256) public spent;
     /// @notice When a channel stops accepting charges (0: open), set by `closeChannel`.
     mapping(bytes32 channelKey => uint64) public closesAt;
+    /// @notice Credits not final yet, per account and bucket.
+    mapping(address account => mapping(uint256 bucket => uint256)) public pendingIn;
+    /// @notice Sum of `pendingIn`.
+    uint256 public totalPending;
+    /// @notice When a bucket's credits become final: the latest `finalAt` of its batches.
+    mapping(uint256 bucket => uint64) public bucketFinalAt;
+    /// @dev Per account, the buckets it has pending credits in, oldest first, from `_head` on.
+    mapping(address account => uint256[]) private _queue;
+    mapping(address account => uint256) private _head;
 
     /// @notice OPEN was added to `payer`'s escrow.
     event EscrowDeposited(address indexed payer, address indexed from, uint256 amount);
@@ -190,6 +209,8 @@ contract AttributionSettlement is PullPayments, EIP712 {
         bytes32 recordId,
         bytes32 leaf
     );
+    /// @notice `amount` of `account`'s credits became final and claimable.
+    event Released(address indexed account, uint256 amount);
     /// @notice A batch was settled.
     event BatchSettled(
         uint256 indexed batchId, address indexed attributor, bytes32 recordsRoot, uint256 inferenceCount, uint256 totalFees
@@ -316,7 +337,7 @@ contract AttributionSettlement is PullPayments, EIP712 {
     ///         voucher. Closing again never moves the moment later.
     function closeChannel(address attributor, uint256 channel) external {
         bytes32 key = channelKey(msg.sender, attributor, channel);
-        (uint64 grace,) = params.voucherTerms();
+        (uint64 grace,,) = params.batchTerms();
         uint64 closing = uint64(block.timestamp) + grace;
         uint64 current = closesAt[key];
         if (current != 0 && current < closing) closing = current;
@@ -345,18 +366,55 @@ contract AttributionSettlement is PullPayments, EIP712 {
         }
         batchId = ++batchCount;
         batchOfRoot[recordsRoot] = batchId;
-        uint256 total = _settleAll(batchId, recordsRoot, vouchers, inferences, cfg);
+        uint64 bucket = uint64(block.timestamp - (block.timestamp % cfg.epoch));
+        uint256 total = _settleAll(batchId, bucket, recordsRoot, vouchers, inferences, cfg);
         uint64 finalAt = _checkExposure(total, stake, cfg);
+        if (bucketFinalAt[bucket] < finalAt) bucketFinalAt[bucket] = finalAt;
         _batches[batchId] = Batch({
             recordsRoot: recordsRoot,
             attributor: msg.sender,
             settledAt: uint64(block.timestamp),
             inferenceCount: uint32(inferences.length),
             finalAt: finalAt,
-            totalFees: total
+            totalFees: total,
+            bucket: bucket
         });
         staking.recordBatch(msg.sender, finalAt);
         emit BatchSettled(batchId, msg.sender, recordsRoot, inferences.length, total);
+    }
+
+    /// @notice Moves `account`'s matured credits (buckets whose batches are all final) into its
+    ///         claimable balance, oldest bucket first, at most `maxBuckets` of them; stops at the
+    ///         first bucket not final yet. Anyone may call it. `claim` does it for the caller.
+    /// @return amount What became claimable.
+    function release(address account, uint256 maxBuckets) external returns (uint256 amount) {
+        return _release(account, maxBuckets);
+    }
+
+    /// @notice What `account` could claim now: its balance and its matured credits (the first
+    ///         `MAX_RELEASE` buckets, as `claim` moves them).
+    function claimable(address account) external view returns (uint256 amount) {
+        amount = balanceOf[account];
+        uint256[] storage q = _queue[account];
+        uint256 end = _head[account] + MAX_RELEASE;
+        if (end > q.length) end = q.length;
+        for (uint256 i = _head[account]; i < end; ++i) {
+            uint256 bucket = q[i];
+            if (block.timestamp < bucketFinalAt[bucket]) break;
+            amount += pendingIn[account][bucket];
+        }
+    }
+
+    /// @notice `account`'s credits not claimable yet, and when the latest of them becomes final.
+    function pendingOf(address account) external view returns (uint256 amount, uint64 finalAt) {
+        uint256[] storage q = _queue[account];
+        for (uint256 i = _head[account]; i < q.length; ++i) {
+            uint256 bucket = q[i];
+            uint64 ends = bucketFinalAt[bucket];
+            if (block.timestamp >= ends) continue;
+            amount += pendingIn[account][bucket];
+            if (ends > finalAt) finalAt = ends;
+        }
     }
 
     /// @notice A settled batch.
@@ -436,7 +494,44 @@ contract AttributionSettlement is PullPayments, EIP712 {
     /// @dev The governed settlement parameters, read once per batch.
     function _config() private view returns (Config memory c) {
         (c.treasury, c.tBps, c.mBps,, c.minStake, c.exposureBps, c.window) = params.settlementConfig();
-        (c.voucherGrace, c.priceGrace) = params.voucherTerms();
+        (c.voucherGrace, c.priceGrace, c.epoch) = params.batchTerms();
+    }
+
+    /// @dev Credits `amount` to `account`'s pending `bucket` (totals are added per batch).
+    function _creditPending(address account, uint256 bucket, uint256 amount) private {
+        uint256 before = pendingIn[account][bucket];
+        if (before == 0) {
+            uint256[] storage q = _queue[account];
+            if (q.length == _head[account] || q[q.length - 1] != bucket) q.push(bucket);
+        }
+        pendingIn[account][bucket] = before + amount;
+    }
+
+    /// @dev See `release`.
+    function _release(address account, uint256 maxBuckets) private returns (uint256 amount) {
+        uint256[] storage q = _queue[account];
+        uint256 head = _head[account];
+        uint256 end = head + (maxBuckets == 0 || maxBuckets > MAX_RELEASE ? MAX_RELEASE : maxBuckets);
+        if (end > q.length) end = q.length;
+        while (head < end) {
+            uint256 bucket = q[head];
+            if (block.timestamp < bucketFinalAt[bucket]) break;
+            amount += pendingIn[account][bucket];
+            delete pendingIn[account][bucket];
+            delete q[head];
+            ++head;
+        }
+        _head[account] = head;
+        if (amount != 0) {
+            totalPending -= amount;
+            _credit(account, amount);
+            emit Released(account, amount);
+        }
+    }
+
+    /// @dev A claim first releases the caller's matured credits.
+    function _beforeClaim(address account) internal override {
+        _release(account, MAX_RELEASE);
     }
 
     /// @dev Checks every voucher (addressed to the caller, not expired beyond the grace, channel
@@ -463,6 +558,7 @@ contract AttributionSettlement is PullPayments, EIP712 {
     ///      refuses a root that is not the leaves' root; returns the total fees.
     function _settleAll(
         uint256 batchId,
+        uint256 bucket,
         bytes32 recordsRoot,
         Voucher[] calldata vouchers,
         Inference[] calldata inferences,
@@ -470,6 +566,7 @@ contract AttributionSettlement is PullPayments, EIP712 {
     ) private returns (uint256) {
         Run memory run = Run({
             batchId: batchId,
+            bucket: bucket,
             total: 0,
             toTreasury: 0,
             keys: _checkVouchers(vouchers, cfg),
@@ -482,9 +579,9 @@ contract AttributionSettlement is PullPayments, EIP712 {
         }
         bytes32 computed = _root(run.leaves);
         if (computed != recordsRoot) revert RootMismatch(recordsRoot, computed);
-        if (run.toTreasury != 0) _creditNoTotal(cfg.treasury, run.toTreasury);
+        if (run.toTreasury != 0) _creditPending(cfg.treasury, bucket, run.toTreasury);
         totalEscrow -= run.total;
-        totalBalances += run.total;
+        totalPending += run.total;
         return run.total;
     }
 
@@ -536,8 +633,8 @@ contract AttributionSettlement is PullPayments, EIP712 {
         _debit(v.payer, inf.modelId, fee);
         uint256 t = (fee * cfg.tBps) / 10_000;
         uint256 m = (fee * cfg.mBps) / 10_000;
-        if (m != 0) _creditNoTotal(modelOwner, m);
-        run.toTreasury += t + _payContributors(inf.shares, fee - t - m);
+        if (m != 0) _creditPending(modelOwner, run.bucket, m);
+        run.toTreasury += t + _payContributors(inf.shares, fee - t - m, run.bucket);
         run.total += fee;
         bytes32 leaf = leafOf(inf, v.payer, key, fee);
         run.leaves[i] = leaf;
@@ -607,7 +704,10 @@ contract AttributionSettlement is PullPayments, EIP712 {
     }
 
     /// @dev Credits the contributors' pool by weight; returns what is left for the treasury.
-    function _payContributors(Share[] calldata shares, uint256 pool) private returns (uint256 remainder) {
+    function _payContributors(Share[] calldata shares, uint256 pool, uint256 bucket)
+        private
+        returns (uint256 remainder)
+    {
         uint256 n = shares.length;
         if (n == 0 || pool == 0) return pool;
         uint256[] memory ids = new uint256[](n);
@@ -619,7 +719,7 @@ contract AttributionSettlement is PullPayments, EIP712 {
         for (uint256 j = 0; j < n; ++j) {
             uint256 amount = Math.mulDiv(pool, shares[j].weight, WEIGHT_TOTAL);
             if (amount != 0) {
-                _creditNoTotal(contributors[j], amount);
+                _creditPending(contributors[j], bucket, amount);
                 remainder -= amount;
             }
         }

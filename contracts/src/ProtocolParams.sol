@@ -197,10 +197,11 @@ contract ProtocolParams is Ownable {
         return _dispute.priceGracePeriod;
     }
 
-    /// @notice What `AttributionSettlement` reads to check vouchers and prices, in one call.
-    function voucherTerms() external view returns (uint64 voucherGrace, uint64 priceGracePeriod_) {
+    /// @notice What `AttributionSettlement` reads to check vouchers and prices and to bucket
+    ///         pending credits, in one call.
+    function batchTerms() external view returns (uint64 voucherGrace, uint64 priceGracePeriod_, uint64 epochLength) {
         DisputeConfig storage d = _dispute;
-        return (d.voucherGrace, d.priceGracePeriod);
+        return (d.voucherGrace, d.priceGracePeriod, d.epochLength);
     }
 
     /// @notice The bounds `param` must stay within given the other parameters' current values.

@@ -31,7 +31,12 @@ abstract contract PullPayments {
         return _claim(to);
     }
 
+    /// @dev Called at the start of every claim (a contract with credits that mature moves the
+    ///      caller's matured ones into `balanceOf` here).
+    function _beforeClaim(address account) internal virtual {}
+
     function _claim(address payable to) private returns (uint256 amount) {
+        _beforeClaim(msg.sender);
         amount = balanceOf[msg.sender];
         if (amount == 0) revert NothingToClaim();
         balanceOf[msg.sender] = 0;

@@ -1,14 +1,16 @@
 // Money conservation, as a property over random batches (seeded PRNG; OPENLEDGER_SEED to vary):
 // Σ debited escrow = Σ credited balances for every batch, every balance equals a BigInt
 // reference model of the documented split, each voucher channel's `spent` is the sum of its
-// fees, nobody claims more than credited, and once everyone has claimed and withdrawn, the
-// contract holds exactly nothing.
+// fees, credits are claimable only once their challenge window has passed (anvil moves time;
+// on a node without evm_increaseTime nothing matures during the test and no claim succeeds),
+// nobody claims more than credited, and once everyone has claimed and withdrawn, the contract
+// holds exactly nothing.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { maxUint256 } from "viem";
 import {
   startChain, deployProtocol, send, expectRevert, setupMarket, balance, gasCost, prng,
-  signVoucher, inferenceV2, batchV2, channelKey,
+  signVoucher, inferenceV2, batchV2, channelKey, canTimeTravel, timeTravel,
 } from "../lib/testing.mjs";
 
 const SEED = Number(process.env.OPENLEDGER_SEED ?? 20261124);
@@ -72,6 +74,11 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
   }
 
   const accounts = [treasury, ...Array.from({ length: 10 }, (_, i) => A(i))];
+  const travel = await canTimeTravel(chain);
+  const window = Number((await c.ProtocolParams.read.disputeConfig()).challengeWindow);
+  /** What the contract owes `acct`: claimable now plus still pending. */
+  const owedOf = async (acct) => (await st.read.claimable([acct])) + (await st.read.pendingOf([acct]))[0];
+  const totals = () => Promise.all([st.read.totalEscrow(), st.read.totalPending(), st.read.totalBalances()]);
   let settled = 0;
   let rejected = 0;
   for (let round = 0; round < BATCHES; round++) {
@@ -126,7 +133,7 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       add(owed, treasury, rest);
     }
     const { args } = batchV2(vouchers, infs.map((x) => inferenceV2({ modelId: x.modelId, price: 1000n, tokens: x.fee, shares: x.shares, voucher: x.voucher })));
-    const before = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
+    const before = await totals();
     if (failure) {
       await expectRevert(chain, w[0], st, "submitBatch", args, failure);
       rejected++;
@@ -135,19 +142,26 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       Object.assign(ref, { escrow: esc, allowance: alw, owed, spent });
       settled++;
     }
-    const afterT = await Promise.all([st.read.totalEscrow(), st.read.totalBalances()]);
-    assert.equal(before[0] - afterT[0], afterT[1] - before[1], "Σ debited escrow = Σ credited balances");
+    const afterT = await totals();
+    assert.equal(before[0] - afterT[0], afterT[1] + afterT[2] - before[1] - before[2], "Σ debited escrow = Σ credits");
     assert.equal(before[0] - afterT[0], failure ? 0n : debited);
-    for (const acct of accounts) assert.equal(await st.read.balanceOf([acct]), get(ref.owed, acct), `balance of ${acct}`);
+    for (const acct of accounts) assert.equal(await owedOf(acct), get(ref.owed, acct), `credits of ${acct}`);
     for (const p of payers) {
       assert.equal(await st.read.escrowOf([A(p)]), get(ref.escrow, A(p)));
       assert.equal(await st.read.spent([channelKey(vouchers[payers.indexOf(p)])]), get(ref.spent, A(p)), "spent = Σ fees of the channel");
       for (const mo of models) assert.equal(await st.read.allowance([A(p), mo.id]), get(ref.allowance, `${A(p)}/${mo.id}`));
     }
-    assert.equal(await balance(chain, st.address), afterT[0] + afterT[1], "balance = escrow + balances");
+    assert.equal(await balance(chain, st.address), afterT[0] + afterT[1] + afterT[2], "balance = escrow + pending + balances");
 
-    // a random account claims: it gets exactly what it was credited, and nothing more after
+    // a random account claims: before the window nothing; after it exactly what it was
+    // credited, and nothing more after
     const i = int(1, 9);
+    if (!travel) {
+      assert.equal(await st.read.claimable([A(i)]), 0n, "nothing matures within the test");
+      await expectRevert(chain, w[i], st, "claim", [], "NothingToClaim");
+      continue;
+    }
+    await timeTravel(chain, window + 1);
     const due = get(ref.owed, A(i));
     if (due > 0n) {
       const b0 = await balance(chain, A(i));
@@ -162,8 +176,9 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
   assert.ok(settled > 0, `some batches settle (settled ${settled}, rejected ${rejected})`);
 
   // drain: everyone claims and withdraws; nothing is left behind
+  if (travel) await timeTravel(chain, window + 1);
   for (let i = 1; i < 10; i++) {
-    if (get(ref.owed, A(i)) > 0n) await send(chain, w[i], st, "claim", []);
+    if (travel && get(ref.owed, A(i)) > 0n) await send(chain, w[i], st, "claim", []);
   }
   for (const p of payers) {
     const e = await st.read.escrowOf([A(p)]);
@@ -172,9 +187,11 @@ test(`conservation over ${BATCHES} random batches (seed ${SEED}, split ${SPLIT.t
       await send(chain, w[p], st, "withdrawEscrow", [e]);
     }
   }
-  const treasuryOwed = await st.read.balanceOf([treasury]);
+  const treasuryOwed = await owedOf(treasury);
   assert.equal(treasuryOwed, get(ref.owed, treasury));
   assert.equal(await st.read.totalEscrow(), 0n);
-  assert.equal(await st.read.totalBalances(), treasuryOwed, "only the treasury (the Timelock, claims by proposal) is owed");
-  assert.equal(await balance(chain, st.address), treasuryOwed, "nothing stranded");
+  const unclaimed = travel ? treasuryOwed : accounts.reduce((s, a) => s + get(ref.owed, a), 0n);
+  const [, pending, balances] = await totals();
+  assert.equal(pending + balances, unclaimed, "only the treasury (the Timelock, claims by proposal) is owed");
+  assert.equal(await balance(chain, st.address), unclaimed, "nothing stranded");
 });

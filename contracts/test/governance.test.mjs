@@ -214,13 +214,14 @@ test("governance end to end: wrap, delegate, propose a fee split, vote, queue, t
   await send(chain, w[6], st, "deposit", [], { value: 10_000n });
   await send(chain, w[6], st, "setAllowance", [m.modelId, 10_000n]);
   const tl = dep.contracts.OpenLedgerTimelock;
-  const before = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
   // a bonded attributor (account 8) settles one answer of 10,000 tokens under account 6's voucher
   await send(chain, w[8], c.AttributorStaking, "bond", [""], { value: await params.read.disputeParam([0]) });
   const v = await signVoucher(chain, w[6], st, addr(8), { cumulative: 10_000n });
-  await send(chain, w[8], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m.modelId, price: 1000n, tokens: 10_000n, shares: sharesOf([m.contributionIds[0]]) })]).args);
-  const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.balanceOf([a])));
-  assert.deepEqual(after.map((a, i) => a - before[i]), [2000n, 3000n, 5000n]);
+  const r = await send(chain, w[8], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m.modelId, price: 1000n, tokens: 10_000n, shares: sharesOf([m.contributionIds[0]]) })]).args);
+  const { bucket, finalAt, settledAt } = await st.read.getBatch([eventsNamed(r, "BatchSettled")[0].args.batchId]);
+  assert.equal(finalAt, settledAt + window0 + 30n, "the new challenge window applies");
+  const after = await Promise.all([tl, addr(5), addr(3)].map((a) => st.read.pendingIn([a, bucket])));
+  assert.deepEqual(after, [2000n, 3000n, 5000n]);
 });
 
 test("governance: the proposer cancels while pending; a proposal without quorum is defeated", async (t) => {
@@ -260,9 +261,9 @@ test("treasury: the Timelock claims protocol fees from both ledgers through a pr
   const tl = dep.contracts.OpenLedgerTimelock;
   const st = c.AttributionSettlement;
   const reg = c.DatanetRegistry;
-  const fromSettlement = await st.read.balanceOf([tl]);
+  const settlementOwed = (await st.read.claimable([tl])) + (await st.read.pendingOf([tl]))[0];
   const fromRegistry = await reg.read.balanceOf([tl]);
-  assert.ok(fromSettlement > 0n && fromRegistry > 0n, "earlier tests left protocol fees with the treasury");
+  assert.ok(settlementOwed > 0n && fromRegistry > 0n, "earlier tests left protocol fees with the treasury");
   const grantee = addr(8);
   const targets = [st.address, reg.address];
   const calldatas = [
@@ -277,9 +278,13 @@ test("treasury: the Timelock claims protocol fees from both ledgers through a pr
   await advance(Number(await gov.read.votingPeriod()) + 1);
   await send(chain, w[9], gov, "queue", [id]);
   await advance(Number(await c.OpenLedgerTimelock.read.getMinDelay()) + 1);
+  // by now the challenge windows of the earlier batches have passed: all of it is claimable
+  const fromSettlement = await st.read.claimable([tl]);
+  assert.equal(fromSettlement, settlementOwed);
   const before = await balance(chain, grantee);
   await send(chain, w[9], gov, "execute", [id]);
   assert.equal(await balance(chain, grantee), before + fromSettlement + fromRegistry);
   assert.equal(await st.read.balanceOf([tl]), 0n);
+  assert.equal(await st.read.claimable([tl]), 0n);
   assert.equal(await reg.read.balanceOf([tl]), 0n);
 });

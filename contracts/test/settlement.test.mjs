@@ -3,9 +3,9 @@
 // requests charged once, leaves computed on chain, proofs and disputes, claims.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { parseEther, maxUint256, hashTypedData } from "viem";
+import { parseEther, maxUint256, hashTypedData, encodeFunctionData, parseEventLogs } from "viem";
 import {
-  startChain, deployProtocol, send, expectRevert, eventsNamed, setupMarket, h32, balance, gasCost,
+  startChain, deployProtocol, deploy, send, expectRevert, eventsNamed, setupMarket, h32, balance, gasCost,
   canTimeTravel, timeTravel, signVoucher, inferenceV2, batchV2, sharesOf, channelKey, feeOf, leafOf, ENGINE_ID,
 } from "../lib/testing.mjs";
 
@@ -23,8 +23,8 @@ before(async () => {
 after(() => chain?.stop());
 
 async function invariant() {
-  const [bal, esc, owed] = await Promise.all([balance(chain, st.address), st.read.totalEscrow(), st.read.totalBalances()]);
-  assert.equal(bal, esc + owed, "contract balance = escrow + claimable balances");
+  const [bal, esc, pending, owed] = await Promise.all([balance(chain, st.address), st.read.totalEscrow(), st.read.totalPending(), st.read.totalBalances()]);
+  assert.equal(bal, esc + pending + owed, "contract balance = escrow + pending credits + claimable balances");
 }
 /** A voucher of payer w[i] for attributor w[0]. */
 const voucher = (i, over = {}) => signVoucher(chain, w[i], st, addr(0), over);
@@ -79,13 +79,7 @@ test("setAllowance: per payer and model, with event", async () => {
 
 test("submitBatch: registry price x tokens, governed split, ppm weights, dust to treasury, leaves on chain", async () => {
   const [c3, c4] = market.contributionIds;
-  const before = {
-    esc: await st.read.escrowOf([addr(6)]),
-    tr: await st.read.balanceOf([tl]),
-    mo: await st.read.balanceOf([addr(5)]),
-    a3: await st.read.balanceOf([addr(3)]),
-    a4: await st.read.balanceOf([addr(4)]),
-  };
+  const escBefore = await st.read.escrowOf([addr(6)]);
   const v = await voucher(6, { cumulative: 2000n });
   // fee 1003: treasury 100, model owner 401, pool 502 -> 167 (1/3) + 334 (2/3), dust 1 to treasury
   // fee 10: treasury 1, model owner 4, pool 5, a fallback record -> pool to treasury
@@ -108,13 +102,21 @@ test("submitBatch: registry price x tokens, governed split, ppm weights, dust to
   assert.equal(await st.read.batchOfRoot([tree.root]), 1n);
   assert.equal(await st.read.spent([channelKey(v)]), 1013n);
   assert.equal(inf[0].args.payer, addr(6));
-  assert.equal(await st.read.escrowOf([addr(6)]), before.esc - 1013n);
+  assert.equal(await st.read.escrowOf([addr(6)]), escBefore - 1013n);
   assert.equal(await st.read.allowance([addr(6), market.modelId]), 10_000n - 1013n);
-  assert.equal(await st.read.balanceOf([tl]), before.tr + 101n + 6n);
-  assert.equal(await st.read.balanceOf([addr(5)]), before.mo + 401n + 4n);
-  assert.equal(await st.read.balanceOf([addr(3)]), before.a3 + 167n);
-  assert.equal(await st.read.balanceOf([addr(4)]), before.a4 + 334n);
+  // credited to pending buckets, not claimable before the batch's challenge window ends
   const b = await st.read.getBatch([1n]);
+  const bucket = b.bucket;
+  assert.equal(b.settledAt - (b.settledAt % 10n), bucket, "bucket = settlement time rounded down to epochLength (10 s)");
+  assert.equal(b.finalAt, b.settledAt + 60n);
+  assert.equal(await st.read.bucketFinalAt([bucket]), b.finalAt);
+  assert.equal(await st.read.pendingIn([tl, bucket]), 101n + 6n);
+  assert.equal(await st.read.pendingIn([addr(5), bucket]), 401n + 4n);
+  assert.equal(await st.read.pendingIn([addr(3), bucket]), 167n);
+  assert.equal(await st.read.pendingIn([addr(4), bucket]), 334n);
+  assert.equal(await st.read.totalPending(), 1013n);
+  assert.equal(await st.read.balanceOf([addr(3)]), 0n);
+  assert.deepEqual(await st.read.pendingOf([addr(3)]), [167n, b.finalAt]);
   assert.equal(b.recordsRoot, tree.root);
   assert.equal(b.attributor, addr(0));
   assert.equal(b.inferenceCount, 3);
@@ -279,22 +281,76 @@ test("attack: an answer is charged at the price it was served at", async () => {
   await invariant();
 });
 
-test("unlimited allowance is not decremented; claim pays what was credited", async () => {
+test("attack: credits are not claimable before the window ends; then anyone releases them", async () => {
   const m2 = await setupMarket(chain, c, { owner: w[1], contributors: [w[3]], builder: w[5], tag: "m2", price: 1000n });
   await send(chain, w[6], st, "setAllowance", [m2.modelId, maxUint256]);
   const v = await voucher(6, { channel: 20n, cumulative: 1000n });
-  await send(chain, w[0], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m2.modelId, price: 1000n, tokens: 1000n, shares: sharesOf([m2.contributionIds[0]]) })]).args);
-  assert.equal(await st.read.allowance([addr(6), m2.modelId]), maxUint256);
-  for (const i of [3, 4, 5]) {
-    const owed = await st.read.balanceOf([addr(i)]);
-    assert.ok(owed > 0n);
+  const snapshot = async (i) => ({ claimable: await st.read.claimable([addr(i)]), pending: (await st.read.pendingOf([addr(i)]))[0] });
+  const was = { 3: await snapshot(3), 5: await snapshot(5) };
+  const r = await send(chain, w[0], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m2.modelId, price: 1000n, tokens: 1000n, shares: sharesOf([m2.contributionIds[0]]) })]).args);
+  const b = await st.read.getBatch([eventsNamed(r, "BatchSettled")[0].args.batchId]);
+  assert.equal(await st.read.allowance([addr(6), m2.modelId]), maxUint256, "unlimited allowance is not decremented");
+  // inside the window: this batch's credits are pending, not claimable, and neither a claim
+  // nor a release moves them
+  for (const i of [3, 5]) {
+    const now = await snapshot(i);
+    assert.equal(now.claimable, was[i].claimable, `account ${i}: nothing more claimable`);
+    assert.ok(now.pending > was[i].pending, `account ${i}: more pending`);
+    assert.equal((await st.read.pendingOf([addr(i)]))[1], b.finalAt);
+  }
+  const owed3 = (await snapshot(3)).pending;
+  await send(chain, w[9], st, "release", [addr(3), 0n]);
+  if ((await st.read.balanceOf([addr(3)])) > 0n) await send(chain, w[3], st, "claim", []);
+  await expectRevert(chain, w[3], st, "claim", [], "NothingToClaim");
+  assert.equal((await snapshot(3)).pending, owed3, "still pending after a claim and a release");
+  await invariant();
+  if (!(await canTimeTravel(chain))) return; // the rest needs evm_increaseTime
+  await timeTravel(chain, Number(b.finalAt - b.settledAt) + 1);
+  // after it: claimable; anyone may release it into the balance; the owner claims exactly it
+  assert.equal((await st.read.pendingOf([addr(3)]))[0], 0n);
+  const claimable3 = await st.read.claimable([addr(3)]);
+  assert.equal(claimable3, owed3);
+  const rr = await send(chain, w[9], st, "release", [addr(3), 0n]);
+  assert.equal(eventsNamed(rr, "Released")[0].args.account, addr(3));
+  assert.equal(await st.read.balanceOf([addr(3)]), claimable3);
+  for (const i of [3, 5]) {
+    const due = await st.read.claimable([addr(i)]);
     const before = await balance(chain, addr(i));
-    const r = await send(chain, w[i], st, "claim", []);
-    assert.deepEqual(eventsNamed(r, "Claimed")[0].args, { account: addr(i), to: addr(i), amount: owed });
-    assert.equal(await balance(chain, addr(i)), before + owed - gasCost(r.receipt));
-    assert.equal(await st.read.balanceOf([addr(i)]), 0n);
+    const c1 = await send(chain, w[i], st, "claim", []);
+    assert.deepEqual(eventsNamed(c1, "Claimed")[0].args, { account: addr(i), to: addr(i), amount: due });
+    assert.equal(await balance(chain, addr(i)), before + due - gasCost(c1.receipt));
+    assert.equal(await st.read.claimable([addr(i)]), 0n);
     await expectRevert(chain, w[i], st, "claim", [], "NothingToClaim");
   }
+  await invariant();
+});
+
+test("claim re-entered from the receiver pays once", async (t) => {
+  if (!(await canTimeTravel(chain))) {
+    t.skip("needs evm_increaseTime to pass the challenge window");
+    return;
+  }
+  // a contract that re-enters claim() when paid, credited as a model owner
+  const re = await deploy(chain, w[0], "ClaimReenterer", [st.address]);
+  const licence = (await c.DatanetRegistry.read.getDatanet([market.datanetId])).licenceFee;
+  const call = (contract, functionName, args) => encodeFunctionData({ abi: contract.abi, functionName, args });
+  await send(chain, w[0], re, "exec", [c.DatanetRegistry.address, call(c.DatanetRegistry, "buyLicence", [market.datanetId])], { value: licence });
+  const reg = await send(chain, w[0], re, "exec", [c.ModelRegistry.address, call(c.ModelRegistry, "registerModel", [{
+    baseModelId: "meta-llama/Llama-3.2-1B", baseModelHash: h32("base"), adapterHash: h32("re-adapter"), trainingManifestHash: h32("re-train"),
+    trainedOn: [{ datanetId: market.datanetId, version: 0n }], pricePer1kTokens: 1000n, metadataURI: "",
+  }])]);
+  const modelId = parseEventLogs({ abi: c.ModelRegistry.abi, logs: reg.receipt.logs }).find((e) => e.eventName === "ModelRegistered").args.modelId;
+  const m6 = { modelId, contributionIds: market.contributionIds };
+  await send(chain, w[6], st, "setAllowance", [modelId, maxUint256]);
+  const v = await voucher(6, { channel: 21n, cumulative: 10_000n });
+  await send(chain, w[0], st, "submitBatch", batchV2([v], [inferenceV2({ modelId: m6.modelId, price: 1000n, tokens: 10_000n, shares: sharesOf([m6.contributionIds[0]]) })]).args);
+  await timeTravel(chain, 61);
+  const due = await st.read.claimable([re.address]);
+  assert.ok(due > 0n);
+  await send(chain, w[0], re, "claimFrom", []);
+  assert.equal(await balance(chain, re.address), due, "paid once");
+  assert.equal(await re.read.reentered(), true, "the receiver tried");
+  assert.equal(await st.read.claimable([re.address]), 0n);
   await invariant();
 });
 

@@ -202,6 +202,10 @@ pub struct EarningsArgs {
     /// Send `claim()` for the acting account.
     #[arg(long)]
     claim: bool,
+    /// With --claim: when nothing is claimable yet but credits are pending, wait up to this many
+    /// seconds for their challenge window to end, then claim.
+    #[arg(long, requires = "claim")]
+    wait: Option<u64>,
 }
 
 /// Runs `openledger attribution show`.
@@ -258,7 +262,13 @@ async fn show(a: ShowArgs) -> Result<()> {
         }
     }
     human.push(match v["batch"]["batchId"].as_u64() {
-        Some(b) => format!("settled in batch {b}"),
+        Some(b) => match v["settlement"]["finalAt"].as_u64() {
+            Some(t) if t > openledger_datanet::auth::now() => format!(
+                "settled in batch {b}; challengeable until {t} (unix seconds), its credits pending until then"
+            ),
+            Some(_) => format!("settled in batch {b}; final (its challenge window has ended)"),
+            None => format!("settled in batch {b}"),
+        },
         None => "not settled yet".into(),
     });
     emit(human.join("\n"), v);
@@ -523,7 +533,7 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
         }
         None => None,
     };
-    let claimable = settlement.balanceOf(who).call().await?;
+    let (mut claimable, mut pending) = claimable_and_pending(&settlement, who).await?;
     let open = |v: &serde_json::Value| {
         v.as_str()
             .and_then(|s| s.parse::<U256>().ok())
@@ -562,12 +572,28 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
             "(no attribution API known: pass --http-url for earned totals; the chain only)\n".into()
         }
     };
-    human += &format!(
-        "{who} can claim {claimable} wei ({} OPEN)",
-        openledger_protocol::format_open(claimable)
-    );
-    let mut out =
-        serde_json::json!({"account": who, "earned": earned, "claimable": claimable.to_string()});
+    let line = |claimable: U256, pending: (U256, u64)| {
+        let mut s = format!(
+            "{who} can claim {claimable} wei ({} OPEN)",
+            openledger_protocol::format_open(claimable)
+        );
+        if !pending.0.is_zero() {
+            s += &format!(
+                "; {} OPEN more is pending until {} (unix seconds: the end of the challenge window of its batches)",
+                openledger_protocol::format_open(pending.0),
+                pending.1
+            );
+        }
+        s
+    };
+    human += &line(claimable, pending);
+    let mut out = serde_json::json!({
+        "account": who,
+        "earned": earned,
+        "claimable": claimable.to_string(),
+        "pending": pending.0.to_string(),
+        "pendingUntil": pending.1,
+    });
     if !a.claim {
         emit(human, out);
         return Ok(());
@@ -577,8 +603,26 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
             "--claim pays the acting account; drop the address or act as it"
         ));
     }
+    if claimable.is_zero()
+        && !pending.0.is_zero()
+        && let Some(secs) = a.wait
+    {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while claimable.is_zero() && !pending.0.is_zero() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            (claimable, pending) = claimable_and_pending(&settlement, who).await?;
+        }
+        human += &format!("\nafter waiting: {}", line(claimable, pending));
+        out["claimable"] = serde_json::json!(claimable.to_string());
+        out["pending"] = serde_json::json!(pending.0.to_string());
+        out["pendingUntil"] = serde_json::json!(pending.1);
+    }
     if claimable.is_zero() {
-        human += "\nnothing to claim";
+        human += if pending.0.is_zero() {
+            "\nnothing to claim"
+        } else {
+            "\nnothing to claim yet (pass --wait SECS to wait for the pending credits)"
+        };
         out["claimed"] = serde_json::json!("0");
         emit(human, out);
         return Ok(());
@@ -589,6 +633,25 @@ pub async fn earnings(a: EarningsArgs) -> Result<()> {
     out["tx"] = serde_json::json!(tx);
     emit(human, out);
     Ok(())
+}
+
+/// What `who` can claim now, and its pending credits with the time the last of them is final
+/// (by the wall clock: see `openledger_protocol::fees::Credits`).
+async fn claimable_and_pending(
+    settlement: &AttributionSettlement::AttributionSettlementInstance<
+        alloy::providers::DynProvider,
+    >,
+    who: Address,
+) -> Result<(U256, (U256, u64))> {
+    let claimable = settlement.claimable(who).call().await?;
+    let p = settlement.pendingOf(who).call().await?;
+    let c = openledger_protocol::fees::Credits::at(
+        claimable,
+        p.amount,
+        p.finalAt,
+        openledger_datanet::auth::now(),
+    );
+    Ok((c.claimable, (c.pending, c.pending_until)))
 }
 
 /// `openledger bench attribution` arguments.

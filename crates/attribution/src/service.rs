@@ -563,7 +563,7 @@ impl AttributionService {
             .await
             .map_err(|e| unavailable(&e))?;
         let t = openledger_protocol::bindings::ProtocolParams::new(params, self.provider.clone())
-            .voucherTerms()
+            .batchTerms()
             .call()
             .await
             .map_err(|e| unavailable(&e))?;

@@ -59,6 +59,9 @@ pub struct BatchFile {
     /// The leaves, in order.
     #[serde(default)]
     pub leaves: Vec<B256>,
+    /// End of the batch's challenge window (unix seconds): its credits are final from then on.
+    #[serde(default)]
+    pub final_at: u64,
     /// Credits by the contract's rule.
     pub credits: Vec<CreditLine>,
 }
@@ -112,11 +115,13 @@ pub enum Settlement {
     Pending,
     /// In a batch whose transaction was sent and is not known to be mined yet.
     Submitting,
-    /// In on-chain batch `batch_id`.
+    /// In on-chain batch `batch_id`; its credits are pending until `final_at`, then claimable.
     #[serde(rename_all = "camelCase")]
     Settled {
         /// Batch id.
         batch_id: u64,
+        /// End of the batch's challenge window (unix seconds).
+        final_at: u64,
     },
     /// The contract refused to settle it (the reason is the contract's error); never charged.
     Dropped {
@@ -436,6 +441,12 @@ impl AttributionService {
                 .map(|(i, id)| (*id, merkle::proof(&leaves, i)))
                 .collect(),
             leaves: leaves.clone(),
+            final_at: AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
+                .getBatch(U256::from(batch_id))
+                .call()
+                .await
+                .map_err(ChainError::from)?
+                .finalAt,
             credits,
         };
         write_atomic(
@@ -552,7 +563,10 @@ impl AttributionService {
     pub fn settlement_state(&self, id: &B256, charged: bool) -> Settlement {
         let st = self.state.lock();
         if let Some((b, _)) = st.settled.get(id) {
-            return Settlement::Settled { batch_id: *b };
+            return Settlement::Settled {
+                batch_id: *b,
+                final_at: st.batches.get(b).map_or(0, |f| f.final_at),
+            };
         }
         if let Some(r) = st.dropped.get(id) {
             return Settlement::Dropped { reason: r.clone() };
@@ -682,13 +696,26 @@ impl AttributionService {
         })
     }
 
-    /// Earnings of `account`: what settled batches credited it and what it can claim now.
+    /// Earnings of `account`: what settled batches credited it, what it can claim now and what
+    /// is still inside its batches' challenge window.
     pub async fn earnings(&self, account: Address) -> Result<serde_json::Value, ServiceError> {
-        let claimable = AttributionSettlement::new(self.cfg.settlement, self.provider.clone())
-            .balanceOf(account)
+        let settlement = AttributionSettlement::new(self.cfg.settlement, self.provider.clone());
+        let claimable = settlement
+            .claimable(account)
             .call()
             .await
             .map_err(ChainError::from)?;
+        let pending = settlement
+            .pendingOf(account)
+            .call()
+            .await
+            .map_err(ChainError::from)?;
+        let credits = openledger_protocol::fees::Credits::at(
+            claimable,
+            pending.amount,
+            pending.finalAt,
+            openledger_datanet::auth::now(),
+        );
         let (mut total, mut by_contribution, mut as_owner, mut as_treasury) = (
             U256::ZERO,
             std::collections::BTreeMap::<u64, U256>::new(),
@@ -710,7 +737,9 @@ impl AttributionService {
         Ok(serde_json::json!({
             "address": account,
             "earned": total.to_string(),
-            "claimable": claimable.to_string(),
+            "claimable": credits.claimable.to_string(),
+            "pending": credits.pending.to_string(),
+            "pendingUntil": credits.pending_until,
             "contributions": by_contribution.iter().map(|(id, a)| serde_json::json!({"contributionId": id, "earned": a.to_string()})).collect::<Vec<_>>(),
             "asModelOwner": as_owner.to_string(),
             "asTreasury": as_treasury.to_string(),

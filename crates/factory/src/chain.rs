@@ -52,6 +52,10 @@ pub(crate) struct Balances {
     pub delegate: Option<String>,
     pub datanet_claimable: String,
     pub settlement_claimable: String,
+    /// Inference credits still inside their batches' challenge window.
+    pub settlement_pending: String,
+    /// When the last of them becomes claimable (unix seconds; 0 when none).
+    pub settlement_pending_until: u64,
     pub escrow: String,
     pub datanet_claimable_wei: String,
     pub settlement_claimable_wei: String,
@@ -229,9 +233,18 @@ impl Chain {
         }
         if let Some(s) = self.cfg.contract(Contract::AttributionSettlement) {
             let s = AttributionSettlement::new(s, p.clone());
-            let v = s.balanceOf(a).call().await.map_err(ChainError::from)?;
-            b.settlement_claimable = open(v);
-            b.settlement_claimable_wei = v.to_string();
+            let v = s.claimable(a).call().await.map_err(ChainError::from)?;
+            let p = s.pendingOf(a).call().await.map_err(ChainError::from)?;
+            let c = openledger_protocol::fees::Credits::at(
+                v,
+                p.amount,
+                p.finalAt,
+                openledger_datanet::auth::now(),
+            );
+            b.settlement_claimable = open(c.claimable);
+            b.settlement_claimable_wei = c.claimable.to_string();
+            b.settlement_pending = open(c.pending);
+            b.settlement_pending_until = c.pending_until;
             b.escrow = open(s.escrowOf(a).call().await.map_err(ChainError::from)?);
         }
         Ok(b)

@@ -689,8 +689,17 @@
     } catch (_) { box.innerHTML = "<p class='muted'>The training service did not answer.</p>"; }
   }
 
+  // unix times rendered by the server, shown in the reader's local time
+  function localTimes() {
+    for (const t of document.querySelectorAll("time[data-unix]")) {
+      const d = new Date(Number(t.dataset.unix) * 1000);
+      t.dateTime = d.toISOString();
+      t.textContent = d.toLocaleString();
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
-    bindAccount(); bindActionForms(); bindUploads(); bindAdvance(); bindExplorer(); loadEarnings();
+    localTimes(); bindAccount(); bindActionForms(); bindUploads(); bindAdvance(); bindExplorer(); loadEarnings();
     bindChat(); bindTraining(); loadJobs(); loadBaseModels(); loadTrainDefaults();
     if (window.OL_PAGE_INIT) window.OL_PAGE_INIT();
   });

@@ -85,12 +85,64 @@ fn mul_div(a: U256, b: U256, d: U512) -> U256 {
 
 type U512 = alloy_primitives::Uint<512, 8>;
 
+/// An account's inference credits as a client should show them: `AttributionSettlement`'s
+/// `claimable` and `pendingOf` are computed at the latest block's timestamp, which stands still
+/// while a chain that seals on demand is idle; credits whose window has ended by the wall clock
+/// are claimable (the claim's own block releases them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Credits {
+    /// What a claim sent now pays.
+    pub claimable: U256,
+    /// Still inside a challenge window.
+    pub pending: U256,
+    /// When the last pending credit becomes claimable (unix seconds; 0 when none).
+    pub pending_until: u64,
+}
+
+impl Credits {
+    /// From `claimable(account)` and `pendingOf(account)` (amount, final time), at wall-clock
+    /// time `now`.
+    pub fn at(claimable: U256, pending: U256, pending_until: u64, now: u64) -> Self {
+        if pending.is_zero() || pending_until <= now {
+            Self {
+                claimable: claimable.saturating_add(pending),
+                pending: U256::ZERO,
+                pending_until: 0,
+            }
+        } else {
+            Self {
+                claimable,
+                pending,
+                pending_until,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn u(v: u64) -> U256 {
         U256::from(v)
+    }
+
+    #[test]
+    fn credits_past_their_window_by_the_wall_clock_are_claimable() {
+        let c = Credits::at(U256::from(5), U256::from(7), 100, 99);
+        assert_eq!(
+            (c.claimable, c.pending, c.pending_until),
+            (U256::from(5), U256::from(7), 100)
+        );
+        let c = Credits::at(U256::from(5), U256::from(7), 100, 100);
+        assert_eq!(
+            (c.claimable, c.pending, c.pending_until),
+            (U256::from(12), U256::ZERO, 0)
+        );
+        assert_eq!(
+            Credits::at(U256::ZERO, U256::ZERO, 0, 0).claimable,
+            U256::ZERO
+        );
     }
 
     #[test]

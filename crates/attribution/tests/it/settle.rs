@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use eyre::{Result, eyre};
 use openledger_attribution::{AttributionConfig, AttributionRecord, AttributionService, auth};
 use openledger_datanet::DatanetClient;
-use openledger_devnet::{Devnet, DevnetConfig};
+use openledger_devnet::Devnet;
 use openledger_protocol::Confirm;
 use openledger_protocol::bindings::{AttributionSettlement, ModelRegistry};
 use openledger_serve::hooks::{CompletedInference, InferenceHooks, PendingInference, ServedModel};
@@ -52,7 +52,7 @@ fn headers(h: Vec<(&'static str, String)>) -> Result<HeaderMap> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pay_attribute_settle_verify_claim() -> Result<()> {
-    let devnet = Devnet::start(DevnetConfig::default()).await?;
+    let devnet = Devnet::start(crate::attacks::short_window()).await?;
     let rpc = devnet.rpc_url();
     let api = format!(
         "{}/api/datanets",
@@ -416,36 +416,38 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
     accounts.dedup();
     let mut sum = U256::ZERO;
     for a in &accounts {
-        sum += reader.balanceOf(*a).call().await?;
+        sum += crate::attacks::owed(&reader, *a).await?;
     }
-    assert_eq!(sum, fee, "balances add up to the fee");
+    assert_eq!(sum, fee, "credits add up to the fee");
     let escrow = reader.escrowOf(payer.address()).call().await?;
     assert_eq!(escrow, U256::from(10u64).pow(U256::from(16u64)) - fee);
 
-    // Earnings API and claim: the credited contributor is paid in OPEN.
+    // Earnings API and claim: credits are pending for the batch's challenge window (10 s on
+    // this devnet), not claimable; then the credited contributor is paid in OPEN.
     let winner = acct(3);
-    let earn: serde_json::Value = reqwest::get(format!("{base}/api/earnings/{}", winner.address()))
-        .await?
-        .json()
-        .await?;
-    let claimable: U256 = earn["claimable"].as_str().ok_or(eyre!("{earn}"))?.parse()?;
-    assert!(claimable > U256::ZERO, "{earn}");
+    let earnings = || async {
+        let v: serde_json::Value =
+            reqwest::get(format!("{base}/api/earnings/{}", winner.address()))
+                .await?
+                .json()
+                .await?;
+        let n = |k: &str| -> Result<U256> { Ok(v[k].as_str().ok_or(eyre!("{v}"))?.parse()?) };
+        Ok::<_, eyre::Report>((n("earned")?, n("claimable")?, n("pending")?, v))
+    };
+    let (earned, claimable, pending_wei, earn) = earnings().await?;
+    assert!(earned > U256::ZERO, "{earn}");
+    assert_eq!((claimable, pending_wei), (U256::ZERO, earned), "{earn}");
     assert_eq!(
-        earn["earned"].as_str().map(str::to_string),
-        Some(claimable.to_string())
+        svc.settlement_state(&record_id, true),
+        openledger_attribution::settle::Settlement::Settled {
+            batch_id,
+            final_at: earn["pendingUntil"].as_u64().unwrap_or_default()
+        }
     );
-    let wp = provider(&rpc, &winner)?;
-    let before = wp.get_balance(winner.address()).await?;
-    let r = AttributionSettlement::new(settlement_addr, &wp)
-        .claim()
-        .send()
-        .await?
-        .confirm()
-        .await?;
-    let gas = U256::from(r.gas_used) * U256::from(r.effective_gas_price);
-    let after = wp.get_balance(winner.address()).await?;
-    assert_eq!(after + gas, before + claimable);
-    assert_eq!(reader.balanceOf(winner.address()).call().await?, U256::ZERO);
+    let paid = crate::attacks::claim_when_final(&rpc, settlement_addr, &winner).await?;
+    assert_eq!(paid, earned);
+    let (_, claimable, pending_wei, _) = earnings().await?;
+    assert_eq!((claimable, pending_wei), (U256::ZERO, U256::ZERO));
 
     // API keys: signed request with a voucher → key → answers are charged under the voucher.
     let client = reqwest::Client::new();
@@ -758,7 +760,7 @@ async fn balances<P: Provider>(
 ) -> Result<Vec<U256>> {
     let mut out = Vec::new();
     for a in who {
-        out.push(s.balanceOf(*a).call().await?);
+        out.push(crate::attacks::owed(s, *a).await?);
     }
     Ok(out)
 }

@@ -360,8 +360,27 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
 
     // A contributor claims what answers earned.
     b.act_as(c1).await?;
+    // Its credits wait out the batch's challenge window (60 s on the devnet), shown as pending.
     b.go("/earnings").await?;
-    let earned = amount(&b.testid("settlement-claimable").await?);
+    let start = Instant::now();
+    let earned = loop {
+        let claimable = amount(&b.testid("settlement-claimable").await?);
+        if claimable > 0.0 {
+            break claimable;
+        }
+        let pending = b.testid("settlement-pending").await.unwrap_or_default();
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(eyre!(
+                "inference earnings never became claimable (pending: {pending})"
+            ));
+        }
+        assert!(
+            amount(&pending) > 0.0,
+            "inference earnings are pending: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.go("/earnings").await?;
+    };
     assert!(earned > 0.0, "inference earnings are claimable");
     b.click("[data-testid='claim-inference']").await?;
     b.wait_amount("/earnings", "settlement-claimable", 0.0)

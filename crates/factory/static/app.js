@@ -367,7 +367,11 @@
           if (!r.ok) throw Object.assign(new Error(j.error ? j.error.message : "no record"), { plain: true });
           if (!j.batch) { say(out, "Recorded, not yet settled on chain: it will be in the next settlement batch. Verify again shortly.", "busy"); return; }
           const res = await postJson("/api/ui/verify", { batchId: j.batch.batchId, leaf: j.batch.leaf, proof: j.batch.proof });
-          say(out, res.included ? "Verified: the record is in settlement batch " + j.batch.batchId + " on chain." : "NOT verified: the record is not in the on-chain batch.", res.included ? "ok" : "error");
+          const finalAt = j.settlement && j.settlement.finalAt;
+          const window = !finalAt ? "" : finalAt * 1000 > Date.now()
+            ? " Its credits are pending and anyone may challenge it until " + new Date(finalAt * 1000).toLocaleString() + "."
+            : " Its challenge window has ended: its credits are final.";
+          say(out, res.included ? "Verified: the record is in settlement batch " + j.batch.batchId + " on chain." + window : "NOT verified: the record is not in the on-chain batch.", res.included ? "ok" : "error");
         } catch (e) { say(out, e.message, "error"); }
       });
       row.append(a, document.createTextNode(" "), v, document.createTextNode(" "), out);

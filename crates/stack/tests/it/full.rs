@@ -349,6 +349,10 @@ async fn walk(b: &Browser, dev: &[String], tmp: &std::path::Path, wallet: &Walle
                 .text()
                 .await?;
         if st.starts_with("Verified") {
+            assert!(
+                st.contains("anyone may challenge it until") || st.contains("credits are final"),
+                "the record's challenge window is shown: {st}"
+            );
             break;
         }
         if start.elapsed() > Duration::from_secs(60) {

@@ -226,6 +226,15 @@ pub const MAX_VOUCHER_VALIDITY_SECS: u64 = 30 * 86_400;
 /// Most contributions credited by one record.
 pub const MAX_CREDITS: usize = 64;
 
+/// 503 `chain_unavailable`: the chain could not be read; nothing was computed.
+fn unavailable(e: &dyn std::fmt::Display) -> HookError {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "chain_unavailable",
+        e.to_string(),
+    )
+}
+
 fn refuse(status: StatusCode, kind: &str, message: impl Into<String>) -> HookError {
     HookError {
         status,
@@ -716,13 +725,6 @@ impl AttributionService {
         headers: &HeaderMap,
         req: &PendingInference,
     ) -> Result<Option<Charge>, HookError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "chain_unavailable",
-                e.to_string(),
-            )
-        };
         if req.model.unregistered || req.model.mix.iter().any(|p| p.unregistered) {
             return self.authorize_unpublished(headers, req).map(|()| None);
         }
@@ -797,13 +799,6 @@ impl AttributionService {
         price: U256,
         req: &PendingInference,
     ) -> Result<Option<Charge>, HookError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "chain_unavailable",
-                e.to_string(),
-            )
-        };
         let payer = v.payer;
         if v.attributor != self.attributor() {
             return Err(refuse(

@@ -257,8 +257,14 @@ struct TypedVoucherQuery {
 /// The typed data of a voucher for `eth_signTypedData_v4`, and the headers to send it in.
 async fn get_typed_voucher(
     State(svc): Svc,
-    axum::extract::Query(q): axum::extract::Query<TypedVoucherQuery>,
+    q: Result<axum::extract::Query<TypedVoucherQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| {
+        bad_request(format!(
+            "query must be payer=0x…&model=model-N[&cumulative=wei&channel=N&validity=secs&max_price=wei]: {}",
+            e.body_text()
+        ))
+    })?;
     let model_id = match q.model.as_deref().map(str::trim) {
         None | Some("") | Some("0") | Some("*") => 0,
         Some(m) => m

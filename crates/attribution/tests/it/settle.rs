@@ -271,6 +271,47 @@ async fn pay_attribute_settle_verify_claim() -> Result<()> {
         (StatusCode::UNAUTHORIZED, "bad_voucher")
     );
 
+    // What a browser wallet does: the typed data from GET /api/vouchers/typed-data, signed as
+    // eth_signTypedData_v4 signs it, sent as the returned headers, pays; a malformed query is a
+    // clear JSON error.
+    let bad = reqwest::get(format!("{base}/api/vouchers/typed-data?model=model-1")).await?;
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.json().await?;
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("payer")),
+        "{bad}"
+    );
+    let t: serde_json::Value = reqwest::get(format!(
+        "{base}/api/vouchers/typed-data?payer={}&model=model-1&cumulative={deposit}",
+        payer.address()
+    ))
+    .await?
+    .json()
+    .await?;
+    let typed: alloy::dyn_abi::TypedData = serde_json::from_value(t["typedData"].clone())?;
+    use alloy::signers::SignerSync;
+    let sig = payer.sign_hash_sync(&typed.eip712_signing_hash()?)?;
+    let mut wallet_headers = HeaderMap::new();
+    for (k, v) in t["headers"].as_object().ok_or(eyre!("{t}"))? {
+        wallet_headers.insert(
+            HeaderName::from_bytes(k.as_bytes())?,
+            HeaderValue::from_str(v.as_str().unwrap_or_default())?,
+        );
+    }
+    wallet_headers.insert(
+        "x-ol-signature",
+        HeaderValue::from_str(&alloy_primitives::hex::encode(sig.as_bytes()))?,
+    );
+    let c = svc
+        .authorize(&wallet_headers, &pending("wallet"))
+        .await
+        .map_err(|e| eyre!("{e}"))?
+        .ok_or(eyre!("free?"))?;
+    assert_eq!((c.payer, c.voucher.cumulative), (payer.address(), deposit));
+    svc.abandoned("wallet");
+
     // The paying account asks for fact 1 and gets it back.
     let paying = voucher(&payer, 1, 1, deposit)?;
     let h = headers(auth::voucher_headers(&paying))?;
